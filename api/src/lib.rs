@@ -1,0 +1,9 @@
+//! Outrigger's policy model: the `ResiliencePolicy` spec users write, the files
+//! that carry it, and its validation. No I/O.
+#![forbid(unsafe_code)]
+
+pub mod defaults;
+pub mod duration;
+pub mod manifest;
+pub mod policy;
+pub mod validate;

@@ -1,0 +1,182 @@
+//! Starting a proxy: load policy, bind listeners, run until told to drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::admin::{self, AdminState, Readiness};
+use crate::cli::RunArgs;
+use crate::direction::Direction;
+use crate::http::server::ServerLimits;
+use crate::listener::{accept_loop, ListenerConfig};
+use crate::metrics::Metrics;
+use crate::policy::{activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore};
+use crate::state::ProxyState;
+
+/// A proxy that is serving. Dropping it does not stop it: call `shutdown`.
+pub struct RunningProxy {
+    pub inbound_addr: SocketAddr,
+    pub outbound_addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<PolicyStore>,
+    /// Cancelling it starts the drain (as SIGTERM or `POST /shutdown` do).
+    pub shutdown: CancellationToken,
+    finished: JoinHandle<()>,
+}
+
+impl RunningProxy {
+    /// Resolves once the proxy has drained and stopped.
+    pub async fn wait(self) {
+        let _ = self.finished.await;
+    }
+}
+
+pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
+    let metrics = Metrics::new(args.max_destination_labels);
+    let policy = PolicyStore::new(ActivePolicy::defaults());
+    if let Some(path) = &args.policy {
+        // At start an invalid file is fatal: there is no last good policy to keep.
+        let loaded = load_policy_file(path)?;
+        activate(&policy, &metrics, path, loaded);
+    }
+
+    let inbound = bind(args.inbound_addr, "inbound").await?;
+    let outbound = bind(args.outbound_addr, "outbound").await?;
+    let admin_listener = bind(args.admin_addr, "admin").await?;
+    let inbound_addr = inbound.local_addr()?;
+    let outbound_addr = outbound.local_addr()?;
+    let admin_addr = admin_listener.local_addr()?;
+
+    let shutdown = CancellationToken::new();
+    let connections = TaskTracker::new();
+    let tunnels = TaskTracker::new();
+    let state = ProxyState::new(
+        &args,
+        metrics.clone(),
+        policy.clone(),
+        vec![inbound_addr, outbound_addr, admin_addr],
+        tunnels.clone(),
+    );
+    let server = ServerLimits {
+        header_read_timeout: args.header_read_timeout,
+        max_header_bytes: args.max_header_bytes,
+        max_concurrent_streams: args.max_concurrent_streams,
+    };
+    for (listener, direction) in [
+        (inbound, Direction::Inbound),
+        (outbound, Direction::Outbound),
+    ] {
+        let config = Arc::new(ListenerConfig {
+            direction,
+            max_connections: args.max_connections,
+            detect_timeout: args.detect_timeout,
+            server: server.clone(),
+        });
+        tokio::spawn(accept_loop(
+            listener,
+            config,
+            state.clone(),
+            shutdown.clone(),
+            connections.clone(),
+        ));
+    }
+
+    let stop_background = CancellationToken::new();
+    if let Some(path) = args.policy.clone() {
+        tokio::spawn(watch_policy_file(
+            path,
+            args.policy_poll_interval,
+            policy.clone(),
+            metrics.clone(),
+            stop_background.clone(),
+        ));
+    }
+    let readiness = Arc::new(Readiness::default());
+    let admin_state = Arc::new(AdminState {
+        metrics: metrics.clone(),
+        policy: policy.clone(),
+        readiness: readiness.clone(),
+        shutdown: shutdown.clone(),
+        listeners: serde_json::json!({
+            "inbound": inbound_addr.to_string(),
+            "outbound": outbound_addr.to_string(),
+            "admin": admin_addr.to_string(),
+            "outboundMode": format!("{:?}", args.outbound_mode).to_lowercase(),
+            "appAddr": args.app_addr.map(|a| a.to_string()),
+        }),
+    });
+    tokio::spawn(admin::serve(
+        admin_listener,
+        admin_state,
+        stop_background.clone(),
+    ));
+    readiness.set(true);
+    tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, "proxy ready");
+
+    let drain_timeout = args.drain_timeout;
+    let drain = shutdown.clone();
+    let finished = tokio::spawn(async move {
+        drain.cancelled().await;
+        readiness.set(false);
+        tracing::info!(timeout = ?drain_timeout, "draining");
+        connections.close();
+        tunnels.close();
+        let drained = tokio::time::timeout(drain_timeout, async {
+            connections.wait().await;
+            tunnels.wait().await;
+        })
+        .await;
+        match drained {
+            Ok(()) => tracing::info!("drained; exiting"),
+            Err(_) => tracing::warn!(
+                open = connections.len() + tunnels.len(),
+                "drain timeout reached; closing remaining connections"
+            ),
+        }
+        stop_background.cancel();
+    });
+
+    Ok(RunningProxy {
+        inbound_addr,
+        outbound_addr,
+        admin_addr,
+        metrics,
+        policy,
+        shutdown,
+        finished,
+    })
+}
+
+async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot bind the {name} listener on {addr}"))
+}
+
+/// Runs until SIGTERM, SIGINT or `POST /shutdown`, then drains.
+pub async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let proxy = start(args).await?;
+    let shutdown = proxy.shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        shutdown.cancel();
+    });
+    proxy.wait().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler installs");
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = int.recv() => tracing::info!("SIGINT received"),
+    }
+}

@@ -1,0 +1,238 @@
+//! Command-line interface of the `outrigger-proxy` binary.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outrigger-proxy",
+    version,
+    about = "Outrigger sidecar proxy",
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Local demo: a flaky upstream, the proxy and a load driver, no cluster needed.
+    Demo(DemoArgs),
+    /// Serve an HTTP upstream that injects faults (for tests and benchmarks).
+    FaultUpstream(FaultUpstreamArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutboundMode {
+    /// Destination from the absolute-form URI or the Host header (like HTTP_PROXY).
+    Explicit,
+    /// Destination from the connection's original destination (SO_ORIGINAL_DST),
+    /// as set up by the iptables redirect.
+    Transparent,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Plain,
+    Json,
+}
+
+/// Flags of a running proxy. Every flag can also be set by an `OUTRIGGER_*` variable.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Inbound listener: traffic to the pod.
+    #[arg(long, env = "OUTRIGGER_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
+    pub inbound_addr: SocketAddr,
+
+    /// Where inbound traffic goes. Without it, to 127.0.0.1 on the connection's
+    /// original destination port (transparent capture).
+    #[arg(long, env = "OUTRIGGER_APP_ADDR")]
+    pub app_addr: Option<SocketAddr>,
+
+    /// Outbound listener: traffic from the application.
+    #[arg(
+        long,
+        env = "OUTRIGGER_OUTBOUND_ADDR",
+        default_value = "127.0.0.1:4140"
+    )]
+    pub outbound_addr: SocketAddr,
+
+    /// How the outbound listener finds a connection's destination.
+    #[arg(
+        long,
+        env = "OUTRIGGER_OUTBOUND_MODE",
+        value_enum,
+        default_value = "explicit"
+    )]
+    pub outbound_mode: OutboundMode,
+
+    /// Admin listener: /metrics, /live, /ready, /config, /shutdown.
+    #[arg(long, env = "OUTRIGGER_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
+    pub admin_addr: SocketAddr,
+
+    /// Policy file (YAML or JSON, the same documents a user would `kubectl apply`).
+    /// Reloaded when it changes; an invalid file keeps the last good policy.
+    #[arg(long, env = "OUTRIGGER_POLICY")]
+    pub policy: Option<PathBuf>,
+
+    /// How often the policy file is checked for changes.
+    #[arg(long, env = "OUTRIGGER_POLICY_POLL", value_parser = parse_duration, default_value = "1s")]
+    pub policy_poll_interval: Duration,
+
+    /// Service this pod serves: selects the policy applied to inbound traffic.
+    #[arg(long, env = "OUTRIGGER_SERVICE_NAME")]
+    pub service_name: Option<String>,
+
+    /// Namespace of this pod: short destination names resolve in it.
+    #[arg(long, env = "OUTRIGGER_NAMESPACE", default_value = "default")]
+    pub namespace: String,
+
+    /// Cluster DNS domain used to match destinations to policies.
+    #[arg(
+        long,
+        env = "OUTRIGGER_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    pub cluster_domain: String,
+
+    /// Ports forwarded as plain TCP without protocol detection (server-speaks-first
+    /// protocols such as MySQL or SMTP must be listed here). Comma separated.
+    #[arg(
+        long,
+        env = "OUTRIGGER_OPAQUE_PORTS",
+        value_delimiter = ',',
+        default_value = "25,587,3306,4444,4567,4568,5432,6379,9300,11211"
+    )]
+    pub opaque_ports: Vec<u16>,
+
+    /// How long to wait for a client's first bytes before treating the connection
+    /// as opaque TCP.
+    #[arg(long, env = "OUTRIGGER_DETECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub detect_timeout: Duration,
+
+    /// Connect timeout to upstreams when the policy sets none.
+    #[arg(long, env = "OUTRIGGER_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
+    pub connect_timeout: Duration,
+
+    /// Time allowed to receive a request's headers (slowloris protection).
+    #[arg(long, env = "OUTRIGGER_HEADER_READ_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub header_read_timeout: Duration,
+
+    /// Largest request head (request line and headers) accepted; larger gets 431.
+    #[arg(long, env = "OUTRIGGER_MAX_HEADER_BYTES", default_value_t = 32 * 1024)]
+    pub max_header_bytes: usize,
+
+    /// Most connections open at once per listener; more are closed on accept.
+    #[arg(long, env = "OUTRIGGER_MAX_CONNECTIONS", default_value_t = 10_000)]
+    pub max_connections: usize,
+
+    /// Most concurrent HTTP/2 streams a client may open on one connection.
+    #[arg(long, env = "OUTRIGGER_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
+    pub max_concurrent_streams: u32,
+
+    /// Idle pooled upstream connections are closed after this long.
+    #[arg(long, env = "OUTRIGGER_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
+    pub pool_idle_timeout: Duration,
+
+    /// On SIGTERM/SIGINT or /shutdown, how long in-flight work may take to finish.
+    #[arg(long, env = "OUTRIGGER_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
+    pub drain_timeout: Duration,
+
+    /// Most distinct destinations named in metric labels; the rest share "other".
+    #[arg(long, env = "OUTRIGGER_MAX_DESTINATION_LABELS", default_value_t = 100)]
+    pub max_destination_labels: usize,
+
+    /// Socket mark (SO_MARK) set on upstream connections, so an iptables rule can
+    /// exempt the proxy's own traffic from capture. Needs CAP_NET_ADMIN.
+    #[arg(long, env = "OUTRIGGER_OUTBOUND_MARK", value_parser = parse_mark)]
+    pub outbound_mark: Option<u32>,
+
+    /// Write one JSON access-log line per request.
+    #[arg(long, env = "OUTRIGGER_ACCESS_LOG")]
+    pub access_log: bool,
+
+    /// Log format.
+    #[arg(
+        long,
+        env = "OUTRIGGER_LOG_FORMAT",
+        value_enum,
+        default_value = "plain"
+    )]
+    pub log_format: LogFormat,
+
+    /// Log filter (tracing env-filter syntax), e.g. `info` or `outrigger_proxy=debug`.
+    #[arg(long, env = "OUTRIGGER_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Tokio worker threads; a sidecar needs few.
+    #[arg(long, env = "OUTRIGGER_WORKERS", default_value_t = 2)]
+    pub workers: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// How long to drive traffic.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    pub duration: Duration,
+
+    /// Concurrent client connections of the load driver.
+    #[arg(long, default_value_t = 8)]
+    pub concurrency: usize,
+
+    /// Share of upstream requests that fail with 503 (0.0–1.0).
+    #[arg(long, default_value_t = 0.2)]
+    pub failure_rate: f64,
+
+    /// Policy file to use instead of the built-in examples/policies/demo.yaml.
+    #[arg(long)]
+    pub policy: Option<std::path::PathBuf>,
+
+    /// Admin listener of the demo proxy (port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub admin_addr: SocketAddr,
+
+    /// Keep the proxy running this long after the report, to scrape /metrics.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub linger: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FaultUpstreamArgs {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Share of requests answered with 503 (0.0–1.0) when no fault header is set.
+    #[arg(long, default_value_t = 0.0)]
+    pub failure_rate: f64,
+
+    /// Size of the response body in bytes.
+    #[arg(long, default_value_t = 2)]
+    pub body_bytes: usize,
+}
+
+/// Durations on the command line use the same form as in policies (`250ms`, `1m30s`).
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    outrigger_api::duration::Duration::parse(value)
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
+}
+
+/// Socket marks are usually written in hex (`0x4f52`), as iptables prints them.
+fn parse_mark(value: &str) -> Result<u32, String> {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => value.parse(),
+    };
+    parsed.map_err(|e| format!("{value:?} is not a mark (decimal or 0x hex): {e}"))
+}

@@ -1,0 +1,29 @@
+//! Which listener a connection came through.
+
+use std::net::SocketAddr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// Traffic to the pod, forwarded to the application.
+    Inbound,
+    /// Traffic from the application to other services.
+    Outbound,
+}
+
+impl Direction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Inbound => "inbound",
+            Direction::Outbound => "outbound",
+        }
+    }
+}
+
+/// What the proxy knows about one client connection.
+#[derive(Debug, Clone)]
+pub struct ConnectionContext {
+    pub direction: Direction,
+    pub client_addr: SocketAddr,
+    /// Where the client meant to connect, when iptables redirected it here.
+    pub original_dst: Option<SocketAddr>,
+}

@@ -1,0 +1,9 @@
+//! HTTP proxying: serving client connections, forwarding requests upstream.
+
+pub mod body;
+pub mod client;
+pub mod error_response;
+pub mod forward;
+pub mod headers;
+pub mod server;
+pub mod upgrade;

@@ -1,0 +1,76 @@
+//! Serving one client connection as HTTP/1.1 or HTTP/2, with the limits that
+//! protect the proxy (header size and read time, concurrent streams) and a
+//! graceful close when the proxy drains.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use super::forward::handle;
+use crate::detect::Protocol;
+use crate::direction::ConnectionContext;
+use crate::state::ProxyState;
+
+#[derive(Debug, Clone)]
+pub struct ServerLimits {
+    pub header_read_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub max_concurrent_streams: u32,
+}
+
+/// Serves `io` until the client closes it, or until `drain` fires and the
+/// in-flight requests on it have finished.
+pub async fn serve<IO>(
+    io: IO,
+    protocol: Protocol,
+    conn: Arc<ConnectionContext>,
+    state: Arc<ProxyState>,
+    limits: &ServerLimits,
+    drain: CancellationToken,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| handle(state.clone(), conn.clone(), request));
+    let io = TokioIo::new(io);
+    // Each arm owns a different connection type; the drain logic is the same.
+    macro_rules! drive {
+        ($connection:expr) => {{
+            let mut connection = std::pin::pin!($connection);
+            tokio::select! {
+                result = connection.as_mut() => log_end(result),
+                _ = drain.cancelled() => {
+                    // Finishes in-flight requests, then closes (GOAWAY on HTTP/2,
+                    // closing idle keep-alive connections on HTTP/1.1).
+                    connection.as_mut().graceful_shutdown();
+                    log_end(connection.await);
+                }
+            }
+        }};
+    }
+    match protocol {
+        Protocol::Http1 => drive!(http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .max_buf_size(limits.max_header_bytes.max(8192))
+            .serve_connection(io, service)
+            .with_upgrades()),
+        Protocol::Http2 => drive!(http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(limits.max_concurrent_streams)
+            .max_header_list_size(limits.max_header_bytes as u32)
+            .serve_connection(io, service)),
+        Protocol::Opaque => unreachable!("opaque connections are not served as HTTP"),
+    }
+}
+
+fn log_end(result: Result<(), hyper::Error>) {
+    if let Err(err) = result {
+        // Clients going away mid-request are routine; say so at debug level.
+        tracing::debug!(error = %err, "client connection ended with an error");
+    }
+}

@@ -1,0 +1,114 @@
+//! Protocol switches and tunnels: WebSocket (and any HTTP/1.1 `Upgrade`) and
+//! CONNECT. After the handshake both sides are spliced byte for byte.
+
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+
+use super::body::{empty, incoming, ProxyBody};
+use super::error_response::ProxyError;
+use super::forward::error_chain;
+use super::headers::strip_hop_by_hop;
+use crate::destination::Destination;
+use crate::state::ProxyState;
+
+/// CONNECT to an explicit proxy: open TCP to the authority, answer 200, splice.
+pub async fn tunnel(
+    state: &ProxyState,
+    destination: Destination,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let upstream = match state
+        .connector
+        .connect_authority(&destination.connect.host, destination.connect.port)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(err) => return ProxyError::ConnectFailure.response(&err.to_string()),
+    };
+    let client = hyper::upgrade::on(&mut request);
+    let label = state
+        .metrics
+        .destination_label(&destination.name.to_string());
+    let metrics = state.metrics.clone();
+    state.tunnels.spawn(async move {
+        let Ok(client) = client.await else { return };
+        let mut client = TokioIo::new(client);
+        let mut upstream = upstream;
+        if let Ok((sent, received)) =
+            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+        {
+            metrics
+                .tcp_bytes
+                .with_label_values(&["outbound", &label, "sent"])
+                .inc_by(sent);
+            metrics
+                .tcp_bytes
+                .with_label_values(&["outbound", &label, "received"])
+                .inc_by(received);
+        }
+    });
+    Response::new(empty())
+}
+
+/// Forwards an upgrade request on a dedicated upstream connection (never a
+/// pooled one: after a switch the connection belongs to the new protocol).
+pub async fn forward_upgrade(
+    state: &ProxyState,
+    destination: Destination,
+    mut request: Request<Incoming>,
+) -> Response<ProxyBody> {
+    let stream = match state
+        .connector
+        .connect_authority(&destination.connect.host, destination.connect.port)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(err) => return ProxyError::ConnectFailure.response(&err.to_string()),
+    };
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(stream)).await {
+            Ok(pair) => pair,
+            Err(err) => return ProxyError::UpstreamReset.response(&error_chain(&err)),
+        };
+    tokio::spawn(connection.with_upgrades());
+
+    let client_upgrade = hyper::upgrade::on(&mut request);
+    let is_connect = request.method() == Method::CONNECT;
+    let (mut parts, body) = request.into_parts();
+    strip_hop_by_hop(&mut parts.headers, true);
+    parts.version = Version::HTTP_11;
+    let upstream_request = Request::from_parts(parts, incoming(body));
+
+    let mut response = match sender.send_request(upstream_request).await {
+        Ok(response) => response,
+        Err(err) => return ProxyError::UpstreamReset.response(&error_chain(&err)),
+    };
+    let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
+        || (is_connect && response.status().is_success());
+    if switched {
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        state
+            .tunnels
+            .spawn(splice(client_upgrade, upstream_upgrade));
+    }
+    let (mut parts, body) = response.into_parts();
+    strip_hop_by_hop(&mut parts.headers, switched);
+    Response::from_parts(parts, incoming(body))
+}
+
+async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(pair) => pair,
+        Err(err) => {
+            tracing::debug!(error = %err, "upgrade did not complete");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut upstream = TokioIo::new(upstream);
+    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(error = %err, "upgraded connection ended with an error");
+    }
+}

@@ -1,0 +1,21 @@
+//! Outrigger sidecar proxy.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod app;
+pub mod cli;
+pub mod connect;
+pub mod demo;
+pub mod destination;
+pub mod detect;
+pub mod direction;
+pub mod fault_upstream;
+pub mod http;
+pub mod listener;
+pub mod metrics;
+pub mod original_dst;
+pub mod policy;
+pub mod prefixed_io;
+pub mod state;
+pub mod tcp_forward;
+pub mod telemetry;

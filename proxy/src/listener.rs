@@ -1,0 +1,164 @@
+//! Accepting connections on the inbound and outbound listeners: the connection
+//! limit, original-destination lookup, protocol detection, and hand-off to the
+//! HTTP server or the TCP forwarder.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::cli::OutboundMode;
+use crate::destination::{app_addr, HostPort};
+use crate::detect::{detect, Protocol};
+use crate::direction::{ConnectionContext, Direction};
+use crate::http::server::{self, ServerLimits};
+use crate::original_dst::original_destination;
+use crate::prefixed_io::PrefixedIo;
+use crate::state::ProxyState;
+use crate::tcp_forward;
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub direction: Direction,
+    pub max_connections: usize,
+    pub detect_timeout: Duration,
+    pub server: ServerLimits,
+}
+
+/// Accepts until `drain` fires; connection tasks run on `connections`.
+pub async fn accept_loop(
+    listener: TcpListener,
+    config: Arc<ListenerConfig>,
+    state: Arc<ProxyState>,
+    drain: CancellationToken,
+    connections: TaskTracker,
+) {
+    let slots = Arc::new(Semaphore::new(config.max_connections));
+    let direction = config.direction.as_str();
+    loop {
+        let accepted = tokio::select! {
+            _ = drain.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Out of file descriptors and the like: wait instead of spinning.
+                tracing::warn!(direction, error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            state
+                .metrics
+                .rejected_connections
+                .with_label_values(&[direction, "max-connections"])
+                .inc();
+            drop(stream);
+            continue;
+        };
+        let (config, state, drain) = (config.clone(), state.clone(), drain.clone());
+        connections.spawn(async move {
+            handle_connection(stream, peer, &config, state, drain).await;
+            drop(slot);
+        });
+    }
+    // Dropping the listener here closes the socket: new connections are refused.
+}
+
+async fn handle_connection(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    config: &ListenerConfig,
+    state: Arc<ProxyState>,
+    drain: CancellationToken,
+) {
+    let _ = stream.set_nodelay(true);
+    let direction = config.direction;
+    let original_dst = match (direction, state.outbound_mode, state.app_addr) {
+        (Direction::Outbound, OutboundMode::Transparent, _) | (Direction::Inbound, _, None) => {
+            original_destination(&stream).unwrap_or_else(|err| {
+                tracing::debug!(error = %err, "no original destination");
+                None
+            })
+        }
+        _ => None,
+    };
+    let conn = ConnectionContext {
+        direction,
+        client_addr: peer,
+        original_dst,
+    };
+    let tcp_target = tcp_target(&state, &conn);
+
+    let opaque_port = tcp_target
+        .as_ref()
+        .is_some_and(|t| state.opaque_ports.contains(&t.port));
+    let (protocol, prefix) = if opaque_port {
+        // Server-speaks-first protocols would stall detection: skip it.
+        (Protocol::Opaque, Bytes::new())
+    } else {
+        match detect(&mut stream, config.detect_timeout).await {
+            Ok(found) => found,
+            Err(err) => {
+                tracing::debug!(error = %err, "client closed during protocol detection");
+                return;
+            }
+        }
+    };
+
+    let metrics = &state.metrics;
+    let labels = [direction.as_str(), protocol.as_str()];
+    metrics.connections.with_label_values(&labels).inc();
+    let open = metrics.open_connections.with_label_values(&labels);
+    open.inc();
+
+    match protocol {
+        Protocol::Opaque => match tcp_target {
+            Some(target) => {
+                tcp_forward::forward(&state, direction, stream, prefix, target).await;
+            }
+            None => {
+                metrics
+                    .rejected_connections
+                    .with_label_values(&[direction.as_str(), "opaque-without-destination"])
+                    .inc();
+                tracing::info!(
+                    client = %peer,
+                    "non-HTTP connection has no destination (explicit mode); closed"
+                );
+            }
+        },
+        Protocol::Http1 | Protocol::Http2 => {
+            let io = PrefixedIo::new(prefix, stream);
+            server::serve(
+                io,
+                protocol,
+                Arc::new(conn),
+                state.clone(),
+                &config.server,
+                drain,
+            )
+            .await;
+        }
+    }
+    open.dec();
+}
+
+/// Where a non-HTTP connection goes: the app for inbound, the original
+/// destination for transparent outbound. Explicit outbound has none.
+fn tcp_target(state: &ProxyState, conn: &ConnectionContext) -> Option<HostPort> {
+    match conn.direction {
+        Direction::Inbound => app_addr(state, conn).map(HostPort::from),
+        Direction::Outbound => conn
+            .original_dst
+            .filter(|dst| !state.is_own_listener(*dst))
+            .map(HostPort::from),
+    }
+}

@@ -1,0 +1,36 @@
+use clap::Parser;
+use outrigger_proxy::cli::{Cli, Command};
+use outrigger_proxy::{app, demo, fault_upstream, telemetry};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let workers = cli.run.workers.max(1);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("tokio runtime starts");
+    let result = runtime.block_on(async move {
+        match cli.command {
+            None => {
+                telemetry::init(cli.run.log_format, &cli.run.log_level, cli.run.access_log);
+                app::run(cli.run).await
+            }
+            Some(Command::Demo(args)) => {
+                telemetry::init(cli.run.log_format, "warn", false);
+                demo::run(args).await
+            }
+            Some(Command::FaultUpstream(args)) => {
+                telemetry::init(cli.run.log_format, &cli.run.log_level, false);
+                fault_upstream::run(args).await
+            }
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("outrigger-proxy: {err:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

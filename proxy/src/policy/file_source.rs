@@ -1,0 +1,234 @@
+//! Policy from a file: the same YAML/JSON documents a user would `kubectl apply`.
+//! The file is polled (robust to editors' rename-on-save and to Kubernetes
+//! ConfigMap symlink swaps); an invalid file keeps the last good policy.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use outrigger_api::manifest::{parse_documents, Document, PolicyManifest};
+use outrigger_api::validate::validate_manifest;
+use sha2::{Digest, Sha256};
+use tokio_util::sync::CancellationToken;
+
+use super::{ActivePolicy, PolicyStore};
+use crate::metrics::Metrics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyLoadError {
+    #[error("cannot read policy file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("policy file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("policy file {path}: policy {name} is invalid:\n{errors}")]
+    Invalid {
+        path: PathBuf,
+        name: String,
+        errors: String,
+    },
+}
+
+/// The parsed, validated contents of a policy file.
+pub struct LoadedFile {
+    pub checksum: String,
+    pub policies: Vec<PolicyManifest>,
+}
+
+pub fn load_policy_file(path: &Path) -> Result<LoadedFile, PolicyLoadError> {
+    let text = std::fs::read_to_string(path).map_err(|source| PolicyLoadError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_policy_text(path, &text)
+}
+
+fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadError> {
+    let documents = parse_documents(text).map_err(|e| PolicyLoadError::Parse {
+        path: path.to_owned(),
+        message: e.to_string(),
+    })?;
+    let mut policies = Vec::new();
+    for document in documents {
+        // Other kinds (Services, EndpointSlices) may share the file; the proxy
+        // has no use for them yet.
+        if let Document::Policy(policy) = document {
+            validate_manifest(&policy).map_err(|errors| PolicyLoadError::Invalid {
+                path: path.to_owned(),
+                name: policy.metadata.name.clone(),
+                errors: errors.to_string(),
+            })?;
+            policies.push(*policy);
+        }
+    }
+    Ok(LoadedFile {
+        checksum: checksum(text),
+        policies,
+    })
+}
+
+fn checksum(text: &str) -> String {
+    let digest = Sha256::digest(text.as_bytes());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Installs a loaded file as the next policy generation.
+pub fn activate(store: &PolicyStore, metrics: &Metrics, path: &Path, loaded: LoadedFile) {
+    let version = store.current().version + 1;
+    let loaded_at = SystemTime::now();
+    store.replace(ActivePolicy {
+        version,
+        source: format!("file:{}", path.display()),
+        checksum: loaded.checksum,
+        loaded_at,
+        policies: loaded.policies,
+    });
+    metrics.policy_version.set(version as i64);
+    metrics.policy_last_reload_ok.set(1);
+    let unix = loaded_at
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    metrics.policy_loaded_timestamp.set(unix);
+    tracing::info!(version, path = %path.display(), "policy loaded");
+}
+
+/// Polls the file until `stop`, activating each valid change.
+pub async fn watch_policy_file(
+    path: PathBuf,
+    interval: Duration,
+    store: Arc<PolicyStore>,
+    metrics: Arc<Metrics>,
+    stop: CancellationToken,
+) {
+    // The text last attempted, good or bad: a bad file is reported once per edit.
+    let mut last_seen = store.current().checksum.clone();
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let text = match tokio::fs::read_to_string(&path).await {
+            Ok(text) => text,
+            Err(source) => {
+                let seen = format!("read-error:{source}");
+                if seen != last_seen {
+                    reject(
+                        &metrics,
+                        &PolicyLoadError::Read {
+                            path: path.clone(),
+                            source,
+                        },
+                    );
+                    last_seen = seen;
+                }
+                continue;
+            }
+        };
+        let sum = checksum(&text);
+        if sum == last_seen {
+            continue;
+        }
+        last_seen = sum;
+        match parse_policy_text(&path, &text) {
+            Ok(loaded) => activate(&store, &metrics, &path, loaded),
+            Err(err) => reject(&metrics, &err),
+        }
+    }
+}
+
+fn reject(metrics: &Metrics, err: &PolicyLoadError) {
+    metrics.policy_reload_errors.inc();
+    metrics.policy_last_reload_ok.set(0);
+    tracing::error!(error = %err, "policy rejected; the last good policy stays active");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"
+apiVersion: outrigger.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: payments, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: payments}
+  timeouts: {request: 2s}
+"#;
+
+    #[test]
+    fn parse_error_names_the_file() {
+        let err = parse_policy_text(Path::new("/p.yaml"), "kind: [")
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string().starts_with("policy file /p.yaml: "),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn invalid_policy_names_policy_and_field() {
+        let bad = GOOD.replace("request: 2s", "request: 1s, backendRequest: 2s");
+        let err = parse_policy_text(Path::new("/p.yaml"), &bad).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("policy payments is invalid"), "{text}");
+        assert!(text.contains("spec.timeouts.backendRequest"), "{text}");
+    }
+
+    #[tokio::test]
+    async fn bad_edit_keeps_last_good_policy() {
+        let dir = std::env::temp_dir().join(format!("outrigger-policy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("policy.yaml");
+        std::fs::write(&path, GOOD).unwrap();
+        let metrics = Metrics::new(10);
+        let store = PolicyStore::new(ActivePolicy::defaults());
+        activate(&store, &metrics, &path, load_policy_file(&path).unwrap());
+        let stop = CancellationToken::new();
+        let watcher = tokio::spawn(watch_policy_file(
+            path.clone(),
+            Duration::from_millis(10),
+            store.clone(),
+            metrics.clone(),
+            stop.clone(),
+        ));
+
+        std::fs::write(
+            &path,
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nspec: 7\n",
+        )
+        .unwrap();
+        wait_for(|| metrics.policy_reload_errors.get() == 1).await;
+        assert_eq!(store.current().version, 1);
+        assert_eq!(store.current().policies[0].metadata.name, "payments");
+        assert_eq!(metrics.policy_last_reload_ok.get(), 0);
+
+        std::fs::write(&path, GOOD.replace("2s", "3s")).unwrap();
+        wait_for(|| store.current().version == 2).await;
+        assert_eq!(metrics.policy_last_reload_ok.get(), 1);
+        assert_eq!(
+            metrics.policy_reload_errors.get(),
+            1,
+            "bad file reported once"
+        );
+
+        stop.cancel();
+        watcher.await.unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    async fn wait_for(mut condition: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("condition not reached within 5s");
+    }
+}

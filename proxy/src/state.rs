@@ -1,0 +1,70 @@
+//! State shared by every connection of a running proxy.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio_util::task::TaskTracker;
+
+use crate::cli::{OutboundMode, RunArgs};
+use crate::connect::Connector;
+use crate::http::client::UpstreamClients;
+use crate::metrics::Metrics;
+use crate::policy::{DestinationMatcher, PolicyStore};
+
+pub struct ProxyState {
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<PolicyStore>,
+    pub matcher: DestinationMatcher,
+    pub connector: Connector,
+    pub clients: UpstreamClients,
+    pub app_addr: Option<SocketAddr>,
+    pub outbound_mode: OutboundMode,
+    pub service_name: Option<String>,
+    pub opaque_ports: Vec<u16>,
+    pub access_log: bool,
+    /// The proxy's own listeners: a request addressed to one of them would loop.
+    pub own_addrs: Vec<SocketAddr>,
+    /// Tunnels (upgrades, CONNECT, opaque TCP) outlive their request; the drain
+    /// waits for them through this tracker.
+    pub tunnels: TaskTracker,
+}
+
+impl ProxyState {
+    pub fn new(
+        args: &RunArgs,
+        metrics: Arc<Metrics>,
+        policy: Arc<PolicyStore>,
+        own_addrs: Vec<SocketAddr>,
+        tunnels: TaskTracker,
+    ) -> Arc<Self> {
+        let connector = Connector {
+            connect_timeout: args.connect_timeout,
+            mark: args.outbound_mark,
+        };
+        Arc::new(ProxyState {
+            clients: UpstreamClients::new(connector.clone(), args.pool_idle_timeout),
+            connector,
+            metrics,
+            policy,
+            matcher: DestinationMatcher {
+                namespace: args.namespace.clone(),
+                cluster_domain: args.cluster_domain.clone(),
+            },
+            app_addr: args.app_addr,
+            outbound_mode: args.outbound_mode,
+            service_name: args.service_name.clone(),
+            opaque_ports: args.opaque_ports.clone(),
+            access_log: args.access_log,
+            own_addrs,
+            tunnels,
+        })
+    }
+
+    /// Whether connecting to `addr` would reach one of our own listeners.
+    pub fn is_own_listener(&self, addr: SocketAddr) -> bool {
+        self.own_addrs.iter().any(|own| {
+            own.port() == addr.port()
+                && (own.ip() == addr.ip() || (own.ip().is_unspecified() && addr.ip().is_loopback()))
+        })
+    }
+}

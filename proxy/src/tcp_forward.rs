@@ -1,0 +1,64 @@
+//! Opaque TCP: bytes copied both ways, half-close passed on, bytes counted.
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::destination::HostPort;
+use crate::direction::Direction;
+use crate::state::ProxyState;
+
+/// Connects to `target`, replays `prefix` (bytes read during detection) and
+/// splices until both sides have closed.
+pub async fn forward<IO>(
+    state: &ProxyState,
+    direction: Direction,
+    mut client: IO,
+    prefix: Bytes,
+    target: HostPort,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin,
+{
+    let label = state.metrics.destination_label(&target.to_string());
+    let mut upstream = match state
+        .connector
+        .connect_authority(&target.host, target.port)
+        .await
+    {
+        Ok(stream) => stream,
+        Err(err) => {
+            tracing::info!(destination = %target, error = %err, "opaque connection: upstream unreachable");
+            state
+                .metrics
+                .proxy_errors
+                .with_label_values(&[direction.as_str(), "connect-failure"])
+                .inc();
+            return;
+        }
+    };
+    if !prefix.is_empty() {
+        if let Err(err) = upstream.write_all(&prefix).await {
+            tracing::debug!(destination = %target, error = %err, "opaque connection: replay failed");
+            return;
+        }
+    }
+    // copy_bidirectional shuts down each write side when its read side ends,
+    // so a client's half-close reaches the server and vice versa.
+    let (sent, received) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok(counts) => counts,
+        Err(err) => {
+            tracing::debug!(destination = %target, error = %err, "opaque connection ended with an error");
+            (0, 0)
+        }
+    };
+    let direction = direction.as_str();
+    state
+        .metrics
+        .tcp_bytes
+        .with_label_values(&[direction, &label, "sent"])
+        .inc_by(sent + prefix.len() as u64);
+    state
+        .metrics
+        .tcp_bytes
+        .with_label_values(&[direction, &label, "received"])
+        .inc_by(received);
+}

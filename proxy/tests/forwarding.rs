@@ -1,0 +1,277 @@
+//! Forwarding through the real proxy binary with real clients (curl, raw
+//! sockets) and a fault-injecting upstream, all on loopback.
+
+mod support;
+
+use std::time::Duration;
+
+use outrigger_proxy::fault_upstream::{FaultConfig, FaultUpstream};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+async fn upstream() -> FaultUpstream {
+    FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_streams_50_mib_both_ways_with_checksums() {
+    if !require_tool("curl") {
+        return;
+    }
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr)]).await;
+    let dir = temp_dir("inbound-large");
+    let size = 50 * 1024 * 1024;
+    let (file, digest) = random_file(&dir, "body.bin", size);
+
+    // Upload: the upstream hashes what it received.
+    let answer = run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://{}/sha256", proxy.inbound),
+        ],
+    )
+    .await;
+    assert_eq!(answer.trim(), format!("{digest} {size}"));
+
+    // Chunked upload, echoed back and hashed on our side.
+    let echoed = dir.join("echoed.bin");
+    run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-H",
+            "Transfer-Encoding: chunked",
+            "--data-binary",
+            &format!("@{}", file.display()),
+            "-o",
+            echoed.to_str().unwrap(),
+            &format!("http://{}/echo", proxy.inbound),
+        ],
+    )
+    .await;
+    let echoed_digest = run("sha256sum", &[echoed.to_str().unwrap()]).await;
+    assert!(echoed_digest.starts_with(&digest), "echo changed the body");
+
+    // Download of a streamed 50 MiB body.
+    let downloaded = run(
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "curl -sS --fail http://{}/bytes/{size} | wc -c",
+                proxy.inbound
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(downloaded.trim(), size.to_string());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outbound_explicit_proxy_forwards_by_absolute_uri_and_host() {
+    if !require_tool("curl") {
+        return;
+    }
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[]).await;
+    let dir = temp_dir("outbound");
+    let (file, digest) = random_file(&dir, "body.bin", 5 * 1024 * 1024);
+
+    // Like HTTP_PROXY: absolute-form request line.
+    let answer = run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-x",
+            &format!("http://{}", proxy.outbound),
+            "--data-binary",
+            &format!("@{}", file.display()),
+            &format!("http://{}/sha256", upstream.addr),
+        ],
+    )
+    .await;
+    assert!(answer.starts_with(&digest), "{answer}");
+
+    // Origin-form with a Host header naming the destination.
+    let headers = run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-D",
+            "-",
+            "-o",
+            "/dev/null",
+            "-H",
+            &format!("Host: {}", upstream.addr),
+            "-H",
+            "x-request-id: fixed-id-1",
+            &format!("http://{}/", proxy.outbound),
+        ],
+    )
+    .await;
+    assert!(headers.contains("x-request-id: fixed-id-1"), "{headers}");
+    assert_eq!(upstream.hits(), 2);
+
+    let metrics = proxy.metrics().await;
+    let dest = format!("destination=\"{}\"", upstream.addr);
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_requests_total",
+            &["direction=\"outbound\"", &dest, "2xx"]
+        ),
+        2.0,
+        "{metrics}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_errors_are_labelled() {
+    let proxy = ProxyProcess::start(&[]).await;
+    // Nobody listens on this port: 502 naming the cause.
+    let dead = loopback(free_port());
+    let mut stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let request =
+        format!("GET http://{dead}/ HTTP/1.1\r\nHost: {dead}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 502"), "{response}");
+    assert!(
+        response.contains("x-outrigger-error: connect-failure"),
+        "{response}"
+    );
+    assert!(response.contains("x-request-id: "), "{response}");
+
+    // A request addressed to the proxy itself would loop.
+    let (status, _) = raw_get(proxy.outbound, "/").await.unwrap();
+    assert_eq!(status, 508);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_prior_knowledge_both_ways_keeps_trailers() {
+    if !require_tool("curl") {
+        return;
+    }
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr)]).await;
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "--http2-prior-knowledge",
+            "-w",
+            "\nversion=%{http_version}\n",
+            "--data-binary",
+            "hello over h2",
+            &format!("http://{}/echo", proxy.inbound),
+        ],
+    )
+    .await;
+    assert!(out.starts_with("hello over h2\nversion=2"), "{out}");
+
+    // Trailers: a hyper HTTP/2 client sees the upstream's trailers intact.
+    let trailers = h2_trailers(proxy.inbound, "/trailers").await;
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0");
+    assert_eq!(trailers.get("x-checksum").unwrap(), "abc123");
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_connections_total",
+            &["protocol=\"http2\""]
+        ),
+        2.0,
+        "{metrics}"
+    );
+}
+
+async fn h2_trailers(addr: std::net::SocketAddr, path: &str) -> http::HeaderMap {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::get(format!("http://{addr}{path}"))
+        .header("te", "trailers")
+        .body(Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    assert_eq!(response.status(), 200);
+    let collected = response.into_body().collect().await.unwrap();
+    collected.trailers().cloned().expect("trailers present")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_get_431() {
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr)]).await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let big = "a".repeat(64 * 1024);
+    let request = format!("GET / HTTP/1.1\r\nHost: app\r\nX-Big: {big}\r\n\r\n");
+    // The proxy may answer and close before reading everything: ignore write errors.
+    let _ = stream.write_all(request.as_bytes()).await;
+    let mut response = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut response)).await;
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 431"), "{text}");
+    assert_eq!(upstream.hits(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_client_is_closed_after_header_timeout() {
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", upstream.addr),
+        "--header-read-timeout=1s",
+    ])
+    .await;
+    let mut stream = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n")
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    // Trickle one header byte every 200ms; the proxy must hang up around 1s.
+    let closed_after = loop {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let mut buf = [0u8; 256];
+        let write = stream.write_all(b"X").await;
+        let read = tokio::time::timeout(Duration::from_millis(1), stream.read(&mut buf)).await;
+        if write.is_err()
+            || matches!(read, Ok(Ok(0)) | Ok(Err(_)))
+            || matches!(read, Ok(Ok(n)) if n > 0)
+        {
+            break started.elapsed();
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "never closed");
+    };
+    assert!(
+        closed_after >= Duration::from_millis(800),
+        "closed too early: {closed_after:?}"
+    );
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "closed too late: {closed_after:?}"
+    );
+    assert_eq!(upstream.hits(), 0);
+}

@@ -1,0 +1,184 @@
+//! Shared by the proxy's integration tests: run the real `outrigger-proxy`
+//! binary on loopback ports and talk to it with real clients.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+pub const BINARY: &str = env!("CARGO_BIN_EXE_outrigger-proxy");
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn loopback(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+/// A running proxy process; killed when dropped.
+pub struct ProxyProcess {
+    pub inbound: SocketAddr,
+    pub outbound: SocketAddr,
+    pub admin: SocketAddr,
+    pub child: Child,
+}
+
+impl ProxyProcess {
+    /// Starts the binary with loopback listeners plus `extra` flags and waits
+    /// until `/ready` answers 200.
+    pub async fn start(extra: &[&str]) -> ProxyProcess {
+        let (inbound, outbound, admin) = (
+            loopback(free_port()),
+            loopback(free_port()),
+            loopback(free_port()),
+        );
+        let mut command = Command::new(BINARY);
+        command
+            .arg(format!("--inbound-addr={inbound}"))
+            .arg(format!("--outbound-addr={outbound}"))
+            .arg(format!("--admin-addr={admin}"))
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        let child = command.spawn().expect("proxy binary starts");
+        let proxy = ProxyProcess {
+            inbound,
+            outbound,
+            admin,
+            child,
+        };
+        proxy.wait_ready().await;
+        proxy
+    }
+
+    pub async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok((200, _)) = raw_get(self.admin, "/ready").await {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("proxy did not become ready within 15s");
+    }
+
+    pub async fn metrics(&self) -> String {
+        raw_get(self.admin, "/metrics").await.unwrap().1
+    }
+
+    pub async fn config(&self) -> serde_json::Value {
+        let body = raw_get(self.admin, "/config").await.unwrap().1;
+        serde_json::from_str(&body).unwrap()
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id().expect("running") as i32
+    }
+}
+
+/// The value of a metric line (`name{labels} value`), summed over lines whose
+/// series text contains every fragment.
+pub fn metric_value(metrics: &str, name: &str, fragments: &[&str]) -> f64 {
+    metrics
+        .lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .filter(|line| fragments.iter().all(|f| line.contains(f)))
+        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A minimal HTTP/1.1 GET over a fresh connection: (status, body).
+pub async fn raw_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Runs a command to completion and returns its stdout; panics with its
+/// stderr when it fails.
+pub async fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .await
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e}"));
+    assert!(
+        output.status.success(),
+        "{program} {args:?} failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
+
+/// Whether a tool is installed. In CI (CI=true) a missing tool is a failure:
+/// `.ci/run` installs every one; elsewhere the test is skipped with a reason.
+pub fn require_tool(tool: &str) -> bool {
+    let found = std::process::Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !found {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("{tool} is required in CI; .ci/run should install it");
+        }
+        eprintln!("SKIPPED: {tool} is not installed (run .ci/run's install step)");
+    }
+    found
+}
+
+/// A file of `size` pseudo-random bytes, and its SHA-256 as hex.
+pub fn random_file(dir: &Path, name: &str, size: usize) -> (std::path::PathBuf, String) {
+    use sha2::{Digest, Sha256};
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut data = Vec::with_capacity(size);
+    while data.len() < size {
+        // xorshift: fast, deterministic, incompressible enough for a transfer test.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        data.extend_from_slice(&state.to_le_bytes());
+    }
+    data.truncate(size);
+    let digest: String = Sha256::digest(&data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let path = dir.join(name);
+    std::fs::write(&path, &data).unwrap();
+    (path, digest)
+}
+
+pub fn temp_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("outrigger-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}

@@ -1,0 +1,187 @@
+//! Transparent outbound capture for real: inside a network namespace this test
+//! creates (and removes), iptables redirects a client's plain connection to
+//! redis-server into the proxy's outbound listener, and the proxy forwards it to
+//! the original destination read with SO_ORIGINAL_DST. The proxy marks its own
+//! upstream sockets, and the mark exempts them from the redirect (no loop).
+
+mod support;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use support::*;
+use tokio::process::{Child, Command};
+
+const MARK: &str = "0x4f52";
+
+/// A network namespace that is deleted when dropped.
+struct Netns {
+    name: String,
+}
+
+impl Netns {
+    fn create(name: &str) -> Option<Netns> {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("cannot create a network namespace in CI (root and iproute2 needed)");
+            }
+            eprintln!("SKIPPED: cannot create network namespaces here (needs root)");
+            return None;
+        }
+        let netns = Netns {
+            name: name.to_string(),
+        };
+        netns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        Some(netns)
+    }
+
+    fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(argv);
+        command
+    }
+
+    fn exec_ok(&self, argv: &[&str]) -> String {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    fn spawn(&self, argv: &[&str]) -> Child {
+        self.command(argv)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_client_is_captured_by_the_outbound_listener() {
+    for tool in ["ip", "iptables", "redis-server", "redis-cli", "curl"] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let Some(ns) = Netns::create(&format!("ortest-tp-{}", std::process::id())) else {
+        return;
+    };
+    let redis_port = "6390";
+    let _redis = ns.spawn(&[
+        "redis-server",
+        "--port",
+        redis_port,
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+    ]);
+    let _proxy = ns.spawn(&[
+        BINARY,
+        "--outbound-mode=transparent",
+        "--outbound-addr=127.0.0.1:4140",
+        "--inbound-addr=127.0.0.1:4143",
+        "--admin-addr=127.0.0.1:4191",
+        &format!("--outbound-mark={MARK}"),
+        &format!("--opaque-ports={redis_port}"),
+    ]);
+    wait_for(|| ns.command(&["curl", "-sf", "http://127.0.0.1:4191/ready"])).await;
+    wait_for(|| ns.command(&["redis-cli", "-p", redis_port, "PING"])).await;
+
+    // The proxy's own (marked) connections return early; everything else to
+    // the redis port is redirected into the outbound listener.
+    ns.exec_ok(&[
+        "iptables", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-m", "mark", "--mark", MARK, "-j",
+        "RETURN",
+    ]);
+    ns.exec_ok(&[
+        "iptables",
+        "-t",
+        "nat",
+        "-A",
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--dport",
+        redis_port,
+        "-j",
+        "REDIRECT",
+        "--to-ports",
+        "4140",
+    ]);
+
+    assert_eq!(
+        ns.exec_ok(&["redis-cli", "-p", redis_port, "SET", "captured", "yes"])
+            .trim(),
+        "OK"
+    );
+    assert_eq!(
+        ns.exec_ok(&["redis-cli", "-p", redis_port, "GET", "captured"])
+            .trim(),
+        "yes"
+    );
+
+    let metrics = ns.exec_ok(&["curl", "-sf", "http://127.0.0.1:4191/metrics"]);
+    let destination = format!("destination=\"127.0.0.1:{redis_port}\"");
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_connections_total",
+            &["direction=\"outbound\"", "protocol=\"opaque\""]
+        ),
+        2.0,
+        "{metrics}"
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "outrigger_tcp_bytes_total",
+            &[&destination, "flow=\"received\""]
+        ) > 0.0,
+        "{metrics}"
+    );
+}
+
+async fn wait_for(mut make: impl FnMut() -> Command) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let ok = make()
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for a service in the namespace"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,225 @@
+//! Traffic that is not plain request/response HTTP: WebSocket upgrades, CONNECT
+//! tunnels, and opaque TCP (a real redis-server), through the real binary.
+
+mod support;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use outrigger_proxy::fault_upstream::{FaultConfig, FaultUpstream};
+use support::*;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::Command;
+
+fn peer_script(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/peers")
+        .join(name)
+}
+
+fn python_has_websockets() -> bool {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", "import websockets"])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("python3 with websockets is required in CI; .ci/run installs it");
+        }
+        eprintln!("SKIPPED: python3 -m pip install websockets");
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_echo_through_inbound() {
+    if !python_has_websockets() {
+        return;
+    }
+    let port = free_port();
+    let mut server = Command::new("python3")
+        .arg(peer_script("ws_echo_server.py"))
+        .arg(port.to_string())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("websocket server starts")
+        .unwrap();
+    assert_eq!(first.as_deref(), Some("listening"));
+
+    let proxy = ProxyProcess::start(&[&format!("--app-addr={}", loopback(port))]).await;
+    let out = run(
+        "python3",
+        &[
+            peer_script("ws_client.py").to_str().unwrap(),
+            &format!("ws://{}/chat", proxy.inbound),
+            "hello",
+            "through the proxy",
+        ],
+    )
+    .await;
+    assert_eq!(out, "hello\nthrough the proxy\nbinary-ok\n");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnel_through_outbound() {
+    if !require_tool("curl") {
+        return;
+    }
+    let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(&[]).await;
+    // -p makes curl open a CONNECT tunnel and speak HTTP inside it.
+    let out = run(
+        "curl",
+        &[
+            "-sS",
+            "--fail",
+            "-p",
+            "-x",
+            &format!("http://{}", proxy.outbound),
+            &format!("http://{}/bytes/100000", upstream.addr),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{size_download}",
+        ],
+    )
+    .await;
+    assert_eq!(out, "100000");
+    let metrics = proxy.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "outrigger_tcp_bytes_total",
+            &["flow=\"received\""]
+        ) >= 100000.0,
+        "{metrics}"
+    );
+}
+
+struct Redis {
+    port: u16,
+    _child: tokio::process::Child,
+}
+
+async fn start_redis() -> Option<Redis> {
+    if !require_tool("redis-server") || !require_tool("redis-cli") {
+        return None;
+    }
+    let port = free_port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tokio::net::TcpStream::connect(loopback(port))
+        .await
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "redis-server did not start");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    Some(Redis {
+        port,
+        _child: child,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_through_inbound_detected_and_opaque_port() {
+    let Some(redis) = start_redis().await else {
+        return;
+    };
+    // Once detected as non-HTTP, and once on a port marked opaque (no detection).
+    for opaque in [false, true] {
+        let mut args = vec![format!("--app-addr={}", loopback(redis.port))];
+        if opaque {
+            args.push(format!("--opaque-ports={}", redis.port));
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let proxy = ProxyProcess::start(&args).await;
+        let port = proxy.inbound.port().to_string();
+        let key = format!("key-{opaque}");
+        let set = run(
+            "redis-cli",
+            &["-p", &port, "SET", &key, "value with spaces"],
+        )
+        .await;
+        assert_eq!(set.trim(), "OK");
+        let get = run("redis-cli", &["-p", &port, "GET", &key]).await;
+        assert_eq!(get.trim(), "value with spaces");
+        let metrics = proxy.metrics().await;
+        assert_eq!(
+            metric_value(
+                &metrics,
+                "outrigger_connections_total",
+                &["protocol=\"opaque\""]
+            ),
+            2.0,
+            "{metrics}"
+        );
+        assert!(metric_value(&metrics, "outrigger_tcp_bytes_total", &["flow=\"sent\""]) > 0.0);
+    }
+}
+
+/// A server that speaks first (like SMTP or MySQL) must not wait for the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_speaks_first_on_opaque_port_does_not_stall() {
+    let listener = TcpListener::bind(loopback(0)).await.unwrap();
+    let banner_port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let _ = stream.write_all(b"220 banner\r\n").await;
+                let mut buf = [0u8; 64];
+                // Echo one client line so half-close behaviour can be checked.
+                if let Ok(n) = stream.read(&mut buf).await {
+                    let _ = stream.write_all(&buf[..n]).await;
+                }
+            });
+        }
+    });
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", loopback(banner_port)),
+        &format!("--opaque-ports={banner_port}"),
+        "--detect-timeout=5s",
+    ])
+    .await;
+    let started = Instant::now();
+    let mut client = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let mut banner = [0u8; 12];
+    client.read_exact(&mut banner).await.unwrap();
+    assert_eq!(&banner, b"220 banner\r\n");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stalled {:?}",
+        started.elapsed()
+    );
+
+    // Half-close: the client shuts its write side and still reads the reply.
+    client.write_all(b"QUIT\r\n").await.unwrap();
+    client.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    client.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"QUIT\r\n");
+}
