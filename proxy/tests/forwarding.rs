@@ -275,3 +275,27 @@ async fn slowloris_client_is_closed_after_header_timeout() {
     );
     assert_eq!(upstream.hits(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn access_log_has_one_json_line_per_request() {
+    use tokio::io::AsyncBufReadExt;
+    let upstream = upstream().await;
+    let mut proxy =
+        ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr), "--access-log"]).await;
+    let (status, _) = raw_get(proxy.inbound, "/orders?id=7").await.unwrap();
+    assert_eq!(status, 200);
+    let stdout = proxy.child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(entry["direction"], "inbound");
+    assert_eq!(entry["method"], "GET");
+    assert_eq!(entry["path"], "/orders");
+    assert_eq!(entry["status"], 200);
+    assert_eq!(entry["request_id"].as_str().unwrap().len(), 36, "{line}");
+    assert!(entry["duration_ms"].as_f64().unwrap() >= 0.0);
+}

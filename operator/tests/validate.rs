@@ -1,0 +1,54 @@
+//! The `validate` command on the project's own examples and on broken files.
+
+use std::process::Command;
+
+const BINARY: &str = env!("CARGO_BIN_EXE_outrigger-operator");
+
+#[test]
+fn examples_are_valid() {
+    let examples = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/policies");
+    let files: Vec<_> = std::fs::read_dir(examples)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    assert!(!files.is_empty());
+    let output = Command::new(BINARY)
+        .arg("validate")
+        .args(&files)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn invalid_policy_reports_each_field() {
+    let dir = std::env::temp_dir().join(format!("outrigger-validate-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: pay}\nspec:\n  targetRef: {name: pay}\n  retry: {backoff: {base: 2s, max: 1s}}\n  circuitBreaker: {halfOpenRequests: 0}\n",
+    )
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("validate")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("pay: spec.retry.backoff.max: must be >= base (2s)"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("pay: spec.circuitBreaker.halfOpenRequests: must be at least 1"),
+        "{stderr}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
