@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Traffic to the pod, forwarded to the application.
     Inbound,

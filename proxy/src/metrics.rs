@@ -26,131 +26,187 @@ pub struct Metrics {
     pub policy_loaded_timestamp: IntGauge,
     pub policy_reload_errors: IntCounter,
     pub policy_last_reload_ok: IntGauge,
+    pub resilience: ResilienceMetrics,
 }
+
+/// What the resilience engine did, per destination.
+pub struct ResilienceMetrics {
+    pub retries: IntCounterVec,
+    pub retry_budget_exhausted: IntCounterVec,
+    pub retries_skipped: IntCounterVec,
+    pub timeouts: IntCounterVec,
+    pub circuit_state: IntGaugeVec,
+    pub circuit_transitions: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub ejections: IntCounterVec,
+    pub ejected_endpoints: IntGaugeVec,
+    pub shed: IntCounterVec,
+    pub rate_limited: IntCounterVec,
+    pub dry_run_would_reject: IntCounterVec,
+}
+
+/// Builds metric families and registers each as it is made.
+struct Families<'r>(&'r Registry);
+
+impl Families<'_> {
+    fn register<C: prometheus::core::Collector + Clone + 'static>(&self, collector: C) -> C {
+        self.0
+            .register(Box::new(collector.clone()))
+            .expect("metric names are unique");
+        collector
+    }
+
+    fn counters(&self, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn gauges(&self, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+        self.register(IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric"))
+    }
+
+    fn counter(&self, name: &str, help: &str) -> IntCounter {
+        self.register(IntCounter::new(name, help).expect("valid metric"))
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> IntGauge {
+        self.register(IntGauge::new(name, help).expect("valid metric"))
+    }
+}
+
+const DEST: [&str; 2] = ["direction", "destination"];
 
 impl Metrics {
     pub fn new(max_destination_labels: usize) -> Arc<Self> {
         let registry = Registry::new();
-        let requests = IntCounterVec::new(
-            Opts::new(
+        let f = Families(&registry);
+        let request_duration = f.register(
+            HistogramVec::new(
+                HistogramOpts::new(
+                    "outrigger_request_duration_seconds",
+                    "Time from request received to response headers sent",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0, 30.0,
+                ]),
+                &DEST,
+            )
+            .expect("valid metric"),
+        );
+        let resilience = ResilienceMetrics {
+            retries: f.counters(
+                "outrigger_retries_total",
+                "Retries sent, by the reason the previous attempt failed",
+                &["direction", "destination", "reason"],
+            ),
+            retry_budget_exhausted: f.counters(
+                "outrigger_retry_budget_exhausted_total",
+                "Retries not sent because the retry budget was spent",
+                &DEST,
+            ),
+            retries_skipped: f.counters(
+                "outrigger_retries_skipped_total",
+                "Failed attempts not retried although the policy retries them, by why",
+                &["direction", "destination", "reason"],
+            ),
+            timeouts: f.counters(
+                "outrigger_timeouts_total",
+                "Timeouts, by kind (request, backend-request, connect)",
+                &["direction", "destination", "kind"],
+            ),
+            circuit_state: f.gauges(
+                "outrigger_circuit_state",
+                "Circuit breaker state: 0 closed, 1 open, 2 half-open",
+                &DEST,
+            ),
+            circuit_transitions: f.counters(
+                "outrigger_circuit_transitions_total",
+                "Circuit breaker state changes",
+                &["direction", "destination", "from", "to"],
+            ),
+            fallbacks: f.counters(
+                "outrigger_fallback_responses_total",
+                "Fallback responses served while the circuit was open",
+                &DEST,
+            ),
+            ejections: f.counters(
+                "outrigger_ejections_total",
+                "Endpoints ejected by outlier detection",
+                &DEST,
+            ),
+            ejected_endpoints: f.gauges(
+                "outrigger_ejected_endpoints",
+                "Endpoints ejected right now",
+                &DEST,
+            ),
+            shed: f.counters(
+                "outrigger_shed_requests_total",
+                "Requests refused by the concurrency limit, by reason",
+                &["direction", "destination", "reason"],
+            ),
+            rate_limited: f.counters(
+                "outrigger_rate_limited_total",
+                "Inbound requests refused by the rate limit",
+                &DEST,
+            ),
+            dry_run_would_reject: f.counters(
+                "outrigger_dry_run_would_reject_total",
+                "Requests a DryRun policy would have rejected, by reason",
+                &["direction", "destination", "reason"],
+            ),
+        };
+        Arc::new(Metrics {
+            destinations: DestinationLabels::new(max_destination_labels),
+            requests: f.counters(
                 "outrigger_requests_total",
                 "HTTP requests proxied, by outcome",
+                &["direction", "destination", "status_class"],
             ),
-            &["direction", "destination", "status_class"],
-        )
-        .expect("valid metric");
-        let request_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "outrigger_request_duration_seconds",
-                "Time from request received to response headers sent",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0, 30.0,
-            ]),
-            &["direction", "destination"],
-        )
-        .expect("valid metric");
-        let proxy_errors = IntCounterVec::new(
-            Opts::new(
+            request_duration,
+            proxy_errors: f.counters(
                 "outrigger_proxy_errors_total",
                 "Responses the proxy produced itself, by x-outrigger-error cause",
+                &["direction", "cause"],
             ),
-            &["direction", "cause"],
-        )
-        .expect("valid metric");
-        let open_connections = IntGaugeVec::new(
-            Opts::new("outrigger_open_connections", "Client connections open now"),
-            &["direction", "protocol"],
-        )
-        .expect("valid metric");
-        let connections = IntCounterVec::new(
-            Opts::new("outrigger_connections_total", "Client connections accepted"),
-            &["direction", "protocol"],
-        )
-        .expect("valid metric");
-        let rejected_connections = IntCounterVec::new(
-            Opts::new(
+            open_connections: f.gauges(
+                "outrigger_open_connections",
+                "Client connections open now",
+                &["direction", "protocol"],
+            ),
+            connections: f.counters(
+                "outrigger_connections_total",
+                "Client connections accepted",
+                &["direction", "protocol"],
+            ),
+            rejected_connections: f.counters(
                 "outrigger_connections_rejected_total",
                 "Client connections closed without being served",
+                &["direction", "reason"],
             ),
-            &["direction", "reason"],
-        )
-        .expect("valid metric");
-        let tcp_bytes = IntCounterVec::new(
-            Opts::new(
+            tcp_bytes: f.counters(
                 "outrigger_tcp_bytes_total",
-                "Bytes forwarded on opaque TCP connections",
+                "Bytes forwarded on opaque TCP connections and tunnels",
+                &["direction", "destination", "flow"],
             ),
-            &["direction", "destination", "flow"],
-        )
-        .expect("valid metric");
-        let policy_version = IntGauge::new(
-            "outrigger_policy_version",
-            "Version of the active policy (increases on every successful load)",
-        )
-        .expect("valid metric");
-        let policy_loaded_timestamp = IntGauge::new(
-            "outrigger_policy_loaded_timestamp_seconds",
-            "Unix time at which the active policy was loaded",
-        )
-        .expect("valid metric");
-        let policy_reload_errors = IntCounter::new(
-            "outrigger_policy_reload_errors_total",
-            "Policy loads rejected (the last good policy stayed active)",
-        )
-        .expect("valid metric");
-        let policy_last_reload_ok = IntGauge::new(
-            "outrigger_policy_last_reload_success",
-            "1 when the last policy load succeeded, 0 when it was rejected",
-        )
-        .expect("valid metric");
-
-        let metrics = Metrics {
+            policy_version: f.gauge(
+                "outrigger_policy_version",
+                "Version of the active policy (increases on every successful load)",
+            ),
+            policy_loaded_timestamp: f.gauge(
+                "outrigger_policy_loaded_timestamp_seconds",
+                "Unix time at which the active policy was loaded",
+            ),
+            policy_reload_errors: f.counter(
+                "outrigger_policy_reload_errors_total",
+                "Policy loads rejected (the last good policy stayed active)",
+            ),
+            policy_last_reload_ok: f.gauge(
+                "outrigger_policy_last_reload_success",
+                "1 when the last policy load succeeded, 0 when it was rejected",
+            ),
+            resilience,
             registry,
-            destinations: DestinationLabels::new(max_destination_labels),
-            requests,
-            request_duration,
-            proxy_errors,
-            open_connections,
-            connections,
-            rejected_connections,
-            tcp_bytes,
-            policy_version,
-            policy_loaded_timestamp,
-            policy_reload_errors,
-            policy_last_reload_ok,
-        };
-        metrics.register_all();
-        Arc::new(metrics)
-    }
-
-    fn register_all(&self) {
-        let collectors: Vec<Box<dyn prometheus::core::Collector>> = vec![
-            Box::new(self.requests.clone()),
-            Box::new(self.request_duration.clone()),
-            Box::new(self.proxy_errors.clone()),
-            Box::new(self.open_connections.clone()),
-            Box::new(self.connections.clone()),
-            Box::new(self.rejected_connections.clone()),
-            Box::new(self.tcp_bytes.clone()),
-            Box::new(self.policy_version.clone()),
-            Box::new(self.policy_loaded_timestamp.clone()),
-            Box::new(self.policy_reload_errors.clone()),
-            Box::new(self.policy_last_reload_ok.clone()),
-        ];
-        for collector in collectors {
-            self.registry
-                .register(collector)
-                .expect("metric names are unique");
-        }
-    }
-
-    /// Registers a collector owned by another module (e.g. the resilience layers).
-    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
-        self.registry
-            .register(collector)
-            .expect("metric names are unique");
+        })
     }
 
     /// The label value for a destination, within the label budget.

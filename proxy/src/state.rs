@@ -7,6 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{OutboundMode, RunArgs};
 use crate::connect::Connector;
+use crate::engine::cache::StackCache;
 use crate::http::client::UpstreamClients;
 use crate::metrics::Metrics;
 use crate::policy::{DestinationMatcher, PolicyStore};
@@ -27,6 +28,8 @@ pub struct ProxyState {
     /// Tunnels (upgrades, CONNECT, opaque TCP) outlive their request; the drain
     /// waits for them through this tracker.
     pub tunnels: TaskTracker,
+    /// Per-destination resilience stacks.
+    pub stacks: StackCache,
 }
 
 impl ProxyState {
@@ -57,6 +60,7 @@ impl ProxyState {
             access_log: args.access_log,
             own_addrs,
             tunnels,
+            stacks: StackCache::default(),
         })
     }
 

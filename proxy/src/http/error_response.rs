@@ -22,6 +22,12 @@ pub enum ProxyError {
     Loop,
     /// The request is malformed.
     BadRequest,
+    /// The destination's concurrency limit shed the request.
+    Overloaded,
+    /// The inbound rate limit refused the request.
+    RateLimited,
+    /// The destination is known but has no ready endpoints.
+    NoEndpoints,
 }
 
 impl ProxyError {
@@ -33,6 +39,9 @@ impl ProxyError {
             ProxyError::NoDestination => "no-destination",
             ProxyError::Loop => "loop-detected",
             ProxyError::BadRequest => "bad-request",
+            ProxyError::Overloaded => "overloaded",
+            ProxyError::RateLimited => "rate-limited",
+            ProxyError::NoEndpoints => "no-endpoints",
         }
     }
 
@@ -42,6 +51,8 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoDestination | ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
+            ProxyError::Overloaded | ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -60,9 +71,60 @@ impl ProxyError {
     }
 }
 
+/// gRPC clients read errors from `grpc-status`, not the HTTP status: a
+/// proxy-made error for a gRPC request becomes a trailers-only response.
+pub fn is_grpc(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/grpc"))
+}
+
+/// Rewrites a proxy-made error response (one with `x-outrigger-error`) into
+/// gRPC form: HTTP 200, `grpc-status` and `grpc-message` in the only headers.
+pub fn grpc_error(response: Response<ProxyBody>) -> Response<ProxyBody> {
+    let Some(cause) = response.headers().get(ERROR_HEADER).cloned() else {
+        return response;
+    };
+    // https://grpc.github.io/grpc/core/md_doc_statuscodes.html
+    let code = match cause.to_str().unwrap_or("") {
+        "timeout" => "4",                        // DEADLINE_EXCEEDED
+        "rate-limited" | "overloaded" => "8",    // RESOURCE_EXHAUSTED
+        "bad-request" | "no-destination" => "3", // INVALID_ARGUMENT
+        _ => "14",                               // UNAVAILABLE
+    };
+    let mut grpc = Response::new(super::body::empty());
+    let headers = grpc.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    headers.insert("grpc-status", HeaderValue::from_static(code));
+    let message = format!("outrigger: {}", cause.to_str().unwrap_or("error"));
+    if let Ok(value) = HeaderValue::from_str(&message) {
+        headers.insert("grpc-message", value);
+    }
+    for name in [ERROR_HEADER, "retry-after"] {
+        if let Some(value) = response.headers().get(name) {
+            headers.insert(name, value.clone());
+        }
+    }
+    grpc
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn grpc_errors_use_grpc_status() {
+        let r = grpc_error(ProxyError::Timeout.response("slow"));
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["grpc-status"], "4");
+        assert_eq!(r.headers()[ERROR_HEADER], "timeout");
+        let r = grpc_error(ProxyError::ConnectFailure.response("down"));
+        assert_eq!(r.headers()["grpc-status"], "14");
+    }
 
     #[test]
     fn response_names_cause() {

@@ -3,18 +3,18 @@
 
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
-use http::uri::{PathAndQuery, Scheme};
-use http::{HeaderValue, Method, Request, Response, Uri, Version};
+use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
-use super::body::{incoming, ProxyBody};
-use super::error_response::{ProxyError, ERROR_HEADER};
-use super::headers::{ensure_request_id, strip_hop_by_hop, wants_upgrade, REQUEST_ID};
+use super::body::ProxyBody;
+use super::error_response::{grpc_error, is_grpc, ERROR_HEADER};
+use super::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
 use super::upgrade;
 use crate::destination::{self, Destination};
 use crate::direction::{ConnectionContext, Direction};
+use crate::engine::call::call;
 use crate::state::ProxyState;
 
 /// Entry point for every request a client connection carries.
@@ -27,6 +27,7 @@ pub async fn handle(
     let request_id = ensure_request_id(request.headers_mut());
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let grpc = is_grpc(request.headers());
 
     let (label, mut response) = match destination::resolve(&state, &conn, &request) {
         Err((error, detail)) => ("unknown".into(), error.response(&detail)),
@@ -34,7 +35,10 @@ pub async fn handle(
             let label = state
                 .metrics
                 .destination_label(&destination.name.to_string());
-            (label, route(&state, &conn, destination, request).await)
+            (
+                label,
+                route(&state, &conn, destination, request, started).await,
+            )
         }
     };
 
@@ -56,6 +60,9 @@ pub async fn handle(
             duration_ms = started.elapsed().as_secs_f64() * 1e3,
         );
     }
+    if grpc {
+        response = grpc_error(response);
+    }
     Ok(response)
 }
 
@@ -64,6 +71,7 @@ async fn route(
     conn: &ConnectionContext,
     destination: Destination,
     request: Request<Incoming>,
+    started: Instant,
 ) -> Response<ProxyBody> {
     if request.method() == Method::CONNECT {
         return match conn.direction {
@@ -77,101 +85,8 @@ async fn route(
         return upgrade::forward_upgrade(state, destination, request).await;
     }
 
-    let timeout = request_timeout(state, conn, &destination);
-    let upstream_request = match upstream_request(request, &destination) {
-        Ok(r) => r,
-        Err(detail) => return ProxyError::BadRequest.response(&detail),
-    };
-    let exchange = state.clients.send(upstream_request);
-    let result = match timeout {
-        Some(limit) => match tokio::time::timeout(limit, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                return ProxyError::Timeout.response(&format!(
-                    "{} sent no response within {}",
-                    destination.name,
-                    outrigger_api::duration::Duration::from_std(limit)
-                ))
-            }
-        },
-        None => exchange.await,
-    };
-    match result {
-        Ok(response) => {
-            let (mut parts, body) = response.into_parts();
-            strip_hop_by_hop(&mut parts.headers, false);
-            Response::from_parts(parts, incoming(body))
-        }
-        Err(err) => {
-            let kind = if err.is_connect() {
-                ProxyError::ConnectFailure
-            } else {
-                ProxyError::UpstreamReset
-            };
-            let detail = format!("{}: {}", destination.connect, error_chain(&err));
-            tracing::debug!(destination = %destination.name, error = %detail, "upstream failed");
-            kind.response(&detail)
-        }
-    }
-}
-
-/// The request timeout the destination's policy sets, if any.
-fn request_timeout(
-    state: &ProxyState,
-    conn: &ConnectionContext,
-    destination: &Destination,
-) -> Option<Duration> {
-    let active = state.policy.current();
-    let policy = match (conn.direction, &state.service_name) {
-        (Direction::Inbound, Some(service)) => {
-            state
-                .matcher
-                .find_service(&active.policies, service, destination.connect.port)
-        }
-        _ => state.matcher.find(
-            &active.policies,
-            &destination.name.host,
-            destination.name.port,
-        ),
-    }?;
-    policy
-        .spec
-        .timeouts
-        .as_ref()?
-        .request
-        .map(|d| d.as_std())
-        .filter(|d| !d.is_zero())
-}
-
-/// Rewrites a client request for the upstream hop: absolute URI naming the
-/// connect address (which the pooled client dials), hop-by-hop headers removed.
-pub fn upstream_request(
-    request: Request<Incoming>,
-    destination: &Destination,
-) -> Result<Request<ProxyBody>, String> {
-    let (mut parts, body) = request.into_parts();
-    let path = parts
-        .uri
-        .path_and_query()
-        .cloned()
-        .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    parts.uri = Uri::builder()
-        .scheme(Scheme::HTTP)
-        .authority(destination.connect.to_string())
-        .path_and_query(path)
-        .build()
-        .map_err(|e| format!("cannot build upstream URI: {e}"))?;
-    if parts.version < Version::HTTP_2 {
-        // The upstream hop is always HTTP/1.1, whatever the client spoke.
-        if !parts.headers.contains_key(http::header::HOST) {
-            let host = HeaderValue::from_str(&destination.name.to_string())
-                .map_err(|e| format!("invalid host: {e}"))?;
-            parts.headers.insert(http::header::HOST, host);
-        }
-        parts.version = Version::HTTP_11;
-    }
-    strip_hop_by_hop(&mut parts.headers, false);
-    Ok(Request::from_parts(parts, incoming(body)))
+    let stack = state.stacks.get(state, conn.direction, &destination);
+    call(stack, request, started).await
 }
 
 fn record(

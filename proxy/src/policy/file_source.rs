@@ -11,7 +11,7 @@ use outrigger_api::validate::validate_manifest;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{ActivePolicy, PolicyStore};
+use super::{ActivePolicy, EndpointIndex, PolicyStore};
 use crate::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,7 @@ pub enum PolicyLoadError {
 pub struct LoadedFile {
     pub checksum: String,
     pub policies: Vec<PolicyManifest>,
+    pub endpoints: EndpointIndex,
 }
 
 pub fn load_policy_file(path: &Path) -> Result<LoadedFile, PolicyLoadError> {
@@ -51,21 +52,33 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
         message: e.to_string(),
     })?;
     let mut policies = Vec::new();
+    let mut endpoints = EndpointIndex::default();
     for document in documents {
-        // Other kinds (Services, EndpointSlices) may share the file; the proxy
-        // has no use for them yet.
-        if let Document::Policy(policy) = document {
-            validate_manifest(&policy).map_err(|errors| PolicyLoadError::Invalid {
-                path: path.to_owned(),
-                name: policy.metadata.name.clone(),
-                errors: errors.to_string(),
-            })?;
-            policies.push(*policy);
+        match document {
+            Document::Policy(policy) => {
+                validate_manifest(&policy).map_err(|errors| PolicyLoadError::Invalid {
+                    path: path.to_owned(),
+                    name: policy.metadata.name.clone(),
+                    errors: errors.to_string(),
+                })?;
+                policies.push(*policy);
+            }
+            // Services and EndpointSlices give destinations their endpoints;
+            // other kinds are not the proxy's business.
+            Document::Other { kind, raw, .. } => {
+                endpoints
+                    .add(&kind, &raw)
+                    .map_err(|message| PolicyLoadError::Parse {
+                        path: path.to_owned(),
+                        message,
+                    })?;
+            }
         }
     }
     Ok(LoadedFile {
         checksum: checksum(text),
         policies,
+        endpoints,
     })
 }
 
@@ -84,6 +97,7 @@ pub fn activate(store: &PolicyStore, metrics: &Metrics, path: &Path, loaded: Loa
         checksum: loaded.checksum,
         loaded_at,
         policies: loaded.policies,
+        endpoints: loaded.endpoints,
     });
     metrics.policy_version.set(version as i64);
     metrics.policy_last_reload_ok.set(1);

@@ -1,7 +1,7 @@
-//! Which policy applies to a destination. A policy targets a Service by name in
-//! its namespace; a request names its destination the way Kubernetes DNS allows
-//! (`payments`, `payments.shop`, `payments.shop.svc`,
-//! `payments.shop.svc.cluster.local`), with a port.
+//! Which Service a destination names, and which policy applies to it. A policy
+//! targets a Service by name in its namespace; a request names its destination
+//! the way Kubernetes DNS allows (`payments`, `payments.shop`,
+//! `payments.shop.svc`, `payments.shop.svc.cluster.local`), with a port.
 
 use outrigger_api::manifest::PolicyManifest;
 
@@ -12,21 +12,57 @@ pub struct DestinationMatcher {
     pub cluster_domain: String,
 }
 
+/// A Service, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ServiceRef {
+    pub namespace: String,
+    pub name: String,
+}
+
 impl DestinationMatcher {
-    /// The policy for `host:port`. A policy whose targetRef names the port wins
-    /// over one that does not; among equals the first in the file wins.
+    /// The Service a host name designates, if it is a Kubernetes service name.
+    pub fn service_of(&self, host: &str) -> Option<ServiceRef> {
+        let host = host.trim_end_matches('.');
+        if host.parse::<std::net::IpAddr>().is_ok() {
+            return None;
+        }
+        let mut labels = host.split('.');
+        let name = labels.next().filter(|s| !s.is_empty())?;
+        let rest: Vec<&str> = labels.collect();
+        let namespace = match rest.as_slice() {
+            [] => self.namespace.as_str(),
+            [ns] => ns,
+            [ns, "svc"] => ns,
+            [ns, "svc", domain @ ..] if domain.join(".") == self.cluster_domain => ns,
+            _ => return None,
+        };
+        Some(ServiceRef {
+            namespace: namespace.to_string(),
+            name: name.to_string(),
+        })
+    }
+
+    /// The pod's own Service (its inbound policy).
+    pub fn own_service(&self, name: &str) -> ServiceRef {
+        ServiceRef {
+            namespace: self.namespace.clone(),
+            name: name.to_string(),
+        }
+    }
+
+    /// The policy for `service` on `port`. A policy whose targetRef names the
+    /// port wins over one that does not; among equals the first wins.
     pub fn find<'a>(
         &self,
         policies: &'a [PolicyManifest],
-        host: &str,
+        service: &ServiceRef,
         port: u16,
     ) -> Option<&'a PolicyManifest> {
-        let (service, namespace) = self.service_of(host)?;
         let mut portless = None;
         for policy in policies {
             let target = &policy.spec.target_ref;
             let policy_ns = policy.metadata.namespace.as_deref().unwrap_or("default");
-            if target.name != service || policy_ns != namespace {
+            if target.name != service.name || policy_ns != service.namespace {
                 continue;
             }
             match target.port {
@@ -38,36 +74,6 @@ impl DestinationMatcher {
             }
         }
         portless
-    }
-
-    /// The policy of the Service this pod serves (applied to inbound traffic).
-    pub fn find_service<'a>(
-        &self,
-        policies: &'a [PolicyManifest],
-        service: &str,
-        port: u16,
-    ) -> Option<&'a PolicyManifest> {
-        let host = format!("{service}.{}", self.namespace);
-        self.find(policies, &host, port)
-    }
-
-    /// Splits a Kubernetes service host name into (service, namespace).
-    fn service_of<'h>(&'h self, host: &'h str) -> Option<(&'h str, &'h str)> {
-        let host = host.trim_end_matches('.');
-        if host.parse::<std::net::IpAddr>().is_ok() {
-            return None;
-        }
-        let mut labels = host.split('.');
-        let service = labels.next().filter(|s| !s.is_empty())?;
-        let rest: Vec<&str> = labels.collect();
-        let namespace = match rest.as_slice() {
-            [] => self.namespace.as_str(),
-            [ns] => ns,
-            [ns, "svc"] => ns,
-            [ns, "svc", domain @ ..] if domain.join(".") == self.cluster_domain => ns,
-            _ => return None,
-        };
-        Some((service, namespace))
     }
 }
 
@@ -101,13 +107,16 @@ spec:
   targetRef: {kind: Service, name: payments, port: 8080}
 "#;
 
-    #[test]
-    fn matches_every_kubernetes_spelling() {
-        let policies = policies(TWO);
-        let m = DestinationMatcher {
-            namespace: "shop".into(),
+    fn matcher(namespace: &str) -> DestinationMatcher {
+        DestinationMatcher {
+            namespace: namespace.into(),
             cluster_domain: "cluster.local".into(),
-        };
+        }
+    }
+
+    #[test]
+    fn names_every_kubernetes_spelling() {
+        let m = matcher("shop");
         for host in [
             "payments",
             "payments.shop",
@@ -115,30 +124,35 @@ spec:
             "payments.shop.svc.cluster.local",
             "payments.shop.svc.cluster.local.",
         ] {
-            let found = m
-                .find(&policies, host, 80)
-                .map(|p| p.metadata.name.as_str());
-            assert_eq!(found, Some("any-port"), "{host}");
+            assert_eq!(
+                m.service_of(host),
+                Some(m.own_service("payments")),
+                "{host}"
+            );
         }
-        assert_eq!(
-            m.find(&policies, "payments.other", 80)
-                .map(|p| &p.metadata.name),
-            None
-        );
-        assert_eq!(m.find(&policies, "payments.shop.svc.example.org", 80), None);
-        assert_eq!(m.find(&policies, "10.0.0.1", 80), None);
+        assert_eq!(m.service_of("payments.shop.svc.example.org"), None);
+        assert_eq!(m.service_of("10.0.0.1"), None);
     }
 
     #[test]
     fn port_specific_policy_wins() {
         let policies = policies(TWO);
-        let m = DestinationMatcher {
-            namespace: "default".into(),
-            cluster_domain: "cluster.local".into(),
-        };
-        let found = m.find(&policies, "payments.shop", 8080).unwrap();
-        assert_eq!(found.metadata.name, "port-8080");
-        let found = m.find_service(&policies, "payments", 9090);
-        assert_eq!(found, None, "own namespace is default, not shop");
+        let m = matcher("default");
+        let service = m.service_of("payments.shop").unwrap();
+        assert_eq!(
+            m.find(&policies, &service, 8080).unwrap().metadata.name,
+            "port-8080"
+        );
+        assert_eq!(
+            m.find(&policies, &service, 80).unwrap().metadata.name,
+            "any-port"
+        );
+        let other = m.service_of("payments.other").unwrap();
+        assert_eq!(m.find(&policies, &other, 80), None);
+        assert_eq!(
+            m.find(&policies, &m.own_service("payments"), 80),
+            None,
+            "own namespace is default"
+        );
     }
 }

@@ -1,11 +1,13 @@
 //! The policy the proxy enforces: loaded from a file (or, later, the control
 //! plane), swapped atomically, and matched to destinations.
 
+mod endpoints;
 mod file_source;
 mod matcher;
 
+pub use endpoints::EndpointIndex;
 pub use file_source::{activate, load_policy_file, watch_policy_file, LoadedFile, PolicyLoadError};
-pub use matcher::DestinationMatcher;
+pub use matcher::{DestinationMatcher, ServiceRef};
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -27,6 +29,8 @@ pub struct ActivePolicy {
     #[serde(serialize_with = "serialize_unix_time")]
     pub loaded_at: SystemTime,
     pub policies: Vec<PolicyManifest>,
+    /// Endpoints from Service/EndpointSlice documents in the same source.
+    pub endpoints: EndpointIndex,
 }
 
 impl ActivePolicy {
@@ -37,6 +41,7 @@ impl ActivePolicy {
             checksum: String::new(),
             loaded_at: SystemTime::now(),
             policies: Vec::new(),
+            endpoints: EndpointIndex::default(),
         }
     }
 }

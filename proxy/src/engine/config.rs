@@ -1,0 +1,427 @@
+//! A policy compiled for the hot path: every default filled in, durations as
+//! `std::time::Duration`, routes ready to match. Built once per destination and
+//! policy generation, never per request.
+
+use std::time::Duration;
+
+use http::{HeaderMap, Method, StatusCode};
+use outrigger_api::defaults as d;
+use outrigger_api::policy::{
+    self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
+};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DestinationConfig {
+    /// Name of the policy this came from (`namespace/name`), or `None` for defaults.
+    pub policy: Option<String>,
+    pub dry_run: bool,
+    pub connect_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub default_route: RouteConfig,
+    pub routes: Vec<(RouteMatcher, RouteConfig)>,
+    pub budget: Option<BudgetConfig>,
+    pub breaker: Option<BreakerSettings>,
+    pub outlier: Option<OutlierSettings>,
+    pub limits: Option<LimitSettings>,
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+/// What varies per route: timeouts and retries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteConfig {
+    pub name: String,
+    pub request_timeout: Option<Duration>,
+    pub backend_timeout: Option<Duration>,
+    pub retry: Option<RetrySettings>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetrySettings {
+    pub attempts: u32,
+    pub codes: Vec<u16>,
+    pub on: Vec<RetryOn>,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    pub non_idempotent: NonIdempotent,
+    pub max_buffered_body_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    pub percent: u32,
+    pub interval: Duration,
+    pub min_retries: u32,
+    pub min_interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BreakerSettings {
+    pub failure_rate_percent: u32,
+    pub minimum_requests: u32,
+    pub window: Duration,
+    pub slow_call: Option<(Duration, u32)>,
+    pub open_for: Duration,
+    pub max_open_for: Duration,
+    pub half_open_requests: u32,
+    pub failure_on: Vec<FailureKind>,
+    pub fallback_status: StatusCode,
+    pub fallback_content_type: String,
+    pub fallback_body: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutlierSettings {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LimitSettings {
+    pub max_concurrent: u32,
+    pub max_pending: u32,
+    pub pending_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RateLimitSettings {
+    pub requests_per_second: u32,
+    pub burst: u32,
+}
+
+/// How a route selects requests (all given conditions must hold).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouteMatcher {
+    pub path_prefix: Option<String>,
+    pub path_exact: Option<String>,
+    pub method: Option<Method>,
+    pub headers: Vec<(String, String)>,
+}
+
+impl RouteMatcher {
+    pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
+        self.method.as_ref().is_none_or(|m| m == method)
+            && self.path_exact.as_deref().is_none_or(|p| p == path)
+            && self
+                .path_prefix
+                .as_deref()
+                .is_none_or(|prefix| path_has_prefix(path, prefix))
+            && self.headers.iter().all(|(name, value)| {
+                headers
+                    .get(name.as_str())
+                    .is_some_and(|v| v.as_bytes() == value.as_bytes())
+            })
+    }
+}
+
+/// Gateway API prefix semantics: `/charge` matches `/charge` and `/charge/x`,
+/// not `/charges`.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    let prefix = prefix.trim_end_matches('/');
+    prefix.is_empty()
+        || path == prefix
+        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
+}
+
+fn ms(v: u64) -> Duration {
+    Duration::from_millis(v)
+}
+
+fn secs(v: u64) -> Duration {
+    Duration::from_secs(v)
+}
+
+impl DestinationConfig {
+    /// Behaviour without any policy: plain forwarding with the proxy's connect
+    /// timeout; no retries, breaker or limits the user did not ask for.
+    pub fn without_policy(connect_timeout: Duration) -> Self {
+        DestinationConfig {
+            policy: None,
+            dry_run: false,
+            connect_timeout,
+            idle_timeout: secs(d::IDLE_TIMEOUT_SECS),
+            default_route: RouteConfig {
+                name: "default".into(),
+                request_timeout: None,
+                backend_timeout: None,
+                retry: None,
+            },
+            routes: Vec::new(),
+            budget: None,
+            breaker: None,
+            outlier: None,
+            limits: None,
+            rate_limit: None,
+        }
+    }
+
+    pub fn compile(name: String, spec: &ResiliencePolicySpec, default_connect: Duration) -> Self {
+        let timeouts = spec.timeouts.clone().unwrap_or_default();
+        let default_route =
+            route_config("default".into(), Some(&timeouts), spec.retry.as_ref(), None);
+        let routes = spec
+            .routes
+            .iter()
+            .enumerate()
+            .map(|(i, route)| {
+                let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
+                let config = route_config(
+                    name,
+                    route.timeouts.as_ref(),
+                    route.retry.as_ref(),
+                    Some(&default_route),
+                );
+                (matcher(&route.r#match), config)
+            })
+            .collect();
+        let retry = spec.retry.clone().unwrap_or_default();
+        let budget = spec.retry.as_ref().map(|_| {
+            let b = retry.budget.clone().unwrap_or_default();
+            let min = b.min_retry_rate.clone();
+            BudgetConfig {
+                percent: b.percent.unwrap_or(d::BUDGET_PERCENT),
+                interval: b
+                    .interval
+                    .map_or(secs(d::BUDGET_INTERVAL_SECS), |v| v.as_std()),
+                min_retries: min.as_ref().map_or(d::MIN_RETRIES_PER_SECOND, |m| m.count),
+                min_interval: min.map_or(secs(1), |m| m.interval.as_std()),
+            }
+        });
+        DestinationConfig {
+            policy: Some(name),
+            dry_run: spec.mode == Some(Mode::DryRun),
+            connect_timeout: timeouts.connect.map_or(default_connect, |v| v.as_std()),
+            idle_timeout: timeouts
+                .idle
+                .map_or(secs(d::IDLE_TIMEOUT_SECS), |v| v.as_std()),
+            default_route,
+            routes,
+            budget,
+            breaker: spec.circuit_breaker.as_ref().map(breaker),
+            outlier: spec.outlier_detection.as_ref().map(|o| OutlierSettings {
+                consecutive_failures: o.consecutive_failures.unwrap_or(d::CONSECUTIVE_FAILURES),
+                base_ejection_time: o
+                    .base_ejection_time
+                    .map_or(secs(d::BASE_EJECTION_SECS), |v| v.as_std()),
+                max_ejection_percent: o.max_ejection_percent.unwrap_or(d::MAX_EJECTION_PERCENT),
+            }),
+            limits: spec.limits.as_ref().and_then(|l| {
+                // Without a concurrency cap there is nothing to queue behind.
+                let max_concurrent = l.max_concurrent_requests?;
+                Some(LimitSettings {
+                    max_concurrent,
+                    max_pending: l.max_pending_requests.unwrap_or(0),
+                    pending_timeout: l
+                        .pending_timeout
+                        .map_or(secs(d::PENDING_TIMEOUT_SECS), |v| v.as_std()),
+                })
+            }),
+            rate_limit: spec.rate_limit.as_ref().map(|r| RateLimitSettings {
+                requests_per_second: r.requests_per_second,
+                burst: r.burst.unwrap_or(r.requests_per_second).max(1),
+            }),
+        }
+    }
+
+    /// The first route whose match holds, else the destination's defaults.
+    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> &RouteConfig {
+        self.routes
+            .iter()
+            .find(|(m, _)| m.matches(method, path, headers))
+            .map_or(&self.default_route, |(_, config)| config)
+    }
+}
+
+fn matcher(m: &spec::RouteMatch) -> RouteMatcher {
+    RouteMatcher {
+        path_prefix: m.path_prefix.clone(),
+        path_exact: m.path_exact.clone(),
+        // Validation guarantees a token; an unparsable one would match nothing.
+        method: m
+            .method
+            .as_deref()
+            .and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
+        headers: m
+            .headers
+            .iter()
+            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
+            .collect(),
+    }
+}
+
+/// Route settings: the route's own fields, else its parent's, else defaults.
+fn route_config(
+    name: String,
+    timeouts: Option<&spec::Timeouts>,
+    retry: Option<&spec::Retry>,
+    parent: Option<&RouteConfig>,
+) -> RouteConfig {
+    let t = timeouts.cloned().unwrap_or_default();
+    let request_timeout = t
+        .request
+        .map(|v| v.as_std())
+        .or_else(|| parent.and_then(|p| p.request_timeout))
+        .filter(|v| !v.is_zero());
+    let backend_timeout = t
+        .backend_request
+        .map(|v| v.as_std())
+        .or_else(|| parent.and_then(|p| p.backend_timeout))
+        .filter(|v| !v.is_zero());
+    let parent_retry = parent.and_then(|p| p.retry.as_ref());
+    let retry = match (retry, parent_retry) {
+        (None, inherited) => inherited.cloned(),
+        (Some(r), inherited) => Some(retry_settings(r, inherited)),
+    }
+    .filter(|r| r.attempts > 0);
+    RouteConfig {
+        name,
+        request_timeout,
+        backend_timeout,
+        retry,
+    }
+}
+
+fn retry_settings(r: &spec::Retry, parent: Option<&RetrySettings>) -> RetrySettings {
+    let backoff = r.backoff.clone().unwrap_or_default();
+    RetrySettings {
+        attempts: r
+            .attempts
+            .or(parent.map(|p| p.attempts))
+            .unwrap_or(d::RETRY_ATTEMPTS),
+        codes: r
+            .codes
+            .clone()
+            .or_else(|| parent.map(|p| p.codes.clone()))
+            .unwrap_or_else(|| d::RETRY_CODES.to_vec()),
+        on: r
+            .on
+            .clone()
+            .or_else(|| parent.map(|p| p.on.clone()))
+            .unwrap_or_else(|| {
+                vec![
+                    RetryOn::ConnectFailure,
+                    RetryOn::RefusedStream,
+                    RetryOn::ResetBeforeRequest,
+                ]
+            }),
+        backoff_base: backoff
+            .base
+            .map(|v| v.as_std())
+            .or(parent.map(|p| p.backoff_base))
+            .unwrap_or(ms(d::BACKOFF_BASE_MS)),
+        backoff_max: backoff
+            .max
+            .map(|v| v.as_std())
+            .or(parent.map(|p| p.backoff_max))
+            .unwrap_or(ms(d::BACKOFF_MAX_MS)),
+        non_idempotent: r
+            .non_idempotent
+            .or(parent.map(|p| p.non_idempotent))
+            .unwrap_or_default(),
+        max_buffered_body_bytes: r
+            .max_buffered_body_bytes
+            .or(parent.map(|p| p.max_buffered_body_bytes))
+            .unwrap_or(d::MAX_BUFFERED_BODY_BYTES),
+    }
+}
+
+fn breaker(cb: &spec::CircuitBreaker) -> BreakerSettings {
+    let fallback = cb.fallback.clone().unwrap_or_default();
+    BreakerSettings {
+        failure_rate_percent: cb.failure_rate_percent.unwrap_or(d::FAILURE_RATE_PERCENT),
+        minimum_requests: cb.minimum_requests.unwrap_or(d::MINIMUM_REQUESTS),
+        window: cb.window.map_or(secs(d::WINDOW_SECS), |v| v.as_std()),
+        slow_call: cb
+            .slow_call
+            .as_ref()
+            .map(|s| (s.duration.as_std(), s.rate_percent)),
+        open_for: cb.open_for.map_or(secs(d::OPEN_FOR_SECS), |v| v.as_std()),
+        max_open_for: cb
+            .max_open_for
+            .map_or(secs(d::MAX_OPEN_FOR_SECS), |v| v.as_std()),
+        half_open_requests: cb.half_open_requests.unwrap_or(d::HALF_OPEN_REQUESTS),
+        failure_on: cb.failure_on.clone().unwrap_or_else(|| {
+            vec![
+                FailureKind::ServerError,
+                FailureKind::Timeout,
+                FailureKind::ConnectionError,
+            ]
+        }),
+        fallback_status: fallback
+            .status
+            .and_then(|s| StatusCode::from_u16(s).ok())
+            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
+        fallback_content_type: fallback
+            .content_type
+            .unwrap_or_else(|| "application/json".into()),
+        fallback_body: fallback
+            .body
+            .unwrap_or_else(|| r#"{"error":"circuit open"}"#.into()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outrigger_api::manifest::{parse_documents, Document};
+
+    fn compile(yaml: &str) -> DestinationConfig {
+        let text = format!(
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: p}}\nspec:\n  targetRef: {{name: p}}\n{yaml}"
+        );
+        let Document::Policy(p) = parse_documents(&text).unwrap().remove(0) else {
+            panic!()
+        };
+        DestinationConfig::compile("default/p".into(), &p.spec, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn defaults_fill_unset_fields() {
+        let c = compile("  retry: {}\n  circuitBreaker: {}\n");
+        let retry = c.default_route.retry.as_ref().unwrap();
+        assert_eq!(retry.attempts, 2);
+        assert_eq!(retry.codes, vec![502, 503, 504]);
+        assert_eq!(retry.non_idempotent, NonIdempotent::Never);
+        assert_eq!(retry.max_buffered_body_bytes, 65536);
+        assert_eq!(c.budget.as_ref().unwrap().percent, 20);
+        let b = c.breaker.unwrap();
+        assert_eq!(
+            (
+                b.failure_rate_percent,
+                b.minimum_requests,
+                b.half_open_requests
+            ),
+            (50, 20, 3)
+        );
+        assert_eq!(b.fallback_status, StatusCode::SERVICE_UNAVAILABLE);
+    }
+
+    #[test]
+    fn routes_override_and_inherit() {
+        let c = compile(
+            "  timeouts: {request: 5s, backendRequest: 1s}\n  retry: {attempts: 3, codes: [503]}\n  routes:\n  - match: {pathPrefix: /charge, method: POST}\n    timeouts: {request: 10s}\n    retry: {attempts: 0}\n  - match: {pathPrefix: /slow}\n    retry: {backoff: {base: 1s, max: 2s}}\n",
+        );
+        let h = HeaderMap::new();
+        let charge = c.route(&Method::POST, "/charge/1", &h);
+        assert_eq!(charge.request_timeout, Some(secs(10)));
+        assert_eq!(charge.backend_timeout, Some(secs(1)), "inherited");
+        assert!(charge.retry.is_none(), "attempts: 0 disables retries");
+        // GET /charge does not match the POST route.
+        assert_eq!(c.route(&Method::GET, "/charge", &h).name, "default");
+        assert_eq!(c.route(&Method::POST, "/charges", &h).name, "default");
+        let slow = c.route(&Method::GET, "/slow", &h).retry.as_ref().unwrap();
+        assert_eq!((slow.attempts, slow.codes.clone()), (3, vec![503]));
+        assert_eq!(slow.backoff_base, secs(1));
+    }
+
+    #[test]
+    fn limits_need_a_concurrency_cap() {
+        assert!(compile("  limits: {maxPendingRequests: 3}\n")
+            .limits
+            .is_none());
+        let l = compile("  limits: {maxConcurrentRequests: 2}\n")
+            .limits
+            .unwrap();
+        assert_eq!((l.max_concurrent, l.max_pending), (2, 0));
+    }
+}

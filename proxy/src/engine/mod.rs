@@ -1,0 +1,11 @@
+//! The resilience engine: per-destination stacks compiled from policy and the
+//! per-request path through them (limits, timeouts, retries, breaker,
+//! balancing, outlier ejection).
+
+pub mod balancer;
+pub mod cache;
+pub mod call;
+pub mod config;
+pub mod guarded_body;
+pub mod limits;
+pub mod stack;

@@ -1,0 +1,220 @@
+//! Everything the proxy keeps per destination: the compiled policy, the state
+//! of its breaker, retry budget, limits and endpoints, and its connection pool.
+//! Built once per destination and policy generation; state whose parameters a
+//! new generation leaves unchanged carries over, so a policy edit does not
+//! reset an open breaker or a spent budget.
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use crate::connect::Connector;
+use crate::destination::HostPort;
+use crate::http::client::UpstreamClients;
+use crate::metrics::Metrics;
+use crate::resilience::{BreakerConfig, CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
+
+use super::balancer::Endpoint;
+use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSettings};
+use super::limits::ConcurrencyLimit;
+
+pub struct DestinationStack {
+    /// The policy generation this stack was built for.
+    pub generation: u64,
+    pub direction: &'static str,
+    /// Destination label in metrics.
+    pub label: Arc<str>,
+    pub config: Arc<DestinationConfig>,
+    pub endpoints: Arc<Endpoints>,
+    pub breaker: Option<Arc<Breaker>>,
+    pub budget: Option<Arc<Budget>>,
+    pub limit: Option<Arc<ConcurrencyLimit>>,
+    pub rate_limit: Option<Arc<Mutex<TokenBucket>>>,
+    pub clients: UpstreamClients,
+    pub client_settings: (std::time::Duration, std::time::Duration),
+    pub metrics: Arc<Metrics>,
+}
+
+pub struct Breaker {
+    pub settings: BreakerSettings,
+    /// Shared with the next generation's stack when the thresholds are unchanged.
+    pub state: Arc<Mutex<CircuitBreaker>>,
+}
+
+pub struct Budget {
+    pub settings: BudgetConfig,
+    pub state: Mutex<RetryBudget>,
+}
+
+/// A destination's endpoints and their outlier state.
+pub struct Endpoints {
+    pub targets: Vec<HostPort>,
+    pub list: Vec<Endpoint>,
+    pub outlier: Option<(OutlierSettings, Mutex<OutlierDetector<usize>>)>,
+}
+
+impl Endpoints {
+    fn new(targets: Vec<HostPort>, outlier: Option<OutlierSettings>, now: Instant) -> Self {
+        let list = targets
+            .iter()
+            .map(|t| Endpoint::new(t.clone(), now))
+            .collect();
+        let outlier = outlier.map(|settings| {
+            let mut detector = OutlierDetector::new(
+                settings.consecutive_failures,
+                settings.base_ejection_time,
+                settings.max_ejection_percent,
+            );
+            detector.set_endpoints((0..targets.len()).collect::<Vec<_>>());
+            (settings, Mutex::new(detector))
+        });
+        Endpoints {
+            targets,
+            list,
+            outlier,
+        }
+    }
+}
+
+pub struct StackInputs<'a> {
+    pub generation: u64,
+    pub direction: &'static str,
+    pub label: Arc<str>,
+    pub config: DestinationConfig,
+    pub targets: Vec<HostPort>,
+    pub connector: &'a Connector,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DestinationStack {
+    /// Builds a stack, reusing from `previous` every piece of state whose
+    /// settings did not change.
+    pub fn build(inputs: StackInputs<'_>, previous: Option<&DestinationStack>) -> Self {
+        let now = Instant::now();
+        let config = inputs.config;
+        let reuse = |f: &dyn Fn(&DestinationStack) -> bool| previous.filter(|p| f(p));
+
+        let endpoints = match reuse(&|p| {
+            p.endpoints.targets == inputs.targets
+                && p.endpoints.outlier.as_ref().map(|o| &o.0) == config.outlier.as_ref()
+        }) {
+            Some(p) => p.endpoints.clone(),
+            None => Arc::new(Endpoints::new(inputs.targets, config.outlier.clone(), now)),
+        };
+        let breaker = config.breaker.as_ref().map(|settings| {
+            let carried = previous
+                .and_then(|p| p.breaker.as_ref())
+                .filter(|b| same_thresholds(&b.settings, settings));
+            Arc::new(Breaker {
+                settings: settings.clone(),
+                // The fallback may change without resetting the state.
+                state: match carried {
+                    Some(b) => b.state.clone(),
+                    None => Arc::new(Mutex::new(CircuitBreaker::new(breaker_config(settings)))),
+                },
+            })
+        });
+        let budget = config.budget.as_ref().map(|settings| {
+            match previous
+                .and_then(|p| p.budget.as_ref())
+                .filter(|b| b.settings == *settings)
+            {
+                Some(b) => b.clone(),
+                None => Arc::new(Budget {
+                    settings: settings.clone(),
+                    state: Mutex::new(RetryBudget::new(
+                        settings.percent,
+                        settings.interval,
+                        (settings.min_retries, settings.min_interval),
+                    )),
+                }),
+            }
+        });
+        let limit = config.limits.as_ref().map(|settings| {
+            match previous
+                .and_then(|p| p.limit.as_ref())
+                .filter(|l| l.settings() == settings)
+            {
+                Some(l) => l.clone(),
+                None => Arc::new(ConcurrencyLimit::new(settings.clone())),
+            }
+        });
+        let rate_limit = config.rate_limit.as_ref().map(|settings| {
+            let same = previous
+                .and_then(|p| p.config.rate_limit.as_ref().zip(p.rate_limit.as_ref()))
+                .filter(|(old, _)| *old == settings);
+            match same {
+                Some((_, bucket)) => bucket.clone(),
+                None => Arc::new(Mutex::new(TokenBucket::new(
+                    settings.requests_per_second,
+                    settings.burst,
+                ))),
+            }
+        });
+        let client_settings = (config.connect_timeout, config.idle_timeout);
+        let clients = match previous.filter(|p| p.client_settings == client_settings) {
+            Some(p) => p.clients.clone(),
+            None => {
+                let connector = Connector {
+                    connect_timeout: config.connect_timeout,
+                    mark: inputs.connector.mark,
+                };
+                UpstreamClients::new(connector, config.idle_timeout)
+            }
+        };
+        let stack = DestinationStack {
+            generation: inputs.generation,
+            direction: inputs.direction,
+            label: inputs.label,
+            config: Arc::new(config),
+            endpoints,
+            breaker,
+            budget,
+            limit,
+            rate_limit,
+            clients,
+            client_settings,
+            metrics: inputs.metrics,
+        };
+        stack.publish_circuit_state(now);
+        stack
+    }
+
+    fn labels(&self) -> [&str; 2] {
+        [self.direction, &self.label]
+    }
+
+    pub fn publish_circuit_state(&self, now: Instant) {
+        if let Some(breaker) = &self.breaker {
+            let state = breaker.state.lock().expect("not poisoned").state(now);
+            self.metrics
+                .resilience
+                .circuit_state
+                .with_label_values(&self.labels())
+                .set(state.gauge_value());
+        }
+    }
+}
+
+/// Breaker state may carry over when everything but the fallback is unchanged.
+fn same_thresholds(a: &BreakerSettings, b: &BreakerSettings) -> bool {
+    a.failure_rate_percent == b.failure_rate_percent
+        && a.minimum_requests == b.minimum_requests
+        && a.window == b.window
+        && a.slow_call == b.slow_call
+        && a.open_for == b.open_for
+        && a.max_open_for == b.max_open_for
+        && a.half_open_requests == b.half_open_requests
+        && a.failure_on == b.failure_on
+}
+
+fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
+    BreakerConfig {
+        failure_rate_percent: s.failure_rate_percent,
+        minimum_requests: s.minimum_requests,
+        window: s.window,
+        slow_call: s.slow_call,
+        open_for: s.open_for,
+        max_open_for: s.max_open_for,
+        half_open_requests: s.half_open_requests,
+    }
+}

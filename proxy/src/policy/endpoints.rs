@@ -1,0 +1,243 @@
+//! Endpoints a policy file may carry: Kubernetes `Service` and `EndpointSlice`
+//! documents (the same shapes `kubectl get -o yaml` prints). Without them a
+//! destination is reached through DNS.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+
+use serde::{Deserialize, Serialize};
+
+/// Ready endpoints per Service, keyed by (namespace, service name).
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+pub struct EndpointIndex {
+    services: BTreeMap<String, ServiceEndpoints>,
+}
+
+#[derive(Debug, Default, Clone, PartialEq, Serialize)]
+struct ServiceEndpoints {
+    /// Service ports: (name, port, targetPort when numeric).
+    ports: Vec<(String, u16, Option<u16>)>,
+    slices: Vec<Slice>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+struct Slice {
+    /// Endpoint ports: (name, port).
+    ports: Vec<(String, u16)>,
+    ready: Vec<IpAddr>,
+}
+
+#[derive(Deserialize)]
+struct Meta {
+    name: Option<String>,
+    namespace: Option<String>,
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize)]
+struct ServiceDoc {
+    metadata: Meta,
+    spec: ServiceSpec,
+}
+
+#[derive(Deserialize)]
+struct ServiceSpec {
+    #[serde(default)]
+    ports: Vec<ServicePortDoc>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServicePortDoc {
+    #[serde(default)]
+    name: String,
+    port: u16,
+    target_port: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct SliceDoc {
+    metadata: Meta,
+    #[serde(default)]
+    endpoints: Vec<EndpointDoc>,
+    #[serde(default)]
+    ports: Vec<SlicePortDoc>,
+}
+
+#[derive(Deserialize)]
+struct EndpointDoc {
+    addresses: Vec<String>,
+    #[serde(default)]
+    conditions: Conditions,
+}
+
+#[derive(Deserialize, Default)]
+struct Conditions {
+    ready: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct SlicePortDoc {
+    #[serde(default)]
+    name: Option<String>,
+    port: u16,
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+fn key(namespace: Option<&str>, name: &str) -> String {
+    format!("{}/{name}", namespace.unwrap_or("default"))
+}
+
+impl EndpointIndex {
+    /// Adds a `Service` or `EndpointSlice` document; other kinds are ignored.
+    pub fn add(&mut self, kind: &str, raw: &serde_json::Value) -> Result<(), String> {
+        match kind {
+            "Service" => {
+                let doc: ServiceDoc =
+                    serde_json::from_value(raw.clone()).map_err(|e| format!("Service: {e}"))?;
+                let name = doc.metadata.name.ok_or("Service without metadata.name")?;
+                let entry = self
+                    .services
+                    .entry(key(doc.metadata.namespace.as_deref(), &name))
+                    .or_default();
+                entry.ports = doc
+                    .spec
+                    .ports
+                    .into_iter()
+                    .map(|p| {
+                        let target = p.target_port.and_then(|t| t.as_u64()).map(|t| t as u16);
+                        (p.name, p.port, target)
+                    })
+                    .collect();
+            }
+            "EndpointSlice" => {
+                let doc: SliceDoc = serde_json::from_value(raw.clone())
+                    .map_err(|e| format!("EndpointSlice: {e}"))?;
+                let service = doc.metadata.labels.get(SERVICE_NAME_LABEL).ok_or_else(|| {
+                    format!("EndpointSlice without the {SERVICE_NAME_LABEL} label")
+                })?;
+                let mut ready = Vec::new();
+                for endpoint in doc.endpoints {
+                    // Kubernetes treats an unset ready condition as ready.
+                    if endpoint.conditions.ready == Some(false) {
+                        continue;
+                    }
+                    for address in endpoint.addresses {
+                        let ip = address.parse().map_err(|_| {
+                            format!("EndpointSlice: {address:?} is not an IP address")
+                        })?;
+                        ready.push(ip);
+                    }
+                }
+                let ports = doc
+                    .ports
+                    .into_iter()
+                    .map(|p| (p.name.unwrap_or_default(), p.port))
+                    .collect();
+                self.services
+                    .entry(key(doc.metadata.namespace.as_deref(), service))
+                    .or_default()
+                    .slices
+                    .push(Slice { ports, ready });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// Ready endpoints of `service` for the Service port `port`, or `None`
+    /// when the file says nothing about this Service.
+    pub fn lookup(&self, namespace: &str, service: &str, port: u16) -> Option<Vec<SocketAddr>> {
+        let entry = self.services.get(&key(Some(namespace), service))?;
+        if entry.slices.is_empty() {
+            return None;
+        }
+        let service_port = entry.ports.iter().find(|(_, p, _)| *p == port);
+        let mut endpoints = Vec::new();
+        for slice in &entry.slices {
+            let endpoint_port = match service_port {
+                // The Service names its port: the slice port of that name.
+                Some((name, _, target)) => slice
+                    .ports
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, p)| *p)
+                    .or(*target),
+                None => slice
+                    .ports
+                    .iter()
+                    .find(|(_, p)| *p == port)
+                    .or_else(|| (slice.ports.len() == 1).then(|| &slice.ports[0]))
+                    .map(|(_, p)| *p),
+            };
+            if let Some(p) = endpoint_port {
+                endpoints.extend(slice.ready.iter().map(|ip| SocketAddr::new(*ip, p)));
+            }
+        }
+        endpoints.sort();
+        endpoints.dedup();
+        Some(endpoints)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn maps_service_port_to_ready_endpoints() {
+        let mut index = EndpointIndex::default();
+        index
+            .add(
+                "Service",
+                &json!({"metadata": {"name": "web", "namespace": "shop"},
+                        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": 8080}]}}),
+            )
+            .unwrap();
+        index
+            .add(
+                "EndpointSlice",
+                &json!({"metadata": {"name": "web-1", "namespace": "shop",
+                                     "labels": {"kubernetes.io/service-name": "web"}},
+                        "ports": [{"name": "http", "port": 8080}],
+                        "endpoints": [
+                            {"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                            {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+                            {"addresses": ["10.0.0.3"]}]}),
+            )
+            .unwrap();
+        let found = index.lookup("shop", "web", 80).unwrap();
+        assert_eq!(
+            found,
+            vec![
+                "10.0.0.1:8080".parse().unwrap(),
+                "10.0.0.3:8080".parse().unwrap()
+            ]
+        );
+        assert_eq!(index.lookup("shop", "other", 80), None);
+    }
+
+    #[test]
+    fn slice_without_service_matches_by_port() {
+        let mut index = EndpointIndex::default();
+        index
+            .add(
+                "EndpointSlice",
+                &json!({"metadata": {"labels": {"kubernetes.io/service-name": "api"}},
+                        "ports": [{"port": 9000}],
+                        "endpoints": [{"addresses": ["127.0.0.1"]}]}),
+            )
+            .unwrap();
+        assert_eq!(
+            index.lookup("default", "api", 9000).unwrap(),
+            vec!["127.0.0.1:9000".parse().unwrap()]
+        );
+        let err = index
+            .add("EndpointSlice", &json!({"metadata": {}, "endpoints": []}))
+            .unwrap_err();
+        assert!(err.contains("kubernetes.io/service-name"), "{err}");
+    }
+}
