@@ -116,6 +116,9 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         admin_state,
         stop_background.clone(),
     ));
+    if let Some(path) = &args.address_file {
+        write_address_file(path, inbound_addr, outbound_addr, admin_addr)?;
+    }
     readiness.set(true);
     tracing::info!(%inbound_addr, %outbound_addr, %admin_addr, "proxy ready");
 
@@ -151,6 +154,24 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         shutdown,
         finished,
     })
+}
+
+/// Written to a temporary name and renamed, so a reader never sees half a file.
+fn write_address_file(
+    path: &std::path::Path,
+    inbound: SocketAddr,
+    outbound: SocketAddr,
+    admin: SocketAddr,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "inbound": inbound.to_string(),
+        "outbound": outbound.to_string(),
+        "admin": admin.to_string(),
+    });
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, body.to_string())
+        .and_then(|()| std::fs::rename(&temp, path))
+        .with_context(|| format!("cannot write the address file {}", path.display()))
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

@@ -171,6 +171,12 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// After binding, write the listeners' actual addresses to this file as
+    /// JSON (`{"inbound": .., "outbound": .., "admin": ..}`): with port 0,
+    /// the way a supervisor or test learns which ports were chosen.
+    #[arg(long, env = "OUTRIGGER_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
+
     /// Tokio worker threads; a sidecar needs few.
     #[arg(long, env = "OUTRIGGER_WORKERS", default_value_t = 2)]
     pub workers: usize,

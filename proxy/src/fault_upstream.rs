@@ -14,7 +14,7 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
@@ -30,6 +30,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::FaultUpstreamArgs;
 use crate::http::body::{full, BoxError, ProxyBody};
+
+/// Arrival times kept for tests; later arrivals are counted but not timed.
+const MAX_ARRIVALS: usize = 100_000;
 
 /// What to do with one request.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -110,6 +113,7 @@ impl Default for FaultConfig {
 pub struct FaultUpstream {
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     script: Arc<Mutex<VecDeque<Fault>>>,
     stop: CancellationToken,
 }
@@ -120,6 +124,7 @@ impl FaultUpstream {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             hits: Arc::new(AtomicU64::new(0)),
+            arrivals: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(config.script.into())),
             failure_rate: config.failure_rate,
             body: Bytes::from(vec![b'x'; config.body_bytes]),
@@ -129,6 +134,7 @@ impl FaultUpstream {
         Ok(FaultUpstream {
             addr,
             hits: shared.hits.clone(),
+            arrivals: shared.arrivals.clone(),
             script: shared.script.clone(),
             stop,
         })
@@ -137,6 +143,11 @@ impl FaultUpstream {
     /// Requests received so far (each attempt counts).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// When each request arrived, in order.
+    pub fn arrivals(&self) -> Vec<Instant> {
+        self.arrivals.lock().expect("not poisoned").clone()
     }
 
     /// Replaces the script: the next requests get these faults, in order.
@@ -153,6 +164,7 @@ impl Drop for FaultUpstream {
 
 struct Shared {
     hits: Arc<AtomicU64>,
+    arrivals: Arc<Mutex<Vec<Instant>>>,
     script: Arc<Mutex<VecDeque<Fault>>>,
     failure_rate: f64,
     body: Bytes,
@@ -187,6 +199,13 @@ async fn respond(
     request: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     shared.hits.fetch_add(1, Ordering::SeqCst);
+    {
+        // Bounded: a benchmark may send millions of requests.
+        let mut arrivals = shared.arrivals.lock().expect("not poisoned");
+        if arrivals.len() < MAX_ARRIVALS {
+            arrivals.push(Instant::now());
+        }
+    }
     let fault = next_fault(&shared, request.headers())?;
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;

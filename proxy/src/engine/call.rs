@@ -26,6 +26,9 @@ use crate::http::forward::error_chain;
 use crate::http::headers::strip_hop_by_hop;
 use crate::resilience::{parse_retry_after, Admission, Backoff, PermitKind};
 
+/// Latency the balancer charges an endpoint for a transport failure.
+const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
+
 /// What one attempt came back with.
 enum Outcome {
     Response(Response<Incoming>),
@@ -473,7 +476,13 @@ fn record_outcome(
     let metrics = &stack.metrics.resilience;
     let labels = [stack.direction, &*stack.label];
     let endpoints = &stack.endpoints;
-    endpoints.list[index].observe(elapsed, now);
+    // An endpoint that fails fast is not a fast endpoint: without a penalty a
+    // refused port would attract the balancer's traffic.
+    let cost = match outcome {
+        Outcome::Response(_) => elapsed,
+        _ => elapsed.max(TRANSPORT_FAILURE_COST),
+    };
+    endpoints.list[index].observe(cost, now);
     match outcome {
         Outcome::AttemptTimeout => metrics
             .timeouts

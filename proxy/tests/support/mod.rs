@@ -34,28 +34,39 @@ pub struct ProxyProcess {
 }
 
 impl ProxyProcess {
-    /// Starts the binary with loopback listeners plus `extra` flags and waits
-    /// until `/ready` answers 200.
+    /// Starts the binary on loopback port 0 plus `extra` flags, learns the
+    /// chosen ports from its address file, and waits until `/ready` is 200.
     pub async fn start(extra: &[&str]) -> ProxyProcess {
-        let (inbound, outbound, admin) = (
-            loopback(free_port()),
-            loopback(free_port()),
-            loopback(free_port()),
-        );
+        let dir = temp_dir("proxy");
+        let address_file = dir.join("addresses.json");
         let mut command = Command::new(BINARY);
         command
-            .arg(format!("--inbound-addr={inbound}"))
-            .arg(format!("--outbound-addr={outbound}"))
-            .arg(format!("--admin-addr={admin}"))
+            .arg("--inbound-addr=127.0.0.1:0")
+            .arg("--outbound-addr=127.0.0.1:0")
+            .arg("--admin-addr=127.0.0.1:0")
+            .arg(format!("--address-file={}", address_file.display()))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
-        let child = command.spawn().expect("proxy binary starts");
+        let mut child = command.spawn().expect("proxy binary starts");
+        let deadline = Instant::now() + Duration::from_secs(15);
+        let addresses: serde_json::Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                break serde_json::from_str(&text).expect("address file is JSON");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("proxy exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "proxy did not start within 15s");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let _ = std::fs::remove_dir_all(&dir);
+        let addr = |name: &str| addresses[name].as_str().unwrap().parse().unwrap();
         let proxy = ProxyProcess {
-            inbound,
-            outbound,
-            admin,
+            inbound: addr("inbound"),
+            outbound: addr("outbound"),
+            admin: addr("admin"),
             child,
         };
         proxy.wait_ready().await;
@@ -177,8 +188,98 @@ pub fn random_file(dir: &Path, name: &str, size: usize) -> (std::path::PathBuf, 
     (path, digest)
 }
 
+/// A fresh directory, unique within this test process and across processes.
 pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("outrigger-{name}-{}", std::process::id()));
+    static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("outrigger-{name}-{}-{n}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// A policy file in a fresh temporary directory; removed when dropped.
+pub struct PolicyFile {
+    pub path: std::path::PathBuf,
+    dir: std::path::PathBuf,
+}
+
+impl PolicyFile {
+    pub fn new(name: &str, yaml: &str) -> PolicyFile {
+        let dir = temp_dir(&format!("policy-{name}"));
+        let path = dir.join("policy.yaml");
+        std::fs::write(&path, yaml).unwrap();
+        PolicyFile { path, dir }
+    }
+
+    pub fn write(&self, yaml: &str) {
+        std::fs::write(&self.path, yaml).unwrap();
+    }
+
+    pub fn flag(&self) -> String {
+        format!("--policy={}", self.path.display())
+    }
+}
+
+impl Drop for PolicyFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A ResiliencePolicy for Service `name` in namespace `default`, with `spec`
+/// (indented YAML lines under `spec:`) besides the targetRef.
+pub fn policy(name: &str, spec: &str) -> String {
+    format!(
+        "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: {name}, namespace: default}}\nspec:\n  targetRef: {{kind: Service, name: {name}}}\n{spec}"
+    )
+}
+
+/// An EndpointSlice giving Service `name` the loopback endpoints `ports`.
+pub fn endpoint_slice(name: &str, ports: &[u16]) -> String {
+    // Every endpoint is 127.0.0.1 on its own port, and a slice's port list
+    // applies to all its addresses: one slice per port.
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-{i}\n  namespace: default\n  labels: {{kubernetes.io/service-name: {name}}}\nports: [{{port: {port}}}]\nendpoints:\n  - addresses: [\"127.0.0.1\"]\n    conditions: {{ready: true}}\n"
+            )
+        })
+        .collect()
+}
+
+/// One HTTP/1.1 request over a fresh connection: (status, headers, body).
+pub async fn request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, http::HeaderMap, Vec<u8>) {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let mut builder = http::Request::builder().method(method).uri(path);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder
+        .body(Full::new(bytes::Bytes::copy_from_slice(body)))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let headers = response.headers().clone();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .unwrap()
+        .to_bytes()
+        .to_vec();
+    (status, headers, body)
 }

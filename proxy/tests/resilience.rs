@@ -1,0 +1,668 @@
+//! The resilience engine against scripted faults: the real proxy binary, a
+//! fault-injecting upstream on loopback, and exact counts of what the upstream
+//! saw.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream, ResetPoint};
+use support::*;
+
+async fn upstream() -> FaultUpstream {
+    FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap()
+}
+
+/// A proxy whose inbound listener fronts `app` as Service `web`, under `spec`.
+async fn inbound_proxy(app: &FaultUpstream, spec: &str) -> (ProxyProcess, PolicyFile) {
+    let file = PolicyFile::new("web", &policy("web", spec));
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", app.addr),
+        "--service-name=web",
+        &file.flag(),
+        "--policy-poll-interval=50ms",
+    ])
+    .await;
+    (proxy, file)
+}
+
+fn statuses(n: usize, status: u16) -> Vec<Fault> {
+    (0..n).map(|_| Fault::status(status)).collect()
+}
+
+async fn get(proxy: &ProxyProcess) -> (u16, http::HeaderMap, Vec<u8>) {
+    request(proxy.inbound, "GET", "/", &[("host", "web")], b"").await
+}
+
+async fn metric(proxy: &ProxyProcess, name: &str, fragments: &[&str]) -> f64 {
+    metric_value(&proxy.metrics().await, name, fragments)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_is_retried_until_success() {
+    let app = upstream().await;
+    let (proxy, _file) = inbound_proxy(
+        &app,
+        "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n",
+    )
+    .await;
+    app.set_script(vec![
+        Fault::status(503),
+        Fault::status(503),
+        Fault::default(),
+    ]);
+    let (status, _, _) = get(&proxy).await;
+    assert_eq!(status, 200);
+    assert_eq!(app.hits(), 3);
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_total",
+            &["reason=\"status-503\""]
+        )
+        .await,
+        2.0
+    );
+
+    // Three failures: the last one is returned as it is.
+    app.set_script(statuses(3, 503));
+    let (status, headers, _) = get(&proxy).await;
+    assert_eq!(status, 503);
+    assert!(
+        headers.get("x-outrigger-error").is_none(),
+        "the upstream's own 503"
+    );
+    assert_eq!(app.hits(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_replayed_only_when_allowed() {
+    let app = upstream().await;
+    let spec =
+        "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}, nonIdempotent: IfIdempotencyKey}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+
+    app.set_script(statuses(3, 503));
+    let (status, _, _) = request(proxy.inbound, "POST", "/charge", &[("host", "web")], b"{}").await;
+    assert_eq!(status, 503);
+    assert_eq!(app.hits(), 1, "POST without Idempotency-Key is sent once");
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_skipped_total",
+            &["reason=\"non-idempotent\""]
+        )
+        .await,
+        1.0
+    );
+
+    app.set_script(vec![
+        Fault::status(503),
+        Fault::status(503),
+        Fault::default(),
+    ]);
+    let (status, _, body) = request(
+        proxy.inbound,
+        "POST",
+        "/echo",
+        &[("host", "web"), ("idempotency-key", "k-1")],
+        b"payload",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(body, b"payload", "the replayed body is intact");
+    assert_eq!(app.hits(), 4);
+
+    // A reset after the upstream got the request is not replayed for POST.
+    app.set_script(vec![Fault {
+        reset: Some(ResetPoint::BeforeHeaders),
+        ..Fault::default()
+    }]);
+    let (status, headers, _) = request(proxy.inbound, "POST", "/", &[("host", "web")], b"x").await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["x-outrigger-error"], "upstream-reset");
+    assert_eq!(app.hits(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn post_is_retried_after_connect_failure() {
+    // The only endpoint refuses connections: the upstream never saw the
+    // request, so even a POST without a key is retried, `attempts` times.
+    let dead = free_port();
+    let yaml = format!(
+        "{}{}",
+        policy(
+            "web",
+            "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n"
+        ),
+        endpoint_slice("web", &[dead])
+    );
+    let file = PolicyFile::new("dead", &yaml);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let (status, headers, _) = request(proxy.outbound, "POST", "/", &[("host", "web")], b"x").await;
+    assert_eq!(status, 502);
+    assert_eq!(headers["x-outrigger-error"], "connect-failure");
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_total",
+            &["reason=\"connect-failure\""]
+        )
+        .await,
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backoff_gaps_and_total_time_are_bounded() {
+    let app = upstream().await;
+    // A generous budget: this test is about backoff, not the budget.
+    let spec = "  timeouts: {request: 2s}\n  retry:\n    attempts: 3\n    backoff: {base: 40ms, max: 60ms}\n    budget: {percent: 100, minRetryRate: {count: 100, interval: 1s}}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let slack = Duration::from_millis(25);
+    for _ in 0..5 {
+        let before = app.arrivals().len();
+        app.set_script(statuses(4, 503));
+        let (status, _, _) = get(&proxy).await;
+        assert_eq!(status, 503);
+        let arrivals = app.arrivals()[before..].to_vec();
+        assert_eq!(arrivals.len(), 4);
+        for (n, pair) in arrivals.windows(2).enumerate() {
+            let gap = pair[1] - pair[0];
+            let ceiling = Duration::from_millis((40u64 << n).min(60));
+            assert!(
+                gap <= ceiling + slack,
+                "retry {n}: gap {gap:?} > {ceiling:?}"
+            );
+        }
+    }
+
+    // The whole call, retries and backoff included, stays within `request`.
+    let spec = "  timeouts: {request: 300ms}\n  retry: {attempts: 10, backoff: {base: 100ms, max: 100ms}}\n";
+    let slow_app = upstream().await;
+    let (proxy, _file) = inbound_proxy(&slow_app, spec).await;
+    slow_app.set_script(statuses(20, 503));
+    let started = Instant::now();
+    let (status, _, _) = get(&proxy).await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(300) + slack * 2,
+        "took {took:?}"
+    );
+    assert!(status == 503 || status == 504, "{status}");
+    assert!(
+        slow_app.hits() < 10,
+        "the deadline cut retries: {}",
+        slow_app.hits()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_budget_caps_retries_under_total_failure() {
+    let app = FaultUpstream::start(
+        loopback(0),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let spec = "  retry:\n    attempts: 3\n    backoff: {base: 1ms, max: 1ms}\n    budget: {percent: 20, interval: 10s, minRetryRate: {count: 5, interval: 1s}}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let started = Instant::now();
+    let originals = 300;
+    for _ in 0..originals {
+        let (status, _, _) = get(&proxy).await;
+        assert_eq!(status, 503);
+    }
+    let seconds = started.elapsed().as_secs_f64().ceil();
+    let retries = app.hits() as f64 - originals as f64;
+    let allowed = originals as f64 * 0.20 + 5.0 * seconds;
+    assert!(retries <= allowed, "{retries} retries > {allowed}");
+    assert!(retries >= originals as f64 * 0.19, "budget used: {retries}");
+    assert!(metric(&proxy, "outrigger_retry_budget_exhausted_total", &[]).await > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_opens_rejects_probes_and_recovers() {
+    let app = upstream().await;
+    let spec = "  circuitBreaker:\n    failureRatePercent: 50\n    minimumRequests: 10\n    window: 10s\n    openFor: 1s\n    maxOpenFor: 10s\n    halfOpenRequests: 2\n    fallback: {status: 503, contentType: application/json, body: '{\"error\":\"web unavailable\"}'}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let state = |proxy: &ProxyProcess| {
+        let admin = proxy.admin;
+        async move {
+            let text = raw_get(admin, "/metrics").await.unwrap().1;
+            metric_value(
+                &text,
+                "outrigger_circuit_state",
+                &["destination=\"web:80\""],
+            )
+        }
+    };
+
+    // Nine failures: below minimumRequests, still closed.
+    app.set_script(statuses(9, 500));
+    for _ in 0..9 {
+        assert_eq!(get(&proxy).await.0, 500);
+    }
+    assert_eq!(state(&proxy).await, 0.0);
+    // The tenth opens it.
+    app.set_script(statuses(1, 500));
+    assert_eq!(get(&proxy).await.0, 500);
+    assert_eq!(state(&proxy).await, 1.0);
+
+    // While open the upstream sees nothing; callers get the fallback.
+    for _ in 0..5 {
+        let (status, headers, body) = get(&proxy).await;
+        assert_eq!(status, 503);
+        assert_eq!(headers["x-outrigger-error"], "circuit-open");
+        assert_eq!(headers["content-type"], "application/json");
+        assert_eq!(headers["retry-after"], "1");
+        assert_eq!(body, br#"{"error":"web unavailable"}"#);
+    }
+    assert_eq!(app.hits(), 10);
+
+    // Half-open: of four concurrent requests exactly two probes go through.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.set_script(vec![
+        Fault::parse("delay=300ms").unwrap(),
+        Fault::parse("delay=300ms").unwrap(),
+    ]);
+    let results = futures_util::future::join_all((0..4).map(|_| get(&proxy))).await;
+    let passed = results.iter().filter(|r| r.0 == 200).count();
+    let rejected = results
+        .iter()
+        .filter(|r| {
+            r.1.get("x-outrigger-error")
+                .is_some_and(|v| v == "circuit-open")
+        })
+        .count();
+    assert_eq!((passed, rejected), (2, 2));
+    assert_eq!(app.hits(), 12);
+    // Both probes succeeded: closed again.
+    assert_eq!(state(&proxy).await, 0.0);
+    assert_eq!(get(&proxy).await.0, 200);
+
+    // Trip again, then a failed probe re-opens it for twice as long.
+    app.set_script(statuses(10, 500));
+    for _ in 0..10 {
+        get(&proxy).await;
+    }
+    assert_eq!(get(&proxy).await.1["retry-after"], "1");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    app.set_script(statuses(1, 500));
+    assert_eq!(get(&proxy).await.0, 500, "the probe reached the upstream");
+    let (_, headers, _) = get(&proxy).await;
+    assert_eq!(headers["x-outrigger-error"], "circuit-open");
+    assert_eq!(
+        headers["retry-after"], "2",
+        "openFor doubled after a failed probe"
+    );
+
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_circuit_transitions_total",
+            &["from=\"closed\"", "to=\"open\""]
+        ),
+        2.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_circuit_transitions_total",
+            &["from=\"half-open\"", "to=\"open\""]
+        ),
+        1.0
+    );
+    assert!(metric_value(&metrics, "outrigger_fallback_responses_total", &[]) >= 7.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_calls_trip_the_breaker() {
+    let app = upstream().await;
+    let spec = "  circuitBreaker: {minimumRequests: 5, slowCall: {duration: 50ms, ratePercent: 60}, openFor: 10s}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    app.set_script(
+        (0..5)
+            .map(|_| Fault::parse("delay=80ms").unwrap())
+            .collect(),
+    );
+    for _ in 0..5 {
+        assert_eq!(get(&proxy).await.0, 200, "slow but successful");
+    }
+    let (_, headers, _) = get(&proxy).await;
+    assert_eq!(headers["x-outrigger-error"], "circuit-open");
+    assert_eq!(app.hits(), 5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breaker_state_survives_an_unrelated_policy_edit() {
+    let app = upstream().await;
+    let spec = "  timeouts: {request: 5s}\n  circuitBreaker: {minimumRequests: 3, openFor: 30s}\n";
+    let (proxy, file) = inbound_proxy(&app, spec).await;
+    app.set_script(statuses(3, 503));
+    for _ in 0..3 {
+        get(&proxy).await;
+    }
+    assert_eq!(get(&proxy).await.1["x-outrigger-error"], "circuit-open");
+    file.write(&policy("web", &spec.replace("5s", "6s")));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.config().await["version"] != 2 {
+        assert!(Instant::now() < deadline, "edit not picked up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(&proxy).await.1["x-outrigger-error"],
+        "circuit-open",
+        "still open"
+    );
+    assert_eq!(app.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outlier_ejection_and_return() {
+    let good_a = upstream().await;
+    let good_b = upstream().await;
+    let bad = FaultUpstream::start(
+        loopback(0),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let yaml = format!(
+        "{}{}",
+        policy("pool", "  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 1s, maxEjectionPercent: 50}\n"),
+        endpoint_slice("pool", &[good_a.addr.port(), good_b.addr.port(), bad.addr.port()])
+    );
+    let file = PolicyFile::new("pool", &yaml);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let send = |n: usize| {
+        let outbound = proxy.outbound;
+        async move {
+            for _ in 0..n {
+                request(outbound, "GET", "/", &[("host", "pool")], b"").await;
+            }
+        }
+    };
+    // Until the bad endpoint fails three times in a row it gets traffic.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&proxy, "outrigger_ejections_total", &[]).await < 1.0 {
+        assert!(Instant::now() < deadline, "never ejected");
+        send(5).await;
+    }
+    assert_eq!(bad.hits(), 3);
+    let before = bad.hits();
+    send(60).await;
+    assert_eq!(bad.hits(), before, "no traffic while ejected");
+    assert!(good_a.hits() + good_b.hits() >= 60);
+    assert_eq!(
+        metric(&proxy, "outrigger_ejected_endpoints", &[]).await,
+        1.0
+    );
+
+    // After the ejection time it is back in rotation.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while bad.hits() == before {
+        assert!(Instant::now() < deadline, "never returned");
+        send(5).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn never_more_than_max_ejection_percent() {
+    let good = upstream().await;
+    let mut bads = Vec::new();
+    for _ in 0..2 {
+        bads.push(
+            FaultUpstream::start(
+                loopback(0),
+                FaultConfig {
+                    failure_rate: 1.0,
+                    ..FaultConfig::default()
+                },
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    let yaml = format!(
+        "{}{}",
+        policy("pool", "  outlierDetection: {consecutiveFailures: 2, baseEjectionTime: 30s, maxEjectionPercent: 40}\n"),
+        endpoint_slice("pool", &[good.addr.port(), bads[0].addr.port(), bads[1].addr.port()])
+    );
+    let file = PolicyFile::new("pool-max", &yaml);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    for _ in 0..100 {
+        request(proxy.outbound, "GET", "/", &[("host", "pool")], b"").await;
+    }
+    assert_eq!(
+        metric(&proxy, "outrigger_ejected_endpoints", &[]).await,
+        1.0
+    );
+    assert!(
+        bads.iter().all(|b| b.hits() >= 2),
+        "both bad endpoints were tried"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2c_sends_less_traffic_to_a_slow_endpoint() {
+    let fast_a = upstream().await;
+    let fast_b = upstream().await;
+    let slow = upstream().await;
+    // The slow endpoint answers in 25ms, the fast ones at once.
+    slow.set_script(
+        (0..1000)
+            .map(|_| Fault::parse("delay=25ms").unwrap())
+            .collect(),
+    );
+    let yaml = format!(
+        "{}{}",
+        policy("pool", "  timeouts: {request: 5s}\n"),
+        endpoint_slice(
+            "pool",
+            &[fast_a.addr.port(), fast_b.addr.port(), slow.addr.port()]
+        )
+    );
+    let file = PolicyFile::new("p2c", &yaml);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let outbound = proxy.outbound;
+    let workers: Vec<_> = (0..4)
+        .map(|_| {
+            tokio::spawn(async move {
+                for _ in 0..75 {
+                    request(outbound, "GET", "/", &[("host", "pool")], b"").await;
+                }
+            })
+        })
+        .collect();
+    for w in workers {
+        w.await.unwrap();
+    }
+    let total = fast_a.hits() + fast_b.hits() + slow.hits();
+    assert_eq!(total, 300);
+    // Round robin would give it 100; P2C on latency gives it a small share.
+    assert!(slow.hits() < 30, "slow endpoint got {} of 300", slow.hits());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrency_limit_sheds_exactly_the_excess() {
+    let app = upstream().await;
+    let spec =
+        "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 200ms}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    app.set_script(
+        (0..6)
+            .map(|_| Fault::parse("delay=600ms").unwrap())
+            .collect(),
+    );
+    let results = futures_util::future::join_all((0..6).map(|_| get(&proxy))).await;
+    let ok = results.iter().filter(|r| r.0 == 200).count();
+    let shed: Vec<_> = results
+        .iter()
+        .filter(|r| {
+            r.1.get("x-outrigger-error")
+                .is_some_and(|v| v == "overloaded")
+        })
+        .collect();
+    assert_eq!((ok, shed.len()), (2, 4));
+    assert!(shed.iter().all(|r| r.0 == 503));
+    assert_eq!(app.hits(), 2);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "outrigger_shed_requests_total", &["queue-full"]),
+        3.0
+    );
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_shed_requests_total",
+            &["pending-timeout"]
+        ),
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let app = upstream().await;
+    let (proxy, _file) =
+        inbound_proxy(&app, "  rateLimit: {requestsPerSecond: 2, burst: 3}\n").await;
+    let mut limited = 0;
+    for _ in 0..10 {
+        let (status, headers, _) = get(&proxy).await;
+        if status == 429 {
+            limited += 1;
+            assert_eq!(headers["x-outrigger-error"], "rate-limited");
+            assert_eq!(headers["retry-after"], "1");
+        }
+    }
+    // Ten requests well within one token's refill time (500ms): burst passes.
+    assert_eq!(limited, 7);
+    assert_eq!(app.hits(), 3);
+    assert_eq!(
+        metric(&proxy, "outrigger_rate_limited_total", &[]).await,
+        7.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_rejects_nothing_but_counts() {
+    let app = upstream().await;
+    let spec = "  mode: DryRun\n  rateLimit: {requestsPerSecond: 1, burst: 1}\n  circuitBreaker: {minimumRequests: 3, openFor: 30s}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    app.set_script(statuses(5, 503));
+    for _ in 0..10 {
+        let (_, headers, _) = get(&proxy).await;
+        assert!(
+            headers.get("x-outrigger-error").is_none(),
+            "nothing rejected in DryRun"
+        );
+    }
+    assert_eq!(app.hits(), 10);
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_dry_run_would_reject_total",
+            &["rate-limited"]
+        ),
+        9.0
+    );
+    assert!(
+        metric_value(
+            &metrics,
+            "outrigger_dry_run_would_reject_total",
+            &["circuit-open"]
+        ) >= 5.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "outrigger_rate_limited_total", &[]),
+        0.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_body_is_streamed_once_and_not_retried() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}, nonIdempotent: Always, maxBufferedBodyBytes: 1024}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    app.set_script(statuses(3, 503));
+    let body = vec![7u8; 4096];
+    let (status, _, _) = request(proxy.inbound, "POST", "/", &[("host", "web")], &body).await;
+    assert_eq!(status, 503);
+    assert_eq!(app.hits(), 1);
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_skipped_total",
+            &["reason=\"body-too-large\""]
+        )
+        .await,
+        1.0
+    );
+    // A small body is buffered and replayed.
+    app.set_script(vec![Fault::status(503), Fault::default()]);
+    let (status, _, echoed) =
+        request(proxy.inbound, "POST", "/echo", &[("host", "web")], b"small").await;
+    assert_eq!((status, echoed.as_slice()), (200, b"small".as_slice()));
+    assert_eq!(app.hits(), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backend_timeout_gives_504_and_grpc_gets_a_grpc_status() {
+    let app = upstream().await;
+    let (proxy, _file) =
+        inbound_proxy(&app, "  timeouts: {request: 2s, backendRequest: 100ms}\n").await;
+    app.set_script(vec![Fault::parse("delay=1s").unwrap()]);
+    let started = Instant::now();
+    let (status, headers, _) = get(&proxy).await;
+    assert_eq!(status, 504);
+    assert_eq!(headers["x-outrigger-error"], "timeout");
+    assert!(started.elapsed() < Duration::from_millis(800));
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_timeouts_total",
+            &["kind=\"backend-request\""]
+        )
+        .await,
+        1.0
+    );
+
+    app.set_script(vec![Fault::parse("delay=1s").unwrap()]);
+    let (status, headers, _) = request(
+        proxy.inbound,
+        "POST",
+        "/pkg.Service/Method",
+        &[("host", "web"), ("content-type", "application/grpc")],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(headers["grpc-status"], "4", "DEADLINE_EXCEEDED");
+    assert_eq!(headers["content-type"], "application/grpc");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_override_the_destination_policy() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}}\n  routes:\n  - match: {pathPrefix: /charge}\n    retry: {attempts: 0}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    app.set_script(statuses(3, 503));
+    let (status, _, _) = request(proxy.inbound, "GET", "/charge/7", &[("host", "web")], b"").await;
+    assert_eq!(status, 503);
+    assert_eq!(app.hits(), 1, "the /charge route does not retry");
+    app.set_script(statuses(3, 503));
+    request(proxy.inbound, "GET", "/other", &[("host", "web")], b"").await;
+    assert_eq!(app.hits(), 4, "other paths retry twice");
+}
