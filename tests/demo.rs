@@ -34,14 +34,40 @@ fn demo_reports_traffic_and_serves_metrics_to_curl() {
     }
     let admin = admin.unwrap_or_else(|| panic!("no admin line in:\n{report}"));
 
-    // The report has both paths, with request counts and percentiles.
-    let through = report
+    // Phase 1: both Services, with request counts and percentiles; the
+    // policy's retries lift the success rate above the upstream's 80%.
+    let success = |name: &str| -> f64 {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name:?} line in:\n{report}"));
+        let requests: u64 = line.split_whitespace().nth(2).unwrap().parse().unwrap();
+        assert!(requests > 50, "too few requests: {line}");
+        assert!(line.contains("ms"), "{line}");
+        line.split_whitespace()
+            .find(|w| w.ends_with('%'))
+            .unwrap()
+            .trim_end_matches('%')
+            .parse()
+            .unwrap()
+    };
+    let (raw, with_policy) = (success("without policy"), success("with policy"));
+    assert!(raw < 90.0, "the upstream fails 20%: {raw}");
+    assert!(
+        with_policy > raw + 5.0,
+        "retries help: {with_policy} vs {raw}"
+    );
+
+    // Phase 2: the breaker opened during the outage and closed after it.
+    let transitions = report
         .lines()
-        .find(|l| l.starts_with("through outrigger"))
-        .unwrap_or_else(|| panic!("no proxied line in:\n{report}"));
-    let requests: u64 = through.split_whitespace().nth(2).unwrap().parse().unwrap();
-    assert!(requests > 50, "too few requests: {through}");
-    assert!(through.contains("ms"), "{through}");
+        .find(|l| l.starts_with("circuit transitions:"))
+        .unwrap_or_else(|| panic!("no transitions line in:\n{report}"));
+    assert!(!transitions.contains("closed->open 0"), "{transitions}");
+    assert!(
+        !transitions.contains("half-open->closed 0"),
+        "{transitions}"
+    );
 
     let output = Command::new("curl")
         .args(["-sS", "--fail", &format!("{admin}/metrics")])
@@ -49,17 +75,15 @@ fn demo_reports_traffic_and_serves_metrics_to_curl() {
         .unwrap();
     assert!(output.status.success());
     let metrics = String::from_utf8(output.stdout).unwrap();
-    let proxied: f64 = metrics
-        .lines()
-        .filter(|l| {
-            l.starts_with("outrigger_requests_total{") && l.contains("direction=\"inbound\"")
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
-    assert_eq!(
-        proxied as u64, requests,
-        "metrics count every proxied request"
-    );
+    for family in [
+        "outrigger_requests_total{",
+        "outrigger_retries_total{",
+        "outrigger_circuit_transitions_total{",
+        "outrigger_fallback_responses_total{",
+        "outrigger_circuit_state{",
+    ] {
+        assert!(metrics.contains(family), "{family} missing:\n{metrics}");
+    }
     assert!(metrics.contains("outrigger_policy_version 1"), "{metrics}");
 
     demo.kill().unwrap();

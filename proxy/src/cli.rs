@@ -184,8 +184,8 @@ pub struct RunArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DemoArgs {
-    /// How long to drive traffic.
-    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    /// How long phase 1 drives traffic to each Service.
+    #[arg(long, value_parser = parse_duration, default_value = "2s")]
     pub duration: Duration,
 
     /// Concurrent client connections of the load driver.

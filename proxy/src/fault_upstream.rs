@@ -112,6 +112,7 @@ impl Default for FaultConfig {
 /// What a test can observe of a running upstream.
 pub struct FaultUpstream {
     pub addr: SocketAddr,
+    failure_rate: Arc<AtomicU64>,
     hits: Arc<AtomicU64>,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     script: Arc<Mutex<VecDeque<Fault>>>,
@@ -126,13 +127,14 @@ impl FaultUpstream {
             hits: Arc::new(AtomicU64::new(0)),
             arrivals: Arc::new(Mutex::new(Vec::new())),
             script: Arc::new(Mutex::new(config.script.into())),
-            failure_rate: config.failure_rate,
+            failure_rate: Arc::new(AtomicU64::new(config.failure_rate.to_bits())),
             body: Bytes::from(vec![b'x'; config.body_bytes]),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept(listener, shared.clone(), stop.clone()));
         Ok(FaultUpstream {
             addr,
+            failure_rate: shared.failure_rate.clone(),
             hits: shared.hits.clone(),
             arrivals: shared.arrivals.clone(),
             script: shared.script.clone(),
@@ -143,6 +145,11 @@ impl FaultUpstream {
     /// Requests received so far (each attempt counts).
     pub fn hits(&self) -> u64 {
         self.hits.load(Ordering::SeqCst)
+    }
+
+    /// Changes the share of requests answered with 503 (0.0–1.0).
+    pub fn set_failure_rate(&self, rate: f64) {
+        self.failure_rate.store(rate.to_bits(), Ordering::SeqCst);
     }
 
     /// When each request arrived, in order.
@@ -166,7 +173,8 @@ struct Shared {
     hits: Arc<AtomicU64>,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     script: Arc<Mutex<VecDeque<Fault>>>,
-    failure_rate: f64,
+    /// An f64 as bits, so the rate can change while serving.
+    failure_rate: Arc<AtomicU64>,
     body: Bytes,
 }
 
@@ -250,7 +258,8 @@ fn next_fault(shared: &Shared, headers: &HeaderMap) -> Result<Fault, BoxError> {
     if let Some(spec) = headers.get("x-fault") {
         return Ok(Fault::parse(spec.to_str()?)?);
     }
-    if shared.failure_rate > 0.0 && rand::rng().random_bool(shared.failure_rate.min(1.0)) {
+    let failure_rate = f64::from_bits(shared.failure_rate.load(Ordering::Relaxed));
+    if failure_rate > 0.0 && rand::rng().random_bool(failure_rate.clamp(0.0, 1.0)) {
         return Ok(Fault::status(503));
     }
     Ok(Fault::default())

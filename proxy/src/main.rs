@@ -17,7 +17,8 @@ fn main() -> std::process::ExitCode {
                 app::run(cli.run).await
             }
             Some(Command::Demo(args)) => {
-                telemetry::init(cli.run.log_format, "warn", false);
+                // The report says what happened; logs would interleave with it.
+                telemetry::init(cli.run.log_format, "error", false);
                 demo::run(args).await
             }
             Some(Command::FaultUpstream(args)) => {
