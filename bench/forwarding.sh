@@ -1,49 +1,96 @@
 #!/usr/bin/env bash
-# Plain forwarding cost: wrk against the upstream directly and through the
-# proxy's inbound listener, alternating A/B/A/B in one run, plus the proxy's RSS
-# idle and under load. Load generator on core 0, proxy and upstream on core 1.
+# Cost of the proxy, measured side by side in one run, alternating A/B/C:
+#   direct  wrk -> upstream
+#   plain   wrk -> proxy inbound -> upstream (no policy: plain forwarding)
+#   full    wrk -> proxy outbound -> Service with two endpoints under a full
+#           policy whose breaker stays closed: timeouts, retry + budget,
+#           breaker, outlier detection, concurrency limit, P2C balancing
+# Each path gets a max-throughput run (-c50) and a single-connection run
+# (-c1) whose latency is the per-request cost without queueing. Reports the
+# proxy's RSS idle and its peak under load. Load on core 0; proxy and
+# upstreams on core 1.
 #
 #   bash bench/forwarding.sh [seconds-per-run] [rounds]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-2}
-CONNS=${CONNS:-50}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p outrigger-proxy
 BIN=target/release/outrigger-proxy
+WORK=$(mktemp -d)
 
-UP_PORT=18080; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
-taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_PORT --body-bytes 64 >/dev/null &
-UP_PID=$!
+UP_A=18080; UP_B=18081; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
+taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_A --body-bytes 64 >/dev/null &
+PIDS=($!)
+taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_B --body-bytes 64 >/dev/null &
+PIDS+=($!)
+
+cat > "$WORK/policy.yaml" <<YAML
+apiVersion: outrigger.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: full, namespace: bench}
+spec:
+  targetRef: {kind: Service, name: full}
+  timeouts: {request: 5s, backendRequest: 2s, connect: 1s}
+  retry: {attempts: 2, codes: [502, 503, 504], backoff: {base: 25ms, max: 250ms}}
+  circuitBreaker: {failureRatePercent: 50, minimumRequests: 20, window: 10s, openFor: 5s}
+  outlierDetection: {consecutiveFailures: 5, baseEjectionTime: 30s, maxEjectionPercent: 50}
+  limits: {maxConcurrentRequests: 10000, maxPendingRequests: 100, pendingTimeout: 1s}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: full-a, namespace: bench, labels: {kubernetes.io/service-name: full}}
+ports: [{port: $UP_A}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: full-b, namespace: bench, labels: {kubernetes.io/service-name: full}}
+ports: [{port: $UP_B}]
+endpoints: [{addresses: ["127.0.0.1"]}]
+YAML
+
 taskset -c 1 $BIN --inbound-addr 127.0.0.1:$IN_PORT --outbound-addr 127.0.0.1:$OUT_PORT \
-  --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:$UP_PORT --workers 1 --log-level warn &
+  --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:$UP_A --workers 1 \
+  --namespace bench --policy "$WORK/policy.yaml" --log-level warn &
 PROXY_PID=$!
-trap 'kill $UP_PID $PROXY_PID 2>/dev/null || true' EXIT
+PIDS+=($PROXY_PID)
+trap 'kill ${PIDS[*]} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 for _ in $(seq 100); do curl -sf http://127.0.0.1:$ADMIN_PORT/ready >/dev/null && break; sleep 0.05; done
 
 rss_kib() { awk '/VmRSS/ {print $2}' /proc/$PROXY_PID/status; }
 echo "proxy RSS idle: $(rss_kib) KiB"
+echo "per run: ${SECS}s; rounds: $ROUNDS; $(nproc) cores; $(date -u +%FT%TZ)"
+echo
 
-run() { # name port
-  local out
-  out=$(taskset -c 0 wrk -t1 -c"$CONNS" -d"${SECS}s" --latency "http://127.0.0.1:$2/" 2>&1)
-  local rps p50 p99
+PEAK=0
+run() { # name conns url [host]
+  local args=(-t1 -c"$2" -d"${SECS}s" --latency)
+  [ -n "${4:-}" ] && args+=(-H "Host: $4")
+  taskset -c 0 wrk "${args[@]}" "$3" > "$WORK/out" 2>&1 &
+  local wrk_pid=$!
+  while kill -0 $wrk_pid 2>/dev/null; do
+    r=$(rss_kib); [ "$r" -gt "$PEAK" ] && PEAK=$r; sleep 0.5
+  done
+  wait $wrk_pid
+  local out; out=$(cat "$WORK/out")
+  local rps p50 p99 errors
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  printf "| %-8s | %10s | %8s | %8s |\n" "$1" "$rps" "$p50" "$p99"
+  errors=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf "| %-6s | %5s | %10s | %8s | %8s | %6s |\n" "$1" "$2" "$rps" "$p50" "$p99" "${errors:-0}"
 }
-echo "| path     |      req/s |      p50 |      p99 |"
-echo "|----------|------------|----------|----------|"
-PEAK=0
+echo "| path   | conns |      req/s |      p50 |      p99 | non-2xx |"
+echo "|--------|-------|------------|----------|----------|---------|"
 for _ in $(seq "$ROUNDS"); do
-  run direct $UP_PORT
-  run proxy $IN_PORT &
-  RUN=$!
-  while kill -0 $RUN 2>/dev/null; do
-    r=$(rss_kib); [ "$r" -gt "$PEAK" ] && PEAK=$r; sleep 0.5
+  for conns in 50 1; do
+    run direct $conns "http://127.0.0.1:$UP_A/"
+    run plain $conns "http://127.0.0.1:$IN_PORT/"
+    run full $conns "http://127.0.0.1:$OUT_PORT/" full.bench
   done
-  wait $RUN
 done
+echo
 echo "proxy RSS peak under load: $PEAK KiB"
+curl -sf http://127.0.0.1:$ADMIN_PORT/metrics | grep -E '^outrigger_(circuit_state|retries_total)' || true
