@@ -299,3 +299,45 @@ async fn access_log_has_one_json_line_per_request() {
     assert_eq!(entry["request_id"].as_str().unwrap().len(), 36, "{line}");
     assert!(entry["duration_ms"].as_f64().unwrap() >= 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_beyond_the_limit_are_closed() {
+    let upstream = upstream().await;
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", upstream.addr),
+        "--max-connections=2",
+    ])
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 12];
+        stream.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(stream);
+    }
+    // The third is accepted by the kernel and closed by the proxy at once.
+    let mut third = tokio::net::TcpStream::connect(proxy.inbound).await.unwrap();
+    let _ = third.write_all(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n").await;
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), third.read_to_end(&mut buf)).await;
+    assert!(matches!(read, Ok(Ok(0)) | Ok(Err(_))), "{read:?} {buf:?}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_connections_rejected_total",
+            &["max-connections"]
+        ),
+        1.0
+    );
+    // Closing one frees a slot.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let (status, _) = raw_get(proxy.inbound, "/").await.unwrap();
+    assert_eq!(status, 200);
+}

@@ -666,3 +666,40 @@ async fn routes_override_the_destination_policy() {
     request(proxy.inbound, "GET", "/other", &[("host", "web")], b"").await;
     assert_eq!(app.hits(), 4, "other paths retry twice");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_after_is_honoured_within_the_deadline() {
+    let app = upstream().await;
+    let spec =
+        "  timeouts: {request: 3s}\n  retry: {attempts: 1, backoff: {base: 1ms, max: 1ms}}\n";
+    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let busy = |retry_after: &str| Fault {
+        status: Some(503),
+        retry_after: Some(retry_after.into()),
+        ..Fault::default()
+    };
+    // Retry-After: 1 replaces the 1ms backoff.
+    app.set_script(vec![busy("1"), Fault::default()]);
+    let (status, _, _) = get(&proxy).await;
+    assert_eq!(status, 200);
+    let arrivals = app.arrivals();
+    let gap = arrivals[1] - arrivals[0];
+    assert!(gap >= Duration::from_millis(990), "waited only {gap:?}");
+    // Retry-After beyond the request deadline: the 503 is returned at once.
+    app.set_script(vec![busy("10"), Fault::default()]);
+    let started = Instant::now();
+    let (status, headers, _) = get(&proxy).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["retry-after"], "10");
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(app.hits(), 3);
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_skipped_total",
+            &["reason=\"deadline\""]
+        )
+        .await,
+        1.0
+    );
+}
