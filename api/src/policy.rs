@@ -9,6 +9,25 @@ use crate::duration::Duration;
 
 /// Resilience behaviour for calls to one Service.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[cfg_attr(feature = "kube", derive(kube::CustomResource))]
+#[cfg_attr(
+    feature = "kube",
+    kube(
+        group = "outrigger.dev",
+        version = "v1alpha1",
+        kind = "ResiliencePolicy",
+        namespaced,
+        status = "ResiliencePolicyStatus",
+        shortname = "rp",
+        category = "outrigger",
+        printcolumn = r#"{"name": "Target", "type": "string", "jsonPath": ".spec.targetRef.name"}"#,
+        printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"}"#,
+        printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
+        printcolumn = r#"{"name": "Current", "type": "integer", "jsonPath": ".status.proxies.current"}"#,
+        printcolumn = r#"{"name": "Total", "type": "integer", "jsonPath": ".status.proxies.total"}"#,
+        printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+    )
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ResiliencePolicySpec {
     /// The Service (and optionally port) this policy applies to.

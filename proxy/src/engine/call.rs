@@ -24,7 +24,9 @@ use crate::http::body::{full, incoming, ProxyBody};
 use crate::http::error_response::{ProxyError, ERROR_HEADER};
 use crate::http::forward::error_chain;
 use crate::http::headers::strip_hop_by_hop;
-use crate::resilience::{parse_retry_after, Admission, Backoff, PermitKind};
+use crate::resilience::{
+    parse_retry_after, Admission, Backoff, CircuitBreaker, Permit, Transition,
+};
 
 /// Latency the balancer charges an endpoint for a transport failure.
 const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
@@ -387,14 +389,20 @@ async fn attempt(
     let permit = match &stack.breaker {
         None => None,
         Some(breaker) => {
-            let admission = breaker
+            let (admission, transition) = breaker
                 .state
                 .lock()
                 .expect("not poisoned")
-                .try_acquire(Instant::now());
+                .try_acquire_with_transition(Instant::now());
+            if let Some(t) = transition {
+                report_transition(stack, t);
+            }
             stack.publish_circuit_state(Instant::now());
             match admission {
-                Admission::Allowed(kind) => Some(kind),
+                Admission::Allowed(permit) => Some(BreakerPermit {
+                    breaker: breaker.state.clone(),
+                    permit: Some(permit),
+                }),
                 Admission::Rejected { retry_after } => {
                     if stack.config.dry_run {
                         stack
@@ -465,10 +473,47 @@ async fn attempt(
     Ok((outcome, target))
 }
 
+/// A breaker admission that must be answered: recorded with the outcome, or
+/// released if the attempt is abandoned (the caller went away, the request
+/// deadline passed), so a half-open breaker never waits for a lost probe.
+struct BreakerPermit {
+    breaker: Arc<std::sync::Mutex<CircuitBreaker>>,
+    permit: Option<Permit>,
+}
+
+impl Drop for BreakerPermit {
+    fn drop(&mut self) {
+        if let Some(permit) = self.permit.take() {
+            self.breaker.lock().expect("not poisoned").release(permit);
+        }
+    }
+}
+
+fn report_transition(stack: &DestinationStack, t: Transition) {
+    stack
+        .metrics
+        .resilience
+        .circuit_transitions
+        .with_label_values(&[
+            stack.direction,
+            &stack.label,
+            t.from.as_str(),
+            t.to.as_str(),
+        ])
+        .inc();
+    tracing::warn!(
+        destination = %stack.label,
+        from = t.from.as_str(),
+        to = t.to.as_str(),
+        reason = t.reason,
+        "circuit breaker changed state"
+    );
+}
+
 fn record_outcome(
     stack: &DestinationStack,
     index: usize,
-    permit: Option<PermitKind>,
+    permit: Option<BreakerPermit>,
     outcome: &Outcome,
     elapsed: Duration,
     now: Instant,
@@ -496,7 +541,7 @@ fn record_outcome(
     }
     if let Some((_, detector)) = &endpoints.outlier {
         let mut detector = detector.lock().expect("not poisoned");
-        if let Some(ejection) = detector.record(now, index, outcome.is_endpoint_failure()) {
+        if let Some(ejection) = detector.record(now, &index, outcome.is_endpoint_failure()) {
             metrics.ejections.with_label_values(&labels).inc();
             tracing::warn!(
                 destination = %stack.label,
@@ -510,30 +555,17 @@ fn record_outcome(
             .with_label_values(&labels)
             .set(detector.ejected_count(now) as i64);
     }
-    if let (Some(breaker), Some(kind)) = (&stack.breaker, permit) {
+    if let (Some(breaker), Some(mut held)) = (&stack.breaker, permit) {
         let failure = outcome.is_breaker_failure(&breaker.settings.failure_on);
-        let transition = breaker
-            .state
-            .lock()
-            .expect("not poisoned")
-            .record(now, kind, failure, elapsed);
-        if let Some(t) = transition {
-            metrics
-                .circuit_transitions
-                .with_label_values(&[
-                    stack.direction,
-                    &stack.label,
-                    t.from.as_str(),
-                    t.to.as_str(),
-                ])
-                .inc();
-            tracing::warn!(
-                destination = %stack.label,
-                from = t.from.as_str(),
-                to = t.to.as_str(),
-                reason = t.reason,
-                "circuit breaker changed state"
-            );
+        if let Some(permit) = held.permit.take() {
+            let transition = breaker
+                .state
+                .lock()
+                .expect("not poisoned")
+                .record(now, permit, failure, elapsed);
+            if let Some(t) = transition {
+                report_transition(stack, t);
+            }
         }
         stack.publish_circuit_state(now);
     }

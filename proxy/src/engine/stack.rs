@@ -196,7 +196,7 @@ impl DestinationStack {
                 .resilience
                 .circuit_state
                 .with_label_values(&self.labels())
-                .set(state.gauge_value());
+                .set(state.state_gauge_value());
         }
     }
 }
