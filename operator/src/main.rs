@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+mod crd;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
 
@@ -28,10 +30,16 @@ enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the ResiliencePolicy CustomResourceDefinition (YAML).
+    Crds,
 }
 
 fn main() -> ExitCode {
     match Cli::parse().command {
+        Command::Crds => {
+            print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
         Command::Validate { files } => {
             let mut all_valid = true;
             for file in &files {

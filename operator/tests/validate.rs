@@ -52,3 +52,20 @@ fn invalid_policy_reports_each_field() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// crds/ is generated from the API types: regenerate it with
+/// `cargo run -p outrigger-operator -- crds > crds/resiliencepolicies.outrigger.dev.yaml`.
+#[test]
+fn committed_crd_is_current() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../crds/resiliencepolicies.outrigger.dev.yaml"
+    ))
+    .unwrap();
+    let output = Command::new(BINARY).arg("crds").output().unwrap();
+    assert!(output.status.success());
+    assert!(
+        committed == String::from_utf8(output.stdout).unwrap(),
+        "crds/ is stale: run `cargo run -p outrigger-operator -- crds > crds/resiliencepolicies.outrigger.dev.yaml`"
+    );
+}
