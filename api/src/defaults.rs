@@ -22,3 +22,187 @@ pub const CONSECUTIVE_FAILURES: u32 = 5;
 pub const BASE_EJECTION_SECS: u64 = 30;
 pub const MAX_EJECTION_PERCENT: u32 = 50;
 pub const PENDING_TIMEOUT_SECS: u64 = 1;
+
+use crate::duration::Duration;
+use crate::policy::*;
+
+fn ms(v: u64) -> Option<Duration> {
+    Some(Duration::from_millis(v))
+}
+
+fn secs(v: u64) -> Option<Duration> {
+    Some(Duration::from_secs(v))
+}
+
+/// The effective policy: every field of every section the user set, with the
+/// defaults above where they left it unset; routes inherit unset timeout and
+/// retry fields from the policy's own. Sections the user did not write stay
+/// absent (no retries, breaker or limits nobody asked for), except timeouts,
+/// which always apply.
+pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
+    let timeouts = timeouts(spec.timeouts.as_ref(), None);
+    let retry = spec.retry.as_ref().map(|r| retry(r, None));
+    let routes = spec
+        .routes
+        .iter()
+        .map(|route| Route {
+            name: route.name.clone(),
+            r#match: route.r#match.clone(),
+            timeouts: Some(self::timeouts(route.timeouts.as_ref(), Some(&timeouts))),
+            retry: match (&route.retry, &retry) {
+                (Some(own), parent) => Some(self::retry(own, parent.as_ref())),
+                (None, parent) => parent.clone(),
+            },
+        })
+        .collect();
+    ResiliencePolicySpec {
+        target_ref: spec.target_ref.clone(),
+        mode: Some(spec.mode.unwrap_or_default()),
+        timeouts: Some(timeouts),
+        retry,
+        circuit_breaker: spec.circuit_breaker.as_ref().map(|cb| CircuitBreaker {
+            failure_rate_percent: cb.failure_rate_percent.or(Some(FAILURE_RATE_PERCENT)),
+            minimum_requests: cb.minimum_requests.or(Some(MINIMUM_REQUESTS)),
+            window: cb.window.or(secs(WINDOW_SECS)),
+            slow_call: cb.slow_call.clone(),
+            open_for: cb.open_for.or(secs(OPEN_FOR_SECS)),
+            max_open_for: cb.max_open_for.or(secs(MAX_OPEN_FOR_SECS)),
+            half_open_requests: cb.half_open_requests.or(Some(HALF_OPEN_REQUESTS)),
+            fallback: Some(Fallback {
+                status: cb
+                    .fallback
+                    .as_ref()
+                    .and_then(|f| f.status)
+                    .or(Some(FALLBACK_STATUS)),
+                content_type: cb.fallback.as_ref().and_then(|f| f.content_type.clone()),
+                body: cb.fallback.as_ref().and_then(|f| f.body.clone()),
+            }),
+            failure_on: cb.failure_on.clone().or_else(|| {
+                Some(vec![
+                    FailureKind::ServerError,
+                    FailureKind::Timeout,
+                    FailureKind::ConnectionError,
+                ])
+            }),
+        }),
+        outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {
+            consecutive_failures: o.consecutive_failures.or(Some(CONSECUTIVE_FAILURES)),
+            base_ejection_time: o.base_ejection_time.or(secs(BASE_EJECTION_SECS)),
+            max_ejection_percent: o.max_ejection_percent.or(Some(MAX_EJECTION_PERCENT)),
+        }),
+        limits: spec.limits.as_ref().map(|l| Limits {
+            max_concurrent_requests: l.max_concurrent_requests,
+            max_pending_requests: l.max_pending_requests.or(Some(0)),
+            pending_timeout: l.pending_timeout.or(secs(PENDING_TIMEOUT_SECS)),
+        }),
+        rate_limit: spec.rate_limit.as_ref().map(|r| RateLimit {
+            requests_per_second: r.requests_per_second,
+            burst: r.burst.or(Some(r.requests_per_second)),
+        }),
+        routes,
+    }
+}
+
+fn timeouts(own: Option<&Timeouts>, parent: Option<&Timeouts>) -> Timeouts {
+    let own = own.cloned().unwrap_or_default();
+    let parent = parent.cloned().unwrap_or(Timeouts {
+        request: secs(REQUEST_TIMEOUT_SECS),
+        backend_request: None,
+        connect: secs(CONNECT_TIMEOUT_SECS),
+        idle: secs(IDLE_TIMEOUT_SECS),
+    });
+    Timeouts {
+        request: own.request.or(parent.request),
+        backend_request: own.backend_request.or(parent.backend_request),
+        connect: own.connect.or(parent.connect),
+        idle: own.idle.or(parent.idle),
+    }
+}
+
+fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
+    let parent = parent.cloned().unwrap_or_else(|| Retry {
+        attempts: Some(RETRY_ATTEMPTS),
+        codes: Some(RETRY_CODES.to_vec()),
+        on: Some(vec![
+            RetryOn::ConnectFailure,
+            RetryOn::RefusedStream,
+            RetryOn::ResetBeforeRequest,
+        ]),
+        backoff: Some(Backoff {
+            base: ms(BACKOFF_BASE_MS),
+            max: ms(BACKOFF_MAX_MS),
+        }),
+        budget: Some(RetryBudget {
+            percent: Some(BUDGET_PERCENT),
+            interval: secs(BUDGET_INTERVAL_SECS),
+            min_retry_rate: Some(RetryRate {
+                count: MIN_RETRIES_PER_SECOND,
+                interval: Duration::from_secs(1),
+            }),
+        }),
+        non_idempotent: Some(NonIdempotent::Never),
+        max_buffered_body_bytes: Some(MAX_BUFFERED_BODY_BYTES),
+    });
+    let own_backoff = own.backoff.clone().unwrap_or_default();
+    let parent_backoff = parent.backoff.clone().unwrap_or_default();
+    let own_budget = own.budget.clone().unwrap_or_default();
+    let parent_budget = parent.budget.clone().unwrap_or_default();
+    Retry {
+        attempts: own.attempts.or(parent.attempts),
+        codes: own.codes.clone().or(parent.codes),
+        on: own.on.clone().or(parent.on),
+        backoff: Some(Backoff {
+            base: own_backoff.base.or(parent_backoff.base),
+            max: own_backoff.max.or(parent_backoff.max),
+        }),
+        budget: Some(RetryBudget {
+            percent: own_budget.percent.or(parent_budget.percent),
+            interval: own_budget.interval.or(parent_budget.interval),
+            min_retry_rate: own_budget.min_retry_rate.or(parent_budget.min_retry_rate),
+        }),
+        non_idempotent: own.non_idempotent.or(parent.non_idempotent),
+        max_buffered_body_bytes: own
+            .max_buffered_body_bytes
+            .or(parent.max_buffered_body_bytes),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> ResiliencePolicySpec {
+        serde_json::from_value(json).unwrap()
+    }
+
+    #[test]
+    fn fills_only_sections_the_user_wrote() {
+        let s = with_defaults(&spec(serde_json::json!({
+            "targetRef": {"name": "p"},
+            "retry": {"attempts": 1}
+        })));
+        assert_eq!(s.mode, Some(Mode::Enforce));
+        assert_eq!(s.timeouts.as_ref().unwrap().request, secs(15));
+        let r = s.retry.unwrap();
+        assert_eq!(r.attempts, Some(1));
+        assert_eq!(r.backoff.unwrap().max, ms(1000));
+        assert!(s.circuit_breaker.is_none());
+        assert!(s.limits.is_none());
+    }
+
+    #[test]
+    fn routes_inherit_then_override() {
+        let s = with_defaults(&spec(serde_json::json!({
+            "targetRef": {"name": "p"},
+            "timeouts": {"request": "5s", "backendRequest": "1s"},
+            "retry": {"attempts": 3, "codes": [503]},
+            "routes": [{"match": {"pathPrefix": "/charge"}, "timeouts": {"request": "10s"},
+                        "retry": {"attempts": 0}}]
+        })));
+        let route = &s.routes[0];
+        let t = route.timeouts.as_ref().unwrap();
+        assert_eq!((t.request, t.backend_request), (secs(10), secs(1)));
+        let r = route.retry.as_ref().unwrap();
+        assert_eq!((r.attempts, r.codes.clone()), (Some(0), Some(vec![503])));
+    }
+}

@@ -68,7 +68,10 @@ pub struct TargetRef {
     #[serde(default = "default_kind")]
     pub kind: String,
     /// Name of the Service, in the policy's namespace.
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"))]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: String,
     /// Only this Service port; all ports when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -365,7 +368,10 @@ pub struct RouteMatch {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatch {
-    #[schemars(length(min = 1, max = 256), regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$"))]
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
     pub name: String,
     #[schemars(length(max = 4096))]
     pub value: String,

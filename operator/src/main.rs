@@ -1,13 +1,26 @@
-//! `outrigger-operator`: the control plane. This first version checks policy
-//! files the way the API server will (`validate`); the controllers, the policy
-//! stream and the webhook come in later milestones (see docs/architecture.md).
+//! `outrigger-operator`: the control plane. `run` watches ResiliencePolicies,
+//! Services and EndpointSlices (or, with `--manifests DIR`, files) and keeps a
+//! compiled view per destination Service; the lease holder writes status.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
 
+mod admin;
+mod cluster;
+mod compile;
 mod crd;
+mod index;
+mod leader;
+mod local;
+mod metrics;
+mod status;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
 
@@ -32,6 +45,53 @@ enum Command {
     },
     /// Print the ResiliencePolicy CustomResourceDefinition (YAML).
     Crds,
+    /// Run the controllers.
+    Run(RunArgs),
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// Local mode: read ResiliencePolicy, Service and EndpointSlice YAML from
+    /// this directory (and follow changes) instead of the API server.
+    #[arg(long, env = "OUTRIGGER_MANIFESTS")]
+    manifests: Option<PathBuf>,
+    /// How often local mode checks the directory.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration)]
+    manifests_poll: Duration,
+    /// Admin listener: /metrics, /live, /ready, /view.
+    #[arg(long, env = "OUTRIGGER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
+    admin_addr: SocketAddr,
+    /// Elect a status writer with a Lease (several replicas); off: always write.
+    #[arg(long, env = "OUTRIGGER_LEADER_ELECTION", default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    #[arg(
+        long,
+        env = "OUTRIGGER_LEASE_NAMESPACE",
+        default_value = "outrigger-system"
+    )]
+    lease_namespace: String,
+    #[arg(
+        long,
+        env = "OUTRIGGER_LEASE_NAME",
+        default_value = "outrigger-operator"
+    )]
+    lease_name: String,
+    /// This replica's name in the Lease (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: Duration,
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    lease_renew: Duration,
+    /// Log as JSON lines.
+    #[arg(long, env = "OUTRIGGER_LOG_JSON")]
+    log_json: bool,
+}
+
+fn parse_duration(value: &str) -> Result<Duration, String> {
+    outrigger_api::duration::Duration::parse(value)
+        .map(|d| d.as_std())
+        .map_err(|e| e.to_string())
 }
 
 fn main() -> ExitCode {
@@ -39,6 +99,17 @@ fn main() -> ExitCode {
         Command::Crds => {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS
+        }
+        Command::Run(args) => {
+            init_logging(args.log_json);
+            let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
+            match runtime.block_on(run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(err) => {
+                    eprintln!("outrigger-operator: {err:#}");
+                    ExitCode::from(2)
+                }
+            }
         }
         Command::Validate { files } => {
             let mut all_valid = true;
@@ -87,4 +158,104 @@ fn validate_file(path: &PathBuf) -> Result<usize, Vec<String>> {
     } else {
         Err(errors)
     }
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTRIGGER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new());
+    let index = Arc::new(index::CompiledIndex::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let listener = tokio::net::TcpListener::bind(args.admin_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot bind the admin listener on {}: {e}", args.admin_addr)
+        })?;
+    tracing::info!(admin = %listener.local_addr()?, "admin listening");
+    tokio::spawn(admin::serve(
+        listener,
+        Arc::new(admin::AdminState {
+            metrics: metrics.clone(),
+            index: index.clone(),
+            ready: ready.clone(),
+        }),
+        stop.clone(),
+    ));
+    {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            stop.cancel();
+        });
+    }
+
+    if let Some(dir) = args.manifests {
+        tracing::info!(dir = %dir.display(), "local mode: reading manifests");
+        return local::run(dir, args.manifests_poll, index, metrics, ready, stop).await;
+    }
+
+    let client = kube::Client::try_default()
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+    let trigger = Arc::new(tokio::sync::Notify::new());
+    let leadership = Arc::new(leader::Leadership::default());
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("outrigger-operator-{}", std::process::id()));
+    let stores = cluster::start_reflectors(&client, trigger.clone(), &stop);
+    if args.leader_election {
+        let config = leader::LeaseConfig {
+            namespace: args.lease_namespace.clone(),
+            name: args.lease_name.clone(),
+            identity: identity.clone(),
+            lease_duration: args.lease_duration,
+            renew_every: args.lease_renew,
+        };
+        let (metrics, trigger) = (metrics.clone(), trigger.clone());
+        tokio::spawn(leader::run(
+            client.clone(),
+            config,
+            leadership.clone(),
+            move |leader| {
+                metrics.leader.set(i64::from(leader));
+                // A new leader brings every status up to date at once.
+                trigger.notify_one();
+            },
+            stop.clone(),
+        ));
+    } else {
+        leadership.force(true);
+        metrics.leader.set(1);
+    }
+    let ctx = Arc::new(cluster::Context {
+        client,
+        index,
+        metrics,
+        leadership,
+        ready,
+        trigger,
+        reporter: kube::runtime::events::Reporter {
+            controller: "outrigger-operator".into(),
+            instance: Some(identity),
+        },
+    });
+    cluster::run(ctx, stores, stop).await
 }

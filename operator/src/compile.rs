@@ -1,0 +1,500 @@
+//! From what the cluster holds (policies, Services, EndpointSlices) to what the
+//! proxies need (one effective policy per destination Service with its ready
+//! endpoints) and what each policy's status should say. Pure: no I/O, so every
+//! rule is unit-tested.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
+use outrigger_api::validate::validate_spec;
+use serde::Serialize;
+
+/// A namespaced name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ServicePort {
+    pub name: String,
+    pub port: u16,
+    /// The endpoint port: a number, or resolved through the EndpointSlice port
+    /// of the same name.
+    pub target_port: Option<u16>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Endpoint {
+    pub ip: String,
+    /// Port name → port number, from the EndpointSlice.
+    pub ports: BTreeMap<String, u16>,
+}
+
+/// One Service as the proxies see it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Destination {
+    pub cluster_ips: Vec<String>,
+    pub ports: Vec<ServicePort>,
+    /// Ready endpoints only.
+    pub endpoints: Vec<Endpoint>,
+    /// Accepted policies for this Service: at most one without a port, and at
+    /// most one per port.
+    pub policies: Vec<AppliedPolicy>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppliedPolicy {
+    pub policy: ObjectKey,
+    pub generation: Option<i64>,
+    pub port: Option<u16>,
+    pub spec: ResiliencePolicySpec,
+}
+
+/// A status condition's content (Gateway API style).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ConditionState {
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// What a policy's status should say.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Verdict {
+    pub generation: Option<i64>,
+    pub accepted: ConditionState,
+    pub resolved_refs: ConditionState,
+}
+
+impl Verdict {
+    /// Whether proxies receive this policy.
+    pub fn is_programmed(&self) -> bool {
+        self.accepted.status && self.resolved_refs.status
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Compiled {
+    pub destinations: BTreeMap<ObjectKey, Destination>,
+    pub verdicts: BTreeMap<ObjectKey, Verdict>,
+}
+
+fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
+    ObjectKey {
+        namespace: meta.namespace.clone().unwrap_or_else(|| "default".into()),
+        name: meta.name.clone().unwrap_or_default(),
+    }
+}
+
+pub fn compile(
+    policies: &[ResiliencePolicy],
+    services: &[Service],
+    slices: &[EndpointSlice],
+) -> Compiled {
+    let mut destinations: BTreeMap<ObjectKey, Destination> = services
+        .iter()
+        .map(|service| (key_of(&service.metadata), destination(service)))
+        .collect();
+    attach_endpoints(&mut destinations, slices);
+
+    // Oldest first, so the first claim on a target wins (name breaks ties).
+    let mut ordered: Vec<&ResiliencePolicy> = policies.iter().collect();
+    ordered.sort_by(|a, b| {
+        let age = |p: &ResiliencePolicy| p.metadata.creation_timestamp.clone().map(|t| t.0);
+        age(a)
+            .cmp(&age(b))
+            .then_with(|| key_of(&a.metadata).cmp(&key_of(&b.metadata)))
+    });
+
+    let mut verdicts = BTreeMap::new();
+    let mut claims: BTreeMap<(ObjectKey, Option<u16>), ObjectKey> = BTreeMap::new();
+    for policy in ordered {
+        let key = key_of(&policy.metadata);
+        let target = ObjectKey {
+            namespace: key.namespace.clone(),
+            name: policy.spec.target_ref.name.clone(),
+        };
+        let port = policy.spec.target_ref.port;
+        let accepted = match validate_spec(&policy.spec) {
+            Err(errors) => ConditionState {
+                status: false,
+                reason: "Invalid",
+                message: errors.to_string().replace('\n', "; "),
+            },
+            Ok(()) => match claims.get(&(target.clone(), port)) {
+                Some(winner) => ConditionState {
+                    status: false,
+                    reason: "Conflicted",
+                    message: format!(
+                        "policy {winner} already targets Service {target}{}; the oldest policy wins",
+                        port.map(|p| format!(" port {p}")).unwrap_or_default()
+                    ),
+                },
+                None => {
+                    claims.insert((target.clone(), port), key.clone());
+                    ConditionState {
+                        status: true,
+                        reason: "Accepted",
+                        message: "policy is valid and the only one on its target".into(),
+                    }
+                }
+            },
+        };
+        let resolved_refs = resolve(&destinations, &target, port);
+        let verdict = Verdict {
+            generation: policy.metadata.generation,
+            accepted,
+            resolved_refs,
+        };
+        if verdict.is_programmed() {
+            if let Some(destination) = destinations.get_mut(&target) {
+                destination.policies.push(AppliedPolicy {
+                    policy: key.clone(),
+                    generation: policy.metadata.generation,
+                    port,
+                    spec: outrigger_api::defaults::with_defaults(&policy.spec),
+                });
+            }
+        }
+        verdicts.insert(key, verdict);
+    }
+    Compiled {
+        destinations,
+        verdicts,
+    }
+}
+
+fn resolve(
+    destinations: &BTreeMap<ObjectKey, Destination>,
+    target: &ObjectKey,
+    port: Option<u16>,
+) -> ConditionState {
+    match destinations.get(target) {
+        None => ConditionState {
+            status: false,
+            reason: "ServiceNotFound",
+            message: format!("Service {target} does not exist"),
+        },
+        Some(d) if port.is_some_and(|p| !d.ports.iter().any(|sp| sp.port == p)) => ConditionState {
+            status: false,
+            reason: "PortNotFound",
+            message: format!(
+                "Service {target} has no port {}",
+                port.expect("checked above")
+            ),
+        },
+        Some(_) => ConditionState {
+            status: true,
+            reason: "ResolvedRefs",
+            message: format!("Service {target} exists"),
+        },
+    }
+}
+
+fn destination(service: &Service) -> Destination {
+    let spec = service.spec.clone().unwrap_or_default();
+    let cluster_ips = spec
+        .cluster_ips
+        .clone()
+        .or_else(|| spec.cluster_ip.clone().map(|ip| vec![ip]))
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|ip| ip != "None" && !ip.is_empty())
+        .collect();
+    let ports = spec
+        .ports
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|p| {
+            let port = u16::try_from(p.port).ok()?;
+            let target_port = match p.target_port {
+                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
+                    u16::try_from(n).ok()
+                }
+                // A named target port is resolved per endpoint from the slice.
+                Some(_) => None,
+                None => Some(port),
+            };
+            Some(ServicePort {
+                name: p.name.unwrap_or_default(),
+                port,
+                target_port,
+            })
+        })
+        .collect();
+    Destination {
+        cluster_ips,
+        ports,
+        endpoints: Vec::new(),
+        policies: Vec::new(),
+    }
+}
+
+const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
+
+fn attach_endpoints(destinations: &mut BTreeMap<ObjectKey, Destination>, slices: &[EndpointSlice]) {
+    for slice in slices {
+        let Some(service) = slice
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get(SERVICE_NAME_LABEL))
+        else {
+            continue;
+        };
+        let key = ObjectKey {
+            namespace: slice
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: service.clone(),
+        };
+        let Some(destination) = destinations.get_mut(&key) else {
+            continue;
+        };
+        let ports: BTreeMap<String, u16> = slice
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some((
+                    p.name.clone().unwrap_or_default(),
+                    u16::try_from(p.port?).ok()?,
+                ))
+            })
+            .collect();
+        for endpoint in &slice.endpoints {
+            // Kubernetes treats an unset ready condition as ready.
+            let ready = endpoint
+                .conditions
+                .as_ref()
+                .and_then(|c| c.ready)
+                .unwrap_or(true);
+            if !ready {
+                continue;
+            }
+            for ip in &endpoint.addresses {
+                destination.endpoints.push(Endpoint {
+                    ip: ip.clone(),
+                    ports: ports.clone(),
+                });
+            }
+        }
+    }
+    for destination in destinations.values_mut() {
+        destination
+            .endpoints
+            .sort_by(|a, b| (&a.ip, &a.ports).cmp(&(&b.ip, &b.ports)));
+        destination.endpoints.dedup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn policy(
+        name: &str,
+        target: &str,
+        created: &str,
+        extra: serde_json::Value,
+    ) -> ResiliencePolicy {
+        let mut spec = json!({"targetRef": {"kind": "Service", "name": target}});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        serde_json::from_value(json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ResiliencePolicy",
+            "metadata": {"name": name, "namespace": "shop", "generation": 3,
+                         "creationTimestamp": created},
+            "spec": spec
+        }))
+        .unwrap()
+    }
+
+    fn service(name: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {"clusterIP": "10.96.0.10", "clusterIPs": ["10.96.0.10"],
+                     "ports": [{"name": "http", "port": 80, "targetPort": 8080}]}
+        }))
+        .unwrap()
+    }
+
+    fn slice(service: &str, endpoints: serde_json::Value) -> EndpointSlice {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("{service}-abc"), "namespace": "shop",
+                         "labels": {"kubernetes.io/service-name": service}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": 8080}],
+            "endpoints": endpoints
+        }))
+        .unwrap()
+    }
+
+    const T1: &str = "2026-01-01T00:00:00Z";
+    const T2: &str = "2026-01-02T00:00:00Z";
+
+    #[test]
+    fn compiles_policy_with_defaults_and_ready_endpoints() {
+        let compiled = compile(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"attempts": 3}}),
+            )],
+            &[service("payments")],
+            &[slice(
+                "payments",
+                json!([{"addresses": ["10.0.0.1"], "conditions": {"ready": true}},
+                       {"addresses": ["10.0.0.2"], "conditions": {"ready": false}},
+                       {"addresses": ["10.0.0.3"]}]),
+            )],
+        );
+        let key = ObjectKey {
+            namespace: "shop".into(),
+            name: "payments".into(),
+        };
+        let d = &compiled.destinations[&key];
+        assert_eq!(d.cluster_ips, vec!["10.96.0.10"]);
+        assert_eq!(d.ports[0].target_port, Some(8080));
+        let ips: Vec<_> = d.endpoints.iter().map(|e| e.ip.as_str()).collect();
+        assert_eq!(ips, vec!["10.0.0.1", "10.0.0.3"]);
+        let retry = d.policies[0].spec.retry.as_ref().unwrap();
+        assert_eq!(retry.attempts, Some(3));
+        assert_eq!(retry.codes, Some(vec![502, 503, 504]), "defaults filled in");
+        let v = &compiled.verdicts[&key];
+        assert!(v.is_programmed());
+        assert_eq!(v.generation, Some(3));
+    }
+
+    #[test]
+    fn oldest_policy_wins_a_conflict() {
+        let compiled = compile(
+            &[
+                policy("newer", "payments", T2, json!({})),
+                policy("older", "payments", T1, json!({})),
+            ],
+            &[service("payments")],
+            &[],
+        );
+        let verdict = |name: &str| {
+            compiled.verdicts[&ObjectKey {
+                namespace: "shop".into(),
+                name: name.into(),
+            }]
+                .clone()
+        };
+        assert_eq!(verdict("older").accepted.reason, "Accepted");
+        let newer = verdict("newer");
+        assert_eq!(
+            (newer.accepted.status, newer.accepted.reason),
+            (false, "Conflicted")
+        );
+        assert!(newer
+            .accepted
+            .message
+            .contains("policy shop/older already targets Service shop/payments"));
+        let d = compiled.destinations.values().next().unwrap();
+        assert_eq!(d.policies.len(), 1);
+        assert_eq!(d.policies[0].policy.name, "older");
+    }
+
+    #[test]
+    fn port_specific_policy_does_not_conflict_with_portless() {
+        let compiled = compile(
+            &[
+                policy("all", "payments", T1, json!({})),
+                policy(
+                    "http",
+                    "payments",
+                    T2,
+                    json!({"targetRef": {"kind": "Service", "name": "payments", "port": 80}}),
+                ),
+                policy(
+                    "bad-port",
+                    "payments",
+                    T2,
+                    json!({"targetRef": {"kind": "Service", "name": "payments", "port": 81}}),
+                ),
+            ],
+            &[service("payments")],
+            &[],
+        );
+        let programmed: Vec<_> = compiled
+            .verdicts
+            .iter()
+            .filter(|(_, v)| v.is_programmed())
+            .map(|(k, _)| k.name.as_str())
+            .collect();
+        assert_eq!(programmed, vec!["all", "http"]);
+        let bad = &compiled.verdicts[&ObjectKey {
+            namespace: "shop".into(),
+            name: "bad-port".into(),
+        }];
+        assert_eq!(bad.resolved_refs.reason, "PortNotFound");
+    }
+
+    #[test]
+    fn missing_service_is_unresolved_and_recovers() {
+        let policies = [policy("payments", "payments", T1, json!({}))];
+        let key = ObjectKey {
+            namespace: "shop".into(),
+            name: "payments".into(),
+        };
+        let without = compile(&policies, &[], &[]);
+        let v = &without.verdicts[&key];
+        assert!(v.accepted.status);
+        assert_eq!(
+            (v.resolved_refs.status, v.resolved_refs.reason),
+            (false, "ServiceNotFound")
+        );
+        assert!(without.destinations.is_empty());
+        let with = compile(&policies, &[service("payments")], &[]);
+        assert!(with.verdicts[&key].is_programmed());
+    }
+
+    #[test]
+    fn invalid_policy_is_not_applied() {
+        let compiled = compile(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"backoff": {"base": "2s", "max": "1s"}}}),
+            )],
+            &[service("payments")],
+            &[],
+        );
+        let v = compiled.verdicts.values().next().unwrap();
+        assert_eq!((v.accepted.status, v.accepted.reason), (false, "Invalid"));
+        assert_eq!(
+            v.accepted.message,
+            "spec.retry.backoff.max: must be >= base (2s)"
+        );
+        assert!(compiled
+            .destinations
+            .values()
+            .next()
+            .unwrap()
+            .policies
+            .is_empty());
+    }
+}

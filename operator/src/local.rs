@@ -1,0 +1,174 @@
+//! Local mode (`--manifests DIR`): the same compile step over YAML/JSON files
+//! instead of the API server, for the demo and end-to-end tests. The directory
+//! is polled; statuses are logged (one JSON line per policy whose verdict
+//! changed) instead of written.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use outrigger_api::manifest::{parse_documents, Document};
+use outrigger_api::policy::ResiliencePolicy;
+use tokio_util::sync::CancellationToken;
+
+use crate::compile::{compile, Compiled, ObjectKey, Verdict};
+use crate::index::CompiledIndex;
+use crate::metrics::Metrics;
+
+#[derive(Default, Debug)]
+pub struct Manifests {
+    pub policies: Vec<ResiliencePolicy>,
+    pub services: Vec<Service>,
+    pub slices: Vec<EndpointSlice>,
+    /// Files that could not be used, with why; the rest still count.
+    pub errors: Vec<String>,
+}
+
+/// Reads every `.yaml`, `.yml` and `.json` file under `dir` (sorted).
+pub fn read_dir(dir: &Path) -> std::io::Result<Manifests> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .is_some_and(|x| x == "yaml" || x == "yml" || x == "json")
+        })
+        .collect();
+    files.sort();
+    let mut manifests = Manifests::default();
+    for file in files {
+        let text = match std::fs::read_to_string(&file) {
+            Ok(text) => text,
+            Err(err) => {
+                manifests.errors.push(format!("{}: {err}", file.display()));
+                continue;
+            }
+        };
+        if let Err(err) = add_documents(&mut manifests, &text) {
+            // A broken file is skipped whole, so half its objects never apply.
+            manifests.errors.push(format!("{}: {err}", file.display()));
+        }
+    }
+    Ok(manifests)
+}
+
+fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
+    let mut policies = Vec::new();
+    let mut services = Vec::new();
+    let mut slices = Vec::new();
+    for document in parse_documents(text).map_err(|e| e.to_string())? {
+        match document {
+            Document::Policy(policy) => {
+                let mut value = serde_json::to_value(&policy).map_err(|e| e.to_string())?;
+                // Files carry no generation; the API server would start at 1.
+                if value["metadata"].get("generation").is_none() {
+                    value["metadata"]["generation"] = 1.into();
+                }
+                policies.push(serde_json::from_value(value).map_err(|e| e.to_string())?);
+            }
+            Document::Other {
+                kind, raw, name, ..
+            } => {
+                let what = || format!("{kind} {}", name.clone().unwrap_or_default());
+                match kind.as_str() {
+                    "Service" => services
+                        .push(serde_json::from_value(raw).map_err(|e| format!("{}: {e}", what()))?),
+                    "EndpointSlice" => slices
+                        .push(serde_json::from_value(raw).map_err(|e| format!("{}: {e}", what()))?),
+                    _ => {}
+                }
+            }
+        }
+    }
+    manifests.policies.extend(policies);
+    manifests.services.extend(services);
+    manifests.slices.extend(slices);
+    Ok(())
+}
+
+fn fingerprint(dir: &Path) -> Vec<(PathBuf, std::time::SystemTime, u64)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let meta = e.metadata().ok()?;
+            Some((e.path(), meta.modified().ok()?, meta.len()))
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Compiles `dir` now and whenever its files change, until `stop`.
+pub async fn run(
+    dir: PathBuf,
+    poll: Duration,
+    index: Arc<CompiledIndex>,
+    metrics: Arc<Metrics>,
+    ready: Arc<std::sync::atomic::AtomicBool>,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut seen = None;
+    let mut last_verdicts: BTreeMap<ObjectKey, Verdict> = BTreeMap::new();
+    loop {
+        let print = fingerprint(&dir);
+        if seen.as_ref() != Some(&print) {
+            seen = Some(print);
+            let manifests = read_dir(&dir)?;
+            for error in &manifests.errors {
+                metrics
+                    .reconcile_errors
+                    .with_label_values(&["manifest"])
+                    .inc();
+                tracing::error!(error = %error, "manifest skipped");
+            }
+            let compiled = compile(&manifests.policies, &manifests.services, &manifests.slices);
+            report(&compiled, &mut last_verdicts);
+            index.store(compiled);
+            metrics.reconciles.inc();
+            ready.store(true, std::sync::atomic::Ordering::SeqCst);
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tokio::time::sleep(poll) => {}
+        }
+    }
+}
+
+/// Logs the status each policy would get, when it changes.
+fn report(compiled: &Compiled, last: &mut BTreeMap<ObjectKey, Verdict>) {
+    for (key, verdict) in &compiled.verdicts {
+        if last.get(key) != Some(verdict) {
+            let line = serde_json::json!({"policy": key.to_string(), "status": verdict});
+            println!("{line}");
+        }
+    }
+    *last = compiled.verdicts.clone();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_policies_services_and_slices_and_skips_broken_files() {
+        let dir = std::env::temp_dir().join(format!("outrigger-local-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: web, namespace: shop}\nspec: {targetRef: {name: web}}\n",
+        )
+        .unwrap();
+        std::fs::write(dir.join("b.yaml"), "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: x}\nspec: {targetRef: {name: 7}}\n").unwrap();
+        std::fs::write(dir.join("notes.txt"), "ignored").unwrap();
+        let m = read_dir(&dir).unwrap();
+        assert_eq!((m.policies.len(), m.services.len()), (1, 1));
+        assert_eq!(m.policies[0].metadata.generation, Some(1));
+        assert_eq!(m.errors.len(), 1);
+        assert!(m.errors[0].contains("b.yaml"), "{:?}", m.errors);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
