@@ -250,3 +250,228 @@ async fn publish_event(
         tracing::debug!(error = %err, "could not publish event");
     }
 }
+
+/// Scripted API errors through kube's mock client (tower-test): there is no
+/// API server in these tests; each request is answered by the script below.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use http::{Request, Response, StatusCode};
+    use kube::client::Body;
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use tower_test::mock;
+
+    type Handle = mock::Handle<Request<Body>, Response<Body>>;
+
+    fn mock_client() -> (Client, Handle) {
+        let (service, handle) = mock::pair::<Request<Body>, Response<Body>>();
+        (Client::new(service, "default"), handle)
+    }
+
+    fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Body> {
+        Response::builder()
+            .status(status)
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&body).unwrap()))
+            .unwrap()
+    }
+
+    fn api_status(code: u16, reason: &str) -> serde_json::Value {
+        serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
+            "status": "Failure", "message": format!("scripted {reason}"), "reason": reason, "code": code})
+    }
+
+    fn policy() -> ResiliencePolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ResiliencePolicy",
+            "metadata": {"name": "payments", "namespace": "shop", "generation": 1},
+            "spec": {"targetRef": {"kind": "Service", "name": "payments"}}
+        }))
+        .unwrap()
+    }
+
+    fn context(client: Client) -> Context {
+        let leadership = Arc::new(Leadership::default());
+        leadership.force(true);
+        Context {
+            client,
+            index: Arc::default(),
+            metrics: Arc::default(),
+            leadership,
+            ready: Arc::new(AtomicBool::new(false)),
+            trigger: Arc::new(Notify::new()),
+            reporter: Reporter {
+                controller: "test".into(),
+                instance: None,
+            },
+        }
+    }
+
+    /// Answers status patches with the given statuses in turn, events with 201.
+    fn serve_patches(mut handle: Handle, statuses: Vec<StatusCode>, patches: Arc<AtomicUsize>) {
+        tokio::spawn(async move {
+            let mut script = statuses.into_iter();
+            while let Some((request, respond)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                if path.ends_with("/resiliencepolicies/payments/status") {
+                    assert_eq!(request.method(), http::Method::PATCH);
+                    let query = request.uri().query().unwrap_or("");
+                    assert!(query.contains("fieldManager=outrigger-operator"), "{query}");
+                    patches.fetch_add(1, Ordering::SeqCst);
+                    let status = script.next().unwrap_or(StatusCode::OK);
+                    let body = if status.is_success() {
+                        serde_json::to_value(policy()).unwrap()
+                    } else {
+                        api_status(status.as_u16(), "Scripted")
+                    };
+                    respond.send_response(json_response(status, body));
+                } else if path.contains("/events") {
+                    respond
+                        .send_response(json_response(StatusCode::CREATED, serde_json::json!({})));
+                } else {
+                    panic!("unexpected request {} {path}", request.method());
+                }
+            }
+        });
+    }
+
+    #[tokio::test]
+    async fn status_write_conflict_and_server_error_are_retried() {
+        let (client, handle) = mock_client();
+        let patches = Arc::new(AtomicUsize::new(0));
+        serve_patches(
+            handle,
+            vec![
+                StatusCode::CONFLICT,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                StatusCode::OK,
+            ],
+            patches.clone(),
+        );
+        let ctx = context(client);
+        let policies = [policy()];
+        let compiled = compile(&policies, &[], &[]);
+        write_statuses(&ctx, &policies, &compiled).await;
+        write_statuses(&ctx, &policies, &compiled).await;
+        let errors = |kind: &str| {
+            ctx.metrics
+                .reconcile_errors
+                .with_label_values(&[kind])
+                .get()
+        };
+        assert_eq!((errors("conflict"), errors("server")), (1, 1));
+        assert_eq!(ctx.metrics.status_writes.get(), 0);
+        write_statuses(&ctx, &policies, &compiled).await;
+        assert_eq!(ctx.metrics.status_writes.get(), 1);
+        assert_eq!(patches.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn followers_write_no_status() {
+        let (client, handle) = mock_client();
+        let patches = Arc::new(AtomicUsize::new(0));
+        serve_patches(handle, vec![], patches.clone());
+        let ctx = context(client);
+        ctx.leadership.force(false);
+        let stores = Stores {
+            policies: store_of(vec![policy()]),
+            services: store_of(vec![]),
+            slices: store_of(vec![]),
+        };
+        recompute(&ctx, &stores).await;
+        assert_eq!(patches.load(Ordering::SeqCst), 0);
+        assert_eq!(
+            ctx.index.load().verdicts.len(),
+            1,
+            "the view is still compiled"
+        );
+    }
+
+    fn store_of<K>(objects: Vec<K>) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()> + Clone + 'static,
+    {
+        let (store, mut writer) = reflector::store();
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        store
+    }
+
+    /// A watch that fails with 410 Gone (an expired resourceVersion) and a
+    /// list that fails with 500 both end in a fresh, successful list.
+    #[tokio::test]
+    async fn watch_410_and_list_500_relist_and_recover() {
+        let (client, mut handle) = mock_client();
+        let policy_lists = Arc::new(AtomicUsize::new(0));
+        let lists = policy_lists.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                let path = request.uri().path().to_string();
+                let query = request.uri().query().unwrap_or("").to_string();
+                let is_watch = query.contains("watch=true");
+                if !path.contains("resiliencepolicies") {
+                    // Services and EndpointSlices: empty lists, watches that stay quiet.
+                    tokio::spawn(async move {
+                        if is_watch {
+                            tokio::time::sleep(Duration::from_secs(60)).await;
+                        }
+                        let kind = if path.contains("endpointslices") {
+                            "EndpointSliceList"
+                        } else {
+                            "ServiceList"
+                        };
+                        respond.send_response(json_response(StatusCode::OK, serde_json::json!(
+                            {"kind": kind, "apiVersion": "v1", "metadata": {"resourceVersion": "1"}, "items": []})));
+                    });
+                    continue;
+                }
+                if is_watch {
+                    let gone =
+                        serde_json::json!({"type": "ERROR", "object": api_status(410, "Expired")});
+                    let mut line = serde_json::to_vec(&gone).unwrap();
+                    line.push(b'\n');
+                    respond.send_response(Response::new(Body::from(line)));
+                    continue;
+                }
+                let n = lists.fetch_add(1, Ordering::SeqCst);
+                if n == 0 {
+                    respond.send_response(json_response(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        api_status(500, "InternalError"),
+                    ));
+                } else {
+                    respond.send_response(json_response(
+                        StatusCode::OK,
+                        serde_json::json!({
+                        "kind": "ResiliencePolicyList", "apiVersion": "outrigger.dev/v1alpha1",
+                        "metadata": {"resourceVersion": format!("{}", 10 + n)},
+                        "items": [serde_json::to_value(policy()).unwrap()]}),
+                    ));
+                }
+            }
+        });
+        let stop = CancellationToken::new();
+        let stores = start_reflectors(&client, Arc::new(Notify::new()), &stop);
+        tokio::time::timeout(Duration::from_secs(10), stores.policies.wait_until_ready())
+            .await
+            .expect("the store recovers from the 500")
+            .unwrap();
+        assert_eq!(stores.policies.state().len(), 1);
+        // The 410 on the watch forces another list.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while policy_lists.load(Ordering::SeqCst) < 3 {
+            assert!(std::time::Instant::now() < deadline, "no re-list after 410");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            stores.policies.state().len(),
+            1,
+            "the cache survives the re-list"
+        );
+        stop.cancel();
+    }
+}

@@ -11,11 +11,17 @@ use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
 use outrigger_api::validate::validate_spec;
 use serde::Serialize;
 
-/// A namespaced name.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+/// A namespaced name; serialized as `namespace/name` (it keys JSON maps).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ObjectKey {
     pub namespace: String,
     pub name: String,
+}
+
+impl Serialize for ObjectKey {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
 }
 
 impl std::fmt::Display for ObjectKey {
