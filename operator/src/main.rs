@@ -20,6 +20,7 @@ mod index;
 mod leader;
 mod local;
 mod metrics;
+mod reference;
 mod status;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
@@ -45,6 +46,8 @@ enum Command {
     },
     /// Print the ResiliencePolicy CustomResourceDefinition (YAML).
     Crds,
+    /// Print the policy reference (Markdown) generated from the CRD schema.
+    PolicyReference,
     /// Run the controllers.
     Run(RunArgs),
 }
@@ -98,6 +101,10 @@ fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Crds => {
             print!("{}", crd::crd_yaml());
+            ExitCode::SUCCESS
+        }
+        Command::PolicyReference => {
+            print!("{}", reference::policy_reference());
             ExitCode::SUCCESS
         }
         Command::Run(args) => {

@@ -69,3 +69,22 @@ fn committed_crd_is_current() {
         "crds/ is stale: run `cargo run -p outrigger-operator -- crds > crds/resiliencepolicies.outrigger.dev.yaml`"
     );
 }
+
+/// docs/policy-reference.md is generated from the CRD schema.
+#[test]
+fn committed_policy_reference_is_current() {
+    let committed = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/policy-reference.md"
+    ))
+    .unwrap();
+    let output = Command::new(BINARY)
+        .arg("policy-reference")
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    assert!(
+        committed == String::from_utf8(output.stdout).unwrap(),
+        "docs/policy-reference.md is stale: run `cargo run -p outrigger-operator -- policy-reference > docs/policy-reference.md`"
+    );
+}

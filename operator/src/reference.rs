@@ -1,0 +1,116 @@
+//! docs/policy-reference.md, generated from the CRD's OpenAPI schema so the
+//! reference cannot drift from what the API server enforces.
+
+use kube::CustomResourceExt;
+use outrigger_api::policy::ResiliencePolicy;
+use serde_json::Value;
+
+pub fn policy_reference() -> String {
+    let crd = serde_json::to_value(ResiliencePolicy::crd()).expect("a CRD serializes");
+    let schema = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"];
+    let mut out = String::from(
+        "# ResiliencePolicy reference\n\n\
+         Generated from the CRD schema by `outrigger-operator policy-reference`; do not edit.\n\
+         `apiVersion: outrigger.dev/v1alpha1`, `kind: ResiliencePolicy` (short name `rp`), namespaced.\n\
+         Durations are Gateway API durations: `250ms`, `5s`, `1m30s`.\n\n\
+         | field | type | constraints | description |\n|---|---|---|---|\n",
+    );
+    walk(&mut out, "spec", schema);
+    out.push_str("\n## Cross-field rules (checked by the API server)\n\n");
+    rules(&mut out, "spec", schema);
+    out
+}
+
+fn type_of(schema: &Value) -> String {
+    match schema["type"].as_str() {
+        Some("array") => format!("[]{}", type_of(&schema["items"])),
+        Some(t) if schema.get("enum").is_some() => {
+            let values: Vec<String> = schema["enum"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(|s| format!("`{s}`")))
+                .collect();
+            format!("{t}: {}", values.join(", "))
+        }
+        Some(t) => t.to_string(),
+        None => "object".into(),
+    }
+}
+
+fn constraints(schema: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(min) = schema["minimum"].as_f64() {
+        parts.push(format!("≥ {min}"));
+    }
+    if let Some(max) = schema["maximum"].as_f64() {
+        parts.push(format!("≤ {max}"));
+    }
+    if let Some(max) = schema["maxItems"].as_u64() {
+        parts.push(format!("at most {max} items"));
+    }
+    if let Some(max) = schema["maxLength"].as_u64() {
+        parts.push(format!("at most {max} characters"));
+    }
+    if let Some(pattern) = schema["pattern"].as_str() {
+        parts.push(format!("matches `{}`", pattern.replace('|', "\\|")));
+    }
+    parts.join("; ")
+}
+
+fn walk(out: &mut String, path: &str, schema: &Value) {
+    let Some(properties) = schema["properties"].as_object() else {
+        return;
+    };
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str())
+        .collect();
+    for (name, child) in properties {
+        let field = format!("{path}.{name}");
+        let description = child["description"]
+            .as_str()
+            .unwrap_or("")
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        let mut constraint = constraints(child);
+        if required.contains(&name.as_str()) {
+            constraint = if constraint.is_empty() {
+                "required".into()
+            } else {
+                format!("required; {constraint}")
+            };
+        }
+        out.push_str(&format!(
+            "| `{field}` | {} | {constraint} | {description} |\n",
+            type_of(child)
+        ));
+        walk(out, &field, child);
+        if child["type"] == "array" {
+            walk(out, &format!("{field}[]"), &child["items"]);
+        }
+    }
+}
+
+fn rules(out: &mut String, path: &str, schema: &Value) {
+    for rule in schema["x-kubernetes-validations"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        out.push_str(&format!(
+            "- `{path}`: {} (`{}`)\n",
+            rule["message"].as_str().unwrap_or(""),
+            rule["rule"].as_str().unwrap_or("")
+        ));
+    }
+    for (name, child) in schema["properties"].as_object().into_iter().flatten() {
+        let field = format!("{path}.{name}");
+        rules(out, &field, child);
+        if child["type"] == "array" {
+            rules(out, &format!("{field}[]"), &child["items"]);
+        }
+    }
+}
