@@ -15,6 +15,19 @@ async fn upstream() -> FaultUpstream {
         .unwrap()
 }
 
+/// An upstream that answers every request with 503.
+async fn failing_upstream() -> FaultUpstream {
+    FaultUpstream::start(
+        loopback(0),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap()
+}
+
 /// A proxy whose inbound listener fronts `app` as Service `web`, under `spec`.
 async fn inbound_proxy(app: &FaultUpstream, spec: &str) -> (ProxyProcess, PolicyFile) {
     let file = PolicyFile::new("web", &policy("web", spec));
@@ -201,15 +214,7 @@ async fn backoff_gaps_and_total_time_are_bounded() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retry_budget_caps_retries_under_total_failure() {
-    let app = FaultUpstream::start(
-        loopback(0),
-        FaultConfig {
-            failure_rate: 1.0,
-            ..FaultConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let app = failing_upstream().await;
     let spec = "  retry:\n    attempts: 3\n    backoff: {base: 1ms, max: 1ms}\n    budget: {percent: 20, interval: 10s, minRetryRate: {count: 5, interval: 1s}}\n";
     let (proxy, _file) = inbound_proxy(&app, spec).await;
     let started = Instant::now();
@@ -368,15 +373,7 @@ async fn breaker_state_survives_an_unrelated_policy_edit() {
 async fn outlier_ejection_and_return() {
     let good_a = upstream().await;
     let good_b = upstream().await;
-    let bad = FaultUpstream::start(
-        loopback(0),
-        FaultConfig {
-            failure_rate: 1.0,
-            ..FaultConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let bad = failing_upstream().await;
     let yaml = format!(
         "{}{}",
         policy("pool", "  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 1s, maxEjectionPercent: 50}\n"),
@@ -422,17 +419,7 @@ async fn never_more_than_max_ejection_percent() {
     let good = upstream().await;
     let mut bads = Vec::new();
     for _ in 0..2 {
-        bads.push(
-            FaultUpstream::start(
-                loopback(0),
-                FaultConfig {
-                    failure_rate: 1.0,
-                    ..FaultConfig::default()
-                },
-            )
-            .await
-            .unwrap(),
-        );
+        bads.push(failing_upstream().await);
     }
     let yaml = format!(
         "{}{}",

@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
 use outrigger_api::defaults as d;
+
+use crate::resilience::BreakerConfig;
 use outrigger_api::policy::{
     self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
 };
@@ -56,13 +58,8 @@ pub struct BudgetConfig {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct BreakerSettings {
-    pub failure_rate_percent: u32,
-    pub minimum_requests: u32,
-    pub window: Duration,
-    pub slow_call: Option<(Duration, u32)>,
-    pub open_for: Duration,
-    pub max_open_for: Duration,
-    pub half_open_requests: u32,
+    /// The state machine's thresholds.
+    pub thresholds: BreakerConfig,
     pub failure_on: Vec<FailureKind>,
     pub fallback_status: StatusCode,
     pub fallback_content_type: String,
@@ -328,18 +325,20 @@ fn retry_settings(r: &spec::Retry, parent: Option<&RetrySettings>) -> RetrySetti
 fn breaker(cb: &spec::CircuitBreaker) -> BreakerSettings {
     let fallback = cb.fallback.clone().unwrap_or_default();
     BreakerSettings {
-        failure_rate_percent: cb.failure_rate_percent.unwrap_or(d::FAILURE_RATE_PERCENT),
-        minimum_requests: cb.minimum_requests.unwrap_or(d::MINIMUM_REQUESTS),
-        window: cb.window.map_or(secs(d::WINDOW_SECS), |v| v.as_std()),
-        slow_call: cb
-            .slow_call
-            .as_ref()
-            .map(|s| (s.duration.as_std(), s.rate_percent)),
-        open_for: cb.open_for.map_or(secs(d::OPEN_FOR_SECS), |v| v.as_std()),
-        max_open_for: cb
-            .max_open_for
-            .map_or(secs(d::MAX_OPEN_FOR_SECS), |v| v.as_std()),
-        half_open_requests: cb.half_open_requests.unwrap_or(d::HALF_OPEN_REQUESTS),
+        thresholds: BreakerConfig {
+            failure_rate_percent: cb.failure_rate_percent.unwrap_or(d::FAILURE_RATE_PERCENT),
+            minimum_requests: cb.minimum_requests.unwrap_or(d::MINIMUM_REQUESTS),
+            window: cb.window.map_or(secs(d::WINDOW_SECS), |v| v.as_std()),
+            slow_call: cb
+                .slow_call
+                .as_ref()
+                .map(|s| (s.duration.as_std(), s.rate_percent)),
+            open_for: cb.open_for.map_or(secs(d::OPEN_FOR_SECS), |v| v.as_std()),
+            max_open_for: cb
+                .max_open_for
+                .map_or(secs(d::MAX_OPEN_FOR_SECS), |v| v.as_std()),
+            half_open_requests: cb.half_open_requests.unwrap_or(d::HALF_OPEN_REQUESTS),
+        },
         failure_on: cb.failure_on.clone().unwrap_or_else(|| {
             vec![
                 FailureKind::ServerError,
@@ -385,11 +384,12 @@ mod tests {
         assert_eq!(retry.max_buffered_body_bytes, 65536);
         assert_eq!(c.budget.as_ref().unwrap().percent, 20);
         let b = c.breaker.unwrap();
+        let t = b.thresholds;
         assert_eq!(
             (
-                b.failure_rate_percent,
-                b.minimum_requests,
-                b.half_open_requests
+                t.failure_rate_percent,
+                t.minimum_requests,
+                t.half_open_requests
             ),
             (50, 20, 3)
         );

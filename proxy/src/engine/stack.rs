@@ -11,7 +11,7 @@ use crate::connect::Connector;
 use crate::destination::HostPort;
 use crate::http::client::UpstreamClients;
 use crate::metrics::Metrics;
-use crate::resilience::{BreakerConfig, CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
+use crate::resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
 
 use super::balancer::Endpoint;
 use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSettings};
@@ -109,7 +109,7 @@ impl DestinationStack {
                 // The fallback may change without resetting the state.
                 state: match carried {
                     Some(b) => b.state.clone(),
-                    None => Arc::new(Mutex::new(CircuitBreaker::new(breaker_config(settings)))),
+                    None => Arc::new(Mutex::new(CircuitBreaker::new(settings.thresholds))),
                 },
             })
         });
@@ -203,24 +203,5 @@ impl DestinationStack {
 
 /// Breaker state may carry over when everything but the fallback is unchanged.
 fn same_thresholds(a: &BreakerSettings, b: &BreakerSettings) -> bool {
-    a.failure_rate_percent == b.failure_rate_percent
-        && a.minimum_requests == b.minimum_requests
-        && a.window == b.window
-        && a.slow_call == b.slow_call
-        && a.open_for == b.open_for
-        && a.max_open_for == b.max_open_for
-        && a.half_open_requests == b.half_open_requests
-        && a.failure_on == b.failure_on
-}
-
-fn breaker_config(s: &BreakerSettings) -> BreakerConfig {
-    BreakerConfig {
-        failure_rate_percent: s.failure_rate_percent,
-        minimum_requests: s.minimum_requests,
-        window: s.window,
-        slow_call: s.slow_call,
-        open_for: s.open_for,
-        max_open_for: s.max_open_for,
-        half_open_requests: s.half_open_requests,
-    }
+    a.thresholds == b.thresholds && a.failure_on == b.failure_on
 }
