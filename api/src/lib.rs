@@ -6,4 +6,5 @@ pub mod defaults;
 pub mod duration;
 pub mod manifest;
 pub mod policy;
+pub mod stream;
 pub mod validate;

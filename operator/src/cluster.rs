@@ -46,6 +46,8 @@ pub struct Context {
     /// Pokes the recompute loop (e.g. when this replica becomes leader).
     pub trigger: Arc<Notify>,
     pub reporter: Reporter,
+    /// Acknowledgements, for `status.proxies`.
+    pub hub: Arc<crate::policy_server::Hub>,
 }
 
 pub struct Stores {
@@ -182,6 +184,7 @@ async fn write_statuses(
 ) {
     let now = Timestamp::now();
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
+    let proxy_counts = ctx.hub.proxy_counts(compiled);
     for policy in policies {
         let key = ObjectKey {
             namespace: policy.namespace().unwrap_or_default(),
@@ -191,7 +194,17 @@ async fn write_statuses(
             continue;
         };
         let existing = policy.status.as_ref();
-        let desired = desired_status(verdict, existing, None, now);
+        let proxies = proxy_counts
+            .get(&key.to_string())
+            .map(|(total, current)| outrigger_api::policy::ProxyCount {
+                total: *total,
+                current: *current,
+            })
+            .or(Some(outrigger_api::policy::ProxyCount {
+                total: 0,
+                current: 0,
+            }));
+        let desired = desired_status(verdict, existing, proxies, now);
         if existing == Some(&desired) {
             continue;
         }
@@ -305,6 +318,11 @@ mod tests {
                 controller: "test".into(),
                 instance: None,
             },
+            hub: crate::policy_server::Hub::new(
+                Arc::default(),
+                Arc::default(),
+                "cluster.local".into(),
+            ),
         }
     }
 

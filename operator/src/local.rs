@@ -138,6 +138,32 @@ pub async fn run(
     }
 }
 
+/// Prints `status.proxies` per policy whenever acknowledgements change it
+/// (cluster mode writes it into the status instead).
+pub async fn report_proxies(
+    index: Arc<CompiledIndex>,
+    hub: Arc<crate::policy_server::Hub>,
+    acked: Arc<tokio::sync::Notify>,
+    stop: CancellationToken,
+) {
+    let mut last = std::collections::HashMap::new();
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = acked.notified() => {}
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        let counts = hub.proxy_counts(&index.load());
+        for (policy, (total, current)) in &counts {
+            if last.get(policy) != Some(&(*total, *current)) {
+                let line = serde_json::json!({"policy": policy, "proxies": {"total": total, "current": current}});
+                println!("{line}");
+            }
+        }
+        last = counts;
+    }
+}
+
 /// Logs the status each policy would get, when it changes.
 fn report(compiled: &Compiled, last: &mut BTreeMap<ObjectKey, Verdict>) {
     for (key, verdict) in &compiled.verdicts {

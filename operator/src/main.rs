@@ -20,6 +20,7 @@ mod index;
 mod leader;
 mod local;
 mod metrics;
+mod policy_server;
 mod reference;
 mod status;
 use outrigger_api::manifest::{parse_documents, Document};
@@ -61,6 +62,19 @@ struct RunArgs {
     /// How often local mode checks the directory.
     #[arg(long, default_value = "500ms", value_parser = parse_duration)]
     manifests_poll: Duration,
+    /// Policy server: proxies watch their destinations here.
+    #[arg(long, env = "OUTRIGGER_POLICY_ADDR", default_value = "0.0.0.0:8090")]
+    policy_addr: SocketAddr,
+    /// Heartbeat interval on idle policy streams.
+    #[arg(long, default_value = "5s", value_parser = parse_duration)]
+    heartbeat: Duration,
+    /// Cluster DNS domain (for subscriptions by full Service name).
+    #[arg(
+        long,
+        env = "OUTRIGGER_CLUSTER_DOMAIN",
+        default_value = "cluster.local"
+    )]
+    cluster_domain: String,
     /// Admin listener: /metrics, /live, /ready, /view.
     #[arg(long, env = "OUTRIGGER_ADMIN_ADDR", default_value = "0.0.0.0:9090")]
     admin_addr: SocketAddr,
@@ -213,15 +227,42 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
+    tokio::spawn(hub.clone().follow());
+    let acked = Arc::new(tokio::sync::Notify::new());
+    let policy_listener = tokio::net::TcpListener::bind(args.policy_addr)
+        .await
+        .map_err(|e| {
+            anyhow::anyhow!("cannot bind the policy server on {}: {e}", args.policy_addr)
+        })?;
+    tracing::info!(policy = %policy_listener.local_addr()?, "policy server listening");
+    tokio::spawn(policy_server::serve(
+        policy_listener,
+        hub.clone(),
+        metrics.clone(),
+        policy_server::ServerConfig {
+            heartbeat: args.heartbeat,
+            acked: acked.clone(),
+        },
+        stop.clone(),
+    ));
+
     if let Some(dir) = args.manifests {
         tracing::info!(dir = %dir.display(), "local mode: reading manifests");
+        tokio::spawn(local::report_proxies(
+            index.clone(),
+            hub.clone(),
+            acked,
+            stop.clone(),
+        ));
         return local::run(dir, args.manifests_poll, index, metrics, ready, stop).await;
     }
 
     let client = kube::Client::try_default()
         .await
         .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
-    let trigger = Arc::new(tokio::sync::Notify::new());
+    // Acks change status.proxies: they poke the same recompute loop.
+    let trigger = acked;
     let leadership = Arc::new(leader::Leadership::default());
     let identity = args
         .identity
@@ -263,6 +304,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             controller: "outrigger-operator".into(),
             instance: Some(identity),
         },
+        hub,
     });
     cluster::run(ctx, stores, stop).await
 }

@@ -13,6 +13,11 @@ pub struct Metrics {
     pub objects: IntGaugeVec,
     pub status_writes: IntCounter,
     pub leader: IntGauge,
+    pub connected_proxies: IntGauge,
+    pub subscriptions: IntGauge,
+    pub pushes: IntCounter,
+    pub push_bytes: IntCounter,
+    pub change_to_ack: Histogram,
 }
 
 impl Metrics {
@@ -57,6 +62,45 @@ impl Metrics {
             "1 while this replica holds the lease and writes status",
         )
         .expect("valid metric");
+        let connected_proxies = IntGauge::new(
+            "outrigger_operator_connected_proxies",
+            "Proxies with at least one open policy stream",
+        )
+        .expect("valid metric");
+        let subscriptions = IntGauge::new(
+            "outrigger_operator_subscriptions",
+            "Distinct subscriptions with at least one open stream",
+        )
+        .expect("valid metric");
+        let pushes = IntCounter::new(
+            "outrigger_operator_pushes_total",
+            "Snapshots published to a subscription (each may reach many streams)",
+        )
+        .expect("valid metric");
+        let push_bytes = IntCounter::new(
+            "outrigger_operator_push_bytes_total",
+            "Bytes written on policy streams",
+        )
+        .expect("valid metric");
+        let change_to_ack = Histogram::with_opts(
+            HistogramOpts::new(
+                "outrigger_operator_change_to_ack_seconds",
+                "From a snapshot's publication (after a change) to a proxy acknowledging it",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(connected_proxies.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(subscriptions.clone()),
+            Box::new(pushes.clone()),
+            Box::new(push_bytes.clone()),
+            Box::new(change_to_ack.clone()),
+        ] {
+            registry.register(c).expect("unique metric names");
+        }
         for c in [
             Box::new(reconciles.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(reconcile_errors.clone()),
@@ -75,6 +119,11 @@ impl Metrics {
             objects,
             status_writes,
             leader,
+            connected_proxies,
+            subscriptions,
+            pushes,
+            push_bytes,
+            change_to_ack,
         }
     }
 

@@ -1,0 +1,195 @@
+//! Subscriptions and their latest snapshots. Each subscription is one watch
+//! channel holding only the newest snapshot: a slow stream skips straight to
+//! the latest (coalescing), and memory per subscription is one snapshot no
+//! matter how far behind a reader is.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, Subscription};
+use tokio::sync::watch;
+
+use super::resolve::resolve;
+use crate::compile::Compiled;
+use crate::index::CompiledIndex;
+use crate::metrics::Metrics;
+
+pub struct Hub {
+    index: Arc<CompiledIndex>,
+    metrics: Arc<Metrics>,
+    cluster_domain: String,
+    state: Mutex<HubState>,
+}
+
+#[derive(Default)]
+struct HubState {
+    /// Monotonic across all subscriptions.
+    version: u64,
+    channels: HashMap<Subscription, watch::Sender<Arc<Snapshot>>>,
+    /// When each version was published (for change-to-ack latency), pruned.
+    published: BTreeMap<u64, Instant>,
+    /// Per proxy: open streams, and the version it applied per subscription.
+    proxies: HashMap<String, ProxyState>,
+}
+
+#[derive(Default)]
+struct ProxyState {
+    open_streams: usize,
+    applied: HashMap<Subscription, u64>,
+}
+
+/// Keep publish times this long for latency; older acks are not timed.
+const PUBLISHED_KEPT: usize = 4096;
+
+impl Hub {
+    pub fn new(
+        index: Arc<CompiledIndex>,
+        metrics: Arc<Metrics>,
+        cluster_domain: String,
+    ) -> Arc<Self> {
+        Arc::new(Hub {
+            index,
+            metrics,
+            cluster_domain,
+            state: Mutex::new(HubState::default()),
+        })
+    }
+
+    /// Opens a stream for `proxy`: the receiver starts at the current snapshot.
+    pub fn subscribe(
+        &self,
+        proxy: &str,
+        subscription: &Subscription,
+    ) -> watch::Receiver<Arc<Snapshot>> {
+        let mut state = self.state.lock().expect("not poisoned");
+        state
+            .proxies
+            .entry(proxy.to_string())
+            .or_default()
+            .open_streams += 1;
+        if let Some(sender) = state.channels.get(subscription) {
+            return sender.subscribe();
+        }
+        let destination = resolve(&self.index.load(), subscription, &self.cluster_domain);
+        state.version += 1;
+        let version = state.version;
+        state.published.insert(version, Instant::now());
+        let (sender, receiver) = watch::channel(Arc::new(Snapshot {
+            version,
+            destination,
+        }));
+        state.channels.insert(subscription.clone(), sender);
+        self.publish_gauges(&state);
+        receiver
+    }
+
+    /// A stream ended.
+    pub fn unsubscribe(&self, proxy: &str) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(p) = state.proxies.get_mut(proxy) {
+            p.open_streams = p.open_streams.saturating_sub(1);
+        }
+        // Channels without readers are dropped; a later subscribe recomputes.
+        state
+            .channels
+            .retain(|_, sender| sender.receiver_count() > 0);
+        self.publish_gauges(&state);
+    }
+
+    fn publish_gauges(&self, state: &HubState) {
+        let connected = state
+            .proxies
+            .values()
+            .filter(|p| p.open_streams > 0)
+            .count();
+        self.metrics.connected_proxies.set(connected as i64);
+        self.metrics.subscriptions.set(state.channels.len() as i64);
+    }
+
+    /// Recomputes every subscription against the current view; sends a new
+    /// snapshot only where the content changed.
+    pub fn refresh(&self) {
+        let compiled: Arc<Compiled> = self.index.load();
+        let mut state = self.state.lock().expect("not poisoned");
+        let mut changed: Vec<(Subscription, Option<DestinationSnapshot>)> = Vec::new();
+        for (subscription, sender) in &state.channels {
+            let next = resolve(&compiled, subscription, &self.cluster_domain);
+            if sender.borrow().destination != next {
+                changed.push((subscription.clone(), next));
+            }
+        }
+        for (subscription, destination) in changed {
+            state.version += 1;
+            let version = state.version;
+            state.published.insert(version, Instant::now());
+            if let Some(sender) = state.channels.get(&subscription) {
+                sender.send_replace(Arc::new(Snapshot {
+                    version,
+                    destination,
+                }));
+                self.metrics.pushes.inc();
+            }
+        }
+        while state.published.len() > PUBLISHED_KEPT {
+            state.published.pop_first();
+        }
+    }
+
+    /// Runs `refresh` on every change of the view.
+    pub async fn follow(self: Arc<Self>) {
+        let mut changes = self.index.changes();
+        while changes.changed().await.is_ok() {
+            self.refresh();
+        }
+    }
+
+    pub fn record_ack(&self, ack: &Ack) {
+        let mut state = self.state.lock().expect("not poisoned");
+        if let Some(published) = state.published.get(&ack.version) {
+            self.metrics
+                .change_to_ack
+                .observe(published.elapsed().as_secs_f64());
+        }
+        state
+            .proxies
+            .entry(ack.proxy.clone())
+            .or_default()
+            .applied
+            .insert(ack.subscription.clone(), ack.version);
+    }
+
+    /// Per policy (`namespace/name`): (proxies using it, proxies whose applied
+    /// snapshot carries the policy's current generation).
+    pub fn proxy_counts(&self, compiled: &Compiled) -> HashMap<String, (u32, u32)> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut counts: HashMap<String, (u32, u32)> = HashMap::new();
+        for proxy in state.proxies.values().filter(|p| p.open_streams > 0) {
+            // A proxy counts once per policy, current only if every one of its
+            // subscriptions to that policy is.
+            let mut per_policy: HashMap<String, bool> = HashMap::new();
+            for (subscription, applied) in &proxy.applied {
+                let Some(current) = state.channels.get(subscription).map(|s| s.borrow().clone())
+                else {
+                    continue;
+                };
+                let Some(policy) =
+                    resolve(compiled, subscription, &self.cluster_domain).and_then(|d| d.policy)
+                else {
+                    continue;
+                };
+                let up_to_date = *applied >= current.version;
+                per_policy
+                    .entry(policy.name)
+                    .and_modify(|all| *all &= up_to_date)
+                    .or_insert(up_to_date);
+            }
+            for (policy, current) in per_policy {
+                let entry = counts.entry(policy).or_default();
+                entry.0 += 1;
+                entry.1 += u32::from(current);
+            }
+        }
+        counts
+    }
+}

@@ -1,0 +1,10 @@
+//! The policy server: proxies subscribe to destinations (and their own inbound
+//! policy) and receive full snapshots as JSON lines on a long-lived HTTP/2
+//! (or HTTP/1.1 chunked) response, and acknowledge what they applied.
+
+mod hub;
+mod resolve;
+mod server;
+
+pub use hub::Hub;
+pub use server::{serve, ServerConfig};

@@ -1,0 +1,310 @@
+//! HTTP front of the hub: `GET /v1/watch`, `POST /v1/ack`, with clear 4xx
+//! errors for anything malformed.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full, Limited, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use outrigger_api::stream::{Ack, StreamMessage, Subscription, ACK_PATH, WATCH_PATH};
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::hub::Hub;
+use crate::metrics::Metrics;
+
+type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+#[derive(Clone)]
+pub struct ServerConfig {
+    pub heartbeat: Duration,
+    /// Poked on every ack (status.proxies may change).
+    pub acked: Arc<Notify>,
+}
+
+const MAX_ACK_BYTES: usize = 4096;
+const MAX_NAME: usize = 253;
+
+pub async fn serve(
+    listener: TcpListener,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+    stop: CancellationToken,
+) {
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(err) => {
+                    tracing::warn!(error = %err, "policy server accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let (hub, metrics, config, stop) =
+            (hub.clone(), metrics.clone(), config.clone(), stop.clone());
+        tokio::spawn(async move {
+            let service = service_fn(move |request| {
+                let (hub, metrics, config) = (hub.clone(), metrics.clone(), config.clone());
+                async move { Ok::<_, Infallible>(route(request, &hub, &metrics, &config).await) }
+            });
+            let builder = auto::Builder::new(TokioExecutor::new());
+            let connection = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = connection => {}
+                _ = stop.cancelled() => {}
+            }
+        });
+    }
+}
+
+async fn route(
+    request: Request<Incoming>,
+    hub: &Arc<Hub>,
+    metrics: &Arc<Metrics>,
+    config: &ServerConfig,
+) -> Response<Body> {
+    match (request.method(), request.uri().path()) {
+        (&Method::GET, WATCH_PATH) => match parse_watch(request.uri().query().unwrap_or("")) {
+            Ok((proxy, subscription)) => watch(
+                hub.clone(),
+                metrics.clone(),
+                proxy,
+                subscription,
+                config.heartbeat,
+            ),
+            Err(message) => error(StatusCode::BAD_REQUEST, &message),
+        },
+        (&Method::POST, ACK_PATH) => {
+            let body = match Limited::new(request.into_body(), MAX_ACK_BYTES)
+                .collect()
+                .await
+            {
+                Ok(body) => body.to_bytes(),
+                Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, "ack body over 4096 bytes"),
+            };
+            match serde_json::from_slice::<Ack>(&body) {
+                Ok(ack) if valid_name(&ack.proxy) => {
+                    hub.record_ack(&ack);
+                    config.acked.notify_one();
+                    empty(StatusCode::NO_CONTENT)
+                }
+                Ok(_) => error(
+                    StatusCode::BAD_REQUEST,
+                    "ack.proxy must be 1-253 printable characters",
+                ),
+                Err(err) => error(StatusCode::BAD_REQUEST, &format!("malformed ack: {err}")),
+            }
+        }
+        (_, WATCH_PATH | ACK_PATH) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "use GET /v1/watch or POST /v1/ack",
+        ),
+        _ => error(
+            StatusCode::NOT_FOUND,
+            "not found; use GET /v1/watch or POST /v1/ack",
+        ),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= MAX_NAME && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// `proxy=ID` plus exactly one of `destination=HOST:PORT` or `inbound=NS/NAME`.
+fn parse_watch(query: &str) -> Result<(String, Subscription), String> {
+    let mut proxy = None;
+    let mut subscription = None;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value =
+            percent_decode(value).ok_or_else(|| format!("{key}: invalid percent-encoding"))?;
+        let previous = match key {
+            "proxy" => proxy.replace(value),
+            "destination" => subscription
+                .replace(Subscription::Destination(value))
+                .map(|_| String::new()),
+            "inbound" => subscription
+                .replace(Subscription::Inbound(value))
+                .map(|_| String::new()),
+            other => {
+                return Err(format!(
+                    "unknown parameter {other:?}; use proxy, destination or inbound"
+                ))
+            }
+        };
+        if previous.is_some() {
+            return Err(format!("{key} given twice (or destination with inbound)"));
+        }
+    }
+    let proxy = proxy.ok_or("missing proxy=ID")?;
+    if !valid_name(&proxy) {
+        return Err("proxy must be 1-253 printable characters".into());
+    }
+    let subscription =
+        subscription.ok_or("missing destination=HOST:PORT or inbound=NAMESPACE/SERVICE")?;
+    match &subscription {
+        Subscription::Destination(authority) => {
+            let valid = authority.len() <= MAX_NAME
+                && authority.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0)
+                });
+            if !valid {
+                return Err(format!("destination {authority:?} is not HOST:PORT"));
+            }
+        }
+        Subscription::Inbound(service) => {
+            let label = |s: &str| {
+                !s.is_empty()
+                    && s.len() <= 63
+                    && s.bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            };
+            if !service
+                .split_once('/')
+                .is_some_and(|(ns, name)| label(ns) && label(name))
+            {
+                return Err(format!("inbound {service:?} is not NAMESPACE/SERVICE"));
+            }
+        }
+    }
+    Ok((proxy, subscription))
+}
+
+fn percent_decode(value: &str) -> Option<String> {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// Removes the stream from the hub's books when the response body is dropped.
+struct StreamGuard {
+    hub: Arc<Hub>,
+    proxy: String,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.proxy);
+    }
+}
+
+fn watch(
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    proxy: String,
+    subscription: Subscription,
+    heartbeat: Duration,
+) -> Response<Body> {
+    let receiver = hub.subscribe(&proxy, &subscription);
+    tracing::debug!(proxy, subscription = subscription.key(), "stream opened");
+    let mut ticker = tokio::time::interval(heartbeat);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let guard = StreamGuard { hub, proxy };
+    // Field order matters: the receiver drops before the guard, so the hub
+    // sees the channel without readers when the guard unsubscribes.
+    let state = (receiver, ticker, true, metrics, guard);
+    let lines = futures_util::stream::unfold(
+        state,
+        |(mut receiver, mut ticker, first, metrics, guard)| async move {
+            let message = if first {
+                ticker.reset();
+                StreamMessage::Snapshot((**receiver.borrow_and_update()).clone())
+            } else {
+                tokio::select! {
+                    changed = receiver.changed() => {
+                        changed.ok()?;
+                        StreamMessage::Snapshot((**receiver.borrow_and_update()).clone())
+                    }
+                    _ = ticker.tick() => StreamMessage::Heartbeat { version: receiver.borrow().version },
+                }
+            };
+            let mut line = serde_json::to_vec(&message).expect("messages serialize");
+            line.push(b'\n');
+            metrics.push_bytes.inc_by(line.len() as u64);
+            Some((
+                Frame::data(Bytes::from(line)),
+                (receiver, ticker, false, metrics, guard),
+            ))
+        },
+    );
+    let body = StreamBody::new(lines.map(Ok::<_, Infallible>));
+    let mut response = Response::new(BodyExt::boxed_unsync(body));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/x-ndjson"),
+    );
+    response
+}
+
+fn empty(status: StatusCode) -> Response<Body> {
+    let mut response = Response::new(Full::new(Bytes::new()).boxed_unsync());
+    *response.status_mut() = status;
+    response
+}
+
+fn error(status: StatusCode, message: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": message}).to_string();
+    let mut response = Response::new(Full::new(Bytes::from(body)).boxed_unsync());
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn watch_queries_are_validated() {
+        let (proxy, s) = parse_watch("proxy=p1&destination=payments.shop%3A8080").unwrap();
+        assert_eq!(proxy, "p1");
+        assert_eq!(s, Subscription::Destination("payments.shop:8080".into()));
+        for (query, message) in [
+            ("destination=a:80", "missing proxy"),
+            ("proxy=p", "missing destination"),
+            ("proxy=p&destination=a", "is not HOST:PORT"),
+            ("proxy=p&destination=a:0", "is not HOST:PORT"),
+            ("proxy=p&inbound=Shop/x", "is not NAMESPACE/SERVICE"),
+            ("proxy=p&destination=a:80&inbound=s/x", "given twice"),
+            ("proxy=p&colour=red", "unknown parameter"),
+            ("proxy=p&destination=%zz", "invalid percent-encoding"),
+        ] {
+            let err = parse_watch(query).unwrap_err();
+            assert!(err.contains(message), "{query}: {err}");
+        }
+    }
+}
