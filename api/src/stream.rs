@@ -52,7 +52,7 @@ impl Subscription {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", tag = "type")]
 pub enum StreamMessage {
-    Snapshot(Snapshot),
+    Snapshot(Box<Snapshot>),
     /// Keeps idle streams (and the proxies' liveness checks) alive.
     Heartbeat {
         version: u64,
@@ -110,10 +110,10 @@ mod tests {
             serde_json::to_string(&m).unwrap(),
             r#"{"type":"heartbeat","version":3}"#
         );
-        let s = StreamMessage::Snapshot(Snapshot {
+        let s = StreamMessage::Snapshot(Box::new(Snapshot {
             version: 4,
             destination: None,
-        });
+        }));
         assert_eq!(
             serde_json::to_string(&s).unwrap(),
             r#"{"type":"snapshot","version":4,"destination":null}"#

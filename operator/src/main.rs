@@ -50,7 +50,7 @@ enum Command {
     /// Print the policy reference (Markdown) generated from the CRD schema.
     PolicyReference,
     /// Run the controllers.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
 }
 
 #[derive(Debug, Args)]
@@ -100,6 +100,10 @@ struct RunArgs {
     lease_duration: Duration,
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     lease_renew: Duration,
+    /// After binding, write the admin and policy-server addresses to this file
+    /// as JSON (how a supervisor or test learns ports chosen with port 0).
+    #[arg(long)]
+    address_file: Option<PathBuf>,
     /// Log as JSON lines.
     #[arg(long, env = "OUTRIGGER_LOG_JSON")]
     log_json: bool,
@@ -122,6 +126,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Run(args) => {
+            let args = *args;
             init_logging(args.log_json);
             let runtime = tokio::runtime::Runtime::new().expect("tokio runtime starts");
             match runtime.block_on(run(args)) {
@@ -204,7 +209,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!("cannot bind the admin listener on {}: {e}", args.admin_addr)
         })?;
-    tracing::info!(admin = %listener.local_addr()?, "admin listening");
+    let admin_addr = listener.local_addr()?;
+    tracing::info!(admin = %admin_addr, "admin listening");
     tokio::spawn(admin::serve(
         listener,
         Arc::new(admin::AdminState {
@@ -235,7 +241,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .map_err(|e| {
             anyhow::anyhow!("cannot bind the policy server on {}: {e}", args.policy_addr)
         })?;
-    tracing::info!(policy = %policy_listener.local_addr()?, "policy server listening");
+    let policy_addr = policy_listener.local_addr()?;
+    tracing::info!(policy = %policy_addr, "policy server listening");
     tokio::spawn(policy_server::serve(
         policy_listener,
         hub.clone(),
@@ -246,6 +253,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         stop.clone(),
     ));
+
+    if let Some(path) = &args.address_file {
+        let body = serde_json::json!({
+            "admin": admin_addr.to_string(),
+            "policy": policy_addr.to_string(),
+        });
+        let temp = path.with_extension("tmp");
+        std::fs::write(&temp, body.to_string())?;
+        std::fs::rename(&temp, path)?;
+    }
 
     if let Some(dir) = args.manifests {
         tracing::info!(dir = %dir.display(), "local mode: reading manifests");

@@ -38,6 +38,8 @@ pub struct AdminState {
     pub readiness: Arc<Readiness>,
     /// Cancelled by `POST /shutdown`: starts the same drain as SIGTERM.
     pub shutdown: CancellationToken,
+    /// The control-plane client, whose subscriptions `/config` lists.
+    pub control: Option<Arc<crate::control::ControlPlane>>,
     /// Addresses of the proxy's listeners, shown by `/config`.
     pub listeners: serde_json::Value,
 }
@@ -97,6 +99,7 @@ fn route(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Re
                     .unwrap_or(0.0),
                 "policies": active.policies,
                 "listeners": state.listeners,
+                "control": state.control.as_ref().map(|c| c.describe()),
             });
             respond(
                 StatusCode::OK,

@@ -11,12 +11,14 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::cli::RunArgs;
+use crate::control::{ControlConfig, ControlPlane};
 use crate::direction::Direction;
 use crate::http::server::ServerLimits;
 use crate::listener::{accept_loop, ListenerConfig};
 use crate::metrics::Metrics;
 use crate::policy::{activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore};
 use crate::state::ProxyState;
+use outrigger_api::stream::Subscription;
 
 /// A proxy that is serving. Dropping it does not stop it: call `shutdown`.
 pub struct RunningProxy {
@@ -56,13 +58,35 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
     let shutdown = CancellationToken::new();
     let connections = TaskTracker::new();
     let tunnels = TaskTracker::new();
+    let stop_background = CancellationToken::new();
+    let control = args.control_plane.clone().map(|base| {
+        let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
+        tracing::info!(control_plane = %base, proxy_id, "using the control plane");
+        ControlPlane::start(
+            ControlConfig {
+                base,
+                proxy_id,
+                state_dir: args.state_dir.clone(),
+                initial_wait: args.control_initial_wait,
+            },
+            &metrics,
+            stop_background.clone(),
+        )
+    });
     let state = ProxyState::new(
         &args,
         metrics.clone(),
         policy.clone(),
         vec![inbound_addr, outbound_addr, admin_addr],
         tunnels.clone(),
+        control.clone(),
     );
+    // The pod's own inbound policy is wanted at once, not on first request.
+    if let (Some(control), Some(service)) = (&control, &args.service_name) {
+        let subscription = Subscription::Inbound(format!("{}/{service}", args.namespace));
+        let control = control.clone();
+        tokio::spawn(async move { control.current(&subscription).await });
+    }
     let server = ServerLimits {
         header_read_timeout: args.header_read_timeout,
         max_header_bytes: args.max_header_bytes,
@@ -87,7 +111,6 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         ));
     }
 
-    let stop_background = CancellationToken::new();
     if let Some(path) = args.policy.clone() {
         tokio::spawn(watch_policy_file(
             path,
@@ -103,6 +126,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         policy: policy.clone(),
         readiness: readiness.clone(),
         shutdown: shutdown.clone(),
+        control,
         listeners: serde_json::json!({
             "inbound": inbound_addr.to_string(),
             "outbound": outbound_addr.to_string(),
@@ -172,6 +196,14 @@ fn write_address_file(
     std::fs::write(&temp, body.to_string())
         .and_then(|()| std::fs::rename(&temp, path))
         .with_context(|| format!("cannot write the address file {}", path.display()))
+}
+
+/// The pod name is the natural id; outside Kubernetes, host and process.
+fn default_proxy_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "proxy".into());
+    format!("{host}-{}", std::process::id())
 }
 
 async fn bind(addr: SocketAddr, name: &str) -> anyhow::Result<TcpListener> {

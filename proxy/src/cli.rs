@@ -171,6 +171,24 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_LOG", default_value = "info")]
     pub log_level: String,
 
+    /// Control plane (the operator's policy server), e.g. `http://outrigger:8090`.
+    /// Without it the proxy runs on its policy file and DNS.
+    #[arg(long, env = "OUTRIGGER_CONTROL_PLANE")]
+    pub control_plane: Option<http::Uri>,
+
+    /// This proxy's name towards the control plane (the pod name).
+    #[arg(long, env = "POD_NAME")]
+    pub proxy_id: Option<String>,
+
+    /// Directory for the last good snapshots from the control plane, so a
+    /// restart during a control-plane outage starts with them.
+    #[arg(long, env = "OUTRIGGER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+
+    /// How long a request waits for its destination's first snapshot.
+    #[arg(long, env = "OUTRIGGER_CONTROL_INITIAL_WAIT", value_parser = parse_duration, default_value = "1s")]
+    pub control_initial_wait: Duration,
+
     /// After binding, write the listeners' actual addresses to this file as
     /// JSON (`{"inbound": .., "outbound": .., "admin": ..}`): with port 0,
     /// the way a supervisor or test learns which ports were chosen.

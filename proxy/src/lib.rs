@@ -5,6 +5,7 @@ pub mod admin;
 pub mod app;
 pub mod cli;
 pub mod connect;
+pub mod control;
 pub mod demo;
 pub mod destination;
 pub mod detect;

@@ -209,6 +209,13 @@ impl Metrics {
         })
     }
 
+    /// Registers a collector owned by another module.
+    pub fn register(&self, collector: Box<dyn prometheus::core::Collector>) {
+        self.registry
+            .register(collector)
+            .expect("metric names are unique");
+    }
+
     /// The label value for a destination, within the label budget.
     pub fn destination_label(&self, destination: &str) -> Arc<str> {
         self.destinations.label(destination)

@@ -7,6 +7,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::cli::{OutboundMode, RunArgs};
 use crate::connect::Connector;
+use crate::control::ControlPlane;
 use crate::engine::cache::StackCache;
 use crate::http::client::UpstreamClients;
 use crate::metrics::Metrics;
@@ -30,6 +31,8 @@ pub struct ProxyState {
     pub tunnels: TaskTracker,
     /// Per-destination resilience stacks.
     pub stacks: StackCache,
+    /// The control-plane client, when one is configured.
+    pub control: Option<Arc<ControlPlane>>,
 }
 
 impl ProxyState {
@@ -39,6 +42,7 @@ impl ProxyState {
         policy: Arc<PolicyStore>,
         own_addrs: Vec<SocketAddr>,
         tunnels: TaskTracker,
+        control: Option<Arc<ControlPlane>>,
     ) -> Arc<Self> {
         let connector = Connector {
             connect_timeout: args.connect_timeout,
@@ -61,6 +65,7 @@ impl ProxyState {
             own_addrs,
             tunnels,
             stacks: StackCache::default(),
+            control,
         })
     }
 

@@ -1,7 +1,9 @@
-//! Helpers shared by the end-to-end tests: finding the workspace's binaries.
+//! Helpers shared by the end-to-end tests: finding the workspace's binaries
+//! and running them on loopback port 0.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::{Duration, Instant};
 
 /// Path of a workspace binary in the profile the tests were built with,
 /// building it first when missing (e.g. `cargo test -p outrigger-e2e` alone).
@@ -38,4 +40,120 @@ pub fn require_tool(tool: &str) -> bool {
         eprintln!("SKIPPED: {tool} is not installed");
     }
     found
+}
+
+/// A fresh directory, unique within this process and across processes.
+pub fn temp_dir(name: &str) -> PathBuf {
+    static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    let dir = std::env::temp_dir().join(format!("outrigger-e2e-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// A running binary, killed when dropped, with the addresses it reported.
+pub struct Process {
+    pub child: tokio::process::Child,
+    pub addresses: serde_json::Value,
+    dir: PathBuf,
+}
+
+impl Process {
+    /// Spawns `binary args… --address-file=F` and waits for F to appear.
+    pub async fn start(binary: &Path, args: &[String]) -> Process {
+        let dir = temp_dir("process");
+        let file = dir.join("addresses.json");
+        let mut child = tokio::process::Command::new(binary)
+            .args(args)
+            .arg(format!("--address-file={}", file.display()))
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("binary starts");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let addresses = loop {
+            if let Ok(text) = std::fs::read_to_string(&file) {
+                break serde_json::from_str(&text).expect("address file is JSON");
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited at start: {status}", binary.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} did not start",
+                binary.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        Process {
+            child,
+            addresses,
+            dir,
+        }
+    }
+
+    pub fn addr(&self, name: &str) -> std::net::SocketAddr {
+        self.addresses[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("no {name} address"))
+            .parse()
+            .unwrap()
+    }
+
+    pub async fn kill(&mut self) {
+        let _ = self.child.kill().await;
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A minimal HTTP/1.1 request over a fresh connection: (status, body).
+pub async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    host: &str,
+) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response))
+        .await
+        .map_err(|_| std::io::Error::other("response timed out"))??;
+    let text = String::from_utf8_lossy(&response).into_owned();
+    let status = text
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("not an HTTP response: {text:?}")))?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
+}
+
+/// Polls `condition` every 25ms for up to `limit`.
+pub async fn wait_until<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if condition().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("{what}: not reached within {limit:?}");
 }

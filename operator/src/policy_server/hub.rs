@@ -48,11 +48,20 @@ impl Hub {
         metrics: Arc<Metrics>,
         cluster_domain: String,
     ) -> Arc<Self> {
+        // Versions start from the clock, so they keep increasing across
+        // operator restarts and replicas: a proxy never mistakes a new
+        // snapshot for one it already has.
+        let start = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         Arc::new(Hub {
             index,
             metrics,
             cluster_domain,
-            state: Mutex::new(HubState::default()),
+            state: Mutex::new(HubState {
+                version: start,
+                ..HubState::default()
+            }),
         })
     }
 
@@ -69,7 +78,9 @@ impl Hub {
             .or_default()
             .open_streams += 1;
         if let Some(sender) = state.channels.get(subscription) {
-            return sender.subscribe();
+            let receiver = sender.subscribe();
+            self.publish_gauges(&state);
+            return receiver;
         }
         let destination = resolve(&self.index.load(), subscription, &self.cluster_domain);
         state.version += 1;

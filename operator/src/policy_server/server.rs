@@ -239,12 +239,12 @@ fn watch(
         |(mut receiver, mut ticker, first, metrics, guard)| async move {
             let message = if first {
                 ticker.reset();
-                StreamMessage::Snapshot((**receiver.borrow_and_update()).clone())
+                StreamMessage::Snapshot(Box::new((**receiver.borrow_and_update()).clone()))
             } else {
                 tokio::select! {
                     changed = receiver.changed() => {
                         changed.ok()?;
-                        StreamMessage::Snapshot((**receiver.borrow_and_update()).clone())
+                        StreamMessage::Snapshot(Box::new((**receiver.borrow_and_update()).clone()))
                     }
                     _ = ticker.tick() => StreamMessage::Heartbeat { version: receiver.borrow().version },
                 }

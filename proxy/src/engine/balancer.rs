@@ -16,9 +16,12 @@ use crate::destination::HostPort;
 /// How quickly old latency observations fade (Linkerd and Finagle use 10s).
 const DECAY: Duration = Duration::from_secs(10);
 
-/// Cost assumed for an endpoint before its first response: optimistic enough
-/// that new endpoints get tried, pessimistic enough not to be flooded.
-const INITIAL_COST: Duration = Duration::from_millis(1);
+/// Cost assumed for an endpoint before its first response: zero, so a new
+/// endpoint is tried at once (its pending count keeps it from being flooded).
+const INITIAL_COST: Duration = Duration::ZERO;
+
+/// Smallest latency estimate compared (1µs).
+const MIN_COST_NS: f64 = 1_000.0;
 
 pub struct Endpoint {
     pub target: HostPort,
@@ -44,11 +47,14 @@ impl Endpoint {
     }
 
     /// Latency estimate times outstanding requests (+1 so idle endpoints still
-    /// compare by latency).
-    fn load(&self) -> f64 {
+    /// compare by latency). The estimate decays while an endpoint goes
+    /// unobserved, so one that was slow once is tried again later instead of
+    /// being starved for good.
+    fn load(&self, now: Instant) -> f64 {
         let ewma = self.ewma.lock().expect("not poisoned");
         let pending = self.pending.load(Ordering::Relaxed) as f64;
-        ewma.cost_ns * (pending + 1.0)
+        // A floor keeps pending counts meaningful between unmeasured endpoints.
+        decayed(&ewma, now).max(MIN_COST_NS) * (pending + 1.0)
     }
 
     /// Peak-sensitive: a slower observation replaces the estimate at once, a
@@ -56,13 +62,12 @@ impl Endpoint {
     pub fn observe(&self, rtt: Duration, now: Instant) {
         let mut ewma = self.ewma.lock().expect("not poisoned");
         let rtt_ns = rtt.as_nanos() as f64;
-        let current = ewma.cost_ns;
-        ewma.cost_ns = if rtt_ns > current {
+        ewma.cost_ns = if rtt_ns > decayed(&ewma, now) {
             rtt_ns
         } else {
             let elapsed = now.saturating_duration_since(ewma.stamp).as_secs_f64();
             let weight = (-elapsed / DECAY.as_secs_f64()).exp();
-            current * weight + rtt_ns * (1.0 - weight)
+            ewma.cost_ns * weight + rtt_ns * (1.0 - weight)
         };
         ewma.stamp = now;
     }
@@ -72,6 +77,11 @@ impl Endpoint {
         self.pending.fetch_add(1, Ordering::Relaxed);
         PendingGuard(&self.pending)
     }
+}
+
+fn decayed(ewma: &PeakEwma, now: Instant) -> f64 {
+    let idle = now.saturating_duration_since(ewma.stamp).as_secs_f64();
+    ewma.cost_ns * (-idle / DECAY.as_secs_f64()).exp()
 }
 
 pub struct PendingGuard<'a>(&'a AtomicU32);
@@ -87,6 +97,7 @@ impl Drop for PendingGuard<'_> {
 pub fn pick<R: Rng>(
     endpoints: &[Endpoint],
     is_ejected: impl Fn(usize) -> bool,
+    now: Instant,
     rng: &mut R,
 ) -> Option<usize> {
     match endpoints.len() {
@@ -114,7 +125,7 @@ pub fn pick<R: Rng>(
             Some(match (a_out, b_out) {
                 (false, true) => a,
                 (true, false) => b,
-                _ if endpoints[a].load() <= endpoints[b].load() => a,
+                _ if endpoints[a].load(now) <= endpoints[b].load(now) => a,
                 _ => b,
             })
         }
@@ -150,7 +161,7 @@ mod tests {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
         let mut counts = [0; 3];
         for _ in 0..3000 {
-            counts[pick(&eps, |_| false, &mut rng).unwrap()] += 1;
+            counts[pick(&eps, |_| false, now, &mut rng).unwrap()] += 1;
         }
         // P2C only picks the slow one when it is drawn twice, which cannot happen
         // with distinct candidates: it never wins against a fast one.
@@ -165,7 +176,7 @@ mod tests {
         let _busy: Vec<_> = (0..5).map(|_| eps[0].start()).collect();
         let mut rng = rand::rngs::StdRng::seed_from_u64(1);
         for _ in 0..100 {
-            assert_eq!(pick(&eps, |_| false, &mut rng), Some(1));
+            assert_eq!(pick(&eps, |_| false, now, &mut rng), Some(1));
         }
     }
 
@@ -175,10 +186,34 @@ mod tests {
         let eps = endpoints(3, now);
         let mut rng = rand::rngs::StdRng::seed_from_u64(3);
         for _ in 0..500 {
-            assert_ne!(pick(&eps, |i| i == 1, &mut rng), Some(1));
+            assert_ne!(pick(&eps, |i| i == 1, now, &mut rng), Some(1));
         }
         // All ejected: still answers (traffic must go somewhere).
-        assert!(pick(&eps, |_| true, &mut rng).is_some());
+        assert!(pick(&eps, |_| true, now, &mut rng).is_some());
+    }
+
+    #[test]
+    fn new_endpoints_are_tried_and_idle_ones_come_back() {
+        let now = Instant::now();
+        let mut eps = endpoints(1, now);
+        eps[0].observe(Duration::from_millis(2), now);
+        eps.push(Endpoint::new(eps[0].target.clone(), now));
+        let mut rng = rand::rngs::StdRng::seed_from_u64(5);
+        assert_eq!(
+            pick(&eps, |_| false, now, &mut rng),
+            Some(1),
+            "new endpoint first"
+        );
+        // A slow observation, then a long quiet spell: the estimate fades.
+        eps[1].observe(Duration::from_millis(500), now);
+        assert_eq!(pick(&eps, |_| false, now, &mut rng), Some(0));
+        let later = now + Duration::from_secs(60);
+        eps[0].observe(Duration::from_millis(2), later);
+        assert_eq!(
+            pick(&eps, |_| false, later, &mut rng),
+            Some(1),
+            "retried after decay"
+        );
     }
 
     #[test]

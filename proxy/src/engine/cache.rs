@@ -5,6 +5,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use outrigger_api::stream::{DestinationSnapshot, Subscription};
+
 use super::config::DestinationConfig;
 use super::stack::{DestinationStack, StackInputs};
 use crate::destination::{Destination, HostPort};
@@ -21,13 +23,28 @@ pub struct StackCache {
 }
 
 impl StackCache {
-    pub fn get(
+    pub async fn get(
         &self,
         state: &ProxyState,
         direction: Direction,
         destination: &Destination,
     ) -> Arc<DestinationStack> {
         let active = state.policy.current();
+        let applied = match (
+            &state.control,
+            subscription_for(state, direction, destination),
+        ) {
+            (Some(control), Some(subscription)) => match control.peek(&subscription) {
+                Some(applied) => Some(applied),
+                // First use: subscribe, and wait briefly for the first snapshot.
+                None => control.current(&subscription).await,
+            },
+            _ => None,
+        };
+        let source = (
+            active.version,
+            applied.as_ref().map_or(0, |a| a.snapshot.version),
+        );
         let key = (
             direction,
             destination.name.to_string(),
@@ -36,11 +53,21 @@ impl StackCache {
         let previous = {
             let stacks = self.stacks.read().expect("not poisoned");
             match stacks.get(&key) {
-                Some(stack) if stack.generation == active.version => return stack.clone(),
+                Some(stack) if stack.source == source => return stack.clone(),
                 other => other.cloned(),
             }
         };
-        let stack = Arc::new(build(state, direction, destination, previous.as_deref()));
+        let snapshot = applied
+            .as_ref()
+            .and_then(|a| a.snapshot.destination.as_ref());
+        let stack = Arc::new(build(
+            state,
+            direction,
+            destination,
+            snapshot,
+            source,
+            previous.as_deref(),
+        ));
         let mut stacks = self.stacks.write().expect("not poisoned");
         if stacks.len() < MAX_CACHED || stacks.contains_key(&key) {
             stacks.insert(key, stack.clone());
@@ -49,12 +76,52 @@ impl StackCache {
     }
 }
 
+/// What to ask the control plane about a destination: the Service it names
+/// (fully qualified, so the operator needs no namespace context), the
+/// original destination IP (a ClusterIP) in transparent mode, or, inbound,
+/// the pod's own Service. External names have no subscription.
+fn subscription_for(
+    state: &ProxyState,
+    direction: Direction,
+    destination: &Destination,
+) -> Option<Subscription> {
+    let matcher = &state.matcher;
+    match direction {
+        Direction::Inbound => {
+            let name = state.service_name.as_ref()?;
+            Some(Subscription::Inbound(format!(
+                "{}/{name}",
+                matcher.namespace
+            )))
+        }
+        Direction::Outbound => {
+            if let Some(service) = matcher.service_of(&destination.name.host) {
+                return Some(Subscription::Destination(format!(
+                    "{}.{}.svc.{}:{}",
+                    service.name, service.namespace, matcher.cluster_domain, destination.name.port
+                )));
+            }
+            destination
+                .connect
+                .host
+                .parse::<std::net::IpAddr>()
+                .ok()
+                .map(|_| Subscription::Destination(destination.connect.to_string()))
+        }
+    }
+}
+
 fn build(
     state: &ProxyState,
     direction: Direction,
     destination: &Destination,
+    snapshot: Option<&DestinationSnapshot>,
+    source: (u64, u64),
     previous: Option<&DestinationStack>,
 ) -> DestinationStack {
+    if let Some(snapshot) = snapshot {
+        return build_from_snapshot(state, direction, destination, snapshot, source, previous);
+    }
     let active = state.policy.current();
     let matcher = &state.matcher;
     let service = match (direction, &state.service_name) {
@@ -90,7 +157,49 @@ fn build(
     };
     DestinationStack::build(
         StackInputs {
-            generation: active.version,
+            source,
+            direction: direction.as_str(),
+            label: state
+                .metrics
+                .destination_label(&destination.name.to_string()),
+            config,
+            targets,
+            connector: &state.connector,
+            metrics: state.metrics.clone(),
+        },
+        previous,
+    )
+}
+
+/// A stack from the control plane's snapshot: its policy, and (outbound) its
+/// ready endpoints.
+fn build_from_snapshot(
+    state: &ProxyState,
+    direction: Direction,
+    destination: &Destination,
+    snapshot: &DestinationSnapshot,
+    source: (u64, u64),
+    previous: Option<&DestinationStack>,
+) -> DestinationStack {
+    let default_connect = state.connector.connect_timeout;
+    let config = match &snapshot.policy {
+        Some(policy) => {
+            DestinationConfig::compile(policy.name.clone(), &policy.spec, default_connect)
+        }
+        None => DestinationConfig::without_policy(default_connect),
+    };
+    let targets = match direction {
+        Direction::Inbound => vec![destination.connect.clone()],
+        Direction::Outbound => snapshot
+            .endpoints
+            .iter()
+            .filter_map(|e| e.parse::<std::net::SocketAddr>().ok())
+            .map(HostPort::from)
+            .collect(),
+    };
+    DestinationStack::build(
+        StackInputs {
+            source,
             direction: direction.as_str(),
             label: state
                 .metrics

@@ -436,6 +436,7 @@ async fn attempt(
         super::balancer::pick(
             &endpoints.list,
             |i| outlier.as_ref().is_some_and(|d| d.is_ejected(now, &i)),
+            now,
             &mut rand::rng(),
         )
     };

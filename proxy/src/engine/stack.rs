@@ -18,8 +18,9 @@ use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSet
 use super::limits::ConcurrencyLimit;
 
 pub struct DestinationStack {
-    /// The policy generation this stack was built for.
-    pub generation: u64,
+    /// The policy-file version and control-plane snapshot version this stack
+    /// was built from; either changing rebuilds it.
+    pub source: (u64, u64),
     pub direction: &'static str,
     /// Destination label in metrics.
     pub label: Arc<str>,
@@ -76,7 +77,7 @@ impl Endpoints {
 }
 
 pub struct StackInputs<'a> {
-    pub generation: u64,
+    pub source: (u64, u64),
     pub direction: &'static str,
     pub label: Arc<str>,
     pub config: DestinationConfig,
@@ -168,7 +169,7 @@ impl DestinationStack {
             }
         };
         let stack = DestinationStack {
-            generation: inputs.generation,
+            source: inputs.source,
             direction: inputs.direction,
             label: inputs.label,
             config: Arc::new(config),

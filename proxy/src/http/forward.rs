@@ -85,7 +85,7 @@ async fn route(
         return upgrade::forward_upgrade(state, destination, request).await;
     }
 
-    let stack = state.stacks.get(state, conn.direction, &destination);
+    let stack = state.stacks.get(state, conn.direction, &destination).await;
     call(stack, request, started).await
 }
 

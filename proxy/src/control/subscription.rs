@@ -1,0 +1,207 @@
+//! One subscription's stream: connect, apply each snapshot, acknowledge it,
+//! and on any failure keep the last value and reconnect with exponential
+//! backoff and full jitter.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use outrigger_api::stream::{Ack, StreamMessage, Subscription, ACK_PATH, WATCH_PATH};
+
+use super::decode::LineDecoder;
+use super::ControlPlane;
+use crate::resilience::Backoff;
+
+/// A stream silent this long (no snapshot, no heartbeat) is presumed dead.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+const BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(100),
+    max: Duration::from_secs(10),
+};
+
+type ControlClient = Client<HttpConnector, Full<Bytes>>;
+
+fn client() -> ControlClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(Duration::from_secs(2)));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .timer(TokioTimer::new())
+        .http2_only(true)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .http2_keep_alive_timeout(Duration::from_secs(5))
+        .build(connector)
+}
+
+/// Query values are names and authorities; escape what would end them.
+fn escape(value: &str) -> String {
+    value
+        .chars()
+        .map(|c| match c {
+            '%' | '&' | '=' | '#' | '+' | ' ' | '?' => format!("%{:02X}", c as u32),
+            c => c.to_string(),
+        })
+        .collect()
+}
+
+pub async fn run(
+    control: Arc<ControlPlane>,
+    subscription: Subscription,
+    connected: Arc<AtomicBool>,
+) {
+    let client = client();
+    let base = control.config.base.to_string();
+    let base = base.trim_end_matches('/');
+    let (query, proxy) = match &subscription {
+        Subscription::Destination(a) => (
+            format!("destination={}", escape(a)),
+            &control.config.proxy_id,
+        ),
+        Subscription::Inbound(s) => (format!("inbound={}", escape(s)), &control.config.proxy_id),
+    };
+    let watch_uri = format!("{base}{WATCH_PATH}?{query}&proxy={}", escape(proxy));
+    let ack_uri = format!("{base}{ACK_PATH}");
+    let mut failures = 0u32;
+    loop {
+        let outcome = tokio::select! {
+            _ = control.stop.cancelled() => return,
+            outcome = stream_once(&control, &client, &watch_uri, &ack_uri, &subscription, &connected) => outcome,
+        };
+        if connected.swap(false, Ordering::SeqCst) {
+            control.metrics.connected.dec();
+        }
+        match outcome {
+            // Received at least one snapshot: the next failure starts over.
+            Ok(true) => failures = 0,
+            Ok(false) => {}
+            Err(reason) => tracing::info!(
+                subscription = subscription.key(),
+                reason,
+                "policy stream down; keeping the last snapshot"
+            ),
+        }
+        let delay = BACKOFF.delay(failures, &mut rand::rng());
+        failures = failures.saturating_add(1);
+        control.metrics.reconnects.inc();
+        tokio::select! {
+            _ = control.stop.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+/// One connection's life. `Ok(true)`: it delivered at least one snapshot.
+async fn stream_once(
+    control: &Arc<ControlPlane>,
+    client: &ControlClient,
+    watch_uri: &str,
+    ack_uri: &str,
+    subscription: &Subscription,
+    connected: &AtomicBool,
+) -> Result<bool, String> {
+    let request = Request::get(watch_uri)
+        .body(Full::default())
+        .map_err(|e| format!("bad watch URI: {e}"))?;
+    let response = client
+        .request(request)
+        .await
+        .map_err(|e| crate::http::forward::error_chain(&e))?;
+    if response.status() != StatusCode::OK {
+        let status = response.status();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        return Err(format!(
+            "control plane answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        ));
+    }
+    connected.store(true, Ordering::SeqCst);
+    control.metrics.connected.inc();
+    let mut body = response.into_body();
+    let mut decoder = LineDecoder::default();
+    let mut delivered = false;
+    loop {
+        let frame = match tokio::time::timeout(IDLE_TIMEOUT, body.frame()).await {
+            Err(_) => return Err(format!("no message for {IDLE_TIMEOUT:?}")),
+            Ok(None) => return Ok(delivered),
+            Ok(Some(Err(e))) => return Err(e.to_string()),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        for message in decoder.push(&data) {
+            match message {
+                Ok(StreamMessage::Snapshot(snapshot)) => {
+                    let version = snapshot.version;
+                    control.apply(subscription, *snapshot);
+                    delivered = true;
+                    acknowledge(
+                        client.clone(),
+                        ack_uri.to_string(),
+                        Ack {
+                            proxy: control.config.proxy_id.clone(),
+                            subscription: subscription.clone(),
+                            version,
+                        },
+                    );
+                }
+                Ok(StreamMessage::Heartbeat { .. }) => {}
+                Err(err) => {
+                    control.metrics.decode_errors.inc();
+                    // A stream we cannot read is not one to trust further.
+                    return Err(err.to_string());
+                }
+            }
+        }
+    }
+}
+
+fn acknowledge(client: ControlClient, uri: String, ack: Ack) {
+    tokio::spawn(async move {
+        let body = serde_json::to_vec(&ack).expect("acks serialize");
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("valid ack request");
+        match client.request(request).await {
+            Ok(response) if response.status().is_success() => {}
+            Ok(response) => tracing::debug!(status = %response.status(), "ack refused"),
+            Err(err) => tracing::debug!(error = %err, "ack failed"),
+        }
+    });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_query_values() {
+        assert_eq!(escape("a&b=c d#%"), "a%26b%3Dc%20d%23%25");
+        assert_eq!(
+            escape("web.shop.svc.cluster.local:80"),
+            "web.shop.svc.cluster.local:80"
+        );
+    }
+
+    #[test]
+    fn jitter_stays_under_the_cap() {
+        let mut rng = rand::rng();
+        for n in 0..40 {
+            assert!(BACKOFF.delay(n, &mut rng) <= Duration::from_secs(10));
+        }
+    }
+}

@@ -1,0 +1,264 @@
+//! Policy distribution end to end: the operator in local mode (files instead
+//! of an API server — there is none here) streams policy and endpoints to two
+//! real proxies; fault-injecting upstreams count what reaches them.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use outrigger_e2e::{binary, http, temp_dir, wait_until, Process};
+use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream};
+
+const HOST: &str = "web.demo";
+
+fn manifests(ports: &[u16], retry_attempts: u32) -> String {
+    let mut text = format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: demo}}\nspec:\n  clusterIP: 10.96.7.7\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\napiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: web, namespace: demo}}\nspec:\n  targetRef: {{kind: Service, name: web}}\n  retry: {{attempts: {retry_attempts}, backoff: {{base: 1ms, max: 5ms}}, budget: {{percent: 100, minRetryRate: {{count: 1000, interval: 1s}}}}}}\n"
+    );
+    for (i, port) in ports.iter().enumerate() {
+        text.push_str(&format!(
+            "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-{i}, namespace: demo, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n"
+        ));
+    }
+    text
+}
+
+async fn upstream() -> FaultUpstream {
+    FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default())
+        .await
+        .unwrap()
+}
+
+async fn operator(dir: &Path, policy_addr: &str) -> Process {
+    let bin = binary("outrigger-operator", "outrigger-operator").unwrap();
+    Process::start(
+        &bin,
+        &[
+            "run".into(),
+            format!("--manifests={}", dir.display()),
+            "--manifests-poll=50ms".into(),
+            "--admin-addr=127.0.0.1:0".into(),
+            format!("--policy-addr={policy_addr}"),
+            "--heartbeat=1s".into(),
+        ],
+    )
+    .await
+}
+
+async fn proxy(control: std::net::SocketAddr, id: &str, state_dir: Option<&Path>) -> Process {
+    let bin = binary("outrigger-proxy", "outrigger-proxy").unwrap();
+    let mut args = vec![
+        "--inbound-addr=127.0.0.1:0".to_string(),
+        "--outbound-addr=127.0.0.1:0".into(),
+        "--admin-addr=127.0.0.1:0".into(),
+        format!("--control-plane=http://{control}"),
+        format!("--proxy-id={id}"),
+        "--namespace=demo".into(),
+        "--log-level=warn".into(),
+    ];
+    if let Some(dir) = state_dir {
+        args.push(format!("--state-dir={}", dir.display()));
+    }
+    let process = Process::start(&bin, &args).await;
+    let admin = process.addr("admin");
+    wait_until(Duration::from_secs(10), "proxy ready", || async move {
+        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
+    })
+    .await;
+    process
+}
+
+/// GET through a proxy's outbound listener to the `web` Service.
+async fn get(proxy: &Process) -> u16 {
+    http(proxy.addr("outbound"), "GET", "/", HOST)
+        .await
+        .map(|(status, _)| status)
+        .unwrap_or(0)
+}
+
+/// Whether the proxy retries 503s: a script of 503 then 200 gives 200.
+async fn retries_now(proxy: &Process, app: &FaultUpstream) -> bool {
+    app.set_script(vec![Fault::status(503), Fault::default()]);
+    let status = get(proxy).await;
+    app.set_script(vec![]);
+    status == 200
+}
+
+struct Files(PathBuf);
+
+impl Files {
+    fn write(&self, text: &str) {
+        let temp = self.0.join("web.yaml.tmp");
+        std::fs::write(&temp, text).unwrap();
+        std::fs::rename(&temp, self.0.join("web.yaml")).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_edit_reaches_both_proxies() {
+    let app = upstream().await;
+    let files = Files(temp_dir("edit"));
+    files.write(&manifests(&[app.addr.port()], 2));
+    let op = operator(&files.0, "127.0.0.1:0").await;
+    let control = op.addr("policy");
+    let (a, b) = (
+        proxy(control, "proxy-a", None).await,
+        proxy(control, "proxy-b", None).await,
+    );
+
+    for p in [&a, &b] {
+        let before = app.hits();
+        app.set_script(vec![
+            Fault::status(503),
+            Fault::status(503),
+            Fault::default(),
+        ]);
+        assert_eq!(get(p).await, 200, "retried twice per the policy");
+        assert_eq!(app.hits() - before, 3);
+    }
+
+    let edited = Instant::now();
+    files.write(&manifests(&[app.addr.port()], 0));
+    for p in [&a, &b] {
+        wait_until(Duration::from_secs(10), "retries off", || async {
+            !retries_now(p, &app).await
+        })
+        .await;
+    }
+    eprintln!(
+        "policy edit applied by both proxies after {:?}",
+        edited.elapsed()
+    );
+    assert!(edited.elapsed() < Duration::from_secs(5));
+
+    // Both proxies acknowledged the new version.
+    let admin = op.addr("admin");
+    let metrics = http(admin, "GET", "/metrics", "a").await.unwrap().1;
+    assert!(
+        metrics.contains("outrigger_operator_connected_proxies 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("outrigger_operator_change_to_ack_seconds_count"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endpoint_changes_lose_no_request_under_load() {
+    let (old, new) = (upstream().await, upstream().await);
+    let files = Files(temp_dir("endpoints"));
+    files.write(&manifests(&[old.addr.port()], 0));
+    let op = operator(&files.0, "127.0.0.1:0").await;
+    let p = Arc::new(proxy(op.addr("policy"), "proxy-load", None).await);
+
+    let failures = Arc::new(AtomicU64::new(0));
+    let sent = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (p, failures, sent, stop) = (p.clone(), failures.clone(), sent.clone(), stop.clone());
+        tokio::spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !stop.load(Ordering::SeqCst) && Instant::now() < deadline {
+                if get(&p).await != 200 {
+                    failures.fetch_add(1, Ordering::SeqCst);
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+            }
+        })
+    };
+    wait_until(
+        Duration::from_secs(5),
+        "traffic to the first endpoint",
+        || async { old.hits() > 20 },
+    )
+    .await;
+
+    files.write(&manifests(&[old.addr.port(), new.addr.port()], 0));
+    wait_until(
+        Duration::from_secs(5),
+        "the added endpoint gets traffic",
+        || async { new.hits() > 20 },
+    )
+    .await;
+
+    files.write(&manifests(&[new.addr.port()], 0));
+    // Once the removal has propagated, the old endpoint gets nothing more.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let old_hits = old.hits();
+    let before = sent.load(Ordering::SeqCst);
+    wait_until(
+        Duration::from_secs(5),
+        "more traffic after removal",
+        || async { sent.load(Ordering::SeqCst) > before + 50 },
+    )
+    .await;
+    assert_eq!(
+        old.hits(),
+        old_hits,
+        "removed endpoint still receives traffic"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    load.await.unwrap();
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "of {} requests",
+        sent.load(Ordering::SeqCst)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxies_ride_out_an_operator_outage_and_restart_from_state() {
+    let app = upstream().await;
+    let files = Files(temp_dir("outage"));
+    files.write(&manifests(&[app.addr.port()], 2));
+    let policy_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy_addr = format!("127.0.0.1:{policy_port}");
+    let mut op = operator(&files.0, &policy_addr).await;
+    let control = op.addr("policy");
+    let state = temp_dir("proxy-state");
+    let mut a = proxy(control, "proxy-a", Some(&state)).await;
+    let b = proxy(control, "proxy-b", None).await;
+    for p in [&a, &b] {
+        assert!(retries_now(p, &app).await);
+    }
+
+    // The operator goes away: both proxies keep the policy and the endpoints
+    // (web.demo does not resolve in DNS: success proves the snapshot is used).
+    op.kill().await;
+    for _ in 0..10 {
+        for p in [&a, &b] {
+            assert!(retries_now(p, &app).await, "policy kept through the outage");
+        }
+    }
+
+    // A proxy restarted during the outage starts from its state dir.
+    a.kill().await;
+    let a = proxy(control, "proxy-a", Some(&state)).await;
+    assert!(
+        retries_now(&a, &app).await,
+        "restarted proxy uses the persisted policy"
+    );
+    let config = http(a.addr("admin"), "GET", "/config", "a")
+        .await
+        .unwrap()
+        .1;
+    assert!(config.contains("\"state-dir\""), "{config}");
+
+    // The operator returns (same address) with an edited policy: both resync.
+    files.write(&manifests(&[app.addr.port()], 0));
+    let _op = operator(&files.0, &policy_addr).await;
+    for p in [&a, &b] {
+        wait_until(Duration::from_secs(20), "resync after restart", || async {
+            !retries_now(p, &app).await
+        })
+        .await;
+    }
+}
