@@ -204,3 +204,75 @@ impl Hub {
         counts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compile::compile;
+    use k8s_openapi::api::core::v1::Service;
+
+    fn policy(attempts: u32) -> outrigger_api::policy::ResiliencePolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ResiliencePolicy",
+            "metadata": {"name": "web", "namespace": "shop", "generation": attempts},
+            "spec": {"targetRef": {"kind": "Service", "name": "web"}, "retry": {"attempts": attempts}}
+        }))
+        .unwrap()
+    }
+
+    fn service(port: i32) -> Service {
+        serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"ports": [{"name": "http", "port": port}]}
+        }))
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_reader_that_falls_behind_sees_only_the_newest_snapshot() {
+        let index = Arc::new(CompiledIndex::default());
+        index.store(compile(&[], &[service(80)], &[]));
+        let hub = Hub::new(index.clone(), Arc::default(), "cluster.local".into());
+        let subscription = Subscription::Destination("web.shop:80".into());
+        let mut receiver = hub.subscribe("p1", &subscription);
+        let first = receiver.borrow_and_update().version;
+        // Thirty changes while the reader does nothing: nothing queues up.
+        for n in 0..30 {
+            index.store(compile(&[policy(n % 10)], &[service(80)], &[]));
+            hub.refresh();
+        }
+        assert!(receiver.has_changed().unwrap());
+        let latest = receiver.borrow_and_update().clone();
+        assert!(
+            latest.version >= first + 29,
+            "{} vs {first}",
+            latest.version
+        );
+        let policy = latest
+            .destination
+            .as_ref()
+            .unwrap()
+            .policy
+            .as_ref()
+            .unwrap();
+        assert_eq!(
+            policy.spec.retry.as_ref().unwrap().attempts,
+            Some(9),
+            "the newest"
+        );
+        assert!(
+            !receiver.has_changed().unwrap(),
+            "exactly one pending value"
+        );
+        // Unchanged content publishes nothing new.
+        hub.refresh();
+        assert!(!receiver.has_changed().unwrap());
+        drop(receiver);
+        hub.unsubscribe("p1");
+        assert_eq!(
+            hub.state.lock().unwrap().channels.len(),
+            0,
+            "no readers, no channel"
+        );
+    }
+}
