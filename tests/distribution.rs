@@ -31,28 +31,39 @@ async fn upstream() -> FaultUpstream {
 }
 
 async fn operator(dir: &Path, policy_addr: &str) -> Process {
+    operator_with(dir, policy_addr, &[]).await
+}
+
+async fn operator_with(dir: &Path, policy_addr: &str, extra: &[String]) -> Process {
     let bin = binary("outrigger-operator", "outrigger-operator").unwrap();
-    Process::start(
-        &bin,
-        &[
-            "run".into(),
-            format!("--manifests={}", dir.display()),
-            "--manifests-poll=50ms".into(),
-            "--admin-addr=127.0.0.1:0".into(),
-            format!("--policy-addr={policy_addr}"),
-            "--heartbeat=1s".into(),
-        ],
-    )
-    .await
+    let mut args = vec![
+        "run".into(),
+        format!("--manifests={}", dir.display()),
+        "--manifests-poll=50ms".into(),
+        "--admin-addr=127.0.0.1:0".into(),
+        format!("--policy-addr={policy_addr}"),
+        "--heartbeat=1s".into(),
+    ];
+    args.extend_from_slice(extra);
+    Process::start(&bin, &args).await
 }
 
 async fn proxy(control: std::net::SocketAddr, id: &str, state_dir: Option<&Path>) -> Process {
+    proxy_with(&format!("http://{control}"), id, state_dir, &[]).await
+}
+
+async fn proxy_with(
+    control_url: &str,
+    id: &str,
+    state_dir: Option<&Path>,
+    extra: &[String],
+) -> Process {
     let bin = binary("outrigger-proxy", "outrigger-proxy").unwrap();
     let mut args = vec![
         "--inbound-addr=127.0.0.1:0".to_string(),
         "--outbound-addr=127.0.0.1:0".into(),
         "--admin-addr=127.0.0.1:0".into(),
-        format!("--control-plane=http://{control}"),
+        format!("--control-plane={control_url}"),
         format!("--proxy-id={id}"),
         "--namespace=demo".into(),
         "--log-level=warn".into(),
@@ -60,6 +71,7 @@ async fn proxy(control: std::net::SocketAddr, id: &str, state_dir: Option<&Path>
     if let Some(dir) = state_dir {
         args.push(format!("--state-dir={}", dir.display()));
     }
+    args.extend_from_slice(extra);
     let process = Process::start(&bin, &args).await;
     let admin = process.addr("admin");
     wait_until(Duration::from_secs(10), "proxy ready", || async move {
@@ -381,4 +393,70 @@ async fn malformed_requests_get_clear_4xx() {
     // The server still serves a good subscription afterwards.
     let response = http(op.addr("admin"), "GET", "/ready", "a").await.unwrap();
     assert_eq!(response.0, 200);
+}
+
+fn gen_certs(name: &str) -> PathBuf {
+    let dir = temp_dir(name);
+    let bin = binary("outrigger-operator", "outrigger-operator").unwrap();
+    let status = std::process::Command::new(bin)
+        .arg("gen-certs")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    dir
+}
+
+/// The policy stream over TLS: a proxy pinned to the operator's CA gets its
+/// policy; one pinned to another CA gets nothing (and falls back to DNS, which
+/// cannot resolve the Service here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_stream_over_tls_with_a_pinned_ca() {
+    let app = upstream().await;
+    let files = Files(temp_dir("tls"));
+    files.write(&manifests(&[app.addr.port()], 2));
+    let certs = gen_certs("certs");
+    let op = operator_with(
+        &files.0,
+        "127.0.0.1:0",
+        &[
+            format!("--tls-cert={}", certs.join("tls.crt").display()),
+            format!("--tls-key={}", certs.join("tls.key").display()),
+        ],
+    )
+    .await;
+    let url = format!("https://127.0.0.1:{}", op.addr("policy").port());
+    let ca = |dir: &Path| format!("--control-ca={}", dir.join("ca.crt").display());
+
+    let trusted = proxy_with(&url, "trusted", None, &[ca(&certs)]).await;
+    assert!(retries_now(&trusted, &app).await, "policy arrived over TLS");
+
+    let other = gen_certs("other-certs");
+    let stranger = proxy_with(
+        &url,
+        "stranger",
+        None,
+        &[ca(&other), "--control-initial-wait=300ms".into()],
+    )
+    .await;
+    assert_eq!(
+        get(&stranger).await,
+        502,
+        "no snapshot from an untrusted server"
+    );
+
+    // https without a CA is refused at start, with the reason.
+    let bin = binary("outrigger-proxy", "outrigger-proxy").unwrap();
+    let output = std::process::Command::new(bin)
+        .args([
+            "--inbound-addr=127.0.0.1:0",
+            "--outbound-addr=127.0.0.1:0",
+            "--admin-addr=127.0.0.1:0",
+        ])
+        .arg(format!("--control-plane={url}"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("pass --control-ca"));
 }

@@ -23,6 +23,7 @@ mod metrics;
 mod policy_server;
 mod reference;
 mod status;
+mod tls;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
 
@@ -51,6 +52,15 @@ enum Command {
     PolicyReference,
     /// Run the controllers.
     Run(Box<RunArgs>),
+    /// Generate a CA and a policy-server certificate (ca.crt, tls.crt,
+    /// tls.key) for development and tests.
+    GenCerts {
+        /// Directory to write into.
+        dir: PathBuf,
+        /// DNS names and IP addresses the certificate is valid for.
+        #[arg(long = "name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        names: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -65,6 +75,15 @@ struct RunArgs {
     /// Policy server: proxies watch their destinations here.
     #[arg(long, env = "OUTRIGGER_POLICY_ADDR", default_value = "0.0.0.0:8090")]
     policy_addr: SocketAddr,
+    /// Policy-server certificate chain (PEM). With --tls-key, streams are TLS.
+    #[arg(long, env = "OUTRIGGER_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Policy-server private key (PEM).
+    #[arg(long, env = "OUTRIGGER_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the policy stream in plaintext outside local mode (tests only).
+    #[arg(long)]
+    insecure_plaintext: bool,
     /// Heartbeat interval on idle policy streams.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat: Duration,
@@ -121,6 +140,16 @@ fn main() -> ExitCode {
             print!("{}", crd::crd_yaml());
             ExitCode::SUCCESS
         }
+        Command::GenCerts { dir, names } => match tls::generate(&dir, &names) {
+            Ok(()) => {
+                println!("wrote {}/{{ca.crt,tls.crt,tls.key}}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("outrigger-operator: {err:#}");
+                ExitCode::from(2)
+            }
+        },
         Command::PolicyReference => {
             print!("{}", reference::policy_reference());
             ExitCode::SUCCESS
@@ -233,6 +262,14 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         });
     }
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ if args.manifests.is_some() || args.insecure_plaintext => None,
+        _ => anyhow::bail!(
+            "the policy server needs TLS outside local mode: pass --tls-cert and --tls-key \
+             (or --insecure-plaintext for tests)"
+        ),
+    };
     let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     tokio::spawn(hub.clone().follow());
     let acked = Arc::new(tokio::sync::Notify::new());
@@ -250,6 +287,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         policy_server::ServerConfig {
             heartbeat: args.heartbeat,
             acked: acked.clone(),
+            tls,
         },
         stop.clone(),
     ));

@@ -59,20 +59,32 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
     let connections = TaskTracker::new();
     let tunnels = TaskTracker::new();
     let stop_background = CancellationToken::new();
-    let control = args.control_plane.clone().map(|base| {
-        let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
-        tracing::info!(control_plane = %base, proxy_id, "using the control plane");
-        ControlPlane::start(
-            ControlConfig {
-                base,
-                proxy_id,
-                state_dir: args.state_dir.clone(),
-                initial_wait: args.control_initial_wait,
-            },
-            &metrics,
-            stop_background.clone(),
-        )
-    });
+    let control = match args.control_plane.clone() {
+        None => None,
+        Some(base) => {
+            let tls = match (base.scheme_str(), &args.control_ca) {
+                (Some("https"), Some(ca)) => Some(crate::control::pinned_tls(ca)?),
+                (Some("https"), None) => anyhow::bail!(
+                    "--control-plane {base} uses TLS: pass --control-ca with the CA the proxy should trust"
+                ),
+                (Some("http"), _) => None,
+                _ => anyhow::bail!("--control-plane must be an http:// or https:// URL, got {base}"),
+            };
+            let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);
+            tracing::info!(control_plane = %base, proxy_id, "using the control plane");
+            Some(ControlPlane::start(
+                ControlConfig {
+                    base,
+                    proxy_id,
+                    state_dir: args.state_dir.clone(),
+                    initial_wait: args.control_initial_wait,
+                    tls,
+                },
+                &metrics,
+                stop_background.clone(),
+            ))
+        }
+    };
     let state = ProxyState::new(
         &args,
         metrics.clone(),

@@ -176,6 +176,11 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_CONTROL_PLANE")]
     pub control_plane: Option<http::Uri>,
 
+    /// CA certificate(s) (PEM) the control plane's TLS certificate must chain
+    /// to; required for an https control plane (the proxy pins it).
+    #[arg(long, env = "OUTRIGGER_CONTROL_CA")]
+    pub control_ca: Option<PathBuf>,
+
     /// This proxy's name towards the control plane (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub proxy_id: Option<String>,

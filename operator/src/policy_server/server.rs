@@ -28,7 +28,12 @@ pub struct ServerConfig {
     pub heartbeat: Duration,
     /// Poked on every ack (status.proxies may change).
     pub acked: Arc<Notify>,
+    /// TLS, required outside local mode and tests.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// A TLS handshake must finish this fast (slow handshakes tie up a task).
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 const MAX_ACK_BYTES: usize = 4096;
 const MAX_NAME: usize = 253;
@@ -56,17 +61,41 @@ pub async fn serve(
         let (hub, metrics, config, stop) =
             (hub.clone(), metrics.clone(), config.clone(), stop.clone());
         tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let (hub, metrics, config) = (hub.clone(), metrics.clone(), config.clone());
-                async move { Ok::<_, Infallible>(route(request, &hub, &metrics, &config).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stop.cancelled() => {}
+            match config.tls.clone() {
+                None => serve_connection(stream, hub, metrics, config, stop).await,
+                Some(tls) => {
+                    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, hub, metrics, config, stop).await
+                        }
+                        Ok(Err(err)) => tracing::debug!(error = %err, "TLS handshake failed"),
+                        Err(_) => tracing::debug!("TLS handshake timed out"),
+                    }
+                }
             }
         });
+    }
+}
+
+async fn serve_connection<IO>(
+    io: IO,
+    hub: Arc<Hub>,
+    metrics: Arc<Metrics>,
+    config: ServerConfig,
+    stop: CancellationToken,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |request| {
+        let (hub, metrics, config) = (hub.clone(), metrics.clone(), config.clone());
+        async move { Ok::<_, Infallible>(route(request, &hub, &metrics, &config).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        _ = connection => {}
+        _ = stop.cancelled() => {}
     }
 }
 

@@ -46,6 +46,37 @@ pub struct ControlConfig {
     pub state_dir: Option<PathBuf>,
     /// How long a request waits for its destination's first snapshot.
     pub initial_wait: Duration,
+    /// TLS towards an https control plane, trusting only its CA.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// A client config that trusts only the CA certificates in `ca_file` (PEM):
+/// the proxy pins its control plane instead of trusting the system roots.
+pub fn pinned_tls(ca_file: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file)
+        .with_context(|| format!("cannot read {}", ca_file.display()))?
+    {
+        let cert = cert.with_context(|| format!("{} is not PEM", ca_file.display()))?;
+        roots.add(cert).context("invalid CA certificate")?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{} holds no certificate",
+        ca_file.display()
+    );
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    // ALPN (h2) is set by the connector, which insists on doing it itself.
+    Ok(Arc::new(config))
 }
 
 struct Entry {

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{header, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Full};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -25,18 +26,35 @@ const BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(10),
 };
 
-type ControlClient = Client<HttpConnector, Full<Bytes>>;
+type ControlClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
-fn client() -> ControlClient {
-    let mut connector = HttpConnector::new();
-    connector.set_connect_timeout(Some(Duration::from_secs(2)));
-    connector.set_nodelay(true);
+/// HTTP/2 to the control plane; TLS (with the pinned CA) for https URLs.
+fn client(tls: Option<Arc<rustls::ClientConfig>>) -> ControlClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(Duration::from_secs(2)));
+    http.set_nodelay(true);
+    http.enforce_http(false);
+    let tls = tls.map(|c| (*c).clone()).unwrap_or_else(no_roots);
+    let connector = HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http2()
+        .wrap_connector(http);
     Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .http2_only(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .http2_keep_alive_timeout(Duration::from_secs(5))
         .build(connector)
+}
+
+/// For plaintext control planes: a TLS config that trusts nobody.
+fn no_roots() -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .expect("default protocol versions")
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
 }
 
 /// Query values are names and authorities; escape what would end them.
@@ -55,7 +73,7 @@ pub async fn run(
     subscription: Subscription,
     connected: Arc<AtomicBool>,
 ) {
-    let client = client();
+    let client = client(control.config.tls.clone());
     let base = control.config.base.to_string();
     let base = base.trim_end_matches('/');
     let (query, proxy) = match &subscription {
