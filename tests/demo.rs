@@ -18,11 +18,11 @@ fn demo_reports_traffic_and_serves_metrics_to_curl() {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
-    let stdout = BufReader::new(demo.stdout.take().unwrap());
+    let mut stdout = BufReader::new(demo.stdout.take().unwrap()).lines();
     let started = Instant::now();
     let mut report = String::new();
     let mut admin = None;
-    for line in stdout.lines() {
+    for line in stdout.by_ref() {
         let line = line.unwrap();
         report.push_str(&line);
         report.push('\n');
@@ -33,6 +33,8 @@ fn demo_reports_traffic_and_serves_metrics_to_curl() {
         assert!(started.elapsed() < Duration::from_secs(60), "demo too slow");
     }
     let admin = admin.unwrap_or_else(|| panic!("no admin line in:\n{report}"));
+    // Keep reading, so the demo's later lines do not hit a closed pipe.
+    std::thread::spawn(move || stdout.for_each(drop));
 
     // Phase 1: both Services, with request counts and percentiles; the
     // policy's retries lift the success rate above the upstream's 80%.
