@@ -27,6 +27,16 @@ pub enum Command {
     Demo(DemoArgs),
     /// Serve an HTTP upstream that injects faults (for tests and benchmarks).
     FaultUpstream(FaultUpstreamArgs),
+    /// Install the pod's iptables redirect (run once, with NET_ADMIN, before the app).
+    Init(crate::init::InitArgs),
+    /// Wait until a proxy's /ready answers 200 (a postStart hook for clusters
+    /// without native sidecars).
+    WaitReady {
+        #[arg(long, default_value = "http://127.0.0.1:4191/ready")]
+        url: String,
+        #[arg(long, value_parser = parse_duration, default_value = "60s")]
+        timeout: Duration,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -4,6 +4,10 @@ use outrigger_proxy::{app, demo, fault_upstream, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    // `init` runs before any network exists for the app: no runtime needed.
+    if let Some(Command::Init(args)) = cli.command {
+        return exit(outrigger_proxy::init::run(args));
+    }
     let workers = cli.run.workers.max(1);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
@@ -21,12 +25,20 @@ fn main() -> std::process::ExitCode {
                 telemetry::init(cli.run.log_format, "error", false);
                 demo::run(args).await
             }
+            Some(Command::WaitReady { url, timeout }) => {
+                outrigger_proxy::readiness_wait::wait(&url, timeout).await
+            }
+            Some(Command::Init(_)) => unreachable!("handled before the runtime starts"),
             Some(Command::FaultUpstream(args)) => {
                 telemetry::init(cli.run.log_format, &cli.run.log_level, false);
                 fault_upstream::run(args).await
             }
         }
     });
+    exit(result)
+}
+
+fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {

@@ -9,73 +9,11 @@ mod support;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use support::netns::Netns;
 use support::*;
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const MARK: &str = "0x4f52";
-
-/// A network namespace that is deleted when dropped.
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create(name: &str) -> Option<Netns> {
-        let ok = std::process::Command::new("ip")
-            .args(["netns", "add", name])
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if !ok {
-            if std::env::var("CI").as_deref() == Ok("true") {
-                panic!("cannot create a network namespace in CI (root and iproute2 needed)");
-            }
-            eprintln!("SKIPPED: cannot create network namespaces here (needs root)");
-            return None;
-        }
-        let netns = Netns {
-            name: name.to_string(),
-        };
-        netns.exec_ok(&["ip", "link", "set", "lo", "up"]);
-        Some(netns)
-    }
-
-    fn command(&self, argv: &[&str]) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.name]).args(argv);
-        command
-    }
-
-    fn exec_ok(&self, argv: &[&str]) -> String {
-        let output = std::process::Command::new("ip")
-            .args(["netns", "exec", &self.name])
-            .args(argv)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{argv:?}: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8_lossy(&output.stdout).into_owned()
-    }
-
-    fn spawn(&self, argv: &[&str]) -> Child {
-        self.command(argv)
-            .stdout(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_client_is_captured_by_the_outbound_listener() {

@@ -2,6 +2,8 @@
 //! binary on loopback ports and talk to it with real clients.
 #![allow(dead_code)]
 
+pub mod netns;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Stdio;

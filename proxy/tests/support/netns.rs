@@ -1,0 +1,114 @@
+//! Network namespaces the tests create (and delete), so traffic crosses real
+//! interfaces and iptables without touching the host's network.
+
+use std::process::Stdio;
+
+use tokio::process::{Child, Command};
+
+/// A network namespace that is deleted when dropped.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn create(name: &str) -> Option<Netns> {
+        let ok = std::process::Command::new("ip")
+            .args(["netns", "add", name])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        if !ok {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("cannot create a network namespace in CI (root and iproute2 needed)");
+            }
+            eprintln!("SKIPPED: cannot create network namespaces here (needs root)");
+            return None;
+        }
+        let netns = Netns {
+            name: name.to_string(),
+        };
+        netns.exec_ok(&["ip", "link", "set", "lo", "up"]);
+        Some(netns)
+    }
+
+    pub fn command(&self, argv: &[&str]) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.name]).args(argv);
+        command
+    }
+
+    pub fn exec_ok(&self, argv: &[&str]) -> String {
+        let output = std::process::Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(argv)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{argv:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, argv: &[&str]) -> Child {
+        self.command(argv)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+impl Netns {
+    /// Retries `argv` inside the namespace until it succeeds (15s at most).
+    pub async fn wait_ok(&self, argv: &[&str]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        loop {
+            let ok = self
+                .command(argv)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .await
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{argv:?} never succeeded in namespace {}",
+                self.name
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Connects two namespaces with a veth pair: `self` gets `addr_here`,
+    /// `peer` gets `addr_there` (CIDR notation, e.g. 192.0.2.1/24).
+    pub fn link(&self, peer: &Netns, addr_here: &str, addr_there: &str) {
+        let here = format!("v{}", &self.name[self.name.len().saturating_sub(10)..]);
+        let there = format!("v{}", &peer.name[peer.name.len().saturating_sub(10)..]);
+        let status = std::process::Command::new("ip")
+            .args([
+                "link", "add", &here, "netns", &self.name, "type", "veth", "peer", "name", &there,
+                "netns", &peer.name,
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "veth pair");
+        self.exec_ok(&["ip", "addr", "add", addr_here, "dev", &here]);
+        self.exec_ok(&["ip", "link", "set", &here, "up"]);
+        peer.exec_ok(&["ip", "addr", "add", addr_there, "dev", &there]);
+        peer.exec_ok(&["ip", "link", "set", &there, "up"]);
+    }
+}
