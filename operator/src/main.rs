@@ -24,6 +24,7 @@ mod policy_server;
 mod reference;
 mod status;
 mod tls;
+mod webhook;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
 
@@ -84,6 +85,33 @@ struct RunArgs {
     /// Serve the policy stream in plaintext outside local mode (tests only).
     #[arg(long)]
     insecure_plaintext: bool,
+    /// Sidecar injection webhook (HTTPS); enabled with --webhook-tls-cert/key.
+    #[arg(long, env = "OUTRIGGER_WEBHOOK_ADDR", default_value = "0.0.0.0:8443")]
+    webhook_addr: SocketAddr,
+    #[arg(long, env = "OUTRIGGER_WEBHOOK_TLS_CERT", requires = "webhook_tls_key")]
+    webhook_tls_cert: Option<PathBuf>,
+    #[arg(long, env = "OUTRIGGER_WEBHOOK_TLS_KEY", requires = "webhook_tls_cert")]
+    webhook_tls_key: Option<PathBuf>,
+    /// Image of the injected proxy (and its init step).
+    #[arg(
+        long,
+        env = "OUTRIGGER_PROXY_IMAGE",
+        default_value = "outrigger/proxy:0.1.0"
+    )]
+    proxy_image: String,
+    /// Policy-server URL handed to injected proxies.
+    #[arg(long, env = "OUTRIGGER_CONTROL_PLANE_URL")]
+    control_plane_url: Option<String>,
+    /// CA (PEM) injected proxies pin for the policy server.
+    #[arg(long, env = "OUTRIGGER_CONTROL_CA_FILE")]
+    control_ca_file: Option<PathBuf>,
+    /// Inject the proxy as a native sidecar (Kubernetes 1.29+); false: as the
+    /// first container with a postStart hook that waits for it.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    native_sidecar: bool,
+    /// Namespace the operator runs in: its pods are never injected.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "outrigger-system")]
+    operator_namespace: String,
     /// Heartbeat interval on idle policy streams.
     #[arg(long, default_value = "5s", value_parser = parse_duration)]
     heartbeat: Duration,
@@ -270,6 +298,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
              (or --insecure-plaintext for tests)"
         ),
     };
+    let mut webhook_addr = None;
+    if let (Some(cert), Some(key)) = (&args.webhook_tls_cert, &args.webhook_tls_key) {
+        let tls = tls::server_config(cert, key)?;
+        let control_ca_pem = match &args.control_ca_file {
+            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --control-ca-file {}: {e}", path.display())
+            })?),
+            None => None,
+        };
+        let config = Arc::new(webhook::inject::InjectConfig {
+            proxy_image: args.proxy_image.clone(),
+            control_plane_url: args.control_plane_url.clone(),
+            control_ca_pem,
+            native_sidecar: args.native_sidecar,
+            proxy_uid: 2102,
+            operator_namespace: args.operator_namespace.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(args.webhook_addr)
+            .await
+            .map_err(|e| {
+                anyhow::anyhow!("cannot bind the webhook on {}: {e}", args.webhook_addr)
+            })?;
+        webhook_addr = Some(listener.local_addr()?);
+        tracing::info!(webhook = %listener.local_addr()?, "injection webhook listening");
+        tokio::spawn(webhook::serve(listener, tls, config, stop.clone()));
+    }
     let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     tokio::spawn(hub.clone().follow());
     let acked = Arc::new(tokio::sync::Notify::new());
@@ -296,6 +350,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let body = serde_json::json!({
             "admin": admin_addr.to_string(),
             "policy": policy_addr.to_string(),
+            "webhook": webhook_addr.map(|a| a.to_string()),
         });
         let temp = path.with_extension("tmp");
         std::fs::write(&temp, body.to_string())?;

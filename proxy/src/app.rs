@@ -62,12 +62,15 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
     let control = match args.control_plane.clone() {
         None => None,
         Some(base) => {
-            let tls = match (base.scheme_str(), &args.control_ca) {
-                (Some("https"), Some(ca)) => Some(crate::control::pinned_tls(ca)?),
-                (Some("https"), None) => anyhow::bail!(
+            let tls = match (base.scheme_str(), &args.control_ca, &args.control_ca_pem) {
+                (Some("https"), Some(ca), _) => Some(crate::control::pinned_tls(ca)?),
+                (Some("https"), None, Some(pem)) => {
+                    Some(crate::control::pinned_tls_pem(pem.as_bytes())?)
+                }
+                (Some("https"), None, None) => anyhow::bail!(
                     "--control-plane {base} uses TLS: pass --control-ca with the CA the proxy should trust"
                 ),
-                (Some("http"), _) => None,
+                (Some("http"), _, _) => None,
                 _ => anyhow::bail!("--control-plane must be an http:// or https:// URL, got {base}"),
             };
             let proxy_id = args.proxy_id.clone().unwrap_or_else(default_proxy_id);

@@ -191,6 +191,15 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_CONTROL_CA")]
     pub control_ca: Option<PathBuf>,
 
+    /// The same CA as PEM text (how the injector hands it to proxies).
+    #[arg(
+        long,
+        env = "OUTRIGGER_CONTROL_CA_PEM",
+        hide_env_values = true,
+        conflicts_with = "control_ca"
+    )]
+    pub control_ca_pem: Option<String>,
+
     /// This proxy's name towards the control plane (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub proxy_id: Option<String>,

@@ -54,20 +54,22 @@ pub struct ControlConfig {
 /// the proxy pins its control plane instead of trusting the system roots.
 pub fn pinned_tls(ca_file: &std::path::Path) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     use anyhow::Context;
+    let pem =
+        std::fs::read(ca_file).with_context(|| format!("cannot read {}", ca_file.display()))?;
+    pinned_tls_pem(&pem).with_context(|| format!("CA file {}", ca_file.display()))
+}
+
+/// As [`pinned_tls`], from PEM text.
+pub fn pinned_tls_pem(pem: &[u8]) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use anyhow::Context;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::CertificateDer;
     let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca_file)
-        .with_context(|| format!("cannot read {}", ca_file.display()))?
-    {
-        let cert = cert.with_context(|| format!("{} is not PEM", ca_file.display()))?;
+    for cert in CertificateDer::pem_slice_iter(pem) {
+        let cert = cert.context("not PEM")?;
         roots.add(cert).context("invalid CA certificate")?;
     }
-    anyhow::ensure!(
-        !roots.is_empty(),
-        "{} holds no certificate",
-        ca_file.display()
-    );
+    anyhow::ensure!(!roots.is_empty(), "no certificate in the CA bundle");
     let config = rustls::ClientConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
