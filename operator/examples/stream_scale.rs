@@ -923,7 +923,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     report.second_round_first_snapshots_ms = ms(reopening.elapsed());
     tokio::time::sleep(Duration::from_millis(300)).await;
     round2.close().await;
-    for _ in 0..200 {
+    for _ in 0..400 {
         let m = metrics(admin).await?;
         gauges = (
             metric(&m, "outrigger_operator_subscriptions"),
