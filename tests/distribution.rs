@@ -460,3 +460,55 @@ async fn policy_stream_over_tls_with_a_pinned_ca() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("pass --control-ca"));
 }
+
+/// Local mode with a shared token: a proxy with the token is served, one
+/// without gets nothing (401s, counted), and falls back to DNS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_token_is_required_when_configured() {
+    let app = upstream().await;
+    let files = Files(temp_dir("token"));
+    files.write(&manifests(&[app.addr.port()], 2));
+    let secrets = temp_dir("token-secret");
+    std::fs::write(secrets.join("token"), "t0ken\n").unwrap();
+    std::fs::write(secrets.join("wrong"), "nope\n").unwrap();
+    let op = operator_with(
+        &files.0,
+        "127.0.0.1:0",
+        &[
+            "--auth=shared-token".into(),
+            format!("--shared-token-file={}", secrets.join("token").display()),
+        ],
+    )
+    .await;
+    let url = format!("http://{}", op.addr("policy"));
+    let good = proxy_with(
+        &url,
+        "good",
+        None,
+        &[format!(
+            "--control-token-file={}",
+            secrets.join("token").display()
+        )],
+    )
+    .await;
+    assert!(retries_now(&good, &app).await);
+    let bad = proxy_with(
+        &url,
+        "bad",
+        None,
+        &[
+            format!("--control-token-file={}", secrets.join("wrong").display()),
+            "--control-initial-wait=300ms".into(),
+        ],
+    )
+    .await;
+    assert_eq!(get(&bad).await, 502);
+    let metrics = http(op.addr("admin"), "GET", "/metrics", "a")
+        .await
+        .unwrap()
+        .1;
+    assert!(
+        metrics.contains("outrigger_operator_auth_failures_total{reason=\"unauthenticated\"}"),
+        "{metrics}"
+    );
+}

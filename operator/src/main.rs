@@ -82,6 +82,15 @@ struct RunArgs {
     /// Policy-server private key (PEM).
     #[arg(long, env = "OUTRIGGER_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// How proxies authenticate: `token-review` (their projected service-account
+    /// token, verified by the API server), `shared-token` (local mode), or
+    /// `none` (local mode only). Default: token-review in a cluster, none in
+    /// local mode.
+    #[arg(long, value_enum)]
+    auth: Option<AuthMode>,
+    /// File holding the shared token (with --auth shared-token).
+    #[arg(long, required_if_eq("auth", "shared-token"))]
+    shared_token_file: Option<PathBuf>,
     /// Serve the policy stream in plaintext outside local mode (tests only).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -154,6 +163,13 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "OUTRIGGER_LOG_JSON")]
     log_json: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum AuthMode {
+    None,
+    SharedToken,
+    TokenReview,
 }
 
 fn parse_duration(value: &str) -> Result<Duration, String> {
@@ -324,6 +340,50 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tracing::info!(webhook = %listener.local_addr()?, "injection webhook listening");
         tokio::spawn(webhook::serve(listener, tls, config, stop.clone()));
     }
+    let local = args.manifests.is_some();
+    let mode = args.auth.unwrap_or(if local {
+        AuthMode::None
+    } else {
+        AuthMode::TokenReview
+    });
+    let auth = match mode {
+        AuthMode::None if !local => anyhow::bail!("--auth none is for local mode only"),
+        AuthMode::TokenReview if local => {
+            anyhow::bail!(
+                "--auth token-review needs the API server; local mode can use shared-token"
+            )
+        }
+        AuthMode::None => policy_server::auth::Authenticator::None,
+        AuthMode::SharedToken => {
+            let path = args.shared_token_file.as_ref().expect("clap requires it");
+            let token = std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("cannot read --shared-token-file {}: {e}", path.display())
+            })?;
+            anyhow::ensure!(
+                !token.trim().is_empty(),
+                "--shared-token-file {} is empty",
+                path.display()
+            );
+            policy_server::auth::Authenticator::SharedToken(token.trim().to_string())
+        }
+        // Resolved once the client exists (below): placeholder until then.
+        AuthMode::TokenReview => policy_server::auth::Authenticator::None,
+    };
+    let client = if local {
+        None
+    } else {
+        Some(
+            kube::Client::try_default()
+                .await
+                .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?,
+        )
+    };
+    let auth = match (&client, mode) {
+        (Some(client), AuthMode::TokenReview) => {
+            policy_server::auth::Authenticator::token_review(client.clone())
+        }
+        _ => auth,
+    };
     let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     tokio::spawn(hub.clone().follow());
     let acked = Arc::new(tokio::sync::Notify::new());
@@ -342,6 +402,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             heartbeat: args.heartbeat,
             acked: acked.clone(),
             tls,
+            auth: Arc::new(auth),
         },
         stop.clone(),
     ));
@@ -368,9 +429,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         return local::run(dir, args.manifests_poll, index, metrics, ready, stop).await;
     }
 
-    let client = kube::Client::try_default()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?;
+    let client = client.expect("cluster mode has a client");
     // Acks change status.proxies: they poke the same recompute loop.
     let trigger = acked;
     let leadership = Arc::new(leader::Leadership::default());

@@ -18,6 +18,7 @@ pub struct Metrics {
     pub pushes: IntCounter,
     pub push_bytes: IntCounter,
     pub change_to_ack: Histogram,
+    pub auth_failures: IntCounterVec,
 }
 
 impl Metrics {
@@ -92,8 +93,17 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let auth_failures = IntCounterVec::new(
+            Opts::new(
+                "outrigger_operator_auth_failures_total",
+                "Policy-server requests refused, by reason (unauthenticated, forbidden)",
+            ),
+            &["reason"],
+        )
+        .expect("valid metric");
         for c in [
-            Box::new(connected_proxies.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(auth_failures.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(connected_proxies.clone()),
             Box::new(subscriptions.clone()),
             Box::new(pushes.clone()),
             Box::new(push_bytes.clone()),
@@ -124,6 +134,7 @@ impl Metrics {
             pushes,
             push_bytes,
             change_to_ack,
+            auth_failures,
         }
     }
 

@@ -82,6 +82,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
                     state_dir: args.state_dir.clone(),
                     initial_wait: args.control_initial_wait,
                     tls,
+                    token_file: args.control_token_file.clone(),
                 },
                 &metrics,
                 stop_background.clone(),

@@ -200,6 +200,11 @@ pub struct RunArgs {
     )]
     pub control_ca_pem: Option<String>,
 
+    /// Bearer token for the control plane, re-read on every connection (the
+    /// projected service-account token rotates).
+    #[arg(long, env = "OUTRIGGER_CONTROL_TOKEN_FILE")]
+    pub control_token_file: Option<PathBuf>,
+
     /// This proxy's name towards the control plane (the pod name).
     #[arg(long, env = "POD_NAME")]
     pub proxy_id: Option<String>,

@@ -2,6 +2,7 @@
 //! policy) and receive full snapshots as JSON lines on a long-lived HTTP/2
 //! (or HTTP/1.1 chunked) response, and acknowledge what they applied.
 
+pub mod auth;
 mod hub;
 mod resolve;
 mod server;

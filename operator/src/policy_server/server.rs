@@ -30,6 +30,8 @@ pub struct ServerConfig {
     pub acked: Arc<Notify>,
     /// TLS, required outside local mode and tests.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Who may subscribe and acknowledge.
+    pub auth: Arc<super::auth::Authenticator>,
 }
 
 /// A TLS handshake must finish this fast (slow handshakes tie up a task).
@@ -107,16 +109,26 @@ async fn route(
 ) -> Response<Body> {
     match (request.method(), request.uri().path()) {
         (&Method::GET, WATCH_PATH) => match parse_watch(request.uri().query().unwrap_or("")) {
-            Ok((proxy, subscription)) => watch(
-                hub.clone(),
-                metrics.clone(),
-                proxy,
-                subscription,
-                config.heartbeat,
-            ),
+            Ok((proxy, subscription)) => {
+                if let Err(denied) = authenticate(&request, &subscription, metrics, config).await {
+                    return denied;
+                }
+                watch(
+                    hub.clone(),
+                    metrics.clone(),
+                    proxy,
+                    subscription,
+                    config.heartbeat,
+                )
+            }
             Err(message) => error(StatusCode::BAD_REQUEST, &message),
         },
         (&Method::POST, ACK_PATH) => {
+            let authorization = request
+                .headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
             let body = match Limited::new(request.into_body(), MAX_ACK_BYTES)
                 .collect()
                 .await
@@ -126,6 +138,13 @@ async fn route(
             };
             match serde_json::from_slice::<Ack>(&body) {
                 Ok(ack) if valid_name(&ack.proxy) => {
+                    if let Err(denied) = config
+                        .auth
+                        .check(authorization.as_deref(), &ack.subscription)
+                        .await
+                    {
+                        return refuse(denied, metrics);
+                    }
                     hub.record_ack(&ack);
                     config.acked.notify_one();
                     empty(StatusCode::NO_CONTENT)
@@ -145,6 +164,34 @@ async fn route(
             StatusCode::NOT_FOUND,
             "not found; use GET /v1/watch or POST /v1/ack",
         ),
+    }
+}
+
+async fn authenticate(
+    request: &Request<Incoming>,
+    subscription: &Subscription,
+    metrics: &Metrics,
+    config: &ServerConfig,
+) -> Result<(), Response<Body>> {
+    let authorization = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    match config.auth.check(authorization, subscription).await {
+        Ok(_) => Ok(()),
+        Err(denied) => Err(refuse(denied, metrics)),
+    }
+}
+
+fn refuse(denied: super::auth::Denied, metrics: &Metrics) -> Response<Body> {
+    use super::auth::Denied;
+    metrics
+        .auth_failures
+        .with_label_values(&[denied.reason()])
+        .inc();
+    match denied {
+        Denied::Unauthenticated(message) => error(StatusCode::UNAUTHORIZED, &message),
+        Denied::Forbidden(message) => error(StatusCode::FORBIDDEN, &message),
     }
 }
 

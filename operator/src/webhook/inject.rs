@@ -144,6 +144,7 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
         json!({"name": "OUTRIGGER_LOG_FORMAT", "value": "json"}),
         json!({"name": "OUTRIGGER_LOG", "value": annotation(pod, LOG_LEVEL).unwrap_or("info")}),
         json!({"name": "OUTRIGGER_STATE_DIR", "value": "/var/run/outrigger/state"}),
+        json!({"name": "OUTRIGGER_CONTROL_TOKEN_FILE", "value": "/var/run/secrets/outrigger/token"}),
     ];
     if let Some(url) = &config.control_plane_url {
         env.push(json!({"name": "OUTRIGGER_CONTROL_PLANE", "value": url}));

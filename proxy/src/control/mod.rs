@@ -48,6 +48,22 @@ pub struct ControlConfig {
     pub initial_wait: Duration,
     /// TLS towards an https control plane, trusting only its CA.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Bearer token file, read on every connection and ack.
+    pub token_file: Option<PathBuf>,
+}
+
+impl ControlConfig {
+    /// The `Authorization` header value, if a token file is configured.
+    fn authorization(&self) -> Option<String> {
+        let path = self.token_file.as_ref()?;
+        match std::fs::read_to_string(path) {
+            Ok(token) => Some(format!("Bearer {}", token.trim())),
+            Err(err) => {
+                tracing::warn!(file = %path.display(), error = %err, "cannot read the control-plane token");
+                None
+            }
+        }
+    }
 }
 
 /// A client config that trusts only the CA certificates in `ca_file` (PEM):

@@ -123,7 +123,11 @@ async fn stream_once(
     subscription: &Subscription,
     connected: &AtomicBool,
 ) -> Result<bool, String> {
-    let request = Request::get(watch_uri)
+    let mut request = Request::get(watch_uri);
+    if let Some(token) = control.config.authorization() {
+        request = request.header(header::AUTHORIZATION, token);
+    }
+    let request = request
         .body(Full::default())
         .map_err(|e| format!("bad watch URI: {e}"))?;
     let response = client
@@ -167,6 +171,7 @@ async fn stream_once(
                     acknowledge(
                         client.clone(),
                         ack_uri.to_string(),
+                        control.config.authorization(),
                         Ack {
                             proxy: control.config.proxy_id.clone(),
                             subscription: subscription.clone(),
@@ -185,13 +190,17 @@ async fn stream_once(
     }
 }
 
-fn acknowledge(client: ControlClient, uri: String, ack: Ack) {
+fn acknowledge(client: ControlClient, uri: String, authorization: Option<String>, ack: Ack) {
     tokio::spawn(async move {
         let body = serde_json::to_vec(&ack).expect("acks serialize");
-        let request = Request::builder()
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(&uri)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(token) = authorization {
+            request = request.header(header::AUTHORIZATION, token);
+        }
+        let request = request
             .body(Full::new(Bytes::from(body)))
             .expect("valid ack request");
         match client.request(request).await {

@@ -1,0 +1,310 @@
+//! Who may subscribe. Proxies present a bearer token: in a cluster, their
+//! projected service-account token (audience `outrigger`), verified with the
+//! TokenReview API and cached briefly; in local mode, optionally a shared
+//! token. Authorization: a proxy may watch the inbound policy only of Services
+//! in its own namespace; any authenticated proxy may watch outbound
+//! destinations (any pod may reach any Service unless a NetworkPolicy says
+//! otherwise, and that is enforced on the data path, not here).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use outrigger_api::stream::Subscription;
+use sha2::{Digest, Sha256};
+
+pub const AUDIENCE: &str = "outrigger";
+const CACHE_TTL: Duration = Duration::from_secs(30);
+const CACHE_MAX: usize = 10_000;
+
+/// A proxy's verified identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub namespace: String,
+    pub service_account: String,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Denied {
+    /// 401: no or unacceptable credentials.
+    Unauthenticated(String),
+    /// 403: authenticated, not allowed this subscription.
+    Forbidden(String),
+}
+
+impl Denied {
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Denied::Unauthenticated(_) => "unauthenticated",
+            Denied::Forbidden(_) => "forbidden",
+        }
+    }
+}
+
+pub enum Authenticator {
+    /// Local mode and tests without auth.
+    None,
+    /// Local mode: one token shared by every proxy.
+    SharedToken(String),
+    TokenReview {
+        client: Client,
+        cache: Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>,
+    },
+}
+
+impl Authenticator {
+    pub fn token_review(client: Client) -> Self {
+        Authenticator::TokenReview {
+            client,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Checks the `Authorization` header value (if any) for `subscription`.
+    pub async fn check(
+        &self,
+        authorization: Option<&str>,
+        subscription: &Subscription,
+    ) -> Result<Option<Identity>, Denied> {
+        let token = || {
+            authorization
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(str::trim)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| Denied::Unauthenticated("missing bearer token".into()))
+        };
+        let identity = match self {
+            Authenticator::None => return Ok(None),
+            Authenticator::SharedToken(expected) => {
+                let given = token()?;
+                // Compare digests: equal length, no early exit on a prefix.
+                if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.as_bytes()) {
+                    return Err(Denied::Unauthenticated("invalid token".into()));
+                }
+                return Ok(None);
+            }
+            Authenticator::TokenReview { client, cache } => review(client, cache, token()?)
+                .await
+                .map_err(Denied::Unauthenticated)?,
+        };
+        authorize(&identity, subscription)?;
+        Ok(Some(identity))
+    }
+}
+
+pub fn authorize(identity: &Identity, subscription: &Subscription) -> Result<(), Denied> {
+    match subscription {
+        Subscription::Inbound(service) => {
+            let namespace = service.split_once('/').map_or("", |(ns, _)| ns);
+            if namespace != identity.namespace {
+                return Err(Denied::Forbidden(format!(
+                    "{}/{} may not watch the inbound policy of {service}: other namespace",
+                    identity.namespace, identity.service_account
+                )));
+            }
+            Ok(())
+        }
+        Subscription::Destination(_) => Ok(()),
+    }
+}
+
+async fn review(
+    client: &Client,
+    cache: &Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>,
+    token: &str,
+) -> Result<Identity, String> {
+    let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+    if let Some((verdict, at)) = cache.lock().expect("not poisoned").get(&key) {
+        if at.elapsed() < CACHE_TTL {
+            return verdict.clone();
+        }
+    }
+    let api: Api<TokenReview> = Api::all(client.clone());
+    let request = TokenReview {
+        spec: TokenReviewSpec {
+            token: Some(token.to_string()),
+            audiences: Some(vec![AUDIENCE.to_string()]),
+        },
+        ..TokenReview::default()
+    };
+    let reviewed = api
+        .create(&PostParams::default(), &request)
+        .await
+        // The API server failing is not the proxy's fault: not cached.
+        .map_err(|e| format!("token review failed: {e}"))?;
+    let verdict = verdict(&reviewed);
+    let mut cache = cache.lock().expect("not poisoned");
+    if cache.len() >= CACHE_MAX {
+        cache.retain(|_, (_, at)| at.elapsed() < CACHE_TTL);
+        if cache.len() >= CACHE_MAX {
+            cache.clear();
+        }
+    }
+    cache.insert(key, (verdict.clone(), Instant::now()));
+    verdict
+}
+
+fn verdict(review: &TokenReview) -> Result<Identity, String> {
+    let status = review.status.clone().unwrap_or_default();
+    if status.authenticated != Some(true) {
+        return Err(status
+            .error
+            .unwrap_or_else(|| "token not authenticated".into()));
+    }
+    if !status
+        .audiences
+        .as_ref()
+        .is_some_and(|a| a.iter().any(|a| a == AUDIENCE))
+    {
+        return Err(format!("token is not for audience {AUDIENCE}"));
+    }
+    let username = status.user.and_then(|u| u.username).unwrap_or_default();
+    match username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.split_once(':'))
+    {
+        Some((namespace, service_account)) => Ok(Identity {
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+        }),
+        None => Err(format!("{username} is not a service account")),
+    }
+}
+
+/// TokenReview answered by kube's mock client (tower-test): there is no API
+/// server here; the script plays its part.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{Request, Response};
+    use kube::client::Body;
+    use serde_json::json;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tower_test::mock;
+
+    /// A fake TokenReview endpoint: "good-shop" is shop/payments, "good-other"
+    /// is other/x, "wrong-audience" authenticates for another audience,
+    /// anything else is unauthenticated.
+    fn authenticator() -> (Authenticator, Arc<AtomicUsize>) {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        tokio::spawn(async move {
+            while let Some((request, respond)) = handle.next_request().await {
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/authentication.k8s.io/v1/tokenreviews"
+                );
+                counted.fetch_add(1, Ordering::SeqCst);
+                let body = http_body_util::BodyExt::collect(request.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let review: serde_json::Value = serde_json::from_slice(&body).unwrap();
+                assert_eq!(review["spec"]["audiences"], json!(["outrigger"]));
+                let status = match review["spec"]["token"].as_str().unwrap() {
+                    "good-shop" => json!({"authenticated": true, "audiences": ["outrigger"],
+                        "user": {"username": "system:serviceaccount:shop:payments"}}),
+                    "good-other" => json!({"authenticated": true, "audiences": ["outrigger"],
+                        "user": {"username": "system:serviceaccount:other:x"}}),
+                    "wrong-audience" => json!({"authenticated": true, "audiences": ["kubernetes"],
+                        "user": {"username": "system:serviceaccount:shop:payments"}}),
+                    _ => json!({"authenticated": false, "error": "token expired"}),
+                };
+                let mut out = review.clone();
+                out["status"] = status;
+                respond.send_response(Response::new(Body::from(serde_json::to_vec(&out).unwrap())));
+            }
+        });
+        (
+            Authenticator::token_review(Client::new(service, "default")),
+            calls,
+        )
+    }
+
+    fn inbound(service: &str) -> Subscription {
+        Subscription::Inbound(service.into())
+    }
+
+    #[tokio::test]
+    async fn tokens_are_reviewed_mapped_and_authorized() {
+        let (auth, calls) = authenticator();
+        let identity = auth
+            .check(Some("Bearer good-shop"), &inbound("shop/payments"))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            identity,
+            Identity {
+                namespace: "shop".into(),
+                service_account: "payments".into()
+            }
+        );
+        // Cached: a second check makes no second review.
+        auth.check(Some("Bearer good-shop"), &inbound("shop/payments"))
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+
+        let cases = [
+            (
+                None,
+                inbound("shop/payments"),
+                Denied::Unauthenticated("missing bearer token".into()),
+            ),
+            (
+                Some("Basic abc"),
+                inbound("shop/payments"),
+                Denied::Unauthenticated("missing bearer token".into()),
+            ),
+            (
+                Some("Bearer expired"),
+                inbound("shop/payments"),
+                Denied::Unauthenticated("token expired".into()),
+            ),
+            (
+                Some("Bearer wrong-audience"),
+                inbound("shop/payments"),
+                Denied::Unauthenticated("token is not for audience outrigger".into()),
+            ),
+        ];
+        for (header, subscription, expected) in cases {
+            assert_eq!(
+                auth.check(header, &subscription).await.unwrap_err(),
+                expected,
+                "{header:?}"
+            );
+        }
+        let denied = auth
+            .check(Some("Bearer good-other"), &inbound("shop/payments"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(denied, Denied::Forbidden(ref m) if m.contains("other/x may not watch the inbound policy of shop/payments")),
+            "{denied:?}"
+        );
+        // Outbound destinations are open to any authenticated proxy.
+        let dst = Subscription::Destination("payments.shop.svc.cluster.local:80".into());
+        assert!(auth.check(Some("Bearer good-other"), &dst).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn shared_token_for_local_mode() {
+        let auth = Authenticator::SharedToken("s3cret".into());
+        let dst = Subscription::Destination("a.b:80".into());
+        assert!(auth.check(Some("Bearer s3cret"), &dst).await.is_ok());
+        assert!(matches!(
+            auth.check(Some("Bearer s3cre"), &dst).await,
+            Err(Denied::Unauthenticated(_))
+        ));
+        assert!(matches!(
+            auth.check(None, &dst).await,
+            Err(Denied::Unauthenticated(_))
+        ));
+    }
+}
