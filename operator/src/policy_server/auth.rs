@@ -44,6 +44,9 @@ impl Denied {
     }
 }
 
+/// Review verdicts by token digest, with when they were made.
+type ReviewCache = Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>;
+
 pub enum Authenticator {
     /// Local mode and tests without auth.
     None,
@@ -51,7 +54,7 @@ pub enum Authenticator {
     SharedToken(String),
     TokenReview {
         client: Client,
-        cache: Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>,
+        cache: ReviewCache,
     },
 }
 
@@ -111,11 +114,7 @@ pub fn authorize(identity: &Identity, subscription: &Subscription) -> Result<(),
     }
 }
 
-async fn review(
-    client: &Client,
-    cache: &Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>,
-    token: &str,
-) -> Result<Identity, String> {
+async fn review(client: &Client, cache: &ReviewCache, token: &str) -> Result<Identity, String> {
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
     if let Some((verdict, at)) = cache.lock().expect("not poisoned").get(&key) {
         if at.elapsed() < CACHE_TTL {
