@@ -4,4 +4,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# Property-based fuzz targets (parsers, detection, stream decoder, webhook)
+# run with this many cases each; raise it for a longer fuzzing session.
+export PROPTEST_CASES=${PROPTEST_CASES:-2048}
 cargo test --workspace --locked
+# Supply chain: licenses, duplicate versions, sources (deny.toml).
+if command -v cargo-deny >/dev/null 2>&1; then
+  cargo deny --log-level error check licenses bans sources
+elif [ "${CI:-}" = true ]; then
+  echo "cargo-deny is required in CI (.ci/run installs it)" >&2
+  exit 1
+else
+  echo "SKIPPED: cargo deny (cargo install --locked cargo-deny)"
+fi

@@ -104,10 +104,13 @@ impl fmt::Display for Duration {
         if millis == 0 {
             return f.write_str("0s");
         }
+        // At most 5 digits per unit (the format's limit): a large value keeps
+        // its excess in the next smaller unit, so the output always parses.
         for (name, unit) in UNITS {
-            if millis >= unit {
-                write!(f, "{}{name}", millis / unit)?;
-                millis %= unit;
+            let count = (millis / unit).min(99_999);
+            if count > 0 {
+                write!(f, "{count}{name}")?;
+                millis -= count * unit;
             }
         }
         Ok(())
@@ -168,6 +171,14 @@ mod tests {
         }
         let err = Duration::parse("1m1h").unwrap_err().to_string();
         assert!(err.contains("h, m, s, ms order"), "{err}");
+    }
+
+    #[test]
+    fn largest_values_print_parseably() {
+        let max = Duration::parse("99999h99999m99999s99999ms").unwrap();
+        assert_eq!(max.to_string(), "99999h99999m99999s99999ms");
+        let d = Duration::parse("99999h99999m").unwrap();
+        assert_eq!(Duration::parse(&d.to_string()).unwrap(), d);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! `outrigger-operator`: the control plane. `run` watches ResiliencePolicies,
 //! Services and EndpointSlices (or, with `--manifests DIR`, files) and keeps a
 //! compiled view per destination Service; the lease holder writes status.
+#![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -1,3 +1,4 @@
+#![forbid(unsafe_code)]
 use clap::Parser;
 use outrigger_proxy::cli::{Cli, Command};
 use outrigger_proxy::{app, demo, fault_upstream, telemetry};

@@ -321,6 +321,34 @@ mod tests {
         assert!(response.get("patch").is_none_or(Value::is_null));
     }
 
+    proptest::proptest! {
+        /// Fuzzing the handler: arbitrary annotations, names and shapes of
+        /// pods, and arbitrary bytes, never panic; every parseable review gets
+        /// an allowed answer with its own uid.
+        #[test]
+        fn arbitrary_reviews_never_panic(
+            key in "[a-z./-]{0,40}",
+            value in "[ -~]{0,40}",
+            host_network in proptest::option::of(proptest::bool::ANY),
+            containers in 0usize..3,
+            native in proptest::bool::ANY,
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..256),
+        ) {
+            let pod = json!({
+                "apiVersion": "v1", "kind": "Pod",
+                "metadata": {"generateName": "x-", "annotations": {key: value}},
+                "spec": {"hostNetwork": host_network,
+                         "containers": (0..containers).map(|i| json!({"name": format!("c{i}"), "image": "i"})).collect::<Vec<_>>()}
+            });
+            let review_json = with_pod(pod);
+            let out = review(&serde_json::to_vec(&review_json).unwrap(), &config(native)).unwrap();
+            let out: Value = serde_json::from_slice(&out).unwrap();
+            proptest::prop_assert_eq!(&out["response"]["allowed"], &json!(true));
+            proptest::prop_assert_eq!(&out["response"]["uid"], &review_json["request"]["uid"]);
+            let _ = review(&garbage, &config(native));
+        }
+    }
+
     #[test]
     fn bad_annotations_and_bad_reviews_get_clear_answers() {
         let pod = json!({"apiVersion": "v1", "kind": "Pod",

@@ -63,6 +63,13 @@ pub async fn serve<IO>(
             .timer(TokioTimer::new())
             .max_concurrent_streams(limits.max_concurrent_streams)
             .max_header_list_size(limits.max_header_bytes as u32)
+            // Rapid reset (CVE-2023-44487): a client that opens and cancels
+            // streams faster than they are served is disconnected.
+            .max_pending_accept_reset_streams(Some(32))
+            .max_local_error_reset_streams(Some(128))
+            // Idle clients are pinged and dropped when they stop answering.
+            .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
+            .keep_alive_timeout(std::time::Duration::from_secs(10))
             .serve_connection(io, service)),
         Protocol::Opaque => unreachable!("opaque connections are not served as HTTP"),
     }
