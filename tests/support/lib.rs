@@ -1,5 +1,6 @@
 //! Helpers shared by the end-to-end tests: finding the workspace's binaries
 //! and running them on loopback port 0.
+#![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
