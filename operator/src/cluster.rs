@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -54,6 +54,43 @@ pub struct Stores {
     pub policies: Store<ResiliencePolicy>,
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
+    pub pods: Store<Pod>,
+}
+
+/// Service accounts of a Service's pods, from the watch caches.
+pub struct CachedServiceAccounts {
+    pub services: Store<Service>,
+    pub pods: Store<Pod>,
+}
+
+impl crate::policy_server::auth::ServiceAccounts for CachedServiceAccounts {
+    fn of_service(&self, namespace: &str, service: &str) -> Option<Vec<String>> {
+        let key = kube::runtime::reflector::ObjectRef::<Service>::new(service).within(namespace);
+        let service = self.services.get(&key)?;
+        let selector = service.spec.as_ref()?.selector.clone().unwrap_or_default();
+        if selector.is_empty() {
+            return Some(Vec::new());
+        }
+        let mut accounts: Vec<String> = self
+            .pods
+            .state()
+            .iter()
+            .filter(|pod| pod.metadata.namespace.as_deref() == Some(namespace))
+            .filter(|pod| {
+                let labels = pod.metadata.labels.clone().unwrap_or_default();
+                selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+            })
+            .map(|pod| {
+                pod.spec
+                    .as_ref()
+                    .and_then(|s| s.service_account_name.clone())
+                    .unwrap_or_else(|| "default".into())
+            })
+            .collect();
+        accounts.sort();
+        accounts.dedup();
+        Some(accounts)
+    }
 }
 
 /// Starts the three reflectors; each change pokes `trigger`.
@@ -107,6 +144,12 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
         slices: reflect(
             Api::<EndpointSlice>::all(client.clone()),
             trigger,
+            stop.clone(),
+        ),
+        // Pods change often and matter only for authorization: no recompute.
+        pods: reflect(
+            Api::<Pod>::all(client.clone()),
+            Arc::new(Notify::new()),
             stop.clone(),
         ),
     }
@@ -396,6 +439,7 @@ mod tests {
             policies: store_of(vec![policy()]),
             services: store_of(vec![]),
             slices: store_of(vec![]),
+            pods: store_of(vec![]),
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);

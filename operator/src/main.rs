@@ -379,9 +379,20 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?,
         )
     };
-    let auth = match (&client, mode) {
-        (Some(client), AuthMode::TokenReview) => {
-            policy_server::auth::Authenticator::token_review(client.clone())
+    let stop_for_stores = stop.clone();
+    let trigger = Arc::new(tokio::sync::Notify::new());
+    let stores = client
+        .as_ref()
+        .map(|client| cluster::start_reflectors(client, trigger.clone(), &stop_for_stores));
+    let auth = match (&client, &stores, mode) {
+        (Some(client), Some(stores), AuthMode::TokenReview) => {
+            policy_server::auth::Authenticator::token_review(
+                client.clone(),
+                Some(Box::new(cluster::CachedServiceAccounts {
+                    services: stores.services.clone(),
+                    pods: stores.pods.clone(),
+                })),
+            )
         }
         _ => auth,
     };
@@ -432,13 +443,22 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     let client = client.expect("cluster mode has a client");
     // Acks change status.proxies: they poke the same recompute loop.
-    let trigger = acked;
+    let acks = acked;
     let leadership = Arc::new(leader::Leadership::default());
     let identity = args
         .identity
         .clone()
         .unwrap_or_else(|| format!("outrigger-operator-{}", std::process::id()));
-    let stores = cluster::start_reflectors(&client, trigger.clone(), &stop);
+    let stores = stores.expect("cluster mode has stores");
+    {
+        let trigger = trigger.clone();
+        tokio::spawn(async move {
+            loop {
+                acks.notified().await;
+                trigger.notify_one();
+            }
+        });
+    }
     if args.leader_election {
         let config = leader::LeaseConfig {
             namespace: args.lease_namespace.clone(),

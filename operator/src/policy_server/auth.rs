@@ -44,6 +44,13 @@ impl Denied {
     }
 }
 
+/// Which service accounts run the pods behind a Service (cluster mode: from
+/// the Service and Pod watch caches).
+pub trait ServiceAccounts: Send + Sync {
+    /// `None` when the Service does not exist.
+    fn of_service(&self, namespace: &str, service: &str) -> Option<Vec<String>>;
+}
+
 /// Review verdicts by token digest, with when they were made.
 type ReviewCache = Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>;
 
@@ -55,14 +62,18 @@ pub enum Authenticator {
     TokenReview {
         client: Client,
         cache: ReviewCache,
+        accounts: Option<Box<dyn ServiceAccounts>>,
     },
 }
 
 impl Authenticator {
-    pub fn token_review(client: Client) -> Self {
+    /// `accounts`, when given, narrows inbound subscriptions to proxies
+    /// running as a service account of the Service's own pods.
+    pub fn token_review(client: Client, accounts: Option<Box<dyn ServiceAccounts>>) -> Self {
         Authenticator::TokenReview {
             client,
             cache: Mutex::new(HashMap::new()),
+            accounts,
         }
     }
 
@@ -79,7 +90,7 @@ impl Authenticator {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| Denied::Unauthenticated("missing bearer token".into()))
         };
-        let identity = match self {
+        let (identity, accounts) = match self {
             Authenticator::None => return Ok(None),
             Authenticator::SharedToken(expected) => {
                 let given = token()?;
@@ -89,29 +100,47 @@ impl Authenticator {
                 }
                 return Ok(None);
             }
-            Authenticator::TokenReview { client, cache } => review(client, cache, token()?)
-                .await
-                .map_err(Denied::Unauthenticated)?,
+            Authenticator::TokenReview {
+                client,
+                cache,
+                accounts,
+            } => (
+                review(client, cache, token()?)
+                    .await
+                    .map_err(Denied::Unauthenticated)?,
+                accounts.as_deref(),
+            ),
         };
-        authorize(&identity, subscription)?;
+        authorize(&identity, subscription, accounts)?;
         Ok(Some(identity))
     }
 }
 
-pub fn authorize(identity: &Identity, subscription: &Subscription) -> Result<(), Denied> {
-    match subscription {
-        Subscription::Inbound(service) => {
-            let namespace = service.split_once('/').map_or("", |(ns, _)| ns);
-            if namespace != identity.namespace {
-                return Err(Denied::Forbidden(format!(
-                    "{}/{} may not watch the inbound policy of {service}: other namespace",
-                    identity.namespace, identity.service_account
-                )));
-            }
-            Ok(())
-        }
-        Subscription::Destination(_) => Ok(()),
+pub fn authorize(
+    identity: &Identity,
+    subscription: &Subscription,
+    accounts: Option<&dyn ServiceAccounts>,
+) -> Result<(), Denied> {
+    let Subscription::Inbound(service) = subscription else {
+        return Ok(());
+    };
+    let (namespace, name) = service.split_once('/').unwrap_or(("", service));
+    let who = format!("{}/{}", identity.namespace, identity.service_account);
+    if namespace != identity.namespace {
+        return Err(Denied::Forbidden(format!(
+            "{who} may not watch the inbound policy of {service}: other namespace"
+        )));
     }
+    if let Some(accounts) = accounts {
+        let runs_as = accounts.of_service(namespace, name).unwrap_or_default();
+        if !runs_as.contains(&identity.service_account) {
+            return Err(Denied::Forbidden(format!(
+                "{who} may not watch the inbound policy of {service}: no pod of that Service runs as {}",
+                identity.service_account
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn review(client: &Client, cache: &ReviewCache, token: &str) -> Result<Identity, String> {
@@ -220,9 +249,20 @@ mod tests {
             }
         });
         (
-            Authenticator::token_review(Client::new(service, "default")),
+            Authenticator::token_review(
+                Client::new(service, "default"),
+                Some(Box::new(FakeAccounts)),
+            ),
             calls,
         )
+    }
+
+    /// shop/payments runs as `payments`; shop/cart as `cart`.
+    struct FakeAccounts;
+    impl ServiceAccounts for FakeAccounts {
+        fn of_service(&self, namespace: &str, service: &str) -> Option<Vec<String>> {
+            (namespace == "shop").then(|| vec![service.to_string()])
+        }
     }
 
     fn inbound(service: &str) -> Subscription {
@@ -285,6 +325,14 @@ mod tests {
             .unwrap_err();
         assert!(
             matches!(denied, Denied::Forbidden(ref m) if m.contains("other/x may not watch the inbound policy of shop/payments")),
+            "{denied:?}"
+        );
+        let denied = auth
+            .check(Some("Bearer good-shop"), &inbound("shop/cart"))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(denied, Denied::Forbidden(ref m) if m.contains("no pod of that Service runs as payments")),
             "{denied:?}"
         );
         // Outbound destinations are open to any authenticated proxy.
