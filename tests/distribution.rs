@@ -45,7 +45,14 @@ async fn operator_with(dir: &Path, policy_addr: &str, extra: &[String]) -> Proce
         "--heartbeat=1s".into(),
     ];
     args.extend_from_slice(extra);
-    Process::start(&bin, &args).await
+    let process = Process::start(&bin, &args).await;
+    // Ready once the manifests have been read and compiled.
+    let admin = process.addr("admin");
+    wait_until(Duration::from_secs(10), "operator ready", || async move {
+        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
+    })
+    .await;
+    process
 }
 
 async fn proxy(control: std::net::SocketAddr, id: &str, state_dir: Option<&Path>) -> Process {
