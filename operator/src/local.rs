@@ -14,7 +14,7 @@ use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile, Compiled, ObjectKey, Verdict};
+use crate::compile::{compile, ObjectKey, Verdict};
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
 
@@ -126,8 +126,11 @@ pub async fn run(
                 tracing::error!(error = %error, "manifest skipped");
             }
             let compiled = compile(&manifests.policies, &manifests.services, &manifests.slices);
-            report(&compiled, &mut last_verdicts);
+            // Publish the view before saying so: a reader of the report then
+            // finds the view already current.
+            let verdicts = compiled.verdicts.clone();
             index.store(compiled);
+            report(&verdicts, &mut last_verdicts);
             metrics.reconciles.inc();
             ready.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -150,7 +153,8 @@ pub async fn report_proxies(
     loop {
         tokio::select! {
             _ = stop.cancelled() => return,
-            _ = acked.notified() => {}
+            // A burst of acks makes one report (as cluster mode debounces).
+            _ = acked.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         let counts = hub.proxy_counts(&index.load());
@@ -165,14 +169,14 @@ pub async fn report_proxies(
 }
 
 /// Logs the status each policy would get, when it changes.
-fn report(compiled: &Compiled, last: &mut BTreeMap<ObjectKey, Verdict>) {
-    for (key, verdict) in &compiled.verdicts {
+fn report(verdicts: &BTreeMap<ObjectKey, Verdict>, last: &mut BTreeMap<ObjectKey, Verdict>) {
+    for (key, verdict) in verdicts {
         if last.get(key) != Some(verdict) {
             let line = serde_json::json!({"policy": key.to_string(), "status": verdict});
             println!("{line}");
         }
     }
-    *last = compiled.verdicts.clone();
+    *last = verdicts.clone();
 }
 
 #[cfg(test)]
