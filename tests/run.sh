@@ -8,6 +8,8 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # run with this many cases each; raise it for a longer fuzzing session.
 export PROPTEST_CASES=${PROPTEST_CASES:-2048}
 cargo test --workspace --locked
+# The Helm chart: lint, render with several values files, validate offline.
+bash tests/chart/check.sh
 # Supply chain: licenses, duplicate versions, sources (deny.toml).
 if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny --log-level error check licenses bans sources

@@ -14,8 +14,8 @@
 //!   the rename of the file into place to each stream receiving it;
 //! - propagation of an edit to one Service's policy (`attempts: 5`), and
 //!   whether streams of other Services received anything (they should not);
-//! - closing every stream (gauges back to zero, RSS afterwards), and a second
-//!   round with fresh proxy ids (memory growth across churn).
+//! - closing every stream (gauges back to zero, RSS afterwards), and further
+//!   rounds with fresh proxy ids (memory growth across churn).
 //!
 //! Operator RSS comes from /proc/PID/status (sampled every 10 ms, peak), CPU
 //! from /proc/PID/stat (utime + stime), bytes from
@@ -80,8 +80,12 @@ struct Args {
     #[arg(long, default_value_t = 1)]
     client_threads: usize,
     /// Seconds of idle streams over which the operator's idle CPU is measured.
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = 6)]
     idle_secs: u64,
+    /// Rounds of opening and closing every stream (round 1 is the measured
+    /// one; later rounds use fresh proxy ids, like restarted pods).
+    #[arg(long, default_value_t = 3)]
+    rounds: usize,
     /// Give up after this many seconds (the operator is killed either way).
     #[arg(long, default_value_t = 120)]
     timeout: u64,
@@ -384,6 +388,18 @@ impl Shared {
         }
     }
 
+    fn failed(&self) -> bool {
+        !self.errors.lock().expect("not poisoned").is_empty()
+    }
+
+    /// The first stream error, if any, as the run's error.
+    fn check(&self, when: &str) -> Result<(), String> {
+        match self.errors.lock().expect("not poisoned").first() {
+            Some(err) => Err(format!("{when}: {err}")),
+            None => Ok(()),
+        }
+    }
+
     fn latest_attempts(&self, i: usize) -> Option<u32> {
         self.logs[i]
             .lock()
@@ -645,12 +661,8 @@ struct Report {
     all_services: Propagation,
     one_service: Propagation,
     rss_peak_kib: u64,
-    rss_after_close_kib: u64,
-    gauges_after_close: (f64, f64),
-    close_ms: f64,
-    second_round_first_snapshots_ms: f64,
-    rss_after_second_close_kib: u64,
-    gauges_after_second_close: (f64, f64),
+    /// Round 1 is the measured one; later rounds reopen every stream.
+    rounds: Vec<ChurnRound>,
     operator_cpu_s: f64,
     operator_push_bytes: f64,
     operator_pushes: f64,
@@ -660,6 +672,17 @@ struct Report {
     acks_sent: u64,
     ack_failures: u64,
     heartbeats_received: u64,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct ChurnRound {
+    round: usize,
+    first_snapshots_ms: f64,
+    /// From closing every connection until both gauges read 0.
+    close_ms: f64,
+    /// (subscriptions, connected proxies): both should be 0.
+    gauges_after_close: (f64, f64),
+    rss_after_close_kib: u64,
 }
 
 // ---------------------------------------------------------------------- run
@@ -846,9 +869,10 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     let cpu_before = cpu_seconds(&pid_s);
     let written = replace_file(&manifests, "policies.yaml", &policies_yaml(s, |_| 3))?;
     let _ = wait_for("all-Services change", Duration::from_secs(60), || {
-        (0..n).all(|i| shared.latest_attempts(i) == Some(3))
+        shared.failed() || (0..n).all(|i| shared.latest_attempts(i) == Some(3))
     })
     .await;
+    shared.check("after the all-Services edit")?;
     // Anything else this edit causes arrives now.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let m_after = metrics(admin).await?;
@@ -862,7 +886,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
 
     // ---- one edit changing one Service's policy: attempts 3 -> 5 on svc-00000
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let concerned = |i: usize| i % s == 0;
+    let concerned = |i: usize| i.is_multiple_of(s);
     let m_before = metrics(admin).await?;
     let cpu_before = cpu_seconds(&pid_s);
     let written = replace_file(
@@ -874,8 +898,10 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
         (0..n)
             .filter(|i| concerned(*i))
             .all(|i| shared.latest_attempts(i) == Some(5))
+            || shared.failed()
     })
     .await;
+    shared.check("after the one-Service edit")?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let m_after = metrics(admin).await?;
     report.one_service = change(
@@ -886,61 +912,58 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
         propagation(&shared, written, concerned, 5),
     );
 
-    // ---- close every stream: the books must empty
-    let closing = Instant::now();
-    round.close().await;
-    let mut gauges = (f64::NAN, f64::NAN);
-    for _ in 0..400 {
-        let m = metrics(admin).await?;
-        gauges = (
-            metric(&m, "outrigger_operator_subscriptions"),
-            metric(&m, "outrigger_operator_connected_proxies"),
-        );
-        if gauges == (0.0, 0.0) {
-            break;
+    // ---- close every stream: the books must empty; then churn rounds that
+    // reopen every stream under fresh proxy ids (restarted pods) and close them
+    let mut all_shared = vec![shared.clone()];
+    let mut round = Some(round);
+    for r in 1..=args.rounds.max(1) {
+        let mut churn = ChurnRound {
+            round: r,
+            ..ChurnRound::default()
+        };
+        let round = match round.take() {
+            Some(round) => {
+                churn.first_snapshots_ms = report.first_snapshots_ms;
+                round
+            }
+            None => {
+                let shared = Arc::new(Shared::new(n));
+                all_shared.push(shared.clone());
+                let reopening = Instant::now();
+                let round = open_round(policy, args, connections, r, &shared).await?;
+                wait_for("reopened streams' first snapshots", phase_limit, || {
+                    shared.with_first.load(Ordering::Relaxed) >= n
+                })
+                .await?;
+                churn.first_snapshots_ms = ms(reopening.elapsed());
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                round
+            }
+        };
+        let closing = Instant::now();
+        round.close().await;
+        let mut gauges = (f64::NAN, f64::NAN);
+        for _ in 0..400 {
+            let m = metrics(admin).await?;
+            gauges = (
+                metric(&m, "outrigger_operator_subscriptions"),
+                metric(&m, "outrigger_operator_connected_proxies"),
+            );
+            if gauges == (0.0, 0.0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    report.close_ms = ms(closing.elapsed());
-    report.gauges_after_close = gauges;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    report.rss_after_close_kib = read_proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-    eprintln!(
-        "closed: subscriptions/connected gauges {gauges:?}; RSS {} KiB",
-        report.rss_after_close_kib
-    );
-
-    // ---- round 2, fresh proxy ids (restarted pods), then close again
-    let shared2 = Arc::new(Shared::new(n));
-    let reopening = Instant::now();
-    let round2 = open_round(policy, args, connections, 2, &shared2).await?;
-    wait_for(
-        "second round first snapshots",
-        Duration::from_secs(60),
-        || shared2.with_first.load(Ordering::Relaxed) >= n,
-    )
-    .await?;
-    report.second_round_first_snapshots_ms = ms(reopening.elapsed());
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    round2.close().await;
-    for _ in 0..400 {
-        let m = metrics(admin).await?;
-        gauges = (
-            metric(&m, "outrigger_operator_subscriptions"),
-            metric(&m, "outrigger_operator_connected_proxies"),
+        churn.close_ms = ms(closing.elapsed());
+        churn.gauges_after_close = gauges;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        churn.rss_after_close_kib = read_proc_status_kib(pid, "VmRSS:").unwrap_or(0);
+        eprintln!(
+            "round {r}: first snapshots in {:.0} ms; all closed in {:.0} ms, gauges (subscriptions, proxies) {gauges:?}, RSS {} KiB",
+            churn.first_snapshots_ms, churn.close_ms, churn.rss_after_close_kib
         );
-        if gauges == (0.0, 0.0) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        report.rounds.push(churn);
     }
-    report.gauges_after_second_close = gauges;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    report.rss_after_second_close_kib = read_proc_status_kib(pid, "VmRSS:").unwrap_or(0);
-    eprintln!(
-        "second round: first snapshots in {:.0} ms; after close gauges {gauges:?}, RSS {} KiB",
-        report.second_round_first_snapshots_ms, report.rss_after_second_close_kib
-    );
 
     // ---- totals
     check_alive()?;
@@ -952,7 +975,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     report.client_cpu_s = round3(cpu_seconds("self"));
     report.operator_stdout_lines =
         std::fs::read_to_string(dir.join("operator.stdout")).map_or(0, |t| t.lines().count());
-    for sh in [&shared, &shared2] {
+    for sh in &all_shared {
         report.client_bytes_received += sh.bytes_received.load(Ordering::Relaxed);
         report.acks_sent += sh.acks_sent.load(Ordering::Relaxed);
         report.ack_failures += sh.ack_failures.load(Ordering::Relaxed);

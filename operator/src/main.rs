@@ -119,6 +119,18 @@ struct RunArgs {
     /// first container with a postStart hook that waits for it.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     native_sidecar: bool,
+    /// Injected proxies' default resources and log level (pod annotations
+    /// override them per pod).
+    #[arg(long, env = "OUTRIGGER_PROXY_CPU_REQUEST", default_value = "10m")]
+    proxy_cpu_request: String,
+    #[arg(long, env = "OUTRIGGER_PROXY_MEMORY_REQUEST", default_value = "16Mi")]
+    proxy_memory_request: String,
+    #[arg(long, env = "OUTRIGGER_PROXY_MEMORY_LIMIT", default_value = "64Mi")]
+    proxy_memory_limit: String,
+    #[arg(long, env = "OUTRIGGER_PROXY_CPU_LIMIT")]
+    proxy_cpu_limit: Option<String>,
+    #[arg(long, env = "OUTRIGGER_PROXY_LOG_LEVEL", default_value = "info")]
+    proxy_log_level: String,
     /// Namespace the operator runs in: its pods are never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "outrigger-system")]
     operator_namespace: String,
@@ -331,6 +343,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             native_sidecar: args.native_sidecar,
             proxy_uid: 2102,
             operator_namespace: args.operator_namespace.clone(),
+            defaults: webhook::inject::ProxyDefaults {
+                cpu_request: args.proxy_cpu_request.clone(),
+                memory_request: args.proxy_memory_request.clone(),
+                memory_limit: args.proxy_memory_limit.clone(),
+                cpu_limit: args.proxy_cpu_limit.clone(),
+                log_level: args.proxy_log_level.clone(),
+            },
         });
         let listener = tokio::net::TcpListener::bind(args.webhook_addr)
             .await

@@ -64,9 +64,19 @@ fn committed_crd_is_current() {
     .unwrap();
     let output = Command::new(BINARY).arg("crds").output().unwrap();
     assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).unwrap();
     assert!(
-        committed == String::from_utf8(output.stdout).unwrap(),
+        committed == generated,
         "crds/ is stale: run `cargo run -p outrigger-operator -- crds > crds/resiliencepolicies.outrigger.dev.yaml`"
+    );
+    let chart_copy = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../charts/outrigger/crds/resiliencepolicies.outrigger.dev.yaml"
+    ))
+    .unwrap();
+    assert!(
+        chart_copy == generated,
+        "the chart's CRD is stale: copy crds/resiliencepolicies.outrigger.dev.yaml to charts/outrigger/crds/"
     );
 }
 

@@ -100,6 +100,11 @@ impl Hub {
         let mut state = self.state.lock().expect("not poisoned");
         if let Some(p) = state.proxies.get_mut(proxy) {
             p.open_streams = p.open_streams.saturating_sub(1);
+            // Without streams a proxy counts nowhere: forget it, or every pod
+            // that ever connected (pod names churn) stays in memory.
+            if p.open_streams == 0 {
+                state.proxies.remove(proxy);
+            }
         }
         // Channels without readers are dropped; a later subscribe recomputes.
         state
@@ -162,17 +167,17 @@ impl Hub {
                 .change_to_ack
                 .observe(published.elapsed().as_secs_f64());
         }
-        state
-            .proxies
-            .entry(ack.proxy.clone())
-            .or_default()
-            .applied
-            .insert(ack.subscription.clone(), ack.version);
+        // Only proxies with an open stream are tracked (an ack racing the
+        // stream's close would otherwise re-create a forgotten proxy).
+        if let Some(proxy) = state.proxies.get_mut(&ack.proxy) {
+            proxy.applied.insert(ack.subscription.clone(), ack.version);
+        }
     }
 
     /// Per policy (`namespace/name`): (proxies using it, proxies whose applied
-    /// snapshot carries the policy's current generation).
-    pub fn proxy_counts(&self, compiled: &Compiled) -> HashMap<String, (u32, u32)> {
+    /// snapshot carries the policy's current generation). `_compiled` is no
+    /// longer needed (the channels carry the resolved view).
+    pub fn proxy_counts(&self, _compiled: &Compiled) -> HashMap<String, (u32, u32)> {
         let state = self.state.lock().expect("not poisoned");
         let mut counts: HashMap<String, (u32, u32)> = HashMap::new();
         for proxy in state.proxies.values().filter(|p| p.open_streams > 0) {
@@ -184,14 +189,16 @@ impl Hub {
                 else {
                     continue;
                 };
-                let Some(policy) =
-                    resolve(compiled, subscription, &self.cluster_domain).and_then(|d| d.policy)
+                // The channel holds what the subscription resolves to now
+                // (`refresh` follows every change of the view): no resolving
+                // per proxy and subscription under the lock.
+                let Some(policy) = current.destination.as_ref().and_then(|d| d.policy.as_ref())
                 else {
                     continue;
                 };
                 let up_to_date = *applied >= current.version;
                 per_policy
-                    .entry(policy.name)
+                    .entry(policy.name.clone())
                     .and_modify(|all| *all &= up_to_date)
                     .or_insert(up_to_date);
             }

@@ -138,10 +138,12 @@ async fn route(
             };
             match serde_json::from_slice::<Ack>(&body) {
                 Ok(ack) if valid_name(&ack.proxy) => {
-                    if let Err(denied) = config
-                        .auth
-                        .check(authorization.as_deref(), &ack.subscription)
-                        .await
+                    if let Err(denied) = Box::pin(
+                        config
+                            .auth
+                            .check(authorization.as_deref(), &ack.subscription),
+                    )
+                    .await
                     {
                         return refuse(denied, metrics);
                     }
@@ -177,7 +179,10 @@ async fn authenticate(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
-    match config.auth.check(authorization, subscription).await {
+    // Boxed (here and for acks): a TokenReview check's future is kilobytes,
+    // and hyper keeps each stream's task sized for `route`'s future for as
+    // long as the stream is open.
+    match Box::pin(config.auth.check(authorization, subscription)).await {
         Ok(_) => Ok(()),
         Err(denied) => Err(refuse(denied, metrics)),
     }

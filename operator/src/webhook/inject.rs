@@ -35,6 +35,30 @@ pub struct InjectConfig {
     pub proxy_uid: i64,
     /// The operator's own namespace: its pods are never injected.
     pub operator_namespace: String,
+    pub defaults: ProxyDefaults,
+}
+
+/// Resources and log level of injected proxies unless a pod's annotations say
+/// otherwise.
+#[derive(Debug, Clone)]
+pub struct ProxyDefaults {
+    pub cpu_request: String,
+    pub memory_request: String,
+    pub memory_limit: String,
+    pub cpu_limit: Option<String>,
+    pub log_level: String,
+}
+
+impl Default for ProxyDefaults {
+    fn default() -> Self {
+        ProxyDefaults {
+            cpu_request: "10m".into(),
+            memory_request: "16Mi".into(),
+            memory_limit: "64Mi".into(),
+            cpu_limit: None,
+            log_level: "info".into(),
+        }
+    }
 }
 
 #[derive(Debug, PartialEq)]
@@ -142,7 +166,7 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
         json!({"name": "OUTRIGGER_OUTBOUND_ADDR", "value": "127.0.0.1:4140"}),
         json!({"name": "OUTRIGGER_ADMIN_ADDR", "value": "0.0.0.0:4191"}),
         json!({"name": "OUTRIGGER_LOG_FORMAT", "value": "json"}),
-        json!({"name": "OUTRIGGER_LOG", "value": annotation(pod, LOG_LEVEL).unwrap_or("info")}),
+        json!({"name": "OUTRIGGER_LOG", "value": annotation(pod, LOG_LEVEL).unwrap_or(&config.defaults.log_level)}),
         json!({"name": "OUTRIGGER_STATE_DIR", "value": "/var/run/outrigger/state"}),
         json!({"name": "OUTRIGGER_CONTROL_TOKEN_FILE", "value": "/var/run/secrets/outrigger/token"}),
     ];
@@ -170,10 +194,10 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
         },
         "resources": {
             "requests": {
-                "cpu": annotation(pod, CPU_REQUEST).unwrap_or("10m"),
-                "memory": annotation(pod, MEMORY_REQUEST).unwrap_or("16Mi")
+                "cpu": annotation(pod, CPU_REQUEST).unwrap_or(&config.defaults.cpu_request),
+                "memory": annotation(pod, MEMORY_REQUEST).unwrap_or(&config.defaults.memory_request)
             },
-            "limits": {"memory": annotation(pod, MEMORY_LIMIT).unwrap_or("64Mi")}
+            "limits": {"memory": annotation(pod, MEMORY_LIMIT).unwrap_or(&config.defaults.memory_limit)}
         },
         "livenessProbe": {"httpGet": {"path": "/live", "port": 4191}, "periodSeconds": 10},
         "readinessProbe": {"httpGet": {"path": "/ready", "port": 4191}, "periodSeconds": 5},
@@ -182,6 +206,9 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
             {"name": "outrigger-state", "mountPath": "/var/run/outrigger/state"}
         ]
     });
+    if let Some(cpu) = &config.defaults.cpu_limit {
+        proxy["resources"]["limits"]["cpu"] = json!(cpu);
+    }
     let spec = pod.spec.clone().unwrap_or_default();
     let mut ops = Vec::new();
     if spec.init_containers.as_ref().is_none_or(|c| c.is_empty()) {

@@ -177,6 +177,7 @@ mod tests {
             native_sidecar: native,
             proxy_uid: 2102,
             operator_namespace: "outrigger-system".into(),
+            defaults: crate::webhook::inject::ProxyDefaults::default(),
         }
     }
 
