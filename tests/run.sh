@@ -7,6 +7,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 # Property-based fuzz targets (parsers, detection, stream decoder, webhook)
 # run with this many cases each; raise it for a longer fuzzing session.
 export PROPTEST_CASES=${PROPTEST_CASES:-2048}
+# Each test starts real processes; on 2 cores, four at a time keeps the
+# timing-sensitive ones honest.
+export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 cargo test --workspace --locked
 # The Helm chart: lint, render with several values files, validate offline.
 bash tests/chart/check.sh

@@ -174,7 +174,9 @@ async fn backoff_gaps_and_total_time_are_bounded() {
     // A generous budget: this test is about backoff, not the budget.
     let spec = "  timeouts: {request: 2s}\n  retry:\n    attempts: 3\n    backoff: {base: 40ms, max: 60ms}\n    budget: {percent: 100, minRetryRate: {count: 100, interval: 1s}}\n";
     let (proxy, _file) = inbound_proxy(&app, spec).await;
-    let slack = Duration::from_millis(25);
+    // Scheduling noise on a loaded 2-core machine; still below what an
+    // uncapped or unjittered backoff would add.
+    let slack = Duration::from_millis(50);
     for _ in 0..5 {
         let before = app.arrivals().len();
         app.set_script(statuses(4, 503));
@@ -485,11 +487,11 @@ async fn p2c_sends_less_traffic_to_a_slow_endpoint() {
 async fn concurrency_limit_sheds_exactly_the_excess() {
     let app = upstream().await;
     let spec =
-        "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 200ms}\n";
+        "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 1s}\n";
     let (proxy, _file) = inbound_proxy(&app, spec).await;
     app.set_script(
         (0..6)
-            .map(|_| Fault::parse("delay=600ms").unwrap())
+            .map(|_| Fault::parse("delay=3s").unwrap())
             .collect(),
     );
     let results = futures_util::future::join_all((0..6).map(|_| get(&proxy))).await;
