@@ -486,14 +486,9 @@ async fn p2c_sends_less_traffic_to_a_slow_endpoint() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrency_limit_sheds_exactly_the_excess() {
     let app = upstream().await;
-    let spec =
-        "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 1s}\n";
+    let spec = "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 1s}\n";
     let (proxy, _file) = inbound_proxy(&app, spec).await;
-    app.set_script(
-        (0..6)
-            .map(|_| Fault::parse("delay=3s").unwrap())
-            .collect(),
-    );
+    app.set_script((0..6).map(|_| Fault::parse("delay=3s").unwrap()).collect());
     let results = futures_util::future::join_all((0..6).map(|_| get(&proxy))).await;
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let shed: Vec<_> = results
