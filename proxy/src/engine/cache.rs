@@ -69,6 +69,13 @@ impl StackCache {
             previous.as_deref(),
         ));
         let mut stacks = self.stacks.write().expect("not poisoned");
+        // Two first requests may build at once: the first to insert wins, so
+        // every request shares one stack (one breaker, one limit, one budget).
+        if let Some(existing) = stacks.get(&key) {
+            if existing.source == source {
+                return existing.clone();
+            }
+        }
         if stacks.len() < MAX_CACHED || stacks.contains_key(&key) {
             stacks.insert(key, stack.clone());
         }
