@@ -6,12 +6,8 @@
 
 mod support;
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
 use support::netns::Netns;
 use support::*;
-use tokio::process::Command;
 
 const MARK: &str = "0x4f52";
 
@@ -46,8 +42,9 @@ async fn redis_client_is_captured_by_the_outbound_listener() {
         &format!("--outbound-mark={MARK}"),
         &format!("--opaque-ports={redis_port}"),
     ]);
-    wait_for(|| ns.command(&["curl", "-sf", "http://127.0.0.1:4191/ready"])).await;
-    wait_for(|| ns.command(&["redis-cli", "-p", redis_port, "PING"])).await;
+    ns.wait_ok(&["curl", "-sf", "http://127.0.0.1:4191/ready"])
+        .await;
+    ns.wait_ok(&["redis-cli", "-p", redis_port, "PING"]).await;
 
     // The proxy's own (marked) connections return early; everything else to
     // the redis port is redirected into the outbound listener.
@@ -101,25 +98,4 @@ async fn redis_client_is_captured_by_the_outbound_listener() {
         ) > 0.0,
         "{metrics}"
     );
-}
-
-async fn wait_for(mut make: impl FnMut() -> Command) {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let ok = make()
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .await
-            .map(|s| s.success())
-            .unwrap_or(false);
-        if ok {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for a service in the namespace"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

@@ -118,6 +118,8 @@ fn subscription_for(
     }
 }
 
+/// A stack for a destination: policy and endpoints from the control plane's
+/// snapshot when there is one, else from the policy file (and DNS).
 fn build(
     state: &ProxyState,
     direction: Direction,
@@ -126,9 +128,31 @@ fn build(
     source: (u64, u64),
     previous: Option<&DestinationStack>,
 ) -> DestinationStack {
-    if let Some(snapshot) = snapshot {
-        return build_from_snapshot(state, direction, destination, snapshot, source, previous);
-    }
+    let (config, targets) = match snapshot {
+        Some(snapshot) => from_snapshot(state, direction, destination, snapshot),
+        None => from_policy_file(state, direction, destination),
+    };
+    DestinationStack::build(
+        StackInputs {
+            source,
+            direction: direction.as_str(),
+            label: state
+                .metrics
+                .destination_label(&destination.name.to_string()),
+            config,
+            targets,
+            connector: &state.connector,
+            metrics: state.metrics.clone(),
+        },
+        previous,
+    )
+}
+
+fn from_policy_file(
+    state: &ProxyState,
+    direction: Direction,
+    destination: &Destination,
+) -> (DestinationConfig, Vec<HostPort>) {
     let active = state.policy.current();
     let matcher = &state.matcher;
     let service = match (direction, &state.service_name) {
@@ -162,32 +186,16 @@ fn build(
             .unwrap_or_else(|| vec![destination.connect.clone()]),
         _ => vec![destination.connect.clone()],
     };
-    DestinationStack::build(
-        StackInputs {
-            source,
-            direction: direction.as_str(),
-            label: state
-                .metrics
-                .destination_label(&destination.name.to_string()),
-            config,
-            targets,
-            connector: &state.connector,
-            metrics: state.metrics.clone(),
-        },
-        previous,
-    )
+    (config, targets)
 }
 
-/// A stack from the control plane's snapshot: its policy, and (outbound) its
-/// ready endpoints.
-fn build_from_snapshot(
+/// The control plane's snapshot: its policy, and (outbound) its ready endpoints.
+fn from_snapshot(
     state: &ProxyState,
     direction: Direction,
     destination: &Destination,
     snapshot: &DestinationSnapshot,
-    source: (u64, u64),
-    previous: Option<&DestinationStack>,
-) -> DestinationStack {
+) -> (DestinationConfig, Vec<HostPort>) {
     let default_connect = state.connector.connect_timeout;
     let config = match &snapshot.policy {
         Some(policy) => {
@@ -204,18 +212,5 @@ fn build_from_snapshot(
             .map(HostPort::from)
             .collect(),
     };
-    DestinationStack::build(
-        StackInputs {
-            source,
-            direction: direction.as_str(),
-            label: state
-                .metrics
-                .destination_label(&destination.name.to_string()),
-            config,
-            targets,
-            connector: &state.connector,
-            metrics: state.metrics.clone(),
-        },
-        previous,
-    )
+    (config, targets)
 }
