@@ -1,30 +1,88 @@
-//! Defaults applied where a policy leaves a field unset (documented on each field).
-
-pub const REQUEST_TIMEOUT_SECS: u64 = 15;
-pub const CONNECT_TIMEOUT_SECS: u64 = 1;
-pub const IDLE_TIMEOUT_SECS: u64 = 300;
-pub const RETRY_ATTEMPTS: u32 = 2;
-pub const RETRY_CODES: [u16; 3] = [502, 503, 504];
-pub const BACKOFF_BASE_MS: u64 = 25;
-pub const BACKOFF_MAX_MS: u64 = 1000;
-pub const BUDGET_PERCENT: u32 = 20;
-pub const BUDGET_INTERVAL_SECS: u64 = 10;
-pub const MIN_RETRIES_PER_SECOND: u32 = 10;
-pub const MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024;
-pub const FAILURE_RATE_PERCENT: u32 = 50;
-pub const MINIMUM_REQUESTS: u32 = 20;
-pub const WINDOW_SECS: u64 = 10;
-pub const OPEN_FOR_SECS: u64 = 30;
-pub const MAX_OPEN_FOR_SECS: u64 = 300;
-pub const HALF_OPEN_REQUESTS: u32 = 3;
-pub const FALLBACK_STATUS: u16 = 503;
-pub const CONSECUTIVE_FAILURES: u32 = 5;
-pub const BASE_EJECTION_SECS: u64 = 30;
-pub const MAX_EJECTION_PERCENT: u32 = 50;
-pub const PENDING_TIMEOUT_SECS: u64 = 1;
+//! Defaults applied where a policy leaves a field unset (each field's doc
+//! comment repeats its default), and [`with_defaults`], the effective policy.
+//! Durations are plain numbers so they stay `const` and unit-explicit.
 
 use crate::duration::Duration;
 use crate::policy::*;
+
+/// targetRef.group: the core API group.
+pub const TARGET_GROUP: &str = "";
+/// targetRef.kind.
+pub const TARGET_KIND: &str = "Service";
+/// mode.
+pub const MODE: Mode = Mode::Enforce;
+
+/// timeouts.request: a sidecar without one would hold callers forever.
+pub const REQUEST_TIMEOUT_SECS: u64 = 15;
+/// timeouts.connect.
+pub const CONNECT_TIMEOUT_SECS: u64 = 1;
+/// timeouts.idle.
+pub const IDLE_TIMEOUT_SECS: u64 = 300;
+
+/// retry.attempts (only when a retry section exists).
+pub const RETRY_ATTEMPTS: u32 = 2;
+/// retry.codes: the statuses a gateway or overloaded server answers with.
+pub const RETRY_CODES: [u16; 3] = [502, 503, 504];
+/// retry.on: only failures where the request was surely not processed, so
+/// replaying is safe whatever the method.
+pub const RETRY_ON: [RetryOn; 3] = [
+    RetryOn::ConnectFailure,
+    RetryOn::RefusedStream,
+    RetryOn::ResetBeforeRequest,
+];
+/// retry.backoff.base.
+pub const BACKOFF_BASE_MS: u64 = 25;
+/// retry.backoff.max.
+pub const BACKOFF_MAX_MS: u64 = 1000;
+/// retry.budget.percent.
+pub const BUDGET_PERCENT: u32 = 20;
+/// retry.budget.interval.
+pub const BUDGET_INTERVAL_SECS: u64 = 10;
+/// retry.budget.minRetryRate.count.
+pub const MIN_RETRIES_PER_SECOND: u32 = 10;
+/// retry.budget.minRetryRate.interval.
+pub const MIN_RETRY_INTERVAL_SECS: u64 = 1;
+/// retry.nonIdempotent: never replay what may not be safe to replay.
+pub const NON_IDEMPOTENT: NonIdempotent = NonIdempotent::Never;
+/// retry.maxBufferedBodyBytes.
+pub const MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024;
+
+/// circuitBreaker.failureRatePercent.
+pub const FAILURE_RATE_PERCENT: u32 = 50;
+/// circuitBreaker.minimumRequests.
+pub const MINIMUM_REQUESTS: u32 = 20;
+/// circuitBreaker.window.
+pub const WINDOW_SECS: u64 = 10;
+/// circuitBreaker.openFor.
+pub const OPEN_FOR_SECS: u64 = 30;
+/// circuitBreaker.maxOpenFor.
+pub const MAX_OPEN_FOR_SECS: u64 = 300;
+/// circuitBreaker.halfOpenRequests.
+pub const HALF_OPEN_REQUESTS: u32 = 3;
+/// circuitBreaker.fallback.status.
+pub const FALLBACK_STATUS: u16 = 503;
+/// circuitBreaker.fallback.contentType.
+pub const FALLBACK_CONTENT_TYPE: &str = "application/json";
+/// circuitBreaker.fallback.body.
+pub const FALLBACK_BODY: &str = r#"{"error":"circuit open"}"#;
+/// circuitBreaker.failureOn.
+pub const FAILURE_ON: [FailureKind; 3] = [
+    FailureKind::ServerError,
+    FailureKind::Timeout,
+    FailureKind::ConnectionError,
+];
+
+/// outlierDetection.consecutiveFailures.
+pub const CONSECUTIVE_FAILURES: u32 = 5;
+/// outlierDetection.baseEjectionTime.
+pub const BASE_EJECTION_SECS: u64 = 30;
+/// outlierDetection.maxEjectionPercent.
+pub const MAX_EJECTION_PERCENT: u32 = 50;
+
+/// limits.maxPendingRequests: shed at once rather than queue unasked.
+pub const MAX_PENDING_REQUESTS: u32 = 0;
+/// limits.pendingTimeout.
+pub const PENDING_TIMEOUT_SECS: u64 = 1;
 
 fn ms(v: u64) -> Option<Duration> {
     Some(Duration::from_millis(v))
@@ -57,7 +115,7 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
         .collect();
     ResiliencePolicySpec {
         target_ref: spec.target_ref.clone(),
-        mode: Some(spec.mode.unwrap_or_default()),
+        mode: Some(spec.mode.unwrap_or(MODE)),
         timeouts: Some(timeouts),
         retry,
         circuit_breaker: spec.circuit_breaker.as_ref().map(|cb| CircuitBreaker {
@@ -68,22 +126,8 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
             open_for: cb.open_for.or(secs(OPEN_FOR_SECS)),
             max_open_for: cb.max_open_for.or(secs(MAX_OPEN_FOR_SECS)),
             half_open_requests: cb.half_open_requests.or(Some(HALF_OPEN_REQUESTS)),
-            fallback: Some(Fallback {
-                status: cb
-                    .fallback
-                    .as_ref()
-                    .and_then(|f| f.status)
-                    .or(Some(FALLBACK_STATUS)),
-                content_type: cb.fallback.as_ref().and_then(|f| f.content_type.clone()),
-                body: cb.fallback.as_ref().and_then(|f| f.body.clone()),
-            }),
-            failure_on: cb.failure_on.clone().or_else(|| {
-                Some(vec![
-                    FailureKind::ServerError,
-                    FailureKind::Timeout,
-                    FailureKind::ConnectionError,
-                ])
-            }),
+            fallback: Some(fallback(cb.fallback.clone().unwrap_or_default())),
+            failure_on: cb.failure_on.clone().or_else(|| Some(FAILURE_ON.to_vec())),
         }),
         outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {
             consecutive_failures: o.consecutive_failures.or(Some(CONSECUTIVE_FAILURES)),
@@ -92,7 +136,7 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
         }),
         limits: spec.limits.as_ref().map(|l| Limits {
             max_concurrent_requests: l.max_concurrent_requests,
-            max_pending_requests: l.max_pending_requests.or(Some(0)),
+            max_pending_requests: l.max_pending_requests.or(Some(MAX_PENDING_REQUESTS)),
             pending_timeout: l.pending_timeout.or(secs(PENDING_TIMEOUT_SECS)),
         }),
         rate_limit: spec.rate_limit.as_ref().map(|r| RateLimit {
@@ -100,6 +144,16 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
             burst: r.burst.or(Some(r.requests_per_second)),
         }),
         routes,
+    }
+}
+
+fn fallback(own: Fallback) -> Fallback {
+    Fallback {
+        status: own.status.or(Some(FALLBACK_STATUS)),
+        content_type: own
+            .content_type
+            .or_else(|| Some(FALLBACK_CONTENT_TYPE.to_string())),
+        body: own.body.or_else(|| Some(FALLBACK_BODY.to_string())),
     }
 }
 
@@ -123,11 +177,7 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
     let parent = parent.cloned().unwrap_or_else(|| Retry {
         attempts: Some(RETRY_ATTEMPTS),
         codes: Some(RETRY_CODES.to_vec()),
-        on: Some(vec![
-            RetryOn::ConnectFailure,
-            RetryOn::RefusedStream,
-            RetryOn::ResetBeforeRequest,
-        ]),
+        on: Some(RETRY_ON.to_vec()),
         backoff: Some(Backoff {
             base: ms(BACKOFF_BASE_MS),
             max: ms(BACKOFF_MAX_MS),
@@ -137,10 +187,10 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
             interval: secs(BUDGET_INTERVAL_SECS),
             min_retry_rate: Some(RetryRate {
                 count: MIN_RETRIES_PER_SECOND,
-                interval: Duration::from_secs(1),
+                interval: Duration::from_secs(MIN_RETRY_INTERVAL_SECS),
             }),
         }),
-        non_idempotent: Some(NonIdempotent::Never),
+        non_idempotent: Some(NON_IDEMPOTENT),
         max_buffered_body_bytes: Some(MAX_BUFFERED_BODY_BYTES),
     });
     let own_backoff = own.backoff.clone().unwrap_or_default();
@@ -188,6 +238,27 @@ mod tests {
         assert_eq!(r.backoff.unwrap().max, ms(1000));
         assert!(s.circuit_breaker.is_none());
         assert!(s.limits.is_none());
+    }
+
+    #[test]
+    fn a_breaker_section_gets_every_default() {
+        let s = with_defaults(&spec(serde_json::json!({
+            "targetRef": {"name": "p"},
+            "circuitBreaker": {"fallback": {"status": 429}},
+            "rateLimit": {"requestsPerSecond": 7}
+        })));
+        let cb = s.circuit_breaker.unwrap();
+        assert_eq!(cb.open_for, secs(30));
+        assert_eq!(cb.failure_on, Some(FAILURE_ON.to_vec()));
+        assert_eq!(
+            cb.fallback,
+            Some(Fallback {
+                status: Some(429),
+                content_type: Some("application/json".into()),
+                body: Some(r#"{"error":"circuit open"}"#.into()),
+            })
+        );
+        assert_eq!(s.rate_limit.unwrap().burst, Some(7));
     }
 
     #[test]

@@ -1,0 +1,66 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{Retry, Timeouts};
+
+/// Overrides for the requests a match selects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Route {
+    /// Names the route in metrics and logs; unique within the policy.
+    /// Default route-<index>.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Which requests the route applies to.
+    #[serde(rename = "match")]
+    pub r#match: RouteMatch,
+    /// Timeouts for this route; unset fields inherit the policy's.
+    /// Default: the policy's timeouts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeouts: Option<Timeouts>,
+    /// Retry for this route; unset fields inherit the policy's retry, and
+    /// {attempts: 0} turns retries off. Default: the policy's retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+}
+
+/// Conditions a request must all meet; an empty match selects every request.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!(has(self.pathPrefix) && has(self.pathExact))", "message": "set pathPrefix or pathExact, not both"}
+]))]
+pub struct RouteMatch {
+    /// Path prefix, by whole segments: /charge matches /charge and /charge/1,
+    /// not /charges. Starts with "/". Default: any path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^/"))]
+    pub path_prefix: Option<String>,
+    /// Exact path, starting with "/"; not with pathPrefix. Default: any path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024), regex(pattern = r"^/"))]
+    pub path_exact: Option<String>,
+    /// HTTP method, uppercase, such as GET or POST. Default: any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[A-Z0-9!#$%&'*+.^_`|~-]+$"))]
+    pub method: Option<String>,
+    /// Headers the request must carry with exactly these values. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub headers: Vec<HeaderMatch>,
+}
+
+/// A request header and the exact value it must have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderMatch {
+    /// Header name (an HTTP token), compared case-insensitively.
+    #[schemars(
+        length(min = 1, max = 256),
+        regex(pattern = r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+    )]
+    pub name: String,
+    /// The value, compared exactly.
+    #[schemars(length(max = 4096))]
+    pub value: String,
+}

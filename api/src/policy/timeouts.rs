@@ -1,0 +1,30 @@
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use crate::duration::Duration;
+
+/// Timeouts, with Gateway API (GEP-1742) names and meanings; `0s` disables
+/// request and backendRequest.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.request) || !has(self.backendRequest) || duration(self.request) == duration('0s') || duration(self.backendRequest) <= duration(self.request)",
+     "message": "backendRequest must be <= request", "fieldPath": ".backendRequest"}
+]))]
+pub struct Timeouts {
+    /// The whole call, retries and backoff included; past it the caller gets
+    /// 504. 0s: no limit. Default 15s.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<Duration>,
+    /// Each attempt (per-try timeout); at most request. 0s: no limit.
+    /// Default: none (an attempt may use what request leaves).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_request: Option<Duration>,
+    /// Establishing a TCP connection to an endpoint; more than 0s.
+    /// Default 1s (the proxy's --connect-timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<Duration>,
+    /// A pooled connection idle this long is closed. Default 5m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Duration>,
+}

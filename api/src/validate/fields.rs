@@ -1,0 +1,432 @@
+//! The rules for each section of the spec (listed in the parent module).
+
+use std::collections::HashSet;
+
+use super::{
+    syntax, Errors, MAX_ATTEMPTS, MAX_BUFFERED_BODY_BYTES, MAX_FALLBACK_BODY_BYTES, MAX_ROUTES,
+};
+use crate::defaults;
+use crate::duration::Duration;
+use crate::policy::*;
+
+pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
+    target_ref(e, &spec.target_ref);
+    if let Some(t) = &spec.timeouts {
+        timeouts(e, "spec.timeouts", t, None);
+    }
+    if let Some(r) = &spec.retry {
+        retry(e, "spec.retry", r, None);
+    }
+    if let Some(cb) = &spec.circuit_breaker {
+        circuit_breaker(e, cb);
+    }
+    if let Some(od) = &spec.outlier_detection {
+        let p = "spec.outlierDetection";
+        e.at_least_one(format!("{p}.consecutiveFailures"), od.consecutive_failures);
+        e.positive(format!("{p}.baseEjectionTime"), od.base_ejection_time);
+        e.percent(format!("{p}.maxEjectionPercent"), od.max_ejection_percent);
+    }
+    if let Some(limits) = &spec.limits {
+        e.at_least_one(
+            "spec.limits.maxConcurrentRequests",
+            limits.max_concurrent_requests,
+        );
+    }
+    if let Some(rl) = &spec.rate_limit {
+        e.at_least_one(
+            "spec.rateLimit.requestsPerSecond",
+            Some(rl.requests_per_second),
+        );
+        e.at_least_one("spec.rateLimit.burst", rl.burst);
+    }
+    routes(e, spec);
+}
+
+fn target_ref(e: &mut Errors, t: &TargetRef) {
+    if t.group != defaults::TARGET_GROUP && t.group != "core" {
+        e.add(
+            "spec.targetRef.group",
+            format!("must be \"\" (core), got {:?}", t.group),
+        );
+    }
+    if t.kind != defaults::TARGET_KIND {
+        e.add(
+            "spec.targetRef.kind",
+            format!("must be Service, got {:?}", t.kind),
+        );
+    }
+    if !syntax::is_dns_label(&t.name) {
+        e.add("spec.targetRef.name", "must be a DNS-1123 label");
+    }
+    if t.port == Some(0) {
+        e.add("spec.targetRef.port", "must be between 1 and 65535");
+    }
+}
+
+/// `inherited_request`: a route's parent request timeout, which its own
+/// backendRequest must also respect.
+fn timeouts(e: &mut Errors, path: &str, t: &Timeouts, inherited_request: Option<Duration>) {
+    let request = t.request.or(inherited_request);
+    if let (Some(request), Some(backend)) = (request, t.backend_request) {
+        // A 0s request timeout is no limit, so any attempt timeout fits it.
+        if !request.is_zero() && backend > request {
+            e.add(
+                format!("{path}.backendRequest"),
+                format!("must be <= request ({request})"),
+            );
+        }
+    }
+    e.positive(format!("{path}.connect"), t.connect);
+}
+
+/// `parent`: the policy's retry, which a route's inherits unset fields from.
+fn retry(e: &mut Errors, path: &str, r: &Retry, parent: Option<&Retry>) {
+    if let Some(a) = r.attempts.filter(|a| *a > MAX_ATTEMPTS) {
+        e.add(
+            format!("{path}.attempts"),
+            format!("must be at most {MAX_ATTEMPTS}, got {a}"),
+        );
+    }
+    for (i, code) in r.codes.iter().flatten().enumerate() {
+        if !(100..=599).contains(code) {
+            e.add(
+                format!("{path}.codes[{i}]"),
+                format!("must be an HTTP status 100-599, got {code}"),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for (i, on) in r.on.iter().flatten().enumerate() {
+        if !seen.insert(on) {
+            e.add(format!("{path}.on[{i}]"), "repeats an earlier entry");
+        }
+    }
+    if let Some(b) = &r.backoff {
+        backoff(
+            e,
+            &format!("{path}.backoff"),
+            b,
+            parent.and_then(|p| p.backoff.as_ref()),
+        );
+    }
+    if let Some(budget) = &r.budget {
+        e.percent(format!("{path}.budget.percent"), budget.percent);
+        e.positive(format!("{path}.budget.interval"), budget.interval);
+        if let Some(rate) = &budget.min_retry_rate {
+            e.positive(
+                format!("{path}.budget.minRetryRate.interval"),
+                Some(rate.interval),
+            );
+        }
+    }
+    if let Some(bytes) = r
+        .max_buffered_body_bytes
+        .filter(|b| *b > MAX_BUFFERED_BODY_BYTES)
+    {
+        e.add(
+            format!("{path}.maxBufferedBodyBytes"),
+            format!("must be at most {MAX_BUFFERED_BODY_BYTES} (16 MiB), got {bytes}"),
+        );
+    }
+}
+
+fn backoff(e: &mut Errors, path: &str, own: &Backoff, inherited: Option<&Backoff>) {
+    e.positive(format!("{path}.base"), own.base);
+    let inherited = inherited.cloned().unwrap_or_default();
+    let base = own
+        .base
+        .or(inherited.base)
+        .unwrap_or(Duration::from_millis(defaults::BACKOFF_BASE_MS));
+    let max = own
+        .max
+        .or(inherited.max)
+        .unwrap_or(Duration::from_millis(defaults::BACKOFF_MAX_MS));
+    ordered(e, path, ("base", own.base, base), ("max", own.max, max));
+}
+
+/// `lower <= upper`, reported on the upper field when the user set it, else
+/// on the lower one (an unset field's value is inherited or a default).
+fn ordered(
+    e: &mut Errors,
+    path: &str,
+    (lower_name, lower_set, lower): (&str, Option<Duration>, Duration),
+    (upper_name, upper_set, upper): (&str, Option<Duration>, Duration),
+) {
+    if lower <= upper {
+        return;
+    }
+    if upper_set.is_some() {
+        e.add(
+            format!("{path}.{upper_name}"),
+            format!("must be >= {lower_name} ({lower})"),
+        );
+    } else if lower_set.is_some() {
+        e.add(
+            format!("{path}.{lower_name}"),
+            format!("must be <= {upper_name} ({upper})"),
+        );
+    }
+}
+
+fn circuit_breaker(e: &mut Errors, cb: &CircuitBreaker) {
+    let p = "spec.circuitBreaker";
+    e.percent(format!("{p}.failureRatePercent"), cb.failure_rate_percent);
+    e.at_least_one(format!("{p}.minimumRequests"), cb.minimum_requests);
+    if let Some(w) = cb.window {
+        if w < Duration::from_secs(1) || w > Duration::from_secs(600) {
+            e.add(
+                format!("{p}.window"),
+                format!("must be between 1s and 10m, got {w}"),
+            );
+        }
+    }
+    if let Some(slow) = &cb.slow_call {
+        e.positive(format!("{p}.slowCall.duration"), Some(slow.duration));
+        e.percent(format!("{p}.slowCall.ratePercent"), Some(slow.rate_percent));
+    }
+    e.positive(format!("{p}.openFor"), cb.open_for);
+    let open_for = cb
+        .open_for
+        .unwrap_or(Duration::from_secs(defaults::OPEN_FOR_SECS));
+    let max_open_for = cb
+        .max_open_for
+        .unwrap_or(Duration::from_secs(defaults::MAX_OPEN_FOR_SECS));
+    ordered(
+        e,
+        p,
+        ("openFor", cb.open_for, open_for),
+        ("maxOpenFor", cb.max_open_for, max_open_for),
+    );
+    e.at_least_one(format!("{p}.halfOpenRequests"), cb.half_open_requests);
+    if let Some(fb) = &cb.fallback {
+        if let Some(s) = fb.status.filter(|s| !(200..=599).contains(s)) {
+            e.add(
+                format!("{p}.fallback.status"),
+                format!("must be 200-599, got {s}"),
+            );
+        }
+        if let Some(len) = fb
+            .body
+            .as_ref()
+            .map(String::len)
+            .filter(|len| *len > MAX_FALLBACK_BODY_BYTES)
+        {
+            e.add(
+                format!("{p}.fallback.body"),
+                format!("must be at most {MAX_FALLBACK_BODY_BYTES} bytes, got {len}"),
+            );
+        }
+    }
+}
+
+fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
+    if spec.routes.len() > MAX_ROUTES {
+        e.add(
+            "spec.routes",
+            format!(
+                "must hold at most {MAX_ROUTES} routes, got {}",
+                spec.routes.len()
+            ),
+        );
+    }
+    let request = spec.timeouts.as_ref().and_then(|t| t.request);
+    let mut names = HashSet::new();
+    for (i, route) in spec.routes.iter().enumerate() {
+        let path = format!("spec.routes[{i}]");
+        if let Some(name) = &route.name {
+            if !names.insert(name) {
+                e.add(
+                    format!("{path}.name"),
+                    format!("repeats route name {name:?}"),
+                );
+            }
+        }
+        route_match(e, &format!("{path}.match"), &route.r#match);
+        if let Some(t) = &route.timeouts {
+            timeouts(e, &format!("{path}.timeouts"), t, request);
+        }
+        if let Some(r) = &route.retry {
+            retry(e, &format!("{path}.retry"), r, spec.retry.as_ref());
+        }
+    }
+}
+
+fn route_match(e: &mut Errors, path: &str, m: &RouteMatch) {
+    for (field, value) in [("pathPrefix", &m.path_prefix), ("pathExact", &m.path_exact)] {
+        if value.as_ref().is_some_and(|p| !p.starts_with('/')) {
+            e.add(format!("{path}.{field}"), "must start with \"/\"");
+        }
+    }
+    if m.path_prefix.is_some() && m.path_exact.is_some() {
+        e.add(path, "set pathPrefix or pathExact, not both");
+    }
+    if let Some(method) = &m.method {
+        if !syntax::is_uppercase_method(method) {
+            e.add(
+                format!("{path}.method"),
+                format!("must be an uppercase HTTP method such as GET, got {method:?}"),
+            );
+        }
+    }
+    for (j, header) in m.headers.iter().enumerate() {
+        if !syntax::is_token(&header.name) {
+            e.add(
+                format!("{path}.headers[{j}].name"),
+                format!("must be an HTTP header name, got {:?}", header.name),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::manifest::{parse_documents, Document};
+    use crate::validate::validate_spec;
+
+    /// The errors for a spec written as indented YAML.
+    fn errors(spec: &str) -> Vec<String> {
+        let text = format!(
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: p}}\nspec:\n{spec}"
+        );
+        let Document::Policy(policy) = parse_documents(&text).unwrap().remove(0) else {
+            panic!("not a policy")
+        };
+        match validate_spec(&policy.spec) {
+            Ok(()) => vec![],
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    #[test]
+    fn reports_every_error_in_document_order() {
+        let errs = errors(
+            "  targetRef: {name: Bad_Name}\n  timeouts: {request: 1s, backendRequest: 2s}\n  retry: {backoff: {base: 25ms, max: 10ms}, codes: [700]}\n  circuitBreaker: {halfOpenRequests: 0, failureRatePercent: 101}\n  routes:\n  - match: {pathPrefix: charge}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.targetRef.name: must be a DNS-1123 label",
+                "spec.timeouts.backendRequest: must be <= request (1s)",
+                "spec.retry.codes[0]: must be an HTTP status 100-599, got 700",
+                "spec.retry.backoff.max: must be >= base (25ms)",
+                "spec.circuitBreaker.failureRatePercent: must be between 0 and 100, got 101",
+                "spec.circuitBreaker.halfOpenRequests: must be at least 1",
+                "spec.routes[0].match.pathPrefix: must start with \"/\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn unset_bounds_take_defaults_and_the_set_field_is_blamed() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  retry: {backoff: {base: 2s}}\n"),
+            ["spec.retry.backoff.base: must be <= max (1s)"]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {maxOpenFor: 10s}\n"),
+            ["spec.circuitBreaker.maxOpenFor: must be >= openFor (30s)"]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {openFor: 10m}\n"),
+            ["spec.circuitBreaker.openFor: must be <= maxOpenFor (5m)"]
+        );
+    }
+
+    #[test]
+    fn routes_are_checked_against_what_they_inherit() {
+        let errs = errors(
+            "  targetRef: {name: p}\n  timeouts: {request: 1s}\n  retry: {backoff: {max: 100ms}}\n  routes:\n  - match: {pathPrefix: /a}\n    timeouts: {backendRequest: 3s}\n    retry: {backoff: {base: 200ms}}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].timeouts.backendRequest: must be <= request (1s)",
+                "spec.routes[0].retry.backoff.base: must be <= max (100ms)",
+            ]
+        );
+    }
+
+    #[test]
+    fn zero_request_timeout_is_no_limit() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  timeouts: {request: 0s, backendRequest: 2s}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn route_rules() {
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - name: a\n    match: {pathPrefix: /a, pathExact: /a, method: post, headers: [{name: 'bad name', value: x}]}\n  - name: a\n    match: {pathExact: a}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].match: set pathPrefix or pathExact, not both",
+                "spec.routes[0].match.method: must be an uppercase HTTP method such as GET, got \"post\"",
+                "spec.routes[0].match.headers[0].name: must be an HTTP header name, got \"bad name\"",
+                "spec.routes[1].name: repeats route name \"a\"",
+                "spec.routes[1].match.pathExact: must start with \"/\"",
+            ]
+        );
+        let many = "  - match: {}\n".repeat(65);
+        assert_eq!(
+            errors(&format!("  targetRef: {{name: p}}\n  routes:\n{many}")),
+            ["spec.routes: must hold at most 64 routes, got 65"]
+        );
+    }
+
+    #[test]
+    fn numeric_bounds() {
+        let body = "x".repeat(4097);
+        let errs = errors(&format!(
+            "  targetRef: {{group: apps, kind: Deployment, name: p, port: 0}}
+  timeouts: {{connect: 0s}}
+  retry:
+    attempts: 11
+    on: [reset, reset]
+    backoff: {{base: 0s}}
+    budget: {{percent: 101, interval: 0s, minRetryRate: {{count: 1, interval: 0s}}}}
+    maxBufferedBodyBytes: 16777217
+  circuitBreaker:
+    minimumRequests: 0
+    window: 11m
+    slowCall: {{duration: 0s, ratePercent: 101}}
+    openFor: 0s
+    fallback: {{status: 199, body: {body}}}
+  outlierDetection: {{consecutiveFailures: 0, baseEjectionTime: 0s, maxEjectionPercent: 101}}
+  limits: {{maxConcurrentRequests: 0, maxPendingRequests: 0}}
+  rateLimit: {{requestsPerSecond: 0, burst: 0}}
+"
+        ));
+        assert_eq!(
+            errs,
+            [
+                "spec.targetRef.group: must be \"\" (core), got \"apps\"",
+                "spec.targetRef.kind: must be Service, got \"Deployment\"",
+                "spec.targetRef.port: must be between 1 and 65535",
+                "spec.timeouts.connect: must be greater than 0s",
+                "spec.retry.attempts: must be at most 10, got 11",
+                "spec.retry.on[1]: repeats an earlier entry",
+                "spec.retry.backoff.base: must be greater than 0s",
+                "spec.retry.budget.percent: must be between 0 and 100, got 101",
+                "spec.retry.budget.interval: must be greater than 0s",
+                "spec.retry.budget.minRetryRate.interval: must be greater than 0s",
+                "spec.retry.maxBufferedBodyBytes: must be at most 16777216 (16 MiB), got 16777217",
+                "spec.circuitBreaker.minimumRequests: must be at least 1",
+                "spec.circuitBreaker.window: must be between 1s and 10m, got 11m",
+                "spec.circuitBreaker.slowCall.duration: must be greater than 0s",
+                "spec.circuitBreaker.slowCall.ratePercent: must be between 0 and 100, got 101",
+                "spec.circuitBreaker.openFor: must be greater than 0s",
+                "spec.circuitBreaker.fallback.status: must be 200-599, got 199",
+                "spec.circuitBreaker.fallback.body: must be at most 4096 bytes, got 4097",
+                "spec.outlierDetection.consecutiveFailures: must be at least 1",
+                "spec.outlierDetection.baseEjectionTime: must be greater than 0s",
+                "spec.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 101",
+                "spec.limits.maxConcurrentRequests: must be at least 1",
+                "spec.rateLimit.requestsPerSecond: must be at least 1",
+                "spec.rateLimit.burst: must be at least 1",
+            ]
+        );
+    }
+}

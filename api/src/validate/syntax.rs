@@ -1,0 +1,54 @@
+//! Name and token syntax from the Kubernetes and HTTP specifications.
+
+/// RFC 1123 label, as Kubernetes uses it for Service and namespace names.
+pub(super) fn is_dns_label(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 63
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// RFC 1123 subdomain: dot-separated labels, as for most object names.
+pub(super) fn is_dns_subdomain(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// RFC 9110 token: what header names and methods are made of.
+pub(super) fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Methods are case-sensitive and the standard ones uppercase; a lowercase
+/// one in a policy is almost surely a mistake that would match nothing.
+pub(super) fn is_uppercase_method(s: &str) -> bool {
+    is_token(s) && !s.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_names() {
+        assert!(is_dns_label("payments-v2"));
+        for bad in ["", "-a", "a-", "A", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        assert!(is_dns_subdomain("payments.v2"));
+        assert!(!is_dns_subdomain("payments..v2"));
+    }
+
+    #[test]
+    fn tokens_and_methods() {
+        assert!(is_token("x-request-id"));
+        assert!(!is_token("x request"));
+        assert!(!is_token("x:y"));
+        assert!(is_uppercase_method("M-SEARCH"));
+        assert!(!is_uppercase_method("Post"));
+        assert!(!is_uppercase_method(""));
+    }
+}
