@@ -2,6 +2,8 @@
 //! and running them on loopback port 0.
 #![forbid(unsafe_code)]
 
+pub mod kube_api;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,6 +25,14 @@ pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(status.success(), "cargo build -p {package} failed");
     }
     Ok(path)
+}
+
+/// The workspace's root directory (where Cargo.lock is).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ lives in the workspace")
+        .to_path_buf()
 }
 
 /// Whether `tool` is on PATH. In CI a missing tool fails the test (.ci/run
