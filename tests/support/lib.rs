@@ -73,9 +73,15 @@ pub struct Process {
 impl Process {
     /// Spawns `binary args… --address-file=F` and waits for F to appear.
     pub async fn start(binary: &Path, args: &[String]) -> Process {
+        Self::start_with_env(binary, args, &[]).await
+    }
+
+    /// [`Process::start`] with extra environment variables (e.g. KUBECONFIG).
+    pub async fn start_with_env(binary: &Path, args: &[String], env: &[(&str, &Path)]) -> Process {
         let dir = temp_dir("process");
         let file = dir.join("addresses.json");
         let mut child = tokio::process::Command::new(binary)
+            .envs(env.iter().copied())
             .args(args)
             .arg(format!("--address-file={}", file.display()))
             .stdout(std::process::Stdio::null())
