@@ -155,6 +155,73 @@ async fn crd_is_served_and_every_example_applies() {
     });
 }
 
+/// The CRDs as the Helm chart renders them (what `helm install` applies).
+fn rendered_chart_crds() -> Option<String> {
+    let helm = outrigger_e2e::kube_api::helm()?;
+    let chart = workspace_root().join("charts/outrigger");
+    let out = std::process::Command::new(&helm)
+        .args(["template", "outrigger", chart.to_str().unwrap()])
+        .args(["--namespace", "outrigger-system", "--include-crds"])
+        .output()
+        .ok()?;
+    assert!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rendered = String::from_utf8(out.stdout).unwrap();
+    let crds: Vec<&str> = rendered
+        .split("\n---")
+        .filter(|doc| doc.contains("\nkind: CustomResourceDefinition"))
+        .collect();
+    assert!(!crds.is_empty(), "the chart renders no CRD");
+    Some(crds.join("\n---"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_charts_rendered_crds_serve_the_examples() {
+    let Some(api) = KubeApi::start("chart") else {
+        return;
+    };
+    let Some(crds) = rendered_chart_crds() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "helm is required in CI (tests/apiserver/install-kubectl.sh installs it)"
+        );
+        eprintln!("SKIPPED: no helm (set OUTRIGGER_KUBECTL or OUTRIGGER_HELM)");
+        return;
+    };
+    blocking(|| {
+        let out = api.kubectl_stdin(&["apply", "--server-side", "-f", "-"], &crds);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        api.kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=30s",
+            "crd/resiliencepolicies.outrigger.dev",
+        ]);
+        let examples = workspace_root().join("examples/policies");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let out = loop {
+            // Discovery of the new group may lag the Established condition.
+            let out = api.kubectl(&["apply", "-f", examples.to_str().unwrap()]);
+            if out.status.success() || Instant::now() > deadline {
+                break out;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        };
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_policies_are_refused_with_the_field_and_the_reason() {
     let Some(api) = KubeApi::start("cel") else {
@@ -331,6 +398,21 @@ async fn status_writing_moves_when_the_leader_dies() {
         metric(follower, "outrigger_operator_leader").await,
         Some(0.0)
     );
+    // Both keep their caches warm, only the leader writes.
+    blocking(|| api.apply(&policy("payments", "payments", 1)));
+    wait_for_policy(&api, "payments", "generation 2 observed", |p| {
+        p["status"]["observedGeneration"] == 2
+    })
+    .await;
+    let writes = "outrigger_operator_status_writes_total";
+    assert!(metric(leader, writes).await.unwrap() >= 2.0);
+    assert_eq!(metric(follower, writes).await, Some(0.0));
+    assert!(
+        metric(follower, "outrigger_operator_reconciles_total")
+            .await
+            .unwrap()
+            >= 2.0
+    );
 
     // SIGKILL: no chance to release the lease, so the follower waits for it
     // to expire (2s) before it writes.
@@ -338,7 +420,7 @@ async fn status_writing_moves_when_the_leader_dies() {
     let killed = Instant::now();
     blocking(|| api.apply(&policy("payments", "payments", 0)));
     wait_for_policy(&api, "payments", "status from the new leader", |p| {
-        p["status"]["observedGeneration"] == 2
+        p["status"]["observedGeneration"] == 3
     })
     .await;
     assert!(
@@ -351,6 +433,7 @@ async fn status_writing_moves_when_the_leader_dies() {
         metric(follower, "outrigger_operator_leader").await,
         Some(1.0)
     );
+    assert!(metric(follower, writes).await.unwrap() >= 1.0);
 }
 
 /// A GET through the proxy's outbound listener to web.shop.

@@ -14,8 +14,9 @@ export RUST_TEST_THREADS=${RUST_TEST_THREADS:-4}
 # sources once, then cached under ~/.cache/outrigger) and kubectl.
 OUTRIGGER_APISERVER_BIN=$(bash tests/apiserver/build.sh | tail -n1)
 OUTRIGGER_ETCD_BIN=$(dirname "$(dirname "$OUTRIGGER_APISERVER_BIN")")/etcd
-OUTRIGGER_KUBECTL=$(bash tests/apiserver/install-kubectl.sh | tail -n1)/kubectl
-export OUTRIGGER_APISERVER_BIN OUTRIGGER_ETCD_BIN OUTRIGGER_KUBECTL
+KUBE_TOOLS=$(bash tests/apiserver/install-kubectl.sh | tail -n1)
+OUTRIGGER_KUBECTL=$KUBE_TOOLS/kubectl OUTRIGGER_HELM=$KUBE_TOOLS/helm
+export OUTRIGGER_APISERVER_BIN OUTRIGGER_ETCD_BIN OUTRIGGER_KUBECTL OUTRIGGER_HELM
 cargo test --workspace --locked
 # The Helm chart: lint, render with several values files, validate offline.
 bash tests/chart/check.sh

@@ -160,6 +160,33 @@ for case in "${CASES[@]}"; do
   fi
 done
 
+# ---------------------------------------------------------------- install by hand
+# examples/install/operator.yaml (the chart's RBAC and Deployment without Helm)
+# against the same schemas; its ResiliencePolicy CRD objects are left to
+# tests/cluster.rs, which applies them to a real API server.
+if bounded 120 python3 - "$ROOT/examples/install/operator.yaml" "${K8S_VERSIONS[@]}" \
+     >"$WORK/install-example.check" 2>&1 <<'PY'
+import sys, yaml
+import kubernetes_validate.utils as kv
+path, versions = sys.argv[1], sys.argv[2:]
+docs = [d for d in yaml.safe_load_all(open(path)) if d]
+bad = 0
+for d in docs:
+    for v in versions:
+        try:
+            kv.validate(d, v, strict=True)
+        except (kv.ValidationError, kv.SchemaNotFoundError) as e:
+            bad += 1
+            print("%s/%s (k8s %s): %s" % (d.get("kind"), d["metadata"].get("name"), v, e.message))
+print("%d objects" % len(docs))
+sys.exit(1 if bad else 0)
+PY
+then
+  pass "examples/install/operator.yaml: $(tail -n1 "$WORK/install-example.check") valid"
+else
+  flunk "examples/install/operator.yaml"; cat "$WORK/install-example.check"
+fi
+
 # ---------------------------------------------------------------- refusals
 # must_fail NAME PATTERN HELM-TEMPLATE-ARGS...: rendering fails, saying PATTERN.
 must_fail() {

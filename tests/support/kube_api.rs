@@ -44,6 +44,11 @@ fn tools() -> Option<Tools> {
     })
 }
 
+/// helm, installed beside kubectl by tests/apiserver/install-kubectl.sh.
+pub fn helm() -> Option<PathBuf> {
+    locate("OUTRIGGER_HELM", cache_dir().join("bin/helm"))
+}
+
 /// A free loopback port (bound, then released for the child to take).
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
