@@ -454,6 +454,9 @@ async fn proxy(op: &Process, token: &Path, state: &Path) -> Process {
         format!("--control-token-file={}", token.display()),
         format!("--state-dir={}", state.display()),
         "--proxy-id=web-client-0".into(),
+        // Generous on a loaded 2-core machine: the first request waits for
+        // its snapshot rather than falling back to DNS.
+        "--control-initial-wait=5s".into(),
         "--namespace=shop".into(),
         "--log-level=warn".into(),
     ];

@@ -166,15 +166,18 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, stop: CancellationToken) -> 
             stores.slices.wait_until_ready().await
         } => synced?,
     }
-    ctx.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     tracing::info!("caches synced");
+    // Ready once proxies can be served the compiled view, not merely once the
+    // caches hold it.
+    recompute(&ctx, &stores).await;
+    ctx.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     loop {
-        recompute(&ctx, &stores).await;
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = ctx.trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
             _ = tokio::time::sleep(RESYNC) => {}
         }
+        recompute(&ctx, &stores).await;
     }
 }
 
