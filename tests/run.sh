@@ -20,6 +20,9 @@ export OUTRIGGER_APISERVER_BIN OUTRIGGER_ETCD_BIN OUTRIGGER_KUBECTL OUTRIGGER_HE
 cargo test --workspace --locked
 # The Helm chart: lint, render with several values files, validate offline.
 bash tests/chart/check.sh
+# Coverage-guided fuzzing (cargo fuzz): each target from its committed corpus
+# for a bounded time (OUTRIGGER_FUZZ_SECONDS, default 60).
+bash tests/fuzz/run.sh
 # Supply chain: licenses, duplicate versions, sources (deny.toml).
 if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny --log-level error check licenses bans sources

@@ -1,6 +1,7 @@
-//! `outrigger-operator`: the control plane. `run` watches ResiliencePolicies,
-//! Services and EndpointSlices (or, with `--manifests DIR`, files) and keeps a
-//! compiled view per destination Service; the lease holder writes status.
+//! `outrigger-operator`: the control plane's command line. `run` watches
+//! ResiliencePolicies, Services and EndpointSlices (or, with `--manifests DIR`,
+//! files) and keeps a compiled view per destination Service; the lease holder
+//! writes status. The parts live in the library (lib.rs).
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -13,21 +14,11 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
-mod admin;
-mod cluster;
-mod compile;
-mod crd;
-mod index;
-mod leader;
-mod local;
-mod metrics;
-mod policy_server;
-mod reference;
-mod status;
-mod tls;
-mod webhook;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
+use outrigger_operator::{
+    admin, cluster, crd, index, leader, local, metrics, policy_server, reference, tls, webhook,
+};
 
 #[derive(Debug, Parser)]
 #[command(

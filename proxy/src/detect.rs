@@ -12,6 +12,9 @@ const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// The longest request line we wait for before giving up on HTTP/1.
 const MAX_REQUEST_LINE: usize = 8 * 1024;
 
+/// The longest method we take for HTTP/1 (registered ones are far shorter).
+const MAX_METHOD: usize = 32;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
@@ -79,25 +82,32 @@ fn classify_http1(buf: &[u8]) -> Verdict {
         .iter()
         .take_while(|b| b.is_ascii_alphabetic() || **b == b'-' || **b == b'_')
         .count();
+    // Too long a method is opaque whatever follows (found by fuzzing: it was
+    // opaque only when read in pieces).
+    if method_len > MAX_METHOD {
+        return Verdict::Known(Protocol::Opaque);
+    }
     if method_len == buf.len() {
-        return if method_len <= 32 {
-            Verdict::NeedMore
-        } else {
-            Verdict::Known(Protocol::Opaque)
-        };
+        return Verdict::NeedMore;
     }
     if method_len == 0 || buf[method_len] != b' ' {
         return Verdict::Known(Protocol::Opaque);
     }
-    let Some(line_end) = buf.windows(2).position(|w| w == b"\r\n") else {
-        let printable = buf.iter().all(|b| (0x20..0x7f).contains(b) || *b == b'\r');
-        return if printable && buf.len() < MAX_REQUEST_LINE {
-            Verdict::NeedMore
-        } else {
-            Verdict::Known(Protocol::Opaque)
-        };
-    };
-    let line = &buf[..line_end];
+    // Judge only what a longer read could not change, so the verdict never
+    // depends on how the bytes were segmented: a non-printable byte or an
+    // over-long line is opaque whether or not the CRLF has arrived yet.
+    let line_end = buf.windows(2).position(|w| w == b"\r\n");
+    let line = &buf[..line_end.unwrap_or(buf.len())];
+    let printable = line
+        .iter()
+        .enumerate()
+        .all(|(i, b)| (0x20..0x7f).contains(b) || (*b == b'\r' && i + 1 == line.len()));
+    if !printable || line.len() >= MAX_REQUEST_LINE {
+        return Verdict::Known(Protocol::Opaque);
+    }
+    if line_end.is_none() {
+        return Verdict::NeedMore;
+    }
     if line.ends_with(b" HTTP/1.1") || line.ends_with(b" HTTP/1.0") {
         Verdict::Known(Protocol::Http1)
     } else {
@@ -145,6 +155,29 @@ mod tests {
             Verdict::Known(Protocol::Opaque)
         );
         assert_eq!(classify(b"PRX"), Verdict::NeedMore);
+    }
+
+    #[test]
+    fn verdicts_do_not_depend_on_segmentation() {
+        // Found while writing the fuzz target's segmentation property: a
+        // control byte used to be opaque only while the
+        // CRLF had not arrived, and HTTP/1 once it had.
+        assert_eq!(classify(b"GET /\x01"), Verdict::Known(Protocol::Opaque));
+        assert_eq!(
+            classify(b"GET /\x01 HTTP/1.1\r\n"),
+            Verdict::Known(Protocol::Opaque)
+        );
+        let mut long = b"GET /".to_vec();
+        long.resize(MAX_REQUEST_LINE + 1, b'a');
+        assert_eq!(classify(&long), Verdict::Known(Protocol::Opaque));
+        long.extend_from_slice(b" HTTP/1.1\r\n");
+        assert_eq!(classify(&long), Verdict::Known(Protocol::Opaque));
+        assert_eq!(classify(b"GET / HTTP/1.1\r"), Verdict::NeedMore);
+        let method = "M".repeat(MAX_METHOD + 1);
+        assert_eq!(
+            classify(format!("{method} / HTTP/1.1\r\n").as_bytes()),
+            Verdict::Known(Protocol::Opaque)
+        );
     }
 
     #[tokio::test]

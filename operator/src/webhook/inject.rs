@@ -107,6 +107,16 @@ pub fn decide(pod: &Pod, namespace: &str, config: &InjectConfig) -> Decision {
     {
         return Decision::Skip("already injected".into());
     }
+    // Found by fuzzing: without containers (or a spec) the patch paths do not
+    // exist and the API server would fail the whole request on our patch. Such
+    // a pod is invalid anyway; let the API server say why.
+    if pod.spec.is_none() || spec.containers.is_empty() {
+        return Decision::Skip("the pod has no containers; nothing to inject".into());
+    }
+    // Likewise without metadata (a pod always has a name or generateName).
+    if pod.metadata.name.is_none() && pod.metadata.generate_name.is_none() {
+        return Decision::Skip("the pod has no name or generateName; not injected".into());
+    }
     if spec.host_network == Some(true) {
         return Decision::Skip("hostNetwork pods share the node's network; not injected".into());
     }

@@ -3,4 +3,4 @@
 pub mod inject;
 mod server;
 
-pub use server::serve;
+pub use server::{review, serve};

@@ -29,6 +29,15 @@ const MAX_REVIEW_BYTES: usize = 4 * 1024 * 1024;
 pub fn review(body: &[u8], config: &InjectConfig) -> Result<Vec<u8>, String> {
     let review: AdmissionReview<DynamicObject> =
         serde_json::from_slice(body).map_err(|e| format!("not an AdmissionReview: {e}"))?;
+    // Found by fuzzing: the answer echoed whatever kind the request named.
+    let types = &review.types;
+    if types.kind != "AdmissionReview" || types.api_version != "admission.k8s.io/v1" {
+        return Err(format!(
+            "not an AdmissionReview: expected kind AdmissionReview, apiVersion \
+             admission.k8s.io/v1; got kind {:?}, apiVersion {:?}",
+            types.kind, types.api_version
+        ));
+    }
     let request: AdmissionRequest<DynamicObject> = review
         .try_into()
         .map_err(|e| format!("AdmissionReview without a request: {e}"))?;
@@ -308,13 +317,22 @@ mod tests {
                 json!({"name": "c", "annotations": {"outrigger.dev/injected": "x"}}),
                 json!({}),
             ),
+            // Found by fuzzing: no containers (here a misspelt key) made a
+            // patch that cannot apply.
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "d"},
+                   "spec": {"containerz": [{"name": "app", "image": "app"}]}}),
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "e"}}),
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "spec": {"containers": [{"name": "app", "image": "app"}]}}),
         ] {
-            let (response, patched) = admit(&with_pod(pod.clone()), &config(true));
-            assert!(
-                response.get("patch").is_none_or(Value::is_null),
-                "{response}"
-            );
-            assert_eq!(patched, pod);
+            for native in [true, false] {
+                let (response, patched) = admit(&with_pod(pod.clone()), &config(native));
+                assert!(
+                    response.get("patch").is_none_or(Value::is_null),
+                    "{response}"
+                );
+                assert_eq!(patched, pod);
+            }
         }
         let mut review = with_pod(base(json!({"name": "op"}), json!({})));
         review["request"]["namespace"] = json!("outrigger-system");
@@ -365,6 +383,14 @@ mod tests {
         // A warning only when something is wrong with the request itself.
         let err = review(b"{\"kind\": \"AdmissionReview\"}", &config).unwrap_err();
         assert!(err.contains("AdmissionReview"), "{err}");
+        let mut other: Value = serde_json::from_str(DEPLOYMENT_POD).unwrap();
+        other["kind"] = json!("AdmissionRevie#");
+        let err = review(&serde_json::to_vec(&other).unwrap(), &config).unwrap_err();
+        assert!(err.contains("expected kind AdmissionReview"), "{err}");
+        other["kind"] = json!("AdmissionReview");
+        other["apiVersion"] = json!("admission.k8s.io/v1beta1");
+        let err = review(&serde_json::to_vec(&other).unwrap(), &config).unwrap_err();
+        assert!(err.contains("admission.k8s.io/v1"), "{err}");
         let err = review(b"not json", &config).unwrap_err();
         assert!(err.contains("not an AdmissionReview"), "{err}");
     }
