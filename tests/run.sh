@@ -23,6 +23,9 @@ bash tests/chart/check.sh
 # Coverage-guided fuzzing (cargo fuzz): each target from its committed corpus
 # for a bounded time (OUTRIGGER_FUZZ_SECONDS, default 60).
 bash tests/fuzz/run.sh
+# The peer benchmark, briefly: it runs and produces numbers (the figures are
+# not assertions; `bash bench/run.sh --write` measures for BENCHMARKS.md).
+bash bench/run.sh --smoke
 # Supply chain: licenses, duplicate versions, sources (deny.toml).
 if command -v cargo-deny >/dev/null 2>&1; then
   cargo deny --log-level error check licenses bans sources

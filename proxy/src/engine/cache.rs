@@ -30,16 +30,18 @@ impl StackCache {
         destination: &Destination,
     ) -> Arc<DestinationStack> {
         let active = state.policy.current();
-        let applied = match (
-            &state.control,
-            subscription_for(state, direction, destination),
-        ) {
-            (Some(control), Some(subscription)) => match control.peek(&subscription) {
+        // Without a control plane there is nothing to ask (and no name to build).
+        let subscription = state
+            .control
+            .as_ref()
+            .and_then(|control| Some((control, subscription_for(state, direction, destination)?)));
+        let applied = match subscription {
+            Some((control, subscription)) => match control.peek(&subscription) {
                 Some(applied) => Some(applied),
                 // First use: subscribe, and wait briefly for the first snapshot.
                 None => control.current(&subscription).await,
             },
-            _ => None,
+            None => None,
         };
         let source = (
             active.version,

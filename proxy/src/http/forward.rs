@@ -26,7 +26,8 @@ pub async fn handle(
     let started = Instant::now();
     let request_id = ensure_request_id(request.headers_mut());
     let method = request.method().clone();
-    let path = request.uri().path().to_owned();
+    // Copied only for the access log: the request moves upstream.
+    let path = state.access_log.then(|| request.uri().path().to_owned());
     let grpc = is_grpc(request.headers());
 
     let (label, mut response) = match destination::resolve(&state, &conn, &request) {
@@ -54,7 +55,7 @@ pub async fn handle(
             client = %conn.client_addr,
             destination = &*label,
             method = method.as_str(),
-            path,
+            path = path.as_deref().unwrap_or(""),
             status = response.status().as_u16(),
             error = response.headers().get(ERROR_HEADER).and_then(|v| v.to_str().ok()),
             duration_ms = started.elapsed().as_secs_f64() * 1e3,

@@ -35,10 +35,15 @@ fuzz_target!(|input: &[u8]| {
         return;
     };
     let answer: Value = serde_json::from_slice(&answer).expect("the answer is JSON");
-    let request: Value = serde_json::from_slice(body).expect("an answered request was JSON");
     assert_eq!(answer["kind"], "AdmissionReview");
-    assert_eq!(answer["response"]["uid"], request["request"]["uid"]);
     assert_eq!(answer["response"]["allowed"], true);
+    // The handler skips fields it does not read without checking their
+    // strings, so a request may be answered and still not be valid JSON for
+    // a `Value` (e.g. a lone surrogate escape in an ignored field).
+    let Ok(request) = serde_json::from_slice::<Value>(body) else {
+        return;
+    };
+    assert_eq!(answer["response"]["uid"], request["request"]["uid"]);
     // kube writes the patch bytes as a JSON array of numbers, which the API
     // server's decoder takes for []byte as it takes base64.
     if let Some(bytes) = answer["response"]["patch"].as_array() {
