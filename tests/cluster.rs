@@ -535,3 +535,57 @@ async fn a_kubectl_edit_reaches_the_proxy_and_status_counts_it() {
     .await;
     assert_eq!(condition(&p, "Programmed").unwrap().0, "True");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_counts_the_proxies_of_every_replica() {
+    let Some(api) = KubeApi::start("replicas") else {
+        return;
+    };
+    let app = FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default())
+        .await
+        .unwrap();
+    blocking(|| {
+        api.install_crds();
+        api.apply(&service("web"));
+        api.apply(&endpoint_slice("web", app.addr.port()));
+        api.apply(&policy("web", "web", 2));
+    });
+    let mut a = operator(&api, "operator-a", &[]).await;
+    let mut b = operator(&api, "operator-b", &[]).await;
+    wait_for_policy(&api, "web", "status from the leader", |p| {
+        p["status"]["observedGeneration"] == 1
+    })
+    .await;
+    let holder =
+        blocking(|| api.get_json(&["-n", "outrigger-system", "lease", "outrigger-operator"]))
+            .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            .expect("a lease holder");
+    // The proxy streams from the replica that does not write status.
+    let (follower, leader) = if holder == "operator-a" {
+        (&mut b, &a)
+    } else {
+        (&mut a, &b)
+    };
+    let proxy = proxy(
+        follower,
+        &api.dir.join("shared-token"),
+        &temp_dir("replica-state"),
+    )
+    .await;
+    assert_eq!(get(&proxy).await, 200);
+    wait_for_policy(&api, "web", "the follower's proxy counted", |p| {
+        p["status"]["proxies"] == serde_json::json!({"total": 1, "current": 1})
+    })
+    .await;
+    assert_eq!(
+        metric(leader, "outrigger_operator_connected_proxies").await,
+        Some(0.0)
+    );
+
+    // The follower dies without a word: its report expires and the count drops.
+    follower.kill().await;
+    wait_for_policy(&api, "web", "the dead replica's proxies dropped", |p| {
+        p["status"]["proxies"] == serde_json::json!({"total": 0, "current": 0})
+    })
+    .await;
+}

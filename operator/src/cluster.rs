@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::jiff::Timestamp;
@@ -48,6 +49,8 @@ pub struct Context {
     pub reporter: Reporter,
     /// Acknowledgements, for `status.proxies`.
     pub hub: Arc<crate::policy_server::Hub>,
+    /// This replica's name (its proxy report is counted from `hub`).
+    pub identity: String,
 }
 
 pub struct Stores {
@@ -55,6 +58,8 @@ pub struct Stores {
     pub services: Store<Service>,
     pub slices: Store<EndpointSlice>,
     pub pods: Store<Pod>,
+    /// Other replicas' proxy reports (crate::proxy_reports); None with one replica.
+    pub reports: Option<Store<Lease>>,
 }
 
 /// Service accounts of a Service's pods, from the watch caches.
@@ -94,7 +99,12 @@ impl crate::policy_server::auth::ServiceAccounts for CachedServiceAccounts {
 }
 
 /// Starts the three reflectors; each change pokes `trigger`.
-pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &CancellationToken) -> Stores {
+pub fn start_reflectors(
+    client: &Client,
+    trigger: Arc<Notify>,
+    reports_namespace: Option<&str>,
+    stop: &CancellationToken,
+) -> Stores {
     fn reflect<K>(api: Api<K>, trigger: Arc<Notify>, stop: CancellationToken) -> Store<K>
     where
         K: kube::Resource<DynamicType = ()>
@@ -105,8 +115,25 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
             + Sync
             + 'static,
     {
+        reflect_with(api, watcher::Config::default(), trigger, stop)
+    }
+    fn reflect_with<K>(
+        api: Api<K>,
+        config: watcher::Config,
+        trigger: Arc<Notify>,
+        stop: CancellationToken,
+    ) -> Store<K>
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
         let (store, writer) = reflector::store();
-        let stream = watcher(api, watcher::Config::default())
+        let stream = watcher(api, config)
             .default_backoff()
             // Every event pokes, not only applied objects: a deletion, or a
             // re-list that drops what vanished meanwhile (InitDone), changes
@@ -144,7 +171,7 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
         ),
         slices: reflect(
             Api::<EndpointSlice>::all(client.clone()),
-            trigger,
+            trigger.clone(),
             stop.clone(),
         ),
         // Pods change often and matter only for authorization: no recompute.
@@ -153,6 +180,14 @@ pub fn start_reflectors(client: &Client, trigger: Arc<Notify>, stop: &Cancellati
             Arc::new(Notify::new()),
             stop.clone(),
         ),
+        reports: reports_namespace.map(|namespace| {
+            reflect_with(
+                Api::<Lease>::namespaced(client.clone(), namespace),
+                watcher::Config::default().labels(&format!("{}=true", crate::proxy_reports::LABEL)),
+                trigger.clone(),
+                stop.clone(),
+            )
+        }),
     }
 }
 
@@ -215,7 +250,8 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
     }
     let compiled = compile(&policies, &services, &slices);
     if ctx.leadership.is_leader() {
-        write_statuses(ctx, &policies, &compiled).await;
+        let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
+        write_statuses(ctx, &policies, &compiled, &reports).await;
     }
     ctx.index.store(compiled);
     ctx.metrics.reconciles.inc();
@@ -228,10 +264,13 @@ async fn write_statuses(
     ctx: &Context,
     policies: &[ResiliencePolicy],
     compiled: &crate::compile::Compiled,
+    reports: &[Arc<Lease>],
 ) {
     let now = Timestamp::now();
     let recorder = Recorder::new(ctx.client.clone(), ctx.reporter.clone());
-    let proxy_counts = ctx.hub.proxy_counts(compiled);
+    // Ours from memory, the other replicas' from their live reports.
+    let mut tallies = crate::proxy_reports::live_reports(reports, &ctx.identity, now);
+    tallies.push(ctx.hub.proxy_counts());
     for policy in policies {
         let key = ObjectKey {
             namespace: policy.namespace().unwrap_or_default(),
@@ -241,16 +280,9 @@ async fn write_statuses(
             continue;
         };
         let existing = policy.status.as_ref();
-        let proxies = proxy_counts
-            .get(&key.to_string())
-            .map(|(total, current)| outrigger_api::policy::ProxyCount {
-                total: *total,
-                current: *current,
-            })
-            .or(Some(outrigger_api::policy::ProxyCount {
-                total: 0,
-                current: 0,
-            }));
+        let (total, current) =
+            crate::proxy_reports::merge(&tallies, &key.to_string(), policy.metadata.generation);
+        let proxies = Some(outrigger_api::policy::ProxyCount { total, current });
         let desired = desired_status(verdict, existing, proxies, now);
         if existing == Some(&desired) {
             continue;
@@ -370,6 +402,7 @@ mod tests {
                 Arc::default(),
                 "cluster.local".into(),
             ),
+            identity: "test".into(),
         }
     }
 
@@ -417,8 +450,8 @@ mod tests {
         let ctx = context(client);
         let policies = [policy()];
         let compiled = compile(&policies, &[], &[]);
-        write_statuses(&ctx, &policies, &compiled).await;
-        write_statuses(&ctx, &policies, &compiled).await;
+        write_statuses(&ctx, &policies, &compiled, &[]).await;
+        write_statuses(&ctx, &policies, &compiled, &[]).await;
         let errors = |kind: &str| {
             ctx.metrics
                 .reconcile_errors
@@ -427,7 +460,7 @@ mod tests {
         };
         assert_eq!((errors("conflict"), errors("server")), (1, 1));
         assert_eq!(ctx.metrics.status_writes.get(), 0);
-        write_statuses(&ctx, &policies, &compiled).await;
+        write_statuses(&ctx, &policies, &compiled, &[]).await;
         assert_eq!(ctx.metrics.status_writes.get(), 1);
         assert_eq!(patches.load(Ordering::SeqCst), 3);
     }
@@ -444,6 +477,7 @@ mod tests {
             services: store_of(vec![]),
             slices: store_of(vec![]),
             pods: store_of(vec![]),
+            reports: None,
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);
@@ -521,7 +555,7 @@ mod tests {
             }
         });
         let stop = CancellationToken::new();
-        let stores = start_reflectors(&client, Arc::new(Notify::new()), &stop);
+        let stores = start_reflectors(&client, Arc::new(Notify::new()), None, &stop);
         tokio::time::timeout(Duration::from_secs(10), stores.policies.wait_until_ready())
             .await
             .expect("the store recovers from the 500")

@@ -12,6 +12,7 @@ pub mod leader;
 pub mod local;
 pub mod metrics;
 pub mod policy_server;
+pub mod proxy_reports;
 pub mod reference;
 pub mod status;
 pub mod tls;

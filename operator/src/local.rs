@@ -144,7 +144,6 @@ pub async fn run(
 /// Prints `status.proxies` per policy whenever acknowledgements change it
 /// (cluster mode writes it into the status instead).
 pub async fn report_proxies(
-    index: Arc<CompiledIndex>,
     hub: Arc<crate::policy_server::Hub>,
     acked: Arc<tokio::sync::Notify>,
     stop: CancellationToken,
@@ -157,7 +156,11 @@ pub async fn report_proxies(
             _ = acked.notified() => tokio::time::sleep(Duration::from_millis(50)).await,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        let counts = hub.proxy_counts(&index.load());
+        let counts: std::collections::HashMap<String, (u32, u32)> = hub
+            .proxy_counts()
+            .into_iter()
+            .map(|(policy, tally)| (policy, (tally.total, tally.current)))
+            .collect();
         for (policy, (total, current)) in &counts {
             if last.get(policy) != Some(&(*total, *current)) {
                 let line = serde_json::json!({"policy": policy, "proxies": {"total": total, "current": current}});

@@ -17,7 +17,8 @@ use tokio_util::sync::CancellationToken;
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::validate::validate_manifest;
 use outrigger_operator::{
-    admin, cluster, crd, index, leader, local, metrics, policy_server, reference, tls, webhook,
+    admin, cluster, crd, index, leader, local, metrics, policy_server, proxy_reports, reference,
+    tls, webhook,
 };
 
 #[derive(Debug, Parser)]
@@ -391,9 +392,13 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let stop_for_stores = stop.clone();
     let trigger = Arc::new(tokio::sync::Notify::new());
-    let stores = client
-        .as_ref()
-        .map(|client| cluster::start_reflectors(client, trigger.clone(), &stop_for_stores));
+    let stores = client.as_ref().map(|client| {
+        // With one replica (no election) there are no other reports to read.
+        let reports = args
+            .leader_election
+            .then_some(args.lease_namespace.as_str());
+        cluster::start_reflectors(client, trigger.clone(), reports, &stop_for_stores)
+    });
     let auth = match (&client, &stores, mode) {
         (Some(client), Some(stores), AuthMode::TokenReview) => {
             policy_server::auth::Authenticator::token_review(
@@ -442,12 +447,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
 
     if let Some(dir) = args.manifests {
         tracing::info!(dir = %dir.display(), "local mode: reading manifests");
-        tokio::spawn(local::report_proxies(
-            index.clone(),
-            hub.clone(),
-            acked,
-            stop.clone(),
-        ));
+        tokio::spawn(local::report_proxies(hub.clone(), acked, stop.clone()));
         return local::run(dir, args.manifests_poll, index, metrics, ready, stop).await;
     }
 
@@ -460,14 +460,32 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("outrigger-operator-{}", std::process::id()));
     let stores = stores.expect("cluster mode has stores");
+    // Acks also change this replica's proxy report (read by the leader).
+    let report_acks = Arc::new(tokio::sync::Notify::new());
     {
-        let trigger = trigger.clone();
+        let (trigger, report_acks) = (trigger.clone(), report_acks.clone());
         tokio::spawn(async move {
             loop {
                 acks.notified().await;
                 trigger.notify_one();
+                report_acks.notify_one();
             }
         });
+    }
+    if args.leader_election {
+        // Other replicas' proxies reach status.proxies through these reports.
+        tokio::spawn(proxy_reports::publish(
+            client.clone(),
+            proxy_reports::ReportConfig {
+                namespace: args.lease_namespace.clone(),
+                identity: identity.clone(),
+                renew_every: args.lease_renew,
+                lease_duration: args.lease_duration,
+            },
+            hub.clone(),
+            report_acks,
+            stop.clone(),
+        ));
     }
     if args.leader_election {
         let config = leader::LeaseConfig {
@@ -502,9 +520,10 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         trigger,
         reporter: kube::runtime::events::Reporter {
             controller: "outrigger-operator".into(),
-            instance: Some(identity),
+            instance: Some(identity.clone()),
         },
         hub,
+        identity,
     });
     cluster::run(ctx, stores, stop).await
 }

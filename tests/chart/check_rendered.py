@@ -336,7 +336,7 @@ def check_chart(docs, values, chart, release, ns):
               % (got, EXPECTED_CLUSTER_RULES))
     role = one("Role", op_name + "-leader")
     if role:
-        check(rules_of(role) == [(("coordination.k8s.io",), ("leases",), ("create", "get", "update"))],
+        check(rules_of(role) == [(("coordination.k8s.io",), ("leases",), ("create", "delete", "get", "list", "patch", "update", "watch"))],
               "leader Role rules %s" % rules_of(role))
     for kind, name, ref_kind in (("ClusterRoleBinding", op_name, "ClusterRole"),
                                  ("RoleBinding", op_name + "-leader", "Role")):

@@ -14,6 +14,7 @@ use super::resolve::resolve;
 use crate::compile::Compiled;
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
+use crate::proxy_reports::Tally;
 
 pub struct Hub {
     index: Arc<CompiledIndex>,
@@ -174,16 +175,16 @@ impl Hub {
         }
     }
 
-    /// Per policy (`namespace/name`): (proxies using it, proxies whose applied
-    /// snapshot carries the policy's current generation). `_compiled` is no
-    /// longer needed (the channels carry the resolved view).
-    pub fn proxy_counts(&self, _compiled: &Compiled) -> HashMap<String, (u32, u32)> {
+    /// Per policy (`namespace/name`): the proxies connected here that use it,
+    /// those whose applied snapshot is this replica's latest, and the policy
+    /// generation that latest snapshot carries.
+    pub fn proxy_counts(&self) -> HashMap<String, Tally> {
         let state = self.state.lock().expect("not poisoned");
-        let mut counts: HashMap<String, (u32, u32)> = HashMap::new();
+        let mut counts: HashMap<String, Tally> = HashMap::new();
         for proxy in state.proxies.values().filter(|p| p.open_streams > 0) {
             // A proxy counts once per policy, current only if every one of its
             // subscriptions to that policy is.
-            let mut per_policy: HashMap<String, bool> = HashMap::new();
+            let mut per_policy: HashMap<String, (bool, Option<i64>)> = HashMap::new();
             for (subscription, applied) in &proxy.applied {
                 let Some(current) = state.channels.get(subscription).map(|s| s.borrow().clone())
                 else {
@@ -199,13 +200,14 @@ impl Hub {
                 let up_to_date = *applied >= current.version;
                 per_policy
                     .entry(policy.name.clone())
-                    .and_modify(|all| *all &= up_to_date)
-                    .or_insert(up_to_date);
+                    .and_modify(|(all, _)| *all &= up_to_date)
+                    .or_insert((up_to_date, policy.generation));
             }
-            for (policy, current) in per_policy {
+            for (policy, (current, generation)) in per_policy {
                 let entry = counts.entry(policy).or_default();
-                entry.0 += 1;
-                entry.1 += u32::from(current);
+                entry.total += 1;
+                entry.current += u32::from(current);
+                entry.generation = entry.generation.max(generation);
             }
         }
         counts
