@@ -47,7 +47,9 @@ for target in "${TARGETS[@]}"; do
   else
     failed=$((failed + 1))
     echo "FAIL $target"
-    grep -E "panicked|ERROR|SUMMARY|Test unit written|artifact" "$scratch/$target.log" | head -n 20
+    # The panic or libFuzzer's verdict, else (a build error, a kill) the end.
+    grep -E "panicked|ERROR|SUMMARY|Test unit written" "$scratch/$target.log" | head -n 20 \
+      || tail -n 30 "$scratch/$target.log"
   fi
 done
 echo "fuzz: $(( ${#TARGETS[@]} - failed )) passed, $failed failed"
