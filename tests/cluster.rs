@@ -469,11 +469,9 @@ async fn proxy(op: &Process, token: &Path, state: &Path) -> Process {
     process
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_kubectl_edit_reaches_the_proxy_and_status_counts_it() {
-    let Some(api) = KubeApi::start("distribution") else {
-        return;
-    };
+/// Service `web` with one endpoint (a fault-injecting upstream on loopback)
+/// and a policy retrying twice.
+async fn web_with_policy(api: &KubeApi) -> FaultUpstream {
     let app = FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default())
         .await
         .unwrap();
@@ -483,6 +481,15 @@ async fn a_kubectl_edit_reaches_the_proxy_and_status_counts_it() {
         api.apply(&endpoint_slice("web", app.addr.port()));
         api.apply(&policy("web", "web", 2));
     });
+    app
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kubectl_edit_reaches_the_proxy_and_status_counts_it() {
+    let Some(api) = KubeApi::start("distribution") else {
+        return;
+    };
+    let app = web_with_policy(&api).await;
     let op = operator(&api, "operator-a", &[]).await;
     let proxy = proxy(&op, &api.dir.join("shared-token"), &temp_dir("proxy-state")).await;
 
@@ -541,15 +548,7 @@ async fn status_counts_the_proxies_of_every_replica() {
     let Some(api) = KubeApi::start("replicas") else {
         return;
     };
-    let app = FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default())
-        .await
-        .unwrap();
-    blocking(|| {
-        api.install_crds();
-        api.apply(&service("web"));
-        api.apply(&endpoint_slice("web", app.addr.port()));
-        api.apply(&policy("web", "web", 2));
-    });
+    let _app = web_with_policy(&api).await;
     let mut a = operator(&api, "operator-a", &[]).await;
     let mut b = operator(&api, "operator-b", &[]).await;
     wait_for_policy(&api, "web", "status from the leader", |p| {

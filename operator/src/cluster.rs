@@ -98,26 +98,16 @@ impl crate::policy_server::auth::ServiceAccounts for CachedServiceAccounts {
     }
 }
 
-/// Starts the three reflectors; each change pokes `trigger`.
+/// Starts the reflectors (policies, Services, EndpointSlices, Pods and, with
+/// several replicas, their proxy reports); each change pokes `trigger`
+/// (Pods excepted: they matter only for authorization).
 pub fn start_reflectors(
     client: &Client,
     trigger: Arc<Notify>,
     reports_namespace: Option<&str>,
     stop: &CancellationToken,
 ) -> Stores {
-    fn reflect<K>(api: Api<K>, trigger: Arc<Notify>, stop: CancellationToken) -> Store<K>
-    where
-        K: kube::Resource<DynamicType = ()>
-            + Clone
-            + std::fmt::Debug
-            + serde::de::DeserializeOwned
-            + Send
-            + Sync
-            + 'static,
-    {
-        reflect_with(api, watcher::Config::default(), trigger, stop)
-    }
-    fn reflect_with<K>(
+    fn reflect<K>(
         api: Api<K>,
         config: watcher::Config,
         trigger: Arc<Notify>,
@@ -161,27 +151,31 @@ pub fn start_reflectors(
     Stores {
         policies: reflect(
             Api::<ResiliencePolicy>::all(client.clone()),
+            watcher::Config::default(),
             trigger.clone(),
             stop.clone(),
         ),
         services: reflect(
             Api::<Service>::all(client.clone()),
+            watcher::Config::default(),
             trigger.clone(),
             stop.clone(),
         ),
         slices: reflect(
             Api::<EndpointSlice>::all(client.clone()),
+            watcher::Config::default(),
             trigger.clone(),
             stop.clone(),
         ),
         // Pods change often and matter only for authorization: no recompute.
         pods: reflect(
             Api::<Pod>::all(client.clone()),
+            watcher::Config::default(),
             Arc::new(Notify::new()),
             stop.clone(),
         ),
         reports: reports_namespace.map(|namespace| {
-            reflect_with(
+            reflect(
                 Api::<Lease>::namespaced(client.clone(), namespace),
                 watcher::Config::default().labels(&format!("{}=true", crate::proxy_reports::LABEL)),
                 trigger.clone(),

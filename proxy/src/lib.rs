@@ -6,6 +6,7 @@ pub mod app;
 pub mod cli;
 pub mod connect;
 pub mod control;
+pub mod counted_io;
 pub mod demo;
 pub mod destination;
 pub mod detect;

@@ -3,6 +3,7 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::counted_io::CountedIo;
 use crate::destination::HostPort;
 use crate::direction::Direction;
 use crate::state::ProxyState;
@@ -12,7 +13,7 @@ use crate::state::ProxyState;
 pub async fn forward<IO>(
     state: &ProxyState,
     direction: Direction,
-    mut client: IO,
+    client: IO,
     prefix: Bytes,
     target: HostPort,
 ) where
@@ -42,14 +43,13 @@ pub async fn forward<IO>(
         }
     }
     // copy_bidirectional shuts down each write side when its read side ends,
-    // so a client's half-close reaches the server and vice versa.
-    let (sent, received) = match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        Ok(counts) => counts,
-        Err(err) => {
-            tracing::debug!(destination = %target, error = %err, "opaque connection ended with an error");
-            (0, 0)
-        }
-    };
+    // so a client's half-close reaches the server and vice versa. The
+    // counting wrapper keeps the totals of a connection that ends in a reset.
+    let mut client = CountedIo::new(client);
+    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!(destination = %target, error = %err, "opaque connection ended with an error");
+    }
+    let (sent, received) = client.counts();
     let direction = direction.as_str();
     state
         .metrics

@@ -95,15 +95,22 @@ async fn connect_tunnel_through_outbound() {
     )
     .await;
     assert_eq!(out, "100000");
-    let metrics = proxy.metrics().await;
-    assert!(
-        metric_value(
+    // The tunnel's bytes are counted when the proxy sees it close, which can
+    // be a moment after curl has exited.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let metrics = proxy.metrics().await;
+        let received = metric_value(
             &metrics,
             "outrigger_tcp_bytes_total",
-            &["flow=\"received\""]
-        ) >= 100000.0,
-        "{metrics}"
-    );
+            &["flow=\"received\""],
+        );
+        if received >= 100000.0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 struct Redis {

@@ -10,6 +10,7 @@ use super::body::{empty, incoming, ProxyBody};
 use super::error_response::ProxyError;
 use super::forward::error_chain;
 use super::headers::strip_hop_by_hop;
+use crate::counted_io::CountedIo;
 use crate::destination::Destination;
 use crate::state::ProxyState;
 
@@ -34,20 +35,22 @@ pub async fn tunnel(
     let metrics = state.metrics.clone();
     state.tunnels.spawn(async move {
         let Ok(client) = client.await else { return };
-        let mut client = TokioIo::new(client);
+        // Counted on the client side, so a tunnel that ends in a reset
+        // still accounts for what it carried.
+        let mut client = CountedIo::new(TokioIo::new(client));
         let mut upstream = upstream;
-        if let Ok((sent, received)) =
-            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
-        {
-            metrics
-                .tcp_bytes
-                .with_label_values(&["outbound", &label, "sent"])
-                .inc_by(sent);
-            metrics
-                .tcp_bytes
-                .with_label_values(&["outbound", &label, "received"])
-                .inc_by(received);
+        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+            tracing::debug!(error = %err, "tunnel ended with an error");
         }
+        let (sent, received) = client.counts();
+        metrics
+            .tcp_bytes
+            .with_label_values(&["outbound", &label, "sent"])
+            .inc_by(sent);
+        metrics
+            .tcp_bytes
+            .with_label_values(&["outbound", &label, "received"])
+            .inc_by(received);
     });
     Response::new(empty())
 }
