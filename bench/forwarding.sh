@@ -26,34 +26,10 @@ PIDS=($!)
 taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_B --body-bytes 64 >/dev/null &
 PIDS+=($!)
 
-cat > "$WORK/policy.yaml" <<YAML
-apiVersion: outrigger.dev/v1alpha1
-kind: ResiliencePolicy
-metadata: {name: full, namespace: bench}
-spec:
-  targetRef: {kind: Service, name: full}
-  timeouts: {request: 5s, backendRequest: 2s, connect: 1s}
-  retry: {attempts: 2, codes: [502, 503, 504], backoff: {base: 25ms, max: 250ms}}
-  circuitBreaker: {failureRatePercent: 50, minimumRequests: 20, window: 10s, openFor: 5s}
-  outlierDetection: {consecutiveFailures: 5, baseEjectionTime: 30s, maxEjectionPercent: 50}
-  limits: {maxConcurrentRequests: 10000, maxPendingRequests: 100, pendingTimeout: 1s}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: full-a, namespace: bench, labels: {kubernetes.io/service-name: full}}
-ports: [{port: $UP_A}]
-endpoints: [{addresses: ["127.0.0.1"]}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: full-b, namespace: bench, labels: {kubernetes.io/service-name: full}}
-ports: [{port: $UP_B}]
-endpoints: [{addresses: ["127.0.0.1"]}]
-YAML
 
 taskset -c 1 $BIN --inbound-addr 127.0.0.1:$IN_PORT --outbound-addr 127.0.0.1:$OUT_PORT \
   --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:$UP_A --workers 1 \
-  --namespace bench --policy "$WORK/policy.yaml" --log-level warn &
+  --namespace bench --policy bench/full-policy.yaml --log-level warn &
 PROXY_PID=$!
 PIDS+=($PROXY_PID)
 trap 'kill ${PIDS[*]} 2>/dev/null || true; rm -rf "$WORK"' EXIT

@@ -186,30 +186,8 @@ def start_outrigger(name, inbound, admin, app=None, outbound=None, policy=None):
     return s
 
 
-FULL_POLICY = """
-apiVersion: outrigger.dev/v1alpha1
-kind: ResiliencePolicy
-metadata: {name: full, namespace: bench}
-spec:
-  targetRef: {kind: Service, name: full}
-  timeouts: {request: 5s, backendRequest: 2s, connect: 1s}
-  retry: {attempts: 2, codes: [502, 503, 504], backoff: {base: 25ms, max: 250ms}}
-  circuitBreaker: {failureRatePercent: 50, minimumRequests: 20, window: 10s, openFor: 5s}
-  outlierDetection: {consecutiveFailures: 5, baseEjectionTime: 30s, maxEjectionPercent: 50}
-  limits: {maxConcurrentRequests: 10000, maxPendingRequests: 100, pendingTimeout: 1s}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: full-a, namespace: bench, labels: {kubernetes.io/service-name: full}}
-ports: [{port: %d}]
-endpoints: [{addresses: ["127.0.0.1"]}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: full-b, namespace: bench, labels: {kubernetes.io/service-name: full}}
-ports: [{port: %d}]
-endpoints: [{addresses: ["127.0.0.1"]}]
-""" % (UP_H1, UP_H1_B)
+# Every resilience layer on, over the upstreams on UP_H1 and UP_H1_B.
+FULL_POLICY = os.path.join(ROOT, "bench/full-policy.yaml")
 
 
 def start_haproxy():
@@ -429,10 +407,9 @@ def main():
     servers = {}
     try:
         upstream = start_upstream()
-        policy = write("full.yaml", FULL_POLICY)
         servers["outrigger"] = start_outrigger("outrigger", OR_IN, OR_ADMIN, app=UP_H1)
         servers["outrigger+"] = start_outrigger("outrigger-full", OR_FULL_OUT + 100, OR_FULL_ADMIN,
-                                                 outbound=OR_FULL_OUT, policy=policy)
+                                                 outbound=OR_FULL_OUT, policy=FULL_POLICY)
         servers["outrigger-h2"] = start_outrigger("outrigger-h2", OR_H2_IN, OR_H2_ADMIN, app=UP_H2)
         servers["haproxy"] = start_haproxy()
         servers["nginx"] = start_nginx_proxy()

@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use outrigger_e2e::kube_api::KubeApi;
-use outrigger_e2e::{binary, http, temp_dir, wait_until, workspace_root, Process};
+use outrigger_e2e::{binary, http, temp_dir, workspace_root, Process};
 use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream};
 use serde_json::Value;
 
@@ -91,7 +91,7 @@ async fn operator(api: &KubeApi, identity: &str, extra: &[&str]) -> Process {
         "--lease-renew=500ms".into(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let process = Process::start_with_env(
+    Process::start_with_env(
         &bin,
         &args,
         &[
@@ -99,13 +99,9 @@ async fn operator(api: &KubeApi, identity: &str, extra: &[&str]) -> Process {
             ("OUTRIGGER_LOG", Path::new("warn")),
         ],
     )
-    .await;
-    let admin = process.addr("admin");
-    wait_until(Duration::from_secs(20), "operator ready", || async move {
-        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
-    })
-    .await;
-    process
+    .await
+    .wait_ready(Duration::from_secs(20))
+    .await
 }
 
 async fn metric(process: &Process, name: &str) -> Option<f64> {
@@ -460,13 +456,10 @@ async fn proxy(op: &Process, token: &Path, state: &Path) -> Process {
         "--namespace=shop".into(),
         "--log-level=warn".into(),
     ];
-    let process = Process::start(&bin, &args).await;
-    let admin = process.addr("admin");
-    wait_until(Duration::from_secs(10), "proxy ready", || async move {
-        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
-    })
-    .await;
-    process
+    Process::start(&bin, &args)
+        .await
+        .wait_ready(Duration::from_secs(10))
+        .await
 }
 
 /// Service `web` with one endpoint (a fault-injecting upstream on loopback)

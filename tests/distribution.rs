@@ -45,14 +45,11 @@ async fn operator_with(dir: &Path, policy_addr: &str, extra: &[String]) -> Proce
         "--heartbeat=1s".into(),
     ];
     args.extend_from_slice(extra);
-    let process = Process::start(&bin, &args).await;
     // Ready once the manifests have been read and compiled.
-    let admin = process.addr("admin");
-    wait_until(Duration::from_secs(10), "operator ready", || async move {
-        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
-    })
-    .await;
-    process
+    Process::start(&bin, &args)
+        .await
+        .wait_ready(Duration::from_secs(10))
+        .await
 }
 
 async fn proxy(control: std::net::SocketAddr, id: &str, state_dir: Option<&Path>) -> Process {
@@ -79,13 +76,10 @@ async fn proxy_with(
         args.push(format!("--state-dir={}", dir.display()));
     }
     args.extend_from_slice(extra);
-    let process = Process::start(&bin, &args).await;
-    let admin = process.addr("admin");
-    wait_until(Duration::from_secs(10), "proxy ready", || async move {
-        matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
-    })
-    .await;
-    process
+    Process::start(&bin, &args)
+        .await
+        .wait_ready(Duration::from_secs(10))
+        .await
 }
 
 /// GET through a proxy's outbound listener to the `web` Service.

@@ -160,8 +160,8 @@ mod tests {
     #[test]
     fn verdicts_do_not_depend_on_segmentation() {
         // Found while writing the fuzz target's segmentation property: a
-        // control byte used to be opaque only while the
-        // CRLF had not arrived, and HTTP/1 once it had.
+        // control byte used to be opaque only while the CRLF had not
+        // arrived, and HTTP/1 once it had.
         assert_eq!(classify(b"GET /\x01"), Verdict::Known(Protocol::Opaque));
         assert_eq!(
             classify(b"GET /\x01 HTTP/1.1\r\n"),

@@ -6,6 +6,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::counted_io::CountedIo;
 use crate::destination::HostPort;
 use crate::direction::Direction;
+use crate::metrics::Metrics;
 use crate::state::ProxyState;
 
 /// Connects to `target`, replays `prefix` (bytes read during detection) and
@@ -42,23 +43,46 @@ pub async fn forward<IO>(
             return;
         }
     }
-    // copy_bidirectional shuts down each write side when its read side ends,
-    // so a client's half-close reaches the server and vice versa. The
-    // counting wrapper keeps the totals of a connection that ends in a reset.
+    let replayed = prefix.len() as u64;
+    splice_counted(
+        &state.metrics,
+        direction,
+        &label,
+        client,
+        upstream,
+        replayed,
+    )
+    .await;
+}
+
+/// Copies both ways until both sides have closed, then counts the bytes
+/// (`already_sent`: bytes sent upstream before the splice, e.g. a replay).
+/// copy_bidirectional shuts down each write side when its read side ends, so
+/// a client's half-close reaches the server and vice versa; the counting
+/// wrapper keeps the totals of a connection that ends in a reset.
+pub async fn splice_counted<C, U>(
+    metrics: &Metrics,
+    direction: Direction,
+    label: &str,
+    client: C,
+    mut upstream: U,
+    already_sent: u64,
+) where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
     let mut client = CountedIo::new(client);
     if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(destination = %target, error = %err, "opaque connection ended with an error");
+        tracing::debug!(destination = label, error = %err, "spliced connection ended with an error");
     }
     let (sent, received) = client.counts();
     let direction = direction.as_str();
-    state
-        .metrics
+    metrics
         .tcp_bytes
-        .with_label_values(&[direction, &label, "sent"])
-        .inc_by(sent + prefix.len() as u64);
-    state
-        .metrics
+        .with_label_values(&[direction, label, "sent"])
+        .inc_by(sent + already_sent);
+    metrics
         .tcp_bytes
-        .with_label_values(&[direction, &label, "received"])
+        .with_label_values(&[direction, label, "received"])
         .inc_by(received);
 }

@@ -25,11 +25,10 @@ fn cache_dir() -> PathBuf {
         })
 }
 
+/// `$var` if set, else the cached path; only if it exists.
 fn locate(var: &str, cached: PathBuf) -> Option<PathBuf> {
-    std::env::var_os(var)
-        .map(PathBuf::from)
-        .or(Some(cached))
-        .filter(|p| p.exists())
+    let path = std::env::var_os(var).map_or(cached, PathBuf::from);
+    path.exists().then_some(path)
 }
 
 fn tools() -> Option<Tools> {

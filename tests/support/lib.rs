@@ -66,6 +66,8 @@ pub fn temp_dir(name: &str) -> PathBuf {
 /// A running binary, killed when dropped, with the addresses it reported.
 pub struct Process {
     pub child: tokio::process::Child,
+    /// The binary's file name, for messages.
+    name: String,
     pub addresses: serde_json::Value,
     dir: PathBuf,
 }
@@ -105,9 +107,23 @@ impl Process {
         };
         Process {
             child,
+            name: binary
+                .file_name()
+                .map_or_else(String::new, |n| n.to_string_lossy().into_owned()),
             addresses,
             dir,
         }
+    }
+
+    /// Waits until the process's admin listener answers `/ready` with 200.
+    pub async fn wait_ready(self, limit: Duration) -> Process {
+        let admin = self.addr("admin");
+        let what = format!("{} ready", self.name);
+        wait_until(limit, &what, || async move {
+            matches!(http(admin, "GET", "/ready", "a").await, Ok((200, _)))
+        })
+        .await;
+        self
     }
 
     pub fn addr(&self, name: &str) -> std::net::SocketAddr {

@@ -10,9 +10,10 @@ use super::body::{empty, incoming, ProxyBody};
 use super::error_response::ProxyError;
 use super::forward::error_chain;
 use super::headers::strip_hop_by_hop;
-use crate::counted_io::CountedIo;
 use crate::destination::Destination;
+use crate::direction::Direction;
 use crate::state::ProxyState;
+use crate::tcp_forward::splice_counted;
 
 /// CONNECT to an explicit proxy: open TCP to the authority, answer 200, splice.
 pub async fn tunnel(
@@ -35,22 +36,15 @@ pub async fn tunnel(
     let metrics = state.metrics.clone();
     state.tunnels.spawn(async move {
         let Ok(client) = client.await else { return };
-        // Counted on the client side, so a tunnel that ends in a reset
-        // still accounts for what it carried.
-        let mut client = CountedIo::new(TokioIo::new(client));
-        let mut upstream = upstream;
-        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-            tracing::debug!(error = %err, "tunnel ended with an error");
-        }
-        let (sent, received) = client.counts();
-        metrics
-            .tcp_bytes
-            .with_label_values(&["outbound", &label, "sent"])
-            .inc_by(sent);
-        metrics
-            .tcp_bytes
-            .with_label_values(&["outbound", &label, "received"])
-            .inc_by(received);
+        splice_counted(
+            &metrics,
+            Direction::Outbound,
+            &label,
+            TokioIo::new(client),
+            upstream,
+            0,
+        )
+        .await;
     });
     Response::new(empty())
 }
