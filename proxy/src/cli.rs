@@ -147,7 +147,8 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_MAX_CONCURRENT_STREAMS", default_value_t = 256)]
     pub max_concurrent_streams: u32,
 
-    /// Idle pooled upstream connections are closed after this long.
+    /// Idle upstream connections are closed after this long, for destinations
+    /// no policy covers (a policy sets its own `timeouts.idle`).
     #[arg(long, env = "OUTRIGGER_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
     pub pool_idle_timeout: Duration,
 

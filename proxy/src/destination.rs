@@ -13,7 +13,7 @@ use crate::http::error_response::ProxyError;
 use crate::state::ProxyState;
 
 /// A host and port to connect to (a name is resolved with DNS at connect time).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct HostPort {
     pub host: String,
     pub port: u16,

@@ -9,7 +9,6 @@ use crate::cli::{OutboundMode, RunArgs};
 use crate::connect::Connector;
 use crate::control::ControlPlane;
 use crate::engine::cache::StackCache;
-use crate::http::client::UpstreamClients;
 use crate::metrics::Metrics;
 use crate::policy::{DestinationMatcher, PolicyStore};
 
@@ -18,7 +17,8 @@ pub struct ProxyState {
     pub policy: Arc<PolicyStore>,
     pub matcher: DestinationMatcher,
     pub connector: Connector,
-    pub clients: UpstreamClients,
+    /// Idle timeout of upstream connections where no policy sets one.
+    pub pool_idle_timeout: std::time::Duration,
     pub app_addr: Option<SocketAddr>,
     pub outbound_mode: OutboundMode,
     pub service_name: Option<String>,
@@ -49,7 +49,7 @@ impl ProxyState {
             mark: args.outbound_mark,
         };
         Arc::new(ProxyState {
-            clients: UpstreamClients::new(connector.clone(), args.pool_idle_timeout),
+            pool_idle_timeout: args.pool_idle_timeout,
             connector,
             metrics,
             policy,

@@ -176,7 +176,10 @@ fn from_policy_file(
             &p.spec,
             state.connector.connect_timeout,
         ),
-        None => DestinationConfig::without_policy(state.connector.connect_timeout),
+        None => DestinationConfig::without_policy(
+            state.connector.connect_timeout,
+            state.pool_idle_timeout,
+        ),
     };
     // Outbound to a Service the policy source lists endpoints for: balance over
     // them. Otherwise one target: the app, the original destination, or DNS.
@@ -203,7 +206,7 @@ fn from_snapshot(
         Some(policy) => {
             DestinationConfig::compile(policy.name.clone(), &policy.spec, default_connect)
         }
-        None => DestinationConfig::without_policy(default_connect),
+        None => DestinationConfig::without_policy(default_connect, state.pool_idle_timeout),
     };
     let targets = match direction {
         Direction::Inbound => vec![destination.connect.clone()],

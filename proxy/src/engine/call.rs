@@ -11,7 +11,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use outrigger_api::policy::{FailureKind, NonIdempotent, RetryOn};
@@ -21,8 +22,10 @@ use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
 use crate::destination::HostPort;
 use crate::http::body::{full, incoming, ProxyBody};
+use crate::http::client::UpstreamError;
 use crate::http::error_response::{ProxyError, ERROR_HEADER};
 use crate::http::forward::error_chain;
+use crate::http::h1_pool::SendError;
 use crate::http::headers::strip_hop_by_hop;
 use crate::resilience::{
     parse_retry_after, Admission, Backoff, CircuitBreaker, Permit, Transition,
@@ -33,7 +36,7 @@ const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
 
 /// What one attempt came back with.
 enum Outcome {
-    Response(Response<Incoming>),
+    Response(Response<ProxyBody>),
     /// The upstream could not be connected to: it never saw the request.
     ConnectFailure(String),
     /// An HTTP/2 upstream refused the stream: it never processed the request.
@@ -101,10 +104,9 @@ impl Outcome {
 
     fn into_response(self, stack: &DestinationStack, target: &HostPort) -> Response<ProxyBody> {
         match self {
-            Outcome::Response(response) => {
-                let (mut parts, body) = response.into_parts();
-                strip_hop_by_hop(&mut parts.headers, false);
-                Response::from_parts(parts, incoming(body))
+            Outcome::Response(mut response) => {
+                strip_hop_by_hop(response.headers_mut(), false);
+                response
             }
             Outcome::ConnectFailure(detail) => {
                 ProxyError::ConnectFailure.response(&format!("{target}: {detail}"))
@@ -457,7 +459,7 @@ async fn attempt(
     let sent = Instant::now();
     let outcome = {
         let _pending = endpoint.start();
-        let exchange = stack.clients.send(request);
+        let exchange = stack.clients.send(&target, request);
         let result = match per_try {
             Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
             None => Some(exchange.await),
@@ -573,27 +575,32 @@ fn record_outcome(
 }
 
 /// Maps a client error to what it means for retries.
-fn classify_error(err: &hyper_util::client::legacy::Error) -> Outcome {
+fn classify_error(err: &UpstreamError) -> Outcome {
     let detail = error_chain(err);
-    if err.is_connect() {
-        return Outcome::ConnectFailure(detail);
-    }
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
-    while let Some(e) = source {
-        if let Some(h2) = e.downcast_ref::<h2::Error>() {
-            if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
-                return Outcome::RefusedStream(detail);
+    match err {
+        UpstreamError::Http1(SendError::Connect(_)) => Outcome::ConnectFailure(detail),
+        UpstreamError::Http1(SendError::NotSent(_)) => Outcome::ResetBeforeRequest(detail),
+        UpstreamError::Http1(SendError::Failed(_)) => Outcome::Reset(detail),
+        UpstreamError::Http2(err) if err.is_connect() => Outcome::ConnectFailure(detail),
+        UpstreamError::Http2(err) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            while let Some(e) = source {
+                if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                    if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                        return Outcome::RefusedStream(detail);
+                    }
+                }
+                if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
+                    // Canceled: the connection closed before the request was written.
+                    if hyper_err.is_canceled() {
+                        return Outcome::ResetBeforeRequest(detail);
+                    }
+                }
+                source = e.source();
             }
+            Outcome::Reset(detail)
         }
-        if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
-            // Canceled: the connection closed before the request was written.
-            if hyper_err.is_canceled() {
-                return Outcome::ResetBeforeRequest(detail);
-            }
-        }
-        source = e.source();
     }
-    Outcome::Reset(detail)
 }
 
 /// Buffers a body for replay when it is known to fit; otherwise leaves it to
@@ -617,20 +624,36 @@ async fn replayable_body(body: Incoming, max: u64) -> Result<RequestBody, String
 
 /// The request for one attempt, addressed to the chosen endpoint.
 fn upstream_request(parts: &Parts, body: ProxyBody, target: &HostPort) -> Request<ProxyBody> {
-    let mut builder = Request::builder().method(parts.method.clone()).version(
-        if parts.version >= Version::HTTP_2 {
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        },
-    );
-    let path = parts.uri.path_and_query().map_or("/", |p| p.as_str());
-    builder = builder.uri(format!("http://{target}{path}"));
-    let mut request = builder
-        .body(body)
-        .expect("method, version and URI are valid");
+    let http2 = parts.version >= Version::HTTP_2;
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = if http2 {
+        // hyper's HTTP/2 pool keys connections by the URI's authority.
+        Uri::try_from(format!("http://{target}{path}")).expect("target and path form a URI")
+    } else {
+        Uri::from(path)
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.version_mut() = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *request.uri_mut() = uri;
     *request.headers_mut() = parts.headers.clone();
     strip_hop_by_hop(request.headers_mut(), false);
+    if !http2 && !request.headers().contains_key(header::HOST) {
+        // An absolute-form request may omit Host; the upstream needs one.
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+    }
     request
 }
 

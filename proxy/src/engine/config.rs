@@ -130,13 +130,13 @@ fn secs(v: u64) -> Duration {
 
 impl DestinationConfig {
     /// Behaviour without any policy: plain forwarding with the proxy's connect
-    /// timeout; no retries, breaker or limits the user did not ask for.
-    pub fn without_policy(connect_timeout: Duration) -> Self {
+    /// and idle timeouts; no retries, breaker or limits the user did not ask for.
+    pub fn without_policy(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         DestinationConfig {
             policy: None,
             dry_run: false,
             connect_timeout,
-            idle_timeout: secs(d::IDLE_TIMEOUT_SECS),
+            idle_timeout,
             default_route: RouteConfig {
                 name: "default".into(),
                 request_timeout: None,

@@ -4,6 +4,7 @@ pub mod body;
 pub mod client;
 pub mod error_response;
 pub mod forward;
+pub mod h1_pool;
 pub mod headers;
 pub mod server;
 pub mod upgrade;

@@ -1,0 +1,389 @@
+//! HTTP/1.1 upstream connections, kept alive per target.
+//!
+//! hyper-util's pooled client spawns a task per HTTP/1 request to wait for the
+//! connection to come back, hashes a key and boxes futures on every request;
+//! beside a busy pod that was a fifth of the proxy's user CPU. Here a
+//! connection goes back to its target's idle list when the response body it
+//! carried has ended, and the next request takes it from there directly.
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+
+use super::body::{BoxError, ProxyBody};
+use crate::connect::{ConnectError, Connector};
+use crate::destination::HostPort;
+
+type Sender = SendRequest<ProxyBody>;
+
+/// Why a request got no response.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// The request was never written: the upstream cannot have seen it.
+    #[error("{0}")]
+    NotSent(hyper::Error),
+    /// The exchange broke after the request may have reached the upstream.
+    #[error("{0}")]
+    Failed(hyper::Error),
+}
+
+#[derive(Clone)]
+pub struct Http1Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    idle_timeout: Duration,
+    max_idle_per_target: usize,
+    idle: Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_target: HashMap<HostPort, Vec<(Sender, Instant)>>,
+    reaper_running: bool,
+}
+
+impl Http1Pool {
+    pub fn new(connector: Connector, idle_timeout: Duration, max_idle_per_target: usize) -> Self {
+        Http1Pool {
+            inner: Arc::new(Inner {
+                connector,
+                idle_timeout,
+                max_idle_per_target,
+                idle: Mutex::new(Idle::default()),
+            }),
+        }
+    }
+
+    /// Sends `request` (origin-form URI) to `target` on an idle connection, or
+    /// on a new one when none is idle or the idle ones turn out closed.
+    pub async fn send(
+        &self,
+        target: &HostPort,
+        mut request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, SendError> {
+        if !request.headers().contains_key(header::HOST) {
+            if let Ok(host) = HeaderValue::try_from(target.to_string()) {
+                request.headers_mut().insert(header::HOST, host);
+            }
+        }
+        while let Some(mut sender) = self.checkout(target) {
+            // Waits out the end of the previous exchange; fails if it closed.
+            if sender.ready().await.is_err() {
+                continue;
+            }
+            match sender.try_send_request(request).await {
+                Ok(response) => return Ok(self.returning(target, sender, response)),
+                Err(mut err) => match err.take_message() {
+                    // Closed before it took the request: try the next one.
+                    Some(unsent) => request = unsent,
+                    None => return Err(SendError::Failed(err.into_error())),
+                },
+            }
+        }
+        let mut sender = self.connect(target).await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(self.returning(target, sender, response)),
+            Err(mut err) => Err(match err.take_message() {
+                Some(_) => SendError::NotSent(err.into_error()),
+                None => SendError::Failed(err.into_error()),
+            }),
+        }
+    }
+
+    async fn connect(&self, target: &HostPort) -> Result<Sender, SendError> {
+        let stream = self
+            .inner
+            .connector
+            .connect_authority(&target.host, target.port)
+            .await?;
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::NotSent)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// The most recently used idle connection to `target` still open.
+    fn checkout(&self, target: &HostPort) -> Option<Sender> {
+        let mut idle = self.inner.idle.lock().expect("not poisoned");
+        let list = idle.by_target.get_mut(target)?;
+        let now = Instant::now();
+        while let Some((sender, since)) = list.pop() {
+            if !sender.is_closed() && now.duration_since(since) < self.inner.idle_timeout {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    /// The response, its body wrapped to hand the connection back at its end.
+    fn returning(
+        &self,
+        target: &HostPort,
+        sender: Sender,
+        response: Response<Incoming>,
+    ) -> Response<ProxyBody> {
+        let checkin = Checkin {
+            pool: Arc::downgrade(&self.inner),
+            target: target.clone(),
+            sender,
+        };
+        response.map(|inner| {
+            ReturnOnEnd {
+                inner,
+                ended: false,
+                checkin: Some(checkin),
+            }
+            .boxed_unsync()
+        })
+    }
+}
+
+struct Checkin {
+    pool: Weak<Inner>,
+    target: HostPort,
+    sender: Sender,
+}
+
+impl Checkin {
+    fn complete(self) {
+        let Some(pool) = self.pool.upgrade() else {
+            return;
+        };
+        if self.sender.is_closed() {
+            return;
+        }
+        let mut idle = pool.idle.lock().expect("not poisoned");
+        let list = idle.by_target.entry(self.target).or_default();
+        if list.len() < pool.max_idle_per_target {
+            list.push((self.sender, Instant::now()));
+        }
+        if !idle.reaper_running {
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                idle.reaper_running = true;
+                runtime.spawn(reap(Arc::downgrade(&pool), pool.idle_timeout));
+            }
+        }
+    }
+}
+
+/// Closes connections idle longer than the idle timeout, until the pool is gone.
+async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
+    let period = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut idle = pool.idle.lock().expect("not poisoned");
+        idle.by_target.retain(|_, list| {
+            list.retain(|(sender, since)| {
+                !sender.is_closed() && now.duration_since(*since) < idle_timeout
+            });
+            !list.is_empty()
+        });
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that returns its connection to the pool once it has
+    /// been read to the end. Dropped before that, the connection is dropped
+    /// too: hyper closes it, since the rest of the body is still on the wire.
+    struct ReturnOnEnd {
+        #[pin]
+        inner: Incoming,
+        ended: bool,
+        checkin: Option<Checkin>,
+    }
+
+    impl PinnedDrop for ReturnOnEnd {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if *this.ended || this.inner.is_end_stream() {
+                if let Some(checkin) = this.checkin.take() {
+                    checkin.complete();
+                }
+            }
+        }
+    }
+}
+
+impl Body for ReturnOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        match &polled {
+            Poll::Ready(None) => {
+                *this.ended = true;
+                if let Some(checkin) = this.checkin.take() {
+                    checkin.complete();
+                }
+            }
+            // A broken body leaves a connection nobody should reuse.
+            Poll::Ready(Some(Err(_))) => drop(this.checkin.take()),
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+    use crate::http::body::empty;
+
+    /// An upstream answering each request on a connection with `ok`; with
+    /// `close_after_each`, it closes the connection after answering (without
+    /// saying so), like a server whose keep-alive timeout is very short.
+    async fn upstream(close_after_each: bool) -> (HostPort, Arc<AtomicUsize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            loop {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    loop {
+                        let n = stream.read(&mut chunk).await.unwrap_or(0);
+                        if n == 0 {
+                            return;
+                        }
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                            buf.drain(..end + 4);
+                            let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                            if stream.write_all(reply).await.is_err() {
+                                return;
+                            }
+                            if close_after_each {
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        let target = HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        (target, accepted)
+    }
+
+    fn pool(idle_timeout: Duration) -> Http1Pool {
+        let connector = Connector {
+            connect_timeout: Duration::from_secs(1),
+            mark: None,
+        };
+        Http1Pool::new(connector, idle_timeout, 4)
+    }
+
+    async fn get(pool: &Http1Pool, target: &HostPort) -> Result<Bytes, SendError> {
+        let request = Request::get("/").body(empty()).unwrap();
+        let response = pool.send(target, request).await?;
+        Ok(response.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn sequential_requests_share_one_connection() {
+        let (target, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_secs(10));
+        for _ in 0..5 {
+            assert_eq!(&get(&pool, &target).await.unwrap()[..], b"ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn connection_the_upstream_closed_is_replaced_without_an_error() {
+        let (target, accepted) = upstream(true).await;
+        let pool = pool(Duration::from_secs(10));
+        for _ in 0..3 {
+            assert_eq!(&get(&pool, &target).await.unwrap()[..], b"ok");
+            // Let the close arrive, as it would between real requests.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn body_dropped_unread_does_not_return_its_connection() {
+        let (target, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_secs(10));
+        let request = Request::get("/").body(empty()).unwrap();
+        let response = pool.send(&target, request).await.unwrap();
+        drop(response);
+        assert_eq!(&get(&pool, &target).await.unwrap()[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn idle_connections_expire() {
+        let (target, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_millis(100));
+        get(&pool, &target).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        assert!(pool.inner.idle.lock().unwrap().by_target.is_empty());
+        get(&pool, &target).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn refused_connection_is_a_connect_error() {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let target = HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let err = get(&pool(Duration::from_secs(1)), &target)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err}");
+    }
+}
