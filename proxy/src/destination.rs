@@ -60,7 +60,7 @@ impl HostPort {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Destination {
     /// Where the proxy connects.
     pub connect: HostPort,

@@ -2,11 +2,12 @@
 //! bounded label set: destinations beyond a configured count share the label "other".
 
 use std::collections::HashSet;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+use std::time::Duration;
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label value used once the destination label budget is spent.
@@ -216,6 +217,24 @@ impl Metrics {
             .expect("metric names are unique");
     }
 
+    /// Request counters and histogram of one destination, resolved once so
+    /// that recording a request hashes no label values.
+    pub fn request_metrics(
+        &self,
+        direction: &'static str,
+        destination: Arc<str>,
+    ) -> RequestMetrics {
+        RequestMetrics {
+            duration: self
+                .request_duration
+                .with_label_values(&[direction, &destination]),
+            requests: self.requests.clone(),
+            by_class: Default::default(),
+            direction,
+            destination,
+        }
+    }
+
     /// The label value for a destination, within the label budget.
     pub fn destination_label(&self, destination: &str) -> Arc<str> {
         self.destinations.label(destination)
@@ -228,6 +247,41 @@ impl Metrics {
             .encode(&self.registry.gather(), &mut out)
             .expect("encoding to a Vec cannot fail");
         out
+    }
+}
+
+/// The request series of one direction and destination.
+pub struct RequestMetrics {
+    duration: Histogram,
+    requests: IntCounterVec,
+    /// One counter per status class, resolved on first use so that classes a
+    /// destination never answered do not appear as zero series.
+    by_class: [OnceLock<IntCounter>; 5],
+    direction: &'static str,
+    destination: Arc<str>,
+}
+
+impl RequestMetrics {
+    pub fn record(&self, status: u16, elapsed: Duration) {
+        let (index, class) = status_class(status);
+        self.by_class[index]
+            .get_or_init(|| {
+                self.requests
+                    .with_label_values(&[self.direction, &self.destination, class])
+            })
+            .inc();
+        self.duration.observe(elapsed.as_secs_f64());
+    }
+}
+
+/// The `class` label of a status code, and its index among the five.
+pub fn status_class(status: u16) -> (usize, &'static str) {
+    match status {
+        100..=199 => (0, "1xx"),
+        200..=299 => (1, "2xx"),
+        300..=399 => (2, "3xx"),
+        400..=499 => (3, "4xx"),
+        _ => (4, "5xx"),
     }
 }
 

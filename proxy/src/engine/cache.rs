@@ -17,9 +17,18 @@ use crate::state::ProxyState;
 /// endless hosts must not grow memory without bound).
 const MAX_CACHED: usize = 10_000;
 
+/// Stacks by destination, then by direction (inbound, outbound): looked up
+/// with the request's own destination, so a lookup builds no key.
 #[derive(Default)]
 pub struct StackCache {
-    stacks: RwLock<HashMap<(Direction, String, String), Arc<DestinationStack>>>,
+    stacks: RwLock<HashMap<Destination, [Option<Arc<DestinationStack>>; 2]>>,
+}
+
+fn slot(direction: Direction) -> usize {
+    match direction {
+        Direction::Inbound => 0,
+        Direction::Outbound => 1,
+    }
 }
 
 impl StackCache {
@@ -47,14 +56,10 @@ impl StackCache {
             active.version,
             applied.as_ref().map_or(0, |a| a.snapshot.version),
         );
-        let key = (
-            direction,
-            destination.name.to_string(),
-            destination.connect.to_string(),
-        );
+        let slot = slot(direction);
         let previous = {
             let stacks = self.stacks.read().expect("not poisoned");
-            match stacks.get(&key) {
+            match stacks.get(destination).and_then(|d| d[slot].as_ref()) {
                 Some(stack) if stack.source == source => return stack.clone(),
                 other => other.cloned(),
             }
@@ -73,13 +78,13 @@ impl StackCache {
         let mut stacks = self.stacks.write().expect("not poisoned");
         // Two first requests may build at once: the first to insert wins, so
         // every request shares one stack (one breaker, one limit, one budget).
-        if let Some(existing) = stacks.get(&key) {
+        if let Some(existing) = stacks.get(destination).and_then(|d| d[slot].as_ref()) {
             if existing.source == source {
                 return existing.clone();
             }
         }
-        if stacks.len() < MAX_CACHED || stacks.contains_key(&key) {
-            stacks.insert(key, stack.clone());
+        if stacks.len() < MAX_CACHED || stacks.contains_key(destination) {
+            stacks.entry(destination.clone()).or_default()[slot] = Some(stack.clone());
         }
         stack
     }

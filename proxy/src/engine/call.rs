@@ -232,10 +232,9 @@ pub async fn call(
 
     let route = stack
         .config
-        .route(request.method(), request.uri().path(), request.headers())
-        .clone();
+        .route(request.method(), request.uri().path(), request.headers());
     let deadline = route.request_timeout.map(|t| started + t);
-    let exchange = attempts(&stack, &route, request, deadline);
+    let exchange = attempts(&stack, route, request, deadline);
     let response = match deadline {
         None => exchange.await,
         Some(deadline) => match tokio::time::timeout_at(deadline.into(), exchange).await {
@@ -301,16 +300,17 @@ async fn attempts(
             // A streamed body was already sent once; never reached for retries.
             return ProxyError::UpstreamReset.response("request body already consumed");
         };
-        let (outcome, target) = match attempt(stack, route, &parts, attempt_body, deadline).await {
+        let (outcome, index) = match attempt(stack, route, &parts, attempt_body, deadline).await {
             Ok(pair) => pair,
             Err(fallback) => return fallback,
         };
+        let target = &stack.endpoints.list[index].target;
 
         let Some(retry) = retry else {
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         };
         let Some(reason) = outcome.retry_reason(retry) else {
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         };
         let skip = |why: &str| {
             metrics
@@ -320,14 +320,14 @@ async fn attempts(
         };
         if retries_done >= retry.attempts {
             skip("attempts-exhausted");
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         }
         if !(replay_ok || outcome.never_reached_upstream()) {
             skip("non-idempotent");
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         }
         if matches!(body, RequestBody::Streaming(None)) {
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         }
         let withdrawn = stack.budget.as_ref().is_none_or(|b| {
             b.state
@@ -346,7 +346,7 @@ async fn attempts(
                     .with_label_values(&[stack.direction, &stack.label, "budget-exhausted"])
                     .inc();
             } else {
-                return outcome.into_response(stack, &target);
+                return outcome.into_response(stack, target);
             }
         }
 
@@ -366,7 +366,7 @@ async fn attempts(
         // Retry only if the wait still leaves time for an attempt.
         if deadline.is_some_and(|d| Instant::now() + delay >= d) {
             skip("deadline");
-            return outcome.into_response(stack, &target);
+            return outcome.into_response(stack, target);
         }
         metrics
             .retries
@@ -379,15 +379,15 @@ async fn attempts(
 }
 
 /// One attempt: breaker admission, endpoint choice, the exchange under the
-/// per-try timeout, and the bookkeeping of its outcome. `Err` is the breaker's
-/// fallback response.
+/// per-try timeout, and the bookkeeping of its outcome, with the index of the
+/// endpoint tried. `Err` is the breaker's fallback response.
 async fn attempt(
     stack: &DestinationStack,
     route: &RouteConfig,
     parts: &Parts,
     body: ProxyBody,
     deadline: Option<Instant>,
-) -> Result<(Outcome, HostPort), Response<ProxyBody>> {
+) -> Result<(Outcome, usize), Response<ProxyBody>> {
     let permit = match &stack.breaker {
         None => None,
         Some(breaker) => {
@@ -448,9 +448,9 @@ async fn attempt(
         );
     };
     let endpoint = &endpoints.list[index];
-    let target = endpoint.target.clone();
+    let target = &endpoint.target;
 
-    let request = upstream_request(parts, body, &target);
+    let request = upstream_request(parts, body, target);
     let per_try = match (route.backend_timeout, deadline) {
         (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(Instant::now()))),
         (Some(t), None) => Some(t),
@@ -459,7 +459,7 @@ async fn attempt(
     let sent = Instant::now();
     let outcome = {
         let _pending = endpoint.start();
-        let exchange = stack.clients.send(&target, request);
+        let exchange = stack.clients.send(target, request);
         let result = match per_try {
             Some(limit) => tokio::time::timeout(limit, exchange).await.ok(),
             None => Some(exchange.await),
@@ -473,7 +473,7 @@ async fn attempt(
     let elapsed = sent.elapsed();
     let done = Instant::now();
     record_outcome(stack, index, permit, &outcome, elapsed, done);
-    Ok((outcome, target))
+    Ok((outcome, index))
 }
 
 /// A breaker admission that must be answered: recorded with the outcome, or

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::connect::Connector;
 use crate::destination::HostPort;
 use crate::http::client::UpstreamClients;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestMetrics};
 use crate::resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
 
 use super::balancer::Endpoint;
@@ -33,6 +33,7 @@ pub struct DestinationStack {
     pub clients: UpstreamClients,
     pub client_settings: (std::time::Duration, std::time::Duration),
     pub metrics: Arc<Metrics>,
+    pub request_metrics: RequestMetrics,
 }
 
 pub struct Breaker {
@@ -168,7 +169,11 @@ impl DestinationStack {
                 UpstreamClients::new(connector, config.idle_timeout)
             }
         };
+        let request_metrics = inputs
+            .metrics
+            .request_metrics(inputs.direction, inputs.label.clone());
         let stack = DestinationStack {
+            request_metrics,
             source: inputs.source,
             direction: inputs.direction,
             label: inputs.label,

@@ -15,6 +15,8 @@ use super::upgrade;
 use crate::destination::{self, Destination};
 use crate::direction::{ConnectionContext, Direction};
 use crate::engine::call::call;
+use crate::engine::stack::DestinationStack;
+use crate::metrics::status_class;
 use crate::state::ProxyState;
 
 /// Entry point for every request a client connection carries.
@@ -30,23 +32,15 @@ pub async fn handle(
     let path = state.access_log.then(|| request.uri().path().to_owned());
     let grpc = is_grpc(request.headers());
 
-    let (label, mut response) = match destination::resolve(&state, &conn, &request) {
-        Err((error, detail)) => ("unknown".into(), error.response(&detail)),
-        Ok(destination) => {
-            let label = state
-                .metrics
-                .destination_label(&destination.name.to_string());
-            (
-                label,
-                route(&state, &conn, destination, request, started).await,
-            )
-        }
+    let (label, stack, mut response) = match destination::resolve(&state, &conn, &request) {
+        Err((error, detail)) => ("unknown".into(), None, error.response(&detail)),
+        Ok(destination) => route(&state, &conn, destination, request, started).await,
     };
 
     response
         .headers_mut()
         .insert(REQUEST_ID, request_id.clone());
-    record(&state, &conn, &label, &response, started);
+    record(&state, &conn, &label, stack.as_deref(), &response, started);
     if state.access_log {
         tracing::info!(
             target: "outrigger::access",
@@ -67,62 +61,72 @@ pub async fn handle(
     Ok(response)
 }
 
+/// The response, the destination's metric label, and the stack that served it
+/// (tunnels and upgrades are forwarded without one).
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
     destination: Destination,
     request: Request<Incoming>,
     started: Instant,
-) -> Response<ProxyBody> {
+) -> (Arc<str>, Option<Arc<DestinationStack>>, Response<ProxyBody>) {
+    let bypass = |label| (label, None);
     if request.method() == Method::CONNECT {
-        return match conn.direction {
+        let (label, stack) = bypass(destination_label(state, &destination));
+        let response = match conn.direction {
             // An explicit proxy's CONNECT opens a tunnel to the named authority.
             Direction::Outbound => upgrade::tunnel(state, destination, request).await,
             // Towards the app, CONNECT is the app's business: pass it through.
             Direction::Inbound => upgrade::forward_upgrade(state, destination, request).await,
         };
+        return (label, stack, response);
     }
     if request.version() <= Version::HTTP_11 && wants_upgrade(request.headers()) {
-        return upgrade::forward_upgrade(state, destination, request).await;
+        let (label, stack) = bypass(destination_label(state, &destination));
+        let response = upgrade::forward_upgrade(state, destination, request).await;
+        return (label, stack, response);
     }
 
     let stack = state.stacks.get(state, conn.direction, &destination).await;
-    call(stack, request, started).await
+    let response = call(stack.clone(), request, started).await;
+    (stack.label.clone(), Some(stack), response)
+}
+
+fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> {
+    state
+        .metrics
+        .destination_label(&destination.name.to_string())
 }
 
 fn record(
     state: &ProxyState,
     conn: &ConnectionContext,
     destination: &str,
+    stack: Option<&DestinationStack>,
     response: &Response<ProxyBody>,
     started: Instant,
 ) {
     let metrics = &state.metrics;
     let direction = conn.direction.as_str();
-    let class = status_class(response.status().as_u16());
-    metrics
-        .requests
-        .with_label_values(&[direction, destination, class])
-        .inc();
-    metrics
-        .request_duration
-        .with_label_values(&[direction, destination])
-        .observe(started.elapsed().as_secs_f64());
+    let status = response.status().as_u16();
+    match stack {
+        Some(stack) => stack.request_metrics.record(status, started.elapsed()),
+        None => {
+            metrics
+                .requests
+                .with_label_values(&[direction, destination, status_class(status).1])
+                .inc();
+            metrics
+                .request_duration
+                .with_label_values(&[direction, destination])
+                .observe(started.elapsed().as_secs_f64());
+        }
+    }
     if let Some(cause) = response.headers().get(ERROR_HEADER) {
         metrics
             .proxy_errors
             .with_label_values(&[direction, cause.to_str().unwrap_or("other")])
             .inc();
-    }
-}
-
-fn status_class(status: u16) -> &'static str {
-    match status {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
     }
 }
 
