@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::route_memo::RouteMemo;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Traffic to the pod, forwarded to the application.
@@ -20,10 +22,12 @@ impl Direction {
 }
 
 /// What the proxy knows about one client connection.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct ConnectionContext {
     pub direction: Direction,
     pub client_addr: SocketAddr,
     /// Where the client meant to connect, when iptables redirected it here.
     pub original_dst: Option<SocketAddr>,
+    /// Where its last request went.
+    pub routes: RouteMemo,
 }

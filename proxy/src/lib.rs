@@ -22,6 +22,7 @@ pub mod policy;
 pub mod prefixed_io;
 pub mod readiness_wait;
 pub mod resilience;
+pub mod route_memo;
 pub mod state;
 pub mod tcp_forward;
 pub mod telemetry;

@@ -94,6 +94,7 @@ async fn handle_connection(
         direction,
         client_addr: peer,
         original_dst,
+        routes: Default::default(),
     };
     let tcp_target = tcp_target(&state, &conn);
 

@@ -6,7 +6,7 @@
 //! outlier detector, so the choice is made directly over shared endpoint state.
 
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::Rng;
@@ -24,7 +24,8 @@ const INITIAL_COST: Duration = Duration::ZERO;
 const MIN_COST_NS: f64 = 1_000.0;
 
 pub struct Endpoint {
-    pub target: HostPort,
+    /// Shared with the connections kept to it.
+    pub target: Arc<HostPort>,
     ewma: Mutex<PeakEwma>,
     pending: AtomicU32,
 }
@@ -37,7 +38,7 @@ struct PeakEwma {
 impl Endpoint {
     pub fn new(target: HostPort, now: Instant) -> Self {
         Endpoint {
-            target,
+            target: Arc::new(target),
             ewma: Mutex::new(PeakEwma {
                 cost_ns: INITIAL_COST.as_nanos() as f64,
                 stamp: now,
@@ -197,7 +198,7 @@ mod tests {
         let now = Instant::now();
         let mut eps = endpoints(1, now);
         eps[0].observe(Duration::from_millis(2), now);
-        eps.push(Endpoint::new(eps[0].target.clone(), now));
+        eps.push(Endpoint::new((*eps[0].target).clone(), now));
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
         assert_eq!(
             pick(&eps, |_| false, now, &mut rng),

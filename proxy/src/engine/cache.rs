@@ -9,8 +9,10 @@ use outrigger_api::stream::{DestinationSnapshot, Subscription};
 
 use super::config::DestinationConfig;
 use super::stack::{DestinationStack, StackInputs};
+use crate::control::Applied;
 use crate::destination::{Destination, HostPort};
 use crate::direction::Direction;
+use crate::route_memo::Resolved;
 use crate::state::ProxyState;
 
 /// More destinations than this are served, but not cached (a client naming
@@ -36,19 +38,22 @@ impl StackCache {
         &self,
         state: &ProxyState,
         direction: Direction,
-        destination: &Destination,
+        resolved: &Resolved,
     ) -> Arc<DestinationStack> {
+        let destination = &resolved.destination;
         let active = state.policy.current();
         // Without a control plane there is nothing to ask (and no name to build).
-        let subscription = state
-            .control
-            .as_ref()
-            .and_then(|control| Some((control, subscription_for(state, direction, destination)?)));
+        let subscription = state.control.as_ref().and_then(|control| {
+            let subscription = resolved
+                .subscription
+                .get_or_init(|| subscription_for(state, direction, destination));
+            Some((control, subscription.as_ref()?))
+        });
         let applied = match subscription {
-            Some((control, subscription)) => match control.peek(&subscription) {
+            Some((control, subscription)) => match control.peek(subscription) {
                 Some(applied) => Some(applied),
                 // First use: subscribe, and wait briefly for the first snapshot.
-                None => control.current(&subscription).await,
+                None => control.current(subscription).await,
             },
             None => None,
         };
@@ -56,6 +61,25 @@ impl StackCache {
             active.version,
             applied.as_ref().map_or(0, |a| a.snapshot.version),
         );
+        let mut memo = resolved.stack.lock().expect("not poisoned");
+        if let Some(stack) = memo.as_ref().filter(|s| s.source == source) {
+            return stack.clone();
+        }
+        let stack = self.shared(state, direction, destination, applied.as_deref(), source);
+        *memo = Some(stack.clone());
+        stack
+    }
+
+    /// The stack every connection to `destination` shares, built or rebuilt
+    /// when missing or older than `source`.
+    fn shared(
+        &self,
+        state: &ProxyState,
+        direction: Direction,
+        destination: &Destination,
+        applied: Option<&Applied>,
+        source: (u64, u64),
+    ) -> Arc<DestinationStack> {
         let slot = slot(direction);
         let previous = {
             let stacks = self.stacks.read().expect("not poisoned");
@@ -64,9 +88,7 @@ impl StackCache {
                 other => other.cloned(),
             }
         };
-        let snapshot = applied
-            .as_ref()
-            .and_then(|a| a.snapshot.destination.as_ref());
+        let snapshot = applied.and_then(|a| a.snapshot.destination.as_ref());
         let stack = Arc::new(build(
             state,
             direction,

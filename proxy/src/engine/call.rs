@@ -270,7 +270,7 @@ async fn attempts(
 ) -> Response<ProxyBody> {
     let metrics = &stack.metrics.resilience;
     let labels = [stack.direction, &*stack.label];
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let retry = route.retry.as_ref();
     let mut body = match retry {
         Some(retry) => match replayable_body(body, retry.max_buffered_body_bytes).await {
@@ -300,7 +300,12 @@ async fn attempts(
             // A streamed body was already sent once; never reached for retries.
             return ProxyError::UpstreamReset.response("request body already consumed");
         };
-        let (outcome, index) = match attempt(stack, route, &parts, attempt_body, deadline).await {
+        // Without retries this is the only attempt: it may take the headers.
+        let head = match retry {
+            Some(_) => Head::Shared(&parts),
+            None => Head::Once(&mut parts),
+        };
+        let (outcome, index) = match attempt(stack, route, head, attempt_body, deadline).await {
             Ok(pair) => pair,
             Err(fallback) => return fallback,
         };
@@ -384,7 +389,7 @@ async fn attempts(
 async fn attempt(
     stack: &DestinationStack,
     route: &RouteConfig,
-    parts: &Parts,
+    head: Head<'_>,
     body: ProxyBody,
     deadline: Option<Instant>,
 ) -> Result<(Outcome, usize), Response<ProxyBody>> {
@@ -450,7 +455,7 @@ async fn attempt(
     let endpoint = &endpoints.list[index];
     let target = &endpoint.target;
 
-    let request = upstream_request(parts, body, target);
+    let request = upstream_request(head, body, target);
     let per_try = match (route.backend_timeout, deadline) {
         (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(Instant::now()))),
         (Some(t), None) => Some(t),
@@ -623,7 +628,20 @@ async fn replayable_body(body: Incoming, max: u64) -> Result<RequestBody, String
 }
 
 /// The request for one attempt, addressed to the chosen endpoint.
-fn upstream_request(parts: &Parts, body: ProxyBody, target: &HostPort) -> Request<ProxyBody> {
+/// The request head an attempt is built from: shared when it may be replayed.
+enum Head<'a> {
+    Shared(&'a Parts),
+    Once(&'a mut Parts),
+}
+
+fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> Request<ProxyBody> {
+    let (parts, headers) = match head {
+        Head::Shared(parts) => (parts, parts.headers.clone()),
+        Head::Once(parts) => {
+            let headers = std::mem::take(&mut parts.headers);
+            (&*parts, headers)
+        }
+    };
     let http2 = parts.version >= Version::HTTP_2;
     let path = parts
         .uri
@@ -644,7 +662,7 @@ fn upstream_request(parts: &Parts, body: ProxyBody, target: &HostPort) -> Reques
         Version::HTTP_11
     };
     *request.uri_mut() = uri;
-    *request.headers_mut() = parts.headers.clone();
+    *request.headers_mut() = headers;
     strip_hop_by_hop(request.headers_mut(), false);
     if !http2 && !request.headers().contains_key(header::HOST) {
         // An absolute-form request may omit Host; the upstream needs one.

@@ -2,6 +2,7 @@
 //! pooled client for HTTP/2 (prior knowledge), whose connections multiplex.
 //! A request leaves in the protocol it arrived in, so gRPC stays HTTP/2.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response, Version};
@@ -49,7 +50,7 @@ impl UpstreamClients {
     /// URI; HTTP/2 ones an absolute URI naming `target` (the pool's key).
     pub async fn send(
         &self,
-        target: &HostPort,
+        target: &Arc<HostPort>,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, UpstreamError> {
         if request.version() == Version::HTTP_2 {

@@ -17,6 +17,7 @@ use crate::direction::{ConnectionContext, Direction};
 use crate::engine::call::call;
 use crate::engine::stack::DestinationStack;
 use crate::metrics::status_class;
+use crate::route_memo::Resolved;
 use crate::state::ProxyState;
 
 /// Entry point for every request a client connection carries.
@@ -32,9 +33,12 @@ pub async fn handle(
     let path = state.access_log.then(|| request.uri().path().to_owned());
     let grpc = is_grpc(request.headers());
 
-    let (label, stack, mut response) = match destination::resolve(&state, &conn, &request) {
+    let resolved = conn
+        .routes
+        .resolve(&request, || destination::resolve(&state, &conn, &request));
+    let (label, stack, mut response) = match resolved {
         Err((error, detail)) => ("unknown".into(), None, error.response(&detail)),
-        Ok(destination) => route(&state, &conn, destination, request, started).await,
+        Ok(resolved) => route(&state, &conn, resolved, request, started).await,
     };
 
     response
@@ -66,13 +70,15 @@ pub async fn handle(
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
-    destination: Destination,
+    resolved: Arc<Resolved>,
     request: Request<Incoming>,
     started: Instant,
 ) -> (Arc<str>, Option<Arc<DestinationStack>>, Response<ProxyBody>) {
+    let destination = &resolved.destination;
     let bypass = |label| (label, None);
     if request.method() == Method::CONNECT {
-        let (label, stack) = bypass(destination_label(state, &destination));
+        let (label, stack) = bypass(destination_label(state, destination));
+        let destination = destination.clone();
         let response = match conn.direction {
             // An explicit proxy's CONNECT opens a tunnel to the named authority.
             Direction::Outbound => upgrade::tunnel(state, destination, request).await,
@@ -82,12 +88,12 @@ async fn route(
         return (label, stack, response);
     }
     if request.version() <= Version::HTTP_11 && wants_upgrade(request.headers()) {
-        let (label, stack) = bypass(destination_label(state, &destination));
-        let response = upgrade::forward_upgrade(state, destination, request).await;
+        let (label, stack) = bypass(destination_label(state, destination));
+        let response = upgrade::forward_upgrade(state, destination.clone(), request).await;
         return (label, stack, response);
     }
 
-    let stack = state.stacks.get(state, conn.direction, &destination).await;
+    let stack = state.stacks.get(state, conn.direction, &resolved).await;
     let response = call(stack.clone(), request, started).await;
     (stack.label.clone(), Some(stack), response)
 }

@@ -53,7 +53,7 @@ struct Inner {
 
 #[derive(Default)]
 struct Idle {
-    by_target: HashMap<HostPort, Vec<(Sender, Instant)>>,
+    by_target: HashMap<Arc<HostPort>, Vec<(Sender, Instant)>>,
     reaper_running: bool,
 }
 
@@ -73,7 +73,7 @@ impl Http1Pool {
     /// on a new one when none is idle or the idle ones turn out closed.
     pub async fn send(
         &self,
-        target: &HostPort,
+        target: &Arc<HostPort>,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
         if !request.headers().contains_key(header::HOST) {
@@ -138,7 +138,7 @@ impl Http1Pool {
     /// The response, its body wrapped to hand the connection back at its end.
     fn returning(
         &self,
-        target: &HostPort,
+        target: &Arc<HostPort>,
         sender: Sender,
         response: Response<Incoming>,
     ) -> Response<ProxyBody> {
@@ -160,7 +160,7 @@ impl Http1Pool {
 
 struct Checkin {
     pool: Weak<Inner>,
-    target: HostPort,
+    target: Arc<HostPort>,
     sender: Sender,
 }
 
@@ -274,7 +274,7 @@ mod tests {
     /// An upstream answering each request on a connection with `ok`; with
     /// `close_after_each`, it closes the connection after answering (without
     /// saying so), like a server whose keep-alive timeout is very short.
-    async fn upstream(close_after_each: bool) -> (HostPort, Arc<AtomicUsize>) {
+    async fn upstream(close_after_each: bool) -> (Arc<HostPort>, Arc<AtomicUsize>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let accepted = Arc::new(AtomicUsize::new(0));
@@ -310,7 +310,7 @@ mod tests {
             host: "127.0.0.1".into(),
             port,
         };
-        (target, accepted)
+        (Arc::new(target), accepted)
     }
 
     fn pool(idle_timeout: Duration) -> Http1Pool {
@@ -321,7 +321,7 @@ mod tests {
         Http1Pool::new(connector, idle_timeout, 4)
     }
 
-    async fn get(pool: &Http1Pool, target: &HostPort) -> Result<Bytes, SendError> {
+    async fn get(pool: &Http1Pool, target: &Arc<HostPort>) -> Result<Bytes, SendError> {
         let request = Request::get("/").body(empty()).unwrap();
         let response = pool.send(target, request).await?;
         Ok(response.into_body().collect().await.unwrap().to_bytes())
@@ -377,10 +377,10 @@ mod tests {
             let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             l.local_addr().unwrap().port()
         };
-        let target = HostPort {
+        let target = Arc::new(HostPort {
             host: "127.0.0.1".into(),
             port,
-        };
+        });
         let err = get(&pool(Duration::from_secs(1)), &target)
             .await
             .unwrap_err();

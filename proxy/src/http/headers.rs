@@ -21,18 +21,31 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `TE: trailers` survives: gRPC needs it end to end. With `keep_upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair survives for a protocol switch.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages name only headers removed anyway ("keep-alive") or none
+    // ("close"): collect the rest, which usually allocates nothing.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| {
+            !name.eq_ignore_ascii_case("close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+        })
+        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
     let te_trailers = headers.get_all(header::TE).iter().any(|v| {
         v.to_str()
             .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
     });
-    let upgrade = headers.get(header::UPGRADE).cloned();
+    let upgrade = if keep_upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
 
     for name in named.iter().chain(HOP_BY_HOP.iter()) {
         headers.remove(name);
@@ -40,11 +53,9 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
-    if keep_upgrade {
-        if let Some(upgrade) = upgrade {
-            headers.insert(header::UPGRADE, upgrade);
-            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        }
+    if let Some(upgrade) = upgrade {
+        headers.insert(header::UPGRADE, upgrade);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
 }
 
@@ -66,8 +77,9 @@ pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
             return id.clone();
         }
     }
-    let id = HeaderValue::from_str(&uuid::Uuid::new_v4().to_string())
-        .expect("a UUID is a valid header value");
+    let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
+    let id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
     headers.insert(REQUEST_ID, id.clone());
     id
 }
