@@ -558,10 +558,9 @@ fn record_outcome(
                 "endpoint ejected after consecutive failures"
             );
         }
-        metrics
-            .ejected_endpoints
-            .with_label_values(&labels)
-            .set(detector.ejected_count(now) as i64);
+        if let Some(gauge) = &stack.ejected_endpoints_gauge {
+            gauge.set(detector.ejected_count(now) as i64);
+        }
     }
     if let (Some(breaker), Some(mut held)) = (&stack.breaker, permit) {
         let failure = outcome.is_breaker_failure(&breaker.settings.failure_on);

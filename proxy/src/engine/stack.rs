@@ -7,6 +7,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use prometheus::{IntGauge, IntGaugeVec};
+
 use crate::connect::Connector;
 use crate::destination::HostPort;
 use crate::http::client::UpstreamClients;
@@ -34,6 +36,9 @@ pub struct DestinationStack {
     pub client_settings: (std::time::Duration, std::time::Duration),
     pub metrics: Arc<Metrics>,
     pub request_metrics: RequestMetrics,
+    /// Gauges set on every attempt, resolved once.
+    pub circuit_state_gauge: Option<IntGauge>,
+    pub ejected_endpoints_gauge: Option<IntGauge>,
 }
 
 pub struct Breaker {
@@ -172,8 +177,18 @@ impl DestinationStack {
         let request_metrics = inputs
             .metrics
             .request_metrics(inputs.direction, inputs.label.clone());
+        let gauge =
+            |family: &IntGaugeVec| family.with_label_values(&[inputs.direction, &inputs.label]);
+        let resilience = &inputs.metrics.resilience;
+        let circuit_state_gauge = breaker.as_ref().map(|_| gauge(&resilience.circuit_state));
+        let ejected_endpoints_gauge = endpoints
+            .outlier
+            .as_ref()
+            .map(|_| gauge(&resilience.ejected_endpoints));
         let stack = DestinationStack {
             request_metrics,
+            circuit_state_gauge,
+            ejected_endpoints_gauge,
             source: inputs.source,
             direction: inputs.direction,
             label: inputs.label,
@@ -191,18 +206,10 @@ impl DestinationStack {
         stack
     }
 
-    fn labels(&self) -> [&str; 2] {
-        [self.direction, &self.label]
-    }
-
     pub fn publish_circuit_state(&self, now: Instant) {
-        if let Some(breaker) = &self.breaker {
+        if let (Some(breaker), Some(gauge)) = (&self.breaker, &self.circuit_state_gauge) {
             let state = breaker.state.lock().expect("not poisoned").state(now);
-            self.metrics
-                .resilience
-                .circuit_state
-                .with_label_values(&self.labels())
-                .set(state.state_gauge_value());
+            gauge.set(state.state_gauge_value());
         }
     }
 }
