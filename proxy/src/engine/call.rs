@@ -21,7 +21,7 @@ use super::config::{BreakerSettings, RetrySettings, RouteConfig};
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
 use crate::destination::HostPort;
-use crate::http::body::{full, incoming, ProxyBody};
+use crate::http::body::{empty, full, incoming, ProxyBody};
 use crate::http::client::UpstreamError;
 use crate::http::error_response::{ProxyError, ERROR_HEADER};
 use crate::http::forward::error_chain;
@@ -169,10 +169,17 @@ enum RequestBody {
 }
 
 impl RequestBody {
+    /// The body for the next attempt. An empty body is sent as `empty()`,
+    /// which (zero-sized) boxes without allocating.
     fn take(&mut self) -> Option<ProxyBody> {
+        use http_body::Body;
         match self {
+            RequestBody::Replayable(bytes) if bytes.is_empty() => Some(empty()),
             RequestBody::Replayable(bytes) => Some(full(bytes.clone())),
-            RequestBody::Streaming(body) => body.take().map(incoming),
+            RequestBody::Streaming(body) => body.take().map(|body| match body.is_end_stream() {
+                true => empty(),
+                false => incoming(body),
+            }),
         }
     }
 }
