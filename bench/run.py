@@ -455,12 +455,18 @@ def main():
 
         report = render(args, results, idle_rss, peak, cpu, idle, ready_ms)
         print(report)
-        bad = sum(r.get("bad", 0) for runs in results.values() for r in runs)
+        bad_by = {}
+        for key, runs in results.items():
+            n = sum(r.get("bad", 0) for r in runs)
+            if n:
+                bad_by["/".join(str(k) for k in key)] = n
+        bad = sum(bad_by.values())
         zero = [k for k, runs in results.items() if not any(r.get("rps") for r in runs)]
         if zero:
             raise SystemExit("no throughput measured for %s" % zero)
         if bad:
-            print("warning: %d failed or non-2xx requests in all runs" % bad)
+            print("warning: %d failed or non-2xx requests in all runs: %s" % (
+                bad, ", ".join("%s %d" % kv for kv in sorted(bad_by.items()))))
         if args.write and not args.smoke:
             update_benchmarks(report)
             latency = {(k[1], k[2]): median_of(v) for k, v in results.items() if k[0] == "rate"}
