@@ -225,7 +225,8 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
 
-    /// Tokio worker threads; a sidecar needs few.
+    /// Tokio worker threads; a sidecar needs few. With 1, the proxy runs on a
+    /// single thread (tokio's current-thread scheduler).
     #[arg(long, env = "OUTRIGGER_WORKERS", default_value_t = 2)]
     pub workers: usize,
 }

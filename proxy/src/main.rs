@@ -9,12 +9,7 @@ fn main() -> std::process::ExitCode {
     if let Some(Command::Init(args)) = cli.command {
         return exit(outrigger_proxy::init::run(args));
     }
-    let workers = cli.run.workers.max(1);
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .enable_all()
-        .build()
-        .expect("tokio runtime starts");
+    let runtime = runtime(cli.run.workers.max(1));
     let result = runtime.block_on(async move {
         match cli.command {
             None => {
@@ -37,6 +32,22 @@ fn main() -> std::process::ExitCode {
         }
     });
     exit(result)
+}
+
+/// One worker runs tokio's current-thread scheduler. It has no LIFO slot: a
+/// task woken by another runs after those already queued, so an HTTP/2
+/// connection task writes the frames of many streams in one go instead of
+/// one stream's after each (h2load -c10 -m10: 50k vs 42k req/s; HTTP/1.1
+/// unchanged). More workers run the work-stealing scheduler.
+fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    let mut builder = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(workers);
+        builder
+    };
+    builder.enable_all().build().expect("tokio runtime starts")
 }
 
 fn exit(result: anyhow::Result<()>) -> std::process::ExitCode {
