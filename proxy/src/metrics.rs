@@ -324,6 +324,27 @@ mod tests {
     use super::*;
 
     #[test]
+    fn request_metrics_count_by_class_and_show_only_classes_seen() {
+        let metrics = Metrics::new(10);
+        let web = metrics.request_metrics("outbound", "web:80".into());
+        web.record(200, Duration::from_millis(3));
+        web.record(204, Duration::from_millis(1));
+        web.record(503, Duration::from_millis(2));
+        let text = String::from_utf8(metrics.render()).unwrap();
+        let series = |class: &str| {
+            format!(
+                "outrigger_requests_total{{destination=\"web:80\",direction=\"outbound\",status_class=\"{class}\"}}"
+            )
+        };
+        assert!(text.contains(&format!("{} 2", series("2xx"))), "{text}");
+        assert!(text.contains(&format!("{} 1", series("5xx"))), "{text}");
+        assert!(!text.contains(&series("4xx")), "{text}");
+        assert!(text.contains(
+            "outrigger_request_duration_seconds_count{destination=\"web:80\",direction=\"outbound\"} 3"
+        ));
+    }
+
+    #[test]
     fn destination_labels_are_bounded() {
         let metrics = Metrics::new(2);
         assert_eq!(&*metrics.destination_label("a:80"), "a:80");

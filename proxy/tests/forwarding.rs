@@ -341,3 +341,78 @@ async fn connections_beyond_the_limit_are_closed() {
     let (status, _) = raw_get(proxy.inbound, "/").await.unwrap();
     assert_eq!(status, 200);
 }
+
+/// A keep-alive upstream that counts the connections it accepted and the ones
+/// that were closed on it (by the proxy: it never closes them itself).
+async fn counting_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let listener = tokio::net::TcpListener::bind(loopback(0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, closed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, c) = (accepted.clone(), closed.clone());
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            a.fetch_add(1, Ordering::SeqCst);
+            let c = c.clone();
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => pending.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(end) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                        pending.drain(..end + 4);
+                        let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                        if stream.write_all(reply).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                c.fetch_add(1, Ordering::SeqCst);
+            });
+        }
+    });
+    (addr, accepted, closed)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_connections_are_reused_across_clients_and_closed_when_idle() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted, closed) = counting_upstream().await;
+    let app = format!("--app-addr={upstream}");
+    let proxy = ProxyProcess::start(&[&app, "--pool-idle-timeout=300ms"]).await;
+    // Each request on a new client connection (raw_get sends Connection: close).
+    for _ in 0..5 {
+        let (status, body) = raw_get(proxy.inbound, "/").await.unwrap();
+        assert_eq!((status, body.as_str()), (200, "ok"));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst),
+        1,
+        "one kept-alive upstream connection"
+    );
+    assert_eq!(closed.load(Ordering::SeqCst), 0);
+
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while closed.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "idle upstream connection not closed after --pool-idle-timeout"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The next request opens a new connection and succeeds.
+    let (status, _) = raw_get(proxy.inbound, "/").await.unwrap();
+    assert_eq!(status, 200);
+    assert_eq!(accepted.load(Ordering::SeqCst), 2);
+}
