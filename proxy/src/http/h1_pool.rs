@@ -8,6 +8,7 @@
 
 use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -81,13 +82,14 @@ impl Http1Pool {
                 request.headers_mut().insert(header::HOST, host);
             }
         }
+        let request_sent = track_request_body(&mut request);
         while let Some(mut sender) = self.checkout(target) {
             // Waits out the end of the previous exchange; fails if it closed.
             if sender.ready().await.is_err() {
                 continue;
             }
             match sender.try_send_request(request).await {
-                Ok(response) => return Ok(self.returning(target, sender, response)),
+                Ok(response) => return Ok(self.returning(target, sender, request_sent, response)),
                 Err(mut err) => match err.take_message() {
                     // Closed before it took the request: try the next one.
                     Some(unsent) => request = unsent,
@@ -97,7 +99,7 @@ impl Http1Pool {
         }
         let mut sender = self.connect(target).await?;
         match sender.try_send_request(request).await {
-            Ok(response) => Ok(self.returning(target, sender, response)),
+            Ok(response) => Ok(self.returning(target, sender, request_sent, response)),
             Err(mut err) => Err(match err.take_message() {
                 Some(_) => SendError::NotSent(err.into_error()),
                 None => SendError::Failed(err.into_error()),
@@ -140,12 +142,14 @@ impl Http1Pool {
         &self,
         target: &Arc<HostPort>,
         sender: Sender,
+        request_sent: Option<Arc<AtomicBool>>,
         response: Response<Incoming>,
     ) -> Response<ProxyBody> {
         let checkin = Checkin {
             pool: Arc::downgrade(&self.inner),
             target: target.clone(),
             sender,
+            request_sent,
         };
         response.map(|inner| {
             ReturnOnEnd {
@@ -162,6 +166,8 @@ struct Checkin {
     pool: Weak<Inner>,
     target: Arc<HostPort>,
     sender: Sender,
+    /// Set when the request body has been sent in full (None: it had none).
+    request_sent: Option<Arc<AtomicBool>>,
 }
 
 impl Checkin {
@@ -169,7 +175,13 @@ impl Checkin {
         let Some(pool) = self.pool.upgrade() else {
             return;
         };
-        if self.sender.is_closed() {
+        // A response that ended before the request body did (an early 413,
+        // say) leaves the connection mid-upload: the next request would wait
+        // behind it. Closing it is what the upstream expects anyway.
+        let upload_unfinished = self
+            .request_sent
+            .is_some_and(|sent| !sent.load(Ordering::Acquire));
+        if self.sender.is_closed() || upload_unfinished {
             return;
         }
         let mut idle = pool.idle.lock().expect("not poisoned");
@@ -202,6 +214,61 @@ async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
             });
             !list.is_empty()
         });
+    }
+}
+
+/// Wraps a request body that has content so that its end is known; `None`
+/// for an empty body (nothing to wait for, nothing wrapped).
+fn track_request_body(request: &mut Request<ProxyBody>) -> Option<Arc<AtomicBool>> {
+    if request.body().is_end_stream() {
+        return None;
+    }
+    let sent = Arc::new(AtomicBool::new(false));
+    let inner = std::mem::replace(request.body_mut(), super::body::empty());
+    *request.body_mut() = TrackEnd {
+        inner,
+        sent: sent.clone(),
+    }
+    .boxed_unsync();
+    Some(sent)
+}
+
+pin_project_lite::pin_project! {
+    /// A request body that flags when it has been read to the end.
+    struct TrackEnd {
+        #[pin]
+        inner: ProxyBody,
+        sent: Arc<AtomicBool>,
+    }
+}
+
+impl Body for TrackEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.project();
+        let polled = this.inner.poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            this.sent.store(true, Ordering::Release);
+        }
+        polled
+    }
+
+    // hyper stops polling once this says the end is reached.
+    fn is_end_stream(&self) -> bool {
+        let end = self.inner.is_end_stream();
+        if end {
+            self.sent.store(true, Ordering::Release);
+        }
+        end
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -357,6 +424,26 @@ mod tests {
         let response = pool.send(&target, request).await.unwrap();
         drop(response);
         assert_eq!(&get(&pool, &target).await.unwrap()[..], b"ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn response_ending_before_the_upload_does_not_return_its_connection() {
+        use futures_util::StreamExt;
+        let (target, accepted) = upstream(false).await;
+        let pool = pool(Duration::from_secs(10));
+        // The upstream answers at the end of the head; this body never ends.
+        let chunk = futures_util::stream::once(async {
+            Ok::<_, BoxError>(Frame::data(Bytes::from_static(b"part")))
+        });
+        let endless = http_body_util::StreamBody::new(chunk.chain(futures_util::stream::pending()));
+        let request = Request::post("/").body(endless.boxed_unsync()).unwrap();
+        let response = pool.send(&target, request).await.unwrap();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&body[..], b"ok");
+        // Reusing that connection would wait behind the upload for ever.
+        let next = tokio::time::timeout(Duration::from_secs(5), get(&pool, &target));
+        assert_eq!(&next.await.expect("not stuck").unwrap()[..], b"ok");
         assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
