@@ -1,47 +1,16 @@
 //! Keeps something alive (a concurrency slot) until a response body is done.
 
-use std::pin::Pin;
-use std::task::{Context, Poll};
-
-use bytes::Bytes;
 use http::Response;
-use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 
-use crate::http::body::{BoxError, ProxyBody};
+use crate::http::body::ProxyBody;
+use crate::http::body_end::{OnEnd, WithEnd};
 
-pin_project_lite::pin_project! {
-    struct Guarded<G> {
-        #[pin]
-        inner: ProxyBody,
-        guard: Option<G>,
-    }
-}
+/// Released when the body ends (not when hyper gets round to dropping it).
+struct Release<G>(G);
 
-impl<G> Body for Guarded<G> {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            // Released at the end of the stream, not when hyper drops the body.
-            this.guard.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
+impl<G: Send + 'static> OnEnd for Release<G> {
+    fn ended(self) {}
 }
 
 /// The response with `guard` dropped when its body ends (or is dropped).
@@ -49,13 +18,7 @@ pub fn with_guard<G: Send + 'static>(
     response: Response<ProxyBody>,
     guard: G,
 ) -> Response<ProxyBody> {
-    response.map(|inner| {
-        Guarded {
-            inner,
-            guard: Some(guard),
-        }
-        .boxed_unsync()
-    })
+    response.map(|inner| WithEnd::new(inner, Release(guard)).boxed_unsync())
 }
 
 #[cfg(test)]

@@ -7,21 +7,19 @@
 //! carried has ended, and the next request takes it from there directly.
 
 use std::collections::HashMap;
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{header, HeaderValue, Request, Response};
-use http_body::{Body, Frame, SizeHint};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
 
-use super::body::{BoxError, ProxyBody};
+use super::body::ProxyBody;
+use super::body_end::{OnEnd, WithEnd};
 use crate::connect::{ConnectError, Connector};
 use crate::destination::HostPort;
 
@@ -151,14 +149,7 @@ impl Http1Pool {
             sender,
             request_sent,
         };
-        response.map(|inner| {
-            ReturnOnEnd {
-                inner,
-                ended: false,
-                checkin: Some(checkin),
-            }
-            .boxed_unsync()
-        })
+        response.map(|inner| WithEnd::new(inner, checkin).boxed_unsync())
     }
 }
 
@@ -225,106 +216,24 @@ fn track_request_body(request: &mut Request<ProxyBody>) -> Option<Arc<AtomicBool
     }
     let sent = Arc::new(AtomicBool::new(false));
     let inner = std::mem::replace(request.body_mut(), super::body::empty());
-    *request.body_mut() = TrackEnd {
-        inner,
-        sent: sent.clone(),
-    }
-    .boxed_unsync();
+    *request.body_mut() = WithEnd::new(inner, Sent(sent.clone())).boxed_unsync();
     Some(sent)
 }
 
-pin_project_lite::pin_project! {
-    /// A request body that flags when it has been read to the end.
-    struct TrackEnd {
-        #[pin]
-        inner: ProxyBody,
-        sent: Arc<AtomicBool>,
+struct Sent(Arc<AtomicBool>);
+
+impl OnEnd for Sent {
+    fn ended(self) {
+        self.0.store(true, Ordering::Release);
     }
 }
 
-impl Body for TrackEnd {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        if matches!(polled, Poll::Ready(None)) {
-            this.sent.store(true, Ordering::Release);
-        }
-        polled
-    }
-
-    // hyper stops polling once this says the end is reached.
-    fn is_end_stream(&self) -> bool {
-        let end = self.inner.is_end_stream();
-        if end {
-            self.sent.store(true, Ordering::Release);
-        }
-        end
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-pin_project_lite::pin_project! {
-    /// A response body that returns its connection to the pool once it has
-    /// been read to the end. Dropped before that, the connection is dropped
-    /// too: hyper closes it, since the rest of the body is still on the wire.
-    struct ReturnOnEnd {
-        #[pin]
-        inner: Incoming,
-        ended: bool,
-        checkin: Option<Checkin>,
-    }
-
-    impl PinnedDrop for ReturnOnEnd {
-        fn drop(this: Pin<&mut Self>) {
-            let this = this.project();
-            if *this.ended || this.inner.is_end_stream() {
-                if let Some(checkin) = this.checkin.take() {
-                    checkin.complete();
-                }
-            }
-        }
-    }
-}
-
-impl Body for ReturnOnEnd {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let this = self.project();
-        let polled = this.inner.poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                *this.ended = true;
-                if let Some(checkin) = this.checkin.take() {
-                    checkin.complete();
-                }
-            }
-            // A broken body leaves a connection nobody should reuse.
-            Poll::Ready(Some(Err(_))) => drop(this.checkin.take()),
-            _ => {}
-        }
-        polled.map(|frame| frame.map(|r| r.map_err(BoxError::from)))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+/// A response body read to its end hands its connection back; dropped
+/// before that, or broken, the connection is dropped too (hyper closes it:
+/// the rest of the body is still on the wire).
+impl OnEnd for Checkin {
+    fn ended(self) {
+        self.complete();
     }
 }
 
@@ -335,8 +244,11 @@ mod tests {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     use tokio::net::TcpListener;
 
+    use bytes::Bytes;
+    use http_body::Frame;
+
     use super::*;
-    use crate::http::body::empty;
+    use crate::http::body::{empty, BoxError};
 
     /// An upstream answering each request on a connection with `ok`; with
     /// `close_after_each`, it closes the connection after answering (without

@@ -1,6 +1,7 @@
 //! HTTP proxying: serving client connections, forwarding requests upstream.
 
 pub mod body;
+pub mod body_end;
 pub mod client;
 pub mod error_response;
 pub mod forward;
