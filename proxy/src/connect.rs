@@ -121,17 +121,20 @@ impl tower::Service<http::Uri> for Connector {
     }
 }
 
+/// A loopback port nobody listens on (bound, then released).
+#[cfg(test)]
+pub(crate) fn closed_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn refused_connection_is_an_io_error() {
-        // Bind then drop to find a port with nobody listening.
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
+        let port = closed_port();
         let connector = Connector {
             connect_timeout: Duration::from_secs(1),
             mark: None,

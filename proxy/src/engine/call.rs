@@ -482,8 +482,8 @@ async fn attempt(
             Some(Err(err)) => classify_error(&err),
         }
     };
-    let elapsed = sent.elapsed();
     let done = Instant::now();
+    let elapsed = done.duration_since(sent);
     record_outcome(stack, index, permit, &outcome, elapsed, done);
     Ok((outcome, index))
 }
@@ -671,11 +671,14 @@ fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> Reque
     *request.headers_mut() = headers;
     strip_hop_by_hop(request.headers_mut(), false);
     if !http2 && !request.headers().contains_key(header::HOST) {
-        // An absolute-form request may omit Host; the upstream needs one.
-        if let Some(authority) = parts.uri.authority() {
-            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
-                request.headers_mut().insert(header::HOST, host);
-            }
+        // HTTP/1.1 needs a Host: the absolute-form URI's authority when the
+        // client sent one (and no Host), else the target.
+        let host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()),
+            None => HeaderValue::try_from(target.to_string()),
+        };
+        if let Ok(host) = host {
+            request.headers_mut().insert(header::HOST, host);
         }
     }
     request

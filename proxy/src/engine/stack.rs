@@ -36,8 +36,7 @@ pub struct DestinationStack {
     pub client_settings: (std::time::Duration, std::time::Duration),
     pub metrics: Arc<Metrics>,
     pub request_metrics: RequestMetrics,
-    /// Gauges set on every attempt, resolved once.
-    pub circuit_state_gauge: Option<IntGauge>,
+    /// Set on every attempt when outlier detection is on; resolved once.
     pub ejected_endpoints_gauge: Option<IntGauge>,
 }
 
@@ -45,6 +44,8 @@ pub struct Breaker {
     pub settings: BreakerSettings,
     /// Shared with the next generation's stack when the thresholds are unchanged.
     pub state: Arc<Mutex<CircuitBreaker>>,
+    /// `outrigger_circuit_state` of this destination.
+    pub gauge: IntGauge,
 }
 
 pub struct Budget {
@@ -107,6 +108,9 @@ impl DestinationStack {
             Some(p) => p.endpoints.clone(),
             None => Arc::new(Endpoints::new(inputs.targets, config.outlier.clone(), now)),
         };
+        let gauge =
+            |family: &IntGaugeVec| family.with_label_values(&[inputs.direction, &inputs.label]);
+        let resilience = &inputs.metrics.resilience;
         let breaker = config.breaker.as_ref().map(|settings| {
             let carried = previous
                 .and_then(|p| p.breaker.as_ref())
@@ -118,6 +122,7 @@ impl DestinationStack {
                     Some(b) => b.state.clone(),
                     None => Arc::new(Mutex::new(CircuitBreaker::new(settings.thresholds))),
                 },
+                gauge: gauge(&resilience.circuit_state),
             })
         });
         let budget = config.budget.as_ref().map(|settings| {
@@ -177,17 +182,12 @@ impl DestinationStack {
         let request_metrics = inputs
             .metrics
             .request_metrics(inputs.direction, inputs.label.clone());
-        let gauge =
-            |family: &IntGaugeVec| family.with_label_values(&[inputs.direction, &inputs.label]);
-        let resilience = &inputs.metrics.resilience;
-        let circuit_state_gauge = breaker.as_ref().map(|_| gauge(&resilience.circuit_state));
         let ejected_endpoints_gauge = endpoints
             .outlier
             .as_ref()
             .map(|_| gauge(&resilience.ejected_endpoints));
         let stack = DestinationStack {
             request_metrics,
-            circuit_state_gauge,
             ejected_endpoints_gauge,
             source: inputs.source,
             direction: inputs.direction,
@@ -207,9 +207,9 @@ impl DestinationStack {
     }
 
     pub fn publish_circuit_state(&self, now: Instant) {
-        if let (Some(breaker), Some(gauge)) = (&self.breaker, &self.circuit_state_gauge) {
+        if let Some(breaker) = &self.breaker {
             let state = breaker.state.lock().expect("not poisoned").state(now);
-            gauge.set(state.state_gauge_value());
+            breaker.gauge.set(state.state_gauge_value());
         }
     }
 }

@@ -75,9 +75,8 @@ async fn route(
     started: Instant,
 ) -> (Arc<str>, Option<Arc<DestinationStack>>, Response<ProxyBody>) {
     let destination = &resolved.destination;
-    let bypass = |label| (label, None);
     if request.method() == Method::CONNECT {
-        let (label, stack) = bypass(destination_label(state, destination));
+        let label = destination_label(state, destination);
         let destination = destination.clone();
         let response = match conn.direction {
             // An explicit proxy's CONNECT opens a tunnel to the named authority.
@@ -85,12 +84,12 @@ async fn route(
             // Towards the app, CONNECT is the app's business: pass it through.
             Direction::Inbound => upgrade::forward_upgrade(state, destination, request).await,
         };
-        return (label, stack, response);
+        return (label, None, response);
     }
     if request.version() <= Version::HTTP_11 && wants_upgrade(request.headers()) {
-        let (label, stack) = bypass(destination_label(state, destination));
+        let label = destination_label(state, destination);
         let response = upgrade::forward_upgrade(state, destination.clone(), request).await;
-        return (label, stack, response);
+        return (label, None, response);
     }
 
     let stack = state.stacks.get(state, conn.direction, &resolved).await;

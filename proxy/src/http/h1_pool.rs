@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
-use http::{header, HeaderValue, Request, Response};
+use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -68,18 +68,14 @@ impl Http1Pool {
         }
     }
 
-    /// Sends `request` (origin-form URI) to `target` on an idle connection, or
-    /// on a new one when none is idle or the idle ones turn out closed.
+    /// Sends `request` (origin-form URI, sent as it is: the caller sets Host)
+    /// to `target` on an idle connection, or on a new one when none is idle
+    /// or the idle ones turn out closed.
     pub async fn send(
         &self,
         target: &Arc<HostPort>,
         mut request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        if !request.headers().contains_key(header::HOST) {
-            if let Ok(host) = HeaderValue::try_from(target.to_string()) {
-                request.headers_mut().insert(header::HOST, host);
-            }
-        }
         let request_sent = track_request_body(&mut request);
         while let Some(mut sender) = self.checkout(target) {
             // Waits out the end of the previous exchange; fails if it closed.
@@ -372,13 +368,9 @@ mod tests {
 
     #[tokio::test]
     async fn refused_connection_is_a_connect_error() {
-        let port = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            l.local_addr().unwrap().port()
-        };
         let target = Arc::new(HostPort {
             host: "127.0.0.1".into(),
-            port,
+            port: crate::connect::closed_port(),
         });
         let err = get(&pool(Duration::from_secs(1)), &target)
             .await
