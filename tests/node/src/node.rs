@@ -251,12 +251,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         vec![services_changed.clone()],
         stop.clone(),
     );
-    for ready in [
-        pods.wait_until_ready().await.is_ok(),
-        services.wait_until_ready().await.is_ok(),
-        slices.wait_until_ready().await.is_ok(),
-    ] {
-        anyhow::ensure!(ready, "caches did not fill");
+    let filled = async {
+        pods.wait_until_ready().await?;
+        services.wait_until_ready().await?;
+        slices.wait_until_ready().await
+    };
+    tokio::select! {
+        filled = filled => filled.context("caches did not fill")?,
+        // Dropping the network on the way out removes the bridge.
+        _ = shutdown.cancelled() => return Ok(()),
     }
     let node = Arc::new(Node {
         client: client.clone(),
