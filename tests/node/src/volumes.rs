@@ -143,7 +143,11 @@ async fn prepare(client: &kube::Client, ns: &str, volume: &Volume, dir: &Path) -
                 tracing::warn!(volume = %volume.name, "projected source not supported; left out");
             }
         }
-    } else if volume.empty_dir.is_none() {
+    } else if volume.empty_dir.is_some() {
+        // Writable by any user, as the kubelet makes it.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o777))?;
+    } else {
         tracing::warn!(volume = %volume.name, "volume type not supported; an empty directory");
     }
     Ok(())

@@ -358,3 +358,74 @@ fn pods_run_reach_a_service_by_dns_name_and_are_removed_on_deletion() {
     let links = String::from_utf8_lossy(&links.stdout);
     assert!(!links.contains(&format!(": {bridge}")), "{links}");
 }
+
+const FLAKY: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: flaky, namespace: shop}
+spec:
+  restartPolicy: OnFailure
+  volumes: [{name: state, emptyDir: {}}]
+  containers:
+  - name: app
+    image: outrigger/shell
+    securityContext: {runAsUser: 1000, runAsGroup: 1000}
+    command:
+    - sh
+    - -c
+    - |
+      f=/run/outrigger-testnode/mnt/state/runs
+      n=$(cat $f 2>/dev/null || echo 0)
+      echo $((n + 1)) > $f
+      echo "run $n as uid=$(id -u)"
+      test "$n" -ge 2
+    volumeMounts: [{name: state, mountPath: /run/outrigger-testnode/mnt/state}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: unhealthy, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: app
+    image: outrigger/test-app
+    livenessProbe: {tcpSocket: {port: 9999}, periodSeconds: 1, failureThreshold: 1}
+"#;
+
+#[test]
+fn failing_containers_restart_per_policy_and_liveness() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-restarts") else {
+        return;
+    };
+    let state = api.dir.join("node");
+    let node = NodeProcess::start(&api, &state);
+    api.apply(FLAKY);
+    // OnFailure: two failed runs, restarted with backoff, then success.
+    let flaky = wait_for(Duration::from_secs(60), "flaky Succeeded", &node, || {
+        let pod = api.get_json(&["-n", "shop", "pod", "flaky"])?;
+        assert_ne!(pod["status"]["phase"], "Failed", "{pod:#}");
+        (pod["status"]["phase"] == "Succeeded").then_some(pod)
+    });
+    let app = container(&flaky, "containerStatuses", "app");
+    assert_eq!(app["restartCount"], 2, "{flaky:#}");
+    assert_eq!(app["lastState"]["terminated"]["exitCode"], 1, "{flaky:#}");
+    let uid = flaky["metadata"]["uid"].as_str().unwrap();
+    let log =
+        std::fs::read_to_string(state.join(format!("pods/shop_flaky_{uid}/logs/app.log"))).unwrap();
+    assert!(log.contains("run 2 as uid=1000"), "{log}");
+    // A liveness probe that never passes restarts the container.
+    wait_for(
+        Duration::from_secs(30),
+        "unhealthy restarted",
+        &node,
+        || {
+            let pod = api.get_json(&["-n", "shop", "pod", "unhealthy"])?;
+            let app = container(&pod, "containerStatuses", "app");
+            (app["restartCount"].as_i64() >= Some(1) && app["lastState"]["terminated"].is_object())
+                .then_some(())
+        },
+    );
+}
