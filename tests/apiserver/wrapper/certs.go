@@ -22,11 +22,11 @@ import (
 )
 
 type pki struct {
-	CAFile, CAKeyFile         string
-	ServingCert, ServingKey   string
-	ClientCert, ClientKey     string
-	caCert                    *x509.Certificate
-	caKey                     *ecdsa.PrivateKey
+	CAFile, CAKeyFile       string
+	ServingCert, ServingKey string
+	ClientCert, ClientKey   string
+	caCert                  *x509.Certificate
+	caKey                   *ecdsa.PrivateKey
 }
 
 func newPKI(dir string) *pki {

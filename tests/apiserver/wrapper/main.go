@@ -6,8 +6,14 @@
 //
 // Security model (tests only): TLS with a self-signed CA; any client
 // certificate signed by that CA is an administrator; anonymous requests may
-// only read the health and version endpoints. Admission plugins and API
-// priority and fairness are off.
+// only read the health and version endpoints. API priority and fairness is
+// off. The only admission plugins are k8s.io/apiserver's
+// MutatingAdmissionWebhook and ValidatingAdmissionWebhook (with the
+// admissionregistration native set, see admission.go): the server then calls
+// out, over HTTPS, to the webhooks that administrators configure — on
+// loopback in tests, which is all this server accepts as a client anyway.
+// A webhook's Service is reached through its EndpointSlices, not its
+// ClusterIP (admission.go says why); calls carry no client credentials.
 package main
 
 import (
@@ -24,10 +30,10 @@ import (
 	"github.com/spf13/pflag"
 	noopoteltrace "go.opentelemetry.io/otel/trace/noop"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apiextensions-apiserver/pkg/apiserver"
 	"k8s.io/apiextensions-apiserver/pkg/cmd/server/options"
 	generatedopenapi "k8s.io/apiextensions-apiserver/pkg/generated/openapi"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
@@ -74,7 +80,7 @@ func main() {
 	fs.IntVar(&f.port, "secure-port", 0, "port to listen on; 0 picks a free one")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for certificates and the default kubeconfig (required)")
 	fs.StringVar(&f.kubeconfigOut, "kubeconfig-out", "", "where to write the admin kubeconfig (default <data-dir>/kubeconfig)")
-	fs.StringSliceVar(&f.native, "native", allNativeSets, "built-in API sets to serve: core (namespaces, pods, services, endpoints, configmaps, secrets, serviceaccounts, events), events (events.k8s.io), discovery (endpointslices), coordination (leases); empty for none")
+	fs.StringSliceVar(&f.native, "native", allNativeSets, "built-in API sets to serve: core (namespaces, pods, services, endpoints, configmaps, secrets, serviceaccounts, events), events (events.k8s.io), discovery (endpointslices), coordination (leases), admissionregistration (mutating and validating webhook configurations, and the admission webhooks they configure; needs core and discovery); empty for none")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -129,6 +135,11 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 	natives := enabledNatives(sets.New(f.native...))
+	served := sets.New(f.native...)
+	webhookAdmission := served.Has("admissionregistration")
+	if webhookAdmission && !served.HasAll("core", "discovery") {
+		return fmt.Errorf("--native admissionregistration needs core (namespaces, services) and discovery (endpointslices)")
+	}
 
 	ln, err := net.Listen("tcp", net.JoinHostPort(bind.String(), fmt.Sprint(f.port)))
 	if err != nil {
@@ -138,7 +149,8 @@ func run(ctx context.Context, f flags) error {
 
 	// Options: those of apiextensions-apiserver, minus everything that would
 	// need a real cluster (delegated authn/z, core API kubeconfig, admission,
-	// priority and fairness).
+	// priority and fairness). Webhook admission is added below, once the
+	// loopback client exists.
 	o := options.NewCustomResourceDefinitionsServerOptions(os.Stdout, os.Stderr)
 	if err := o.ServerRunOptions.ComponentGlobalsRegistry.Set(); err != nil {
 		return err
@@ -201,10 +213,10 @@ func run(ctx context.Context, f flags) error {
 	serverConfig.OpenAPIV3Config = genericapiserver.DefaultOpenAPIV3Config(defs, namer)
 	serverConfig.OpenAPIV3Config.Info.Title = "outrigger-apiserver"
 
-	// Core informers, used by apiextensions to resolve conversion-webhook
-	// services: our own Services when we serve them, else an empty fake.
+	// Core informers, used to resolve webhook services (conversion and
+	// admission): our own Services when we serve them, else an empty fake.
 	var coreClient kubernetes.Interface = fake.NewSimpleClientset()
-	servesServices := sets.New(f.native...).Has("core")
+	servesServices := served.Has("core")
 	if servesServices {
 		coreClient, err = kubernetes.NewForConfig(serverConfig.LoopbackClientConfig)
 		if err != nil {
@@ -212,12 +224,25 @@ func run(ctx context.Context, f flags) error {
 		}
 	}
 	serverConfig.SharedInformerFactory = informers.NewSharedInformerFactory(coreClient, 10*time.Minute)
+	// Through EndpointSlices when we serve them (admission.go says why),
+	// else through the ClusterIP as before (which nothing routes).
+	var resolver webhook.ServiceResolver = serviceResolver{serverConfig.SharedInformerFactory.Core().V1().Services().Lister()}
+	if servesServices && served.Has("discovery") {
+		if resolver, err = newEndpointResolver(serverConfig.SharedInformerFactory); err != nil {
+			return err
+		}
+	}
+	if webhookAdmission {
+		if err := enableWebhookAdmission(serverConfig, coreClient, resolver, ro.FeatureGate); err != nil {
+			return fmt.Errorf("admission: %w", err)
+		}
+	}
 
 	config := &apiserver.Config{
 		GenericConfig: serverConfig,
 		ExtraConfig: apiserver.ExtraConfig{
 			CRDRESTOptionsGetter: options.NewCRDRESTOptionsGetter(*ro.Etcd, serverConfig.ResourceTransformers, serverConfig.StorageObjectCountTracker),
-			ServiceResolver:      serviceResolver{serverConfig.SharedInformerFactory.Core().V1().Services().Lister()},
+			ServiceResolver:      resolver,
 			AuthResolverWrapper:  webhook.NewDefaultAuthenticationInfoResolverWrapper(nil, nil, serverConfig.LoopbackClientConfig, noopoteltrace.NewTracerProvider()),
 		},
 	}

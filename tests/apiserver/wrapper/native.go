@@ -18,6 +18,7 @@ import (
 	"strings"
 	"sync"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -90,9 +91,13 @@ var nativeResources = []nativeResource{
 	{
 		set: "core", gv: corev1.SchemeGroupVersion, resource: "services", singular: "service", kind: "Service",
 		namespaced: true, shortNames: []string{"svc"},
-		newObj:        func() runtime.Object { return &corev1.Service{} },
-		newList:       func() runtime.Object { return &corev1.ServiceList{} },
-		prepareCreate: func(obj runtime.Object) { svc := obj.(*corev1.Service); svc.Status = corev1.ServiceStatus{}; defaultService(svc, nil) },
+		newObj:  func() runtime.Object { return &corev1.Service{} },
+		newList: func() runtime.Object { return &corev1.ServiceList{} },
+		prepareCreate: func(obj runtime.Object) {
+			svc := obj.(*corev1.Service)
+			svc.Status = corev1.ServiceStatus{}
+			defaultService(svc, nil)
+		},
 		prepareUpdate: func(obj, old runtime.Object) {
 			svc, o := obj.(*corev1.Service), old.(*corev1.Service)
 			svc.Status = o.Status
@@ -226,9 +231,28 @@ var nativeResources = []nativeResource{
 		newObj:     func() runtime.Object { return &coordinationv1.Lease{} },
 		newList:    func() runtime.Object { return &coordinationv1.LeaseList{} },
 	},
+	{
+		// Webhook configurations, read by the admission plugins (admission.go).
+		set: "admissionregistration", gv: admissionregistrationv1.SchemeGroupVersion,
+		resource: "mutatingwebhookconfigurations", singular: "mutatingwebhookconfiguration", kind: "MutatingWebhookConfiguration",
+		newObj:        func() runtime.Object { return &admissionregistrationv1.MutatingWebhookConfiguration{} },
+		newList:       func() runtime.Object { return &admissionregistrationv1.MutatingWebhookConfigurationList{} },
+		prepareCreate: defaultMutatingWebhooks,
+		prepareUpdate: func(obj, old runtime.Object) { defaultMutatingWebhooks(obj) },
+		validate:      validateMutatingWebhooks,
+	},
+	{
+		set: "admissionregistration", gv: admissionregistrationv1.SchemeGroupVersion,
+		resource: "validatingwebhookconfigurations", singular: "validatingwebhookconfiguration", kind: "ValidatingWebhookConfiguration",
+		newObj:        func() runtime.Object { return &admissionregistrationv1.ValidatingWebhookConfiguration{} },
+		newList:       func() runtime.Object { return &admissionregistrationv1.ValidatingWebhookConfigurationList{} },
+		prepareCreate: defaultValidatingWebhooks,
+		prepareUpdate: func(obj, old runtime.Object) { defaultValidatingWebhooks(obj) },
+		validate:      validateValidatingWebhooks,
+	},
 }
 
-var allNativeSets = []string{"core", "events", "discovery", "coordination"}
+var allNativeSets = []string{"core", "events", "discovery", "coordination", "admissionregistration"}
 
 func enabledNatives(sets sets.Set[string]) []nativeResource {
 	var out []nativeResource
@@ -271,6 +295,8 @@ func newNativeScheme(rs []nativeResource) *runtime.Scheme {
 		internal := schema.GroupVersion{Group: r.gv.Group, Version: runtime.APIVersionInternal}
 		s.AddKnownTypes(r.gv, r.newObj(), r.newList())
 		s.AddKnownTypes(internal, r.newObj(), r.newList())
+		identityConversion(s, r.newObj())
+		identityConversion(s, r.newList())
 		if !seen[r.gv] {
 			seen[r.gv] = true
 			metav1.AddToGroupVersion(s, r.gv)
@@ -327,9 +353,9 @@ func (strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []stri
 func (strategy) WarningsOnUpdate(ctx context.Context, obj, old runtime.Object) []string {
 	return nil
 }
-func (strategy) Canonicalize(obj runtime.Object)  {}
-func (strategy) AllowCreateOnUpdate() bool        { return false }
-func (strategy) AllowUnconditionalUpdate() bool   { return true }
+func (strategy) Canonicalize(obj runtime.Object) {}
+func (strategy) AllowCreateOnUpdate() bool       { return false }
+func (strategy) AllowUnconditionalUpdate() bool  { return true }
 
 // GetResetFields: the main resource does not own status, the status
 // subresource owns nothing but status.
@@ -563,4 +589,3 @@ func validateService(svc *corev1.Service) field.ErrorList {
 	}
 	return errs
 }
-
