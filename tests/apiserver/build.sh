@@ -125,7 +125,12 @@ resolve_closure() {
 
 fetch_and_extract() {
     local pkglist="$CACHE/packages.txt"
-    if [[ ! -s $pkglist || ! -f "$ROOT/.complete" || "${OUTRIGGER_APISERVER_REFRESH:-0}" == 1 ]]; then
+    # A change of ROOT_PKGS re-resolves the closure (roots.txt records the
+    # roots of the cached one; a cache from before it is taken as current).
+    local roots="${ROOT_PKGS[*]}" recorded
+    recorded="$(cat "$CACHE/roots.txt" 2>/dev/null || echo "$roots")"
+    if [[ ! -s $pkglist || ! -f "$ROOT/.complete" || "${OUTRIGGER_APISERVER_REFRESH:-0}" == 1 ||
+          $recorded != "$roots" ]]; then
         apt_setup
         log "resolving package closure"
         resolve_closure > "$pkglist.tmp"
@@ -156,6 +161,7 @@ fetch_and_extract() {
         rm -rf "$ROOT"
         mv "$ROOT.new" "$ROOT"
     fi
+    echo "$roots" > "$CACHE/roots.txt"
 }
 
 find_goroot() {
@@ -208,6 +214,16 @@ build_wrapper() {
 }
 
 main() {
+    # One build at a time per cache (the GOPATH and the package root are
+    # rebuilt in place): a second invocation waits, then finds the binary.
+    mkdir -p "$CACHE"
+    if command -v flock > /dev/null; then
+        exec 9> "$CACHE/.lock"
+        if ! flock -n 9; then
+            log "waiting for another build.sh to finish"
+            flock 9
+        fi
+    fi
     fetch_and_extract
     local bin etcd
     bin="$(build_wrapper)"
