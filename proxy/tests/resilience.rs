@@ -28,7 +28,8 @@ async fn failing_upstream() -> FaultUpstream {
     .unwrap()
 }
 
-/// A proxy whose inbound listener fronts `app` as Service `web`, under `spec`.
+/// A proxy whose inbound listener fronts `app` as Service `web`, under `spec`:
+/// the server side, where the rate limit and the concurrency limit act.
 async fn inbound_proxy(app: &FaultUpstream, spec: &str) -> (ProxyProcess, PolicyFile) {
     let file = PolicyFile::new("web", &policy("web", spec));
     let proxy = ProxyProcess::start(&[
@@ -45,7 +46,29 @@ fn statuses(n: usize, status: u16) -> Vec<Fault> {
     (0..n).map(|_| Fault::status(status)).collect()
 }
 
+/// A caller's proxy: its outbound listener reaches `app` as Service `web`
+/// (one endpoint), under `spec`. Timeouts, retries, the breaker and outlier
+/// detection act here, on the calling side.
+async fn caller_proxy(app: &FaultUpstream, spec: &str) -> (ProxyProcess, PolicyFile) {
+    let file = PolicyFile::new(
+        "web",
+        &format!(
+            "{}{}",
+            policy("web", spec),
+            endpoint_slice("web", &[app.addr.port()])
+        ),
+    );
+    let proxy = ProxyProcess::start(&[&file.flag(), "--policy-poll-interval=50ms"]).await;
+    (proxy, file)
+}
+
+/// GET / to Service `web` through the caller's proxy.
 async fn get(proxy: &ProxyProcess) -> (u16, http::HeaderMap, Vec<u8>) {
+    request(proxy.outbound, "GET", "/", &[("host", "web")], b"").await
+}
+
+/// GET / to the pod behind an inbound proxy.
+async fn get_inbound(proxy: &ProxyProcess) -> (u16, http::HeaderMap, Vec<u8>) {
     request(proxy.inbound, "GET", "/", &[("host", "web")], b"").await
 }
 
@@ -56,7 +79,7 @@ async fn metric(proxy: &ProxyProcess, name: &str, fragments: &[&str]) -> f64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn get_is_retried_until_success() {
     let app = upstream().await;
-    let (proxy, _file) = inbound_proxy(
+    let (proxy, _file) = caller_proxy(
         &app,
         "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n",
     )
@@ -95,10 +118,11 @@ async fn post_is_replayed_only_when_allowed() {
     let app = upstream().await;
     let spec =
         "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}, nonIdempotent: IfIdempotencyKey}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
 
     app.set_script(statuses(3, 503));
-    let (status, _, _) = request(proxy.inbound, "POST", "/charge", &[("host", "web")], b"{}").await;
+    let (status, _, _) =
+        request(proxy.outbound, "POST", "/charge", &[("host", "web")], b"{}").await;
     assert_eq!(status, 503);
     assert_eq!(app.hits(), 1, "POST without Idempotency-Key is sent once");
     assert_eq!(
@@ -117,7 +141,7 @@ async fn post_is_replayed_only_when_allowed() {
         Fault::default(),
     ]);
     let (status, _, body) = request(
-        proxy.inbound,
+        proxy.outbound,
         "POST",
         "/echo",
         &[("host", "web"), ("idempotency-key", "k-1")],
@@ -133,7 +157,7 @@ async fn post_is_replayed_only_when_allowed() {
         reset: Some(ResetPoint::BeforeHeaders),
         ..Fault::default()
     }]);
-    let (status, headers, _) = request(proxy.inbound, "POST", "/", &[("host", "web")], b"x").await;
+    let (status, headers, _) = request(proxy.outbound, "POST", "/", &[("host", "web")], b"x").await;
     assert_eq!(status, 502);
     assert_eq!(headers["x-outrigger-error"], "upstream-reset");
     assert_eq!(app.hits(), 5);
@@ -173,7 +197,7 @@ async fn backoff_gaps_and_total_time_are_bounded() {
     let app = upstream().await;
     // A generous budget: this test is about backoff, not the budget.
     let spec = "  timeouts: {request: 2s}\n  retry:\n    attempts: 3\n    backoff: {base: 40ms, max: 60ms}\n    budget: {percent: 100, minRetryRate: {count: 100, interval: 1s}}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     // Scheduling noise on a loaded 2-core machine; still below what an
     // uncapped or unjittered backoff would add.
     let slack = Duration::from_millis(50);
@@ -197,7 +221,7 @@ async fn backoff_gaps_and_total_time_are_bounded() {
     // The whole call, retries and backoff included, stays within `request`.
     let spec = "  timeouts: {request: 300ms}\n  retry: {attempts: 10, backoff: {base: 100ms, max: 100ms}}\n";
     let slow_app = upstream().await;
-    let (proxy, _file) = inbound_proxy(&slow_app, spec).await;
+    let (proxy, _file) = caller_proxy(&slow_app, spec).await;
     slow_app.set_script(statuses(20, 503));
     let started = Instant::now();
     let (status, _, _) = get(&proxy).await;
@@ -218,7 +242,7 @@ async fn backoff_gaps_and_total_time_are_bounded() {
 async fn retry_budget_caps_retries_under_total_failure() {
     let app = failing_upstream().await;
     let spec = "  retry:\n    attempts: 3\n    backoff: {base: 1ms, max: 1ms}\n    budget: {percent: 20, interval: 10s, minRetryRate: {count: 5, interval: 1s}}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     let started = Instant::now();
     let originals = 300;
     for _ in 0..originals {
@@ -237,7 +261,7 @@ async fn retry_budget_caps_retries_under_total_failure() {
 async fn breaker_opens_rejects_probes_and_recovers() {
     let app = upstream().await;
     let spec = "  circuitBreaker:\n    failureRatePercent: 50\n    minimumRequests: 10\n    window: 10s\n    openFor: 1s\n    maxOpenFor: 10s\n    halfOpenRequests: 2\n    fallback: {status: 503, contentType: application/json, body: '{\"error\":\"web unavailable\"}'}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     let state = |proxy: &ProxyProcess| {
         let admin = proxy.admin;
         async move {
@@ -333,7 +357,7 @@ async fn breaker_opens_rejects_probes_and_recovers() {
 async fn slow_calls_trip_the_breaker() {
     let app = upstream().await;
     let spec = "  circuitBreaker: {minimumRequests: 5, slowCall: {duration: 50ms, ratePercent: 60}, openFor: 10s}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     app.set_script(
         (0..5)
             .map(|_| Fault::parse("delay=80ms").unwrap())
@@ -351,13 +375,17 @@ async fn slow_calls_trip_the_breaker() {
 async fn breaker_state_survives_an_unrelated_policy_edit() {
     let app = upstream().await;
     let spec = "  timeouts: {request: 5s}\n  circuitBreaker: {minimumRequests: 3, openFor: 30s}\n";
-    let (proxy, file) = inbound_proxy(&app, spec).await;
+    let (proxy, file) = caller_proxy(&app, spec).await;
     app.set_script(statuses(3, 503));
     for _ in 0..3 {
         get(&proxy).await;
     }
     assert_eq!(get(&proxy).await.1["x-outrigger-error"], "circuit-open");
-    file.write(&policy("web", &spec.replace("5s", "6s")));
+    file.write(&format!(
+        "{}{}",
+        policy("web", &spec.replace("5s", "6s")),
+        endpoint_slice("web", &[app.addr.port()])
+    ));
     let deadline = Instant::now() + Duration::from_secs(5);
     while proxy.config().await["version"] != 2 {
         assert!(Instant::now() < deadline, "edit not picked up");
@@ -489,7 +517,7 @@ async fn concurrency_limit_sheds_exactly_the_excess() {
     let spec = "  limits: {maxConcurrentRequests: 2, maxPendingRequests: 1, pendingTimeout: 1s}\n";
     let (proxy, _file) = inbound_proxy(&app, spec).await;
     app.set_script((0..6).map(|_| Fault::parse("delay=3s").unwrap()).collect());
-    let results = futures_util::future::join_all((0..6).map(|_| get(&proxy))).await;
+    let results = futures_util::future::join_all((0..6).map(|_| get_inbound(&proxy))).await;
     let ok = results.iter().filter(|r| r.0 == 200).count();
     let shed: Vec<_> = results
         .iter()
@@ -523,7 +551,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         inbound_proxy(&app, "  rateLimit: {requestsPerSecond: 2, burst: 3}\n").await;
     let mut limited = 0;
     for _ in 0..10 {
-        let (status, headers, _) = get(&proxy).await;
+        let (status, headers, _) = get_inbound(&proxy).await;
         if status == 429 {
             limited += 1;
             assert_eq!(headers["x-outrigger-error"], "rate-limited");
@@ -539,39 +567,127 @@ async fn rate_limit_answers_429_with_retry_after() {
     );
 }
 
+/// A call through two proxies, as between two meshed pods: the client sends
+/// to the caller's outbound listener, which reaches Service `web` at the
+/// server's inbound listener, which forwards to `app`. Both proxies read the
+/// same policy for `web`, each from its own file.
+struct Mesh {
+    caller: ProxyProcess,
+    server: ProxyProcess,
+    _files: (PolicyFile, PolicyFile),
+}
+
+async fn mesh(app: &FaultUpstream, spec: &str) -> Mesh {
+    let (server, server_file) = inbound_proxy(app, spec).await;
+    let caller_file = PolicyFile::new(
+        "web-caller",
+        &format!(
+            "{}{}",
+            policy("web", spec),
+            endpoint_slice("web", &[server.inbound.port()])
+        ),
+    );
+    let caller = ProxyProcess::start(&[&caller_file.flag()]).await;
+    Mesh {
+        caller,
+        server,
+        _files: (server_file, caller_file),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_through_two_proxies_is_retried_on_one_side_only() {
+    let app = failing_upstream().await;
+    let mesh = mesh(
+        &app,
+        "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n  timeouts: {request: 5s, backendRequest: 2s}\n",
+    )
+    .await;
+    let (status, _, _) = get(&mesh.caller).await;
+    assert_eq!(status, 503);
+    // One call and two retries, all from the caller; the server's proxy
+    // forwards each attempt once (3 × 3 = 9 if both sides retried).
+    assert_eq!(app.hits(), 3);
+    assert_eq!(
+        metric(&mesh.caller, "outrigger_retries_total", &[]).await,
+        2.0
+    );
+    assert_eq!(
+        metric(&mesh.server, "outrigger_retries_total", &[]).await,
+        0.0
+    );
+    assert_eq!(
+        metric(
+            &mesh.server,
+            "outrigger_requests_total",
+            &["direction=\"inbound\""]
+        )
+        .await,
+        3.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_act_on_the_server_side_only() {
+    let app = upstream().await;
+    let mesh = mesh(&app, "  rateLimit: {requestsPerSecond: 1, burst: 2}\n").await;
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        let (status, headers, _) = get(&mesh.caller).await;
+        if status == 429 {
+            assert_eq!(headers["x-outrigger-error"], "rate-limited");
+        }
+        statuses.push(status);
+    }
+    // The caller's proxy passes the server's 429 on (not retried: 429 is not
+    // in the default codes), and keeps no bucket of its own.
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    assert_eq!(app.hits(), 2);
+    assert_eq!(
+        metric(&mesh.server, "outrigger_rate_limited_total", &[]).await,
+        3.0
+    );
+    assert_eq!(
+        metric(&mesh.caller, "outrigger_rate_limited_total", &[]).await,
+        0.0
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_rejects_nothing_but_counts() {
     let app = upstream().await;
     let spec = "  mode: DryRun\n  rateLimit: {requestsPerSecond: 1, burst: 1}\n  circuitBreaker: {minimumRequests: 3, openFor: 30s}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let mesh = mesh(&app, spec).await;
     app.set_script(statuses(5, 503));
     for _ in 0..10 {
-        let (_, headers, _) = get(&proxy).await;
+        let (_, headers, _) = get(&mesh.caller).await;
         assert!(
             headers.get("x-outrigger-error").is_none(),
             "nothing rejected in DryRun"
         );
     }
     assert_eq!(app.hits(), 10);
-    let metrics = proxy.metrics().await;
+    // The rate limit is the server's to enforce, the breaker the caller's.
+    let server = mesh.server.metrics().await;
     assert_eq!(
         metric_value(
-            &metrics,
+            &server,
             "outrigger_dry_run_would_reject_total",
             &["rate-limited"]
         ),
         9.0
     );
+    assert_eq!(
+        metric_value(&server, "outrigger_rate_limited_total", &[]),
+        0.0
+    );
+    let caller = mesh.caller.metrics().await;
     assert!(
         metric_value(
-            &metrics,
+            &caller,
             "outrigger_dry_run_would_reject_total",
             &["circuit-open"]
         ) >= 5.0
-    );
-    assert_eq!(
-        metric_value(&metrics, "outrigger_rate_limited_total", &[]),
-        0.0
     );
 }
 
@@ -579,10 +695,10 @@ async fn dry_run_rejects_nothing_but_counts() {
 async fn large_body_is_streamed_once_and_not_retried() {
     let app = upstream().await;
     let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}, nonIdempotent: Always, maxBufferedBodyBytes: 1024}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     app.set_script(statuses(3, 503));
     let body = vec![7u8; 4096];
-    let (status, _, _) = request(proxy.inbound, "POST", "/", &[("host", "web")], &body).await;
+    let (status, _, _) = request(proxy.outbound, "POST", "/", &[("host", "web")], &body).await;
     assert_eq!(status, 503);
     assert_eq!(app.hits(), 1);
     assert_eq!(
@@ -596,8 +712,14 @@ async fn large_body_is_streamed_once_and_not_retried() {
     );
     // A small body is buffered and replayed.
     app.set_script(vec![Fault::status(503), Fault::default()]);
-    let (status, _, echoed) =
-        request(proxy.inbound, "POST", "/echo", &[("host", "web")], b"small").await;
+    let (status, _, echoed) = request(
+        proxy.outbound,
+        "POST",
+        "/echo",
+        &[("host", "web")],
+        b"small",
+    )
+    .await;
     assert_eq!((status, echoed.as_slice()), (200, b"small".as_slice()));
     assert_eq!(app.hits(), 3);
 }
@@ -606,7 +728,7 @@ async fn large_body_is_streamed_once_and_not_retried() {
 async fn backend_timeout_gives_504_and_grpc_gets_a_grpc_status() {
     let app = upstream().await;
     let (proxy, _file) =
-        inbound_proxy(&app, "  timeouts: {request: 2s, backendRequest: 100ms}\n").await;
+        caller_proxy(&app, "  timeouts: {request: 2s, backendRequest: 100ms}\n").await;
     app.set_script(vec![Fault::parse("delay=1s").unwrap()]);
     let started = Instant::now();
     let (status, headers, _) = get(&proxy).await;
@@ -625,7 +747,7 @@ async fn backend_timeout_gives_504_and_grpc_gets_a_grpc_status() {
 
     app.set_script(vec![Fault::parse("delay=1s").unwrap()]);
     let (status, headers, _) = request(
-        proxy.inbound,
+        proxy.outbound,
         "POST",
         "/pkg.Service/Method",
         &[("host", "web"), ("content-type", "application/grpc")],
@@ -641,13 +763,13 @@ async fn backend_timeout_gives_504_and_grpc_gets_a_grpc_status() {
 async fn routes_override_the_destination_policy() {
     let app = upstream().await;
     let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}}\n  routes:\n  - match: {pathPrefix: /charge}\n    retry: {attempts: 0}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     app.set_script(statuses(3, 503));
-    let (status, _, _) = request(proxy.inbound, "GET", "/charge/7", &[("host", "web")], b"").await;
+    let (status, _, _) = request(proxy.outbound, "GET", "/charge/7", &[("host", "web")], b"").await;
     assert_eq!(status, 503);
     assert_eq!(app.hits(), 1, "the /charge route does not retry");
     app.set_script(statuses(3, 503));
-    request(proxy.inbound, "GET", "/other", &[("host", "web")], b"").await;
+    request(proxy.outbound, "GET", "/other", &[("host", "web")], b"").await;
     assert_eq!(app.hits(), 4, "other paths retry twice");
 }
 
@@ -656,7 +778,7 @@ async fn retry_after_is_honoured_within_the_deadline() {
     let app = upstream().await;
     let spec =
         "  timeouts: {request: 3s}\n  retry: {attempts: 1, backoff: {base: 1ms, max: 1ms}}\n";
-    let (proxy, _file) = inbound_proxy(&app, spec).await;
+    let (proxy, _file) = caller_proxy(&app, spec).await;
     let busy = |retry_after: &str| Fault {
         status: Some(503),
         retry_after: Some(retry_after.into()),

@@ -115,7 +115,9 @@ impl StackCache {
 /// What to ask the control plane about a destination: the Service it names
 /// (fully qualified, so the operator needs no namespace context), the
 /// original destination IP (a ClusterIP) in transparent mode, or, inbound,
-/// the pod's own Service. External names have no subscription.
+/// the pod's own Service: named with --service-name, else found by the
+/// operator from this pod and the port traffic came to. External names have
+/// no subscription.
 fn subscription_for(
     state: &ProxyState,
     direction: Direction,
@@ -123,13 +125,18 @@ fn subscription_for(
 ) -> Option<Subscription> {
     let matcher = &state.matcher;
     match direction {
-        Direction::Inbound => {
-            let name = state.service_name.as_ref()?;
-            Some(Subscription::Inbound(format!(
+        Direction::Inbound => match (&state.service_name, &state.pod_name) {
+            (Some(name), _) => Some(Subscription::Inbound(format!(
                 "{}/{name}",
                 matcher.namespace
-            )))
-        }
+            ))),
+            (None, Some(pod)) => Some(Subscription::pod(
+                &matcher.namespace,
+                pod,
+                destination.connect.port,
+            )),
+            (None, None) => None,
+        },
         Direction::Outbound => {
             if let Some(service) = matcher.service_of(&destination.name.host) {
                 return Some(Subscription::Destination(format!(
@@ -161,6 +168,7 @@ fn build(
         Some(snapshot) => from_snapshot(state, direction, destination, snapshot),
         None => from_policy_file(state, direction, destination),
     };
+    let config = config.for_side(direction);
     DestinationStack::build(
         StackInputs {
             source,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use outrigger_api::defaults as d;
 
+use crate::direction::Direction;
 use crate::resilience::BreakerConfig;
 use outrigger_api::policy::{
     self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
@@ -220,6 +221,40 @@ impl DestinationConfig {
         }
     }
 
+    /// The part of the policy this side enforces, so that a call through two
+    /// proxies meets each field once:
+    ///
+    /// | side | enforces |
+    /// |---|---|
+    /// | outbound (the caller's proxy) | timeouts, retries and their budget, circuit breaker, outlier detection, balancing |
+    /// | inbound (each of the Service's pods) | rate limit, concurrency limit |
+    ///
+    /// Retrying on both sides would multiply attempts (3 × 3 calls for one
+    /// failing request); limiting on the caller's side would cap each caller
+    /// separately instead of protecting the pod. `mode` and the connect/idle
+    /// timeouts of the side's own connections apply to both.
+    pub fn for_side(mut self, direction: Direction) -> Self {
+        match direction {
+            Direction::Inbound => {
+                self.default_route = RouteConfig {
+                    name: self.default_route.name,
+                    request_timeout: None,
+                    backend_timeout: None,
+                    retry: None,
+                };
+                self.routes.clear();
+                self.budget = None;
+                self.breaker = None;
+                self.outlier = None;
+            }
+            Direction::Outbound => {
+                self.limits = None;
+                self.rate_limit = None;
+            }
+        }
+        self
+    }
+
     /// The first route whose match holds, else the destination's defaults.
     pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> &RouteConfig {
         self.routes
@@ -372,6 +407,40 @@ mod tests {
             panic!()
         };
         DestinationConfig::compile("default/p".into(), &p.spec, Duration::from_secs(1))
+    }
+
+    #[test]
+    fn each_side_enforces_its_own_fields() {
+        let full = compile(concat!(
+            "  timeouts: {request: 2s, backendRequest: 1s, connect: 300ms}\n",
+            "  retry: {attempts: 3}\n",
+            "  circuitBreaker: {}\n",
+            "  outlierDetection: {}\n",
+            "  limits: {maxConcurrentRequests: 4}\n",
+            "  rateLimit: {requestsPerSecond: 5}\n",
+            "  routes: [{match: {pathPrefix: /a}, retry: {attempts: 1}}]\n",
+        ));
+        let outbound = full.clone().for_side(Direction::Outbound);
+        assert!(outbound.default_route.retry.is_some());
+        assert_eq!(
+            outbound.default_route.request_timeout,
+            Some(Duration::from_secs(2))
+        );
+        assert!(outbound.budget.is_some() && outbound.breaker.is_some());
+        assert!(outbound.outlier.is_some());
+        assert_eq!(outbound.routes.len(), 1);
+        assert!(outbound.limits.is_none() && outbound.rate_limit.is_none());
+
+        let inbound = full.for_side(Direction::Inbound);
+        assert!(inbound.limits.is_some() && inbound.rate_limit.is_some());
+        let route = inbound.route(&Method::GET, "/a", &HeaderMap::new());
+        assert_eq!(route.retry, None);
+        assert_eq!(route.request_timeout, None);
+        assert_eq!(route.backend_timeout, None);
+        assert!(inbound.budget.is_none() && inbound.breaker.is_none());
+        assert!(inbound.outlier.is_none());
+        // The connection to the pod's own app keeps the policy's connect timeout.
+        assert_eq!(inbound.connect_timeout, Duration::from_millis(300));
     }
 
     #[test]

@@ -150,24 +150,19 @@ impl DestinationStack {
                 None => Arc::new(ConcurrencyLimit::new(settings.clone())),
             }
         });
-        // The rate limit protects the pod's own app: inbound only.
-        let inbound = inputs.direction == "inbound";
-        let rate_limit = config
-            .rate_limit
-            .as_ref()
-            .filter(|_| inbound)
-            .map(|settings| {
-                let same = previous
-                    .and_then(|p| p.config.rate_limit.as_ref().zip(p.rate_limit.as_ref()))
-                    .filter(|(old, _)| *old == settings);
-                match same {
-                    Some((_, bucket)) => bucket.clone(),
-                    None => Arc::new(Mutex::new(TokenBucket::new(
-                        settings.requests_per_second,
-                        settings.burst,
-                    ))),
-                }
-            });
+        // Which side enforces it was decided by `DestinationConfig::for_side`.
+        let rate_limit = config.rate_limit.as_ref().map(|settings| {
+            let same = previous
+                .and_then(|p| p.config.rate_limit.as_ref().zip(p.rate_limit.as_ref()))
+                .filter(|(old, _)| *old == settings);
+            match same {
+                Some((_, bucket)) => bucket.clone(),
+                None => Arc::new(Mutex::new(TokenBucket::new(
+                    settings.requests_per_second,
+                    settings.burst,
+                ))),
+            }
+        });
         let client_settings = (config.connect_timeout, config.idle_timeout);
         let clients = match previous.filter(|p| p.client_settings == client_settings) {
             Some(p) => p.clients.clone(),
