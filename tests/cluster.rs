@@ -3,7 +3,7 @@
 //! rules, status, watches, server-side apply and Leases are the real ones;
 //! Services, Pods and EndpointSlices are served by the harness's own minimal
 //! registry (no controllers run: the tests write EndpointSlices themselves).
-//! The mutating webhook is not called (the harness runs without admission).
+//! The mutating webhook is not called here (tests/admission.rs drives it).
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -34,6 +34,22 @@ fn endpoint_slice(service: &str, port: u16) -> String {
     format!(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {service}-1, namespace: shop, labels: {{kubernetes.io/service-name: {service}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n"
     )
+}
+
+/// `kubectl patch` (merge) of policy `name` in shop.
+fn patch_policy(api: &KubeApi, name: &str, patch: &str) {
+    blocking(|| {
+        api.kubectl_ok(&[
+            "patch",
+            "-n",
+            "shop",
+            "rp",
+            name,
+            "--type=merge",
+            "-p",
+            patch,
+        ])
+    });
 }
 
 /// A condition of a policy's status: (status, reason, message).
@@ -502,18 +518,7 @@ async fn a_kubectl_edit_reaches_the_proxy_and_status_counts_it() {
 
     // kubectl edits the policy: no more retries, and the proxy acknowledges.
     let edited = Instant::now();
-    blocking(|| {
-        api.kubectl_ok(&[
-            "patch",
-            "-n",
-            "shop",
-            "rp",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"retry":{"attempts":0}}}"#,
-        ])
-    });
+    patch_policy(&api, "web", r#"{"spec":{"retry":{"attempts":0}}}"#);
     let mut applied = None;
     while edited.elapsed() < Duration::from_secs(10) {
         let before = app.hits();
@@ -578,6 +583,125 @@ async fn status_counts_the_proxies_of_every_replica() {
     follower.kill().await;
     wait_for_policy(&api, "web", "the dead replica's proxies dropped", |p| {
         p["status"]["proxies"] == serde_json::json!({"total": 0, "current": 0})
+    })
+    .await;
+}
+
+/// The server side of the mesh as an injected pod runs it: a proxy that knows
+/// only its pod name (`POD_NAME`, from the downward API in an injected pod)
+/// and namespace, no `--service-name`. The operator finds the pod's Service
+/// from the EndpointSlice that lists the pod, and the Service's rate limit
+/// acts on the pod's inbound traffic. Retries in the same policy are the
+/// caller's to make: the server's proxy forwards each call once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_pods_proxy_finds_its_inbound_policy_by_pod_name() {
+    let Some(api) = KubeApi::start("pod-inbound") else {
+        return;
+    };
+    let app = FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default())
+        .await
+        .unwrap();
+    let port = app.addr.port();
+    blocking(|| {
+        api.install_crds();
+        api.apply(&service("web"));
+        api.apply(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web-1, namespace: shop, labels: {app: web}}\nspec:\n  containers: [{name: app, image: outrigger/test-app}]\n",
+        );
+        // What the EndpointSlice controller writes for that pod (no
+        // controller runs here): its address, the named port, a targetRef.
+        api.apply(&format!(
+            "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-abc, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}, protocol: TCP}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}, targetRef: {{kind: Pod, namespace: shop, name: web-1}}}}]\n"
+        ));
+        api.apply(
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: web, namespace: shop}\nspec:\n  targetRef: {kind: Service, name: web}\n  rateLimit: {requestsPerSecond: 1, burst: 2}\n  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n",
+        );
+    });
+    let op = operator(&api, "operator-a", &[]).await;
+    let bin = binary("outrigger-proxy", "outrigger-proxy").unwrap();
+    let state = temp_dir("pod-inbound-state");
+    let args = vec![
+        "--inbound-addr=127.0.0.1:0".to_string(),
+        "--outbound-addr=127.0.0.1:0".into(),
+        "--admin-addr=127.0.0.1:0".into(),
+        // In a pod: loopback on the port iptables redirected from.
+        format!("--app-addr={}", app.addr),
+        format!("--control-plane=http://{}", op.addr("policy")),
+        format!(
+            "--control-token-file={}",
+            api.dir.join("shared-token").display()
+        ),
+        format!("--state-dir={}", state.display()),
+        "--control-initial-wait=5s".into(),
+        "--log-level=warn".into(),
+    ];
+    let proxy = Process::start_with_env(
+        &bin,
+        &args,
+        &[
+            ("POD_NAME", Path::new("web-1")),
+            ("OUTRIGGER_NAMESPACE", Path::new("shop")),
+        ],
+    )
+    .await
+    .wait_ready(Duration::from_secs(10))
+    .await;
+    let inbound = proxy.addr("inbound");
+    let call = || async move {
+        http(inbound, "GET", "/", "web.shop.svc.cluster.local")
+            .await
+            .map(|(status, _)| status)
+            .unwrap_or(0)
+    };
+
+    // Burst 2, then 429s: the Service's rate limit, found by pod name.
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(call().await);
+    }
+    assert_eq!(statuses, [200, 200, 429, 429, 429]);
+    assert_eq!(app.hits(), 2);
+    wait_for_policy(&api, "web", "the server pod's proxy counted", |p| {
+        p["status"]["proxies"] == serde_json::json!({"total": 1, "current": 1})
+    })
+    .await;
+
+    // A failing call is not retried on the server side (polled until the
+    // bucket has a token again).
+    app.set_script(vec![Fault::status(503)]);
+    let before = app.hits();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        let status = call().await;
+        if status != 429 || Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status, 503);
+    assert_eq!(app.hits() - before, 1);
+
+    // kubectl raises the limit: the proxy follows the edit.
+    patch_policy(
+        &api,
+        "web",
+        r#"{"spec":{"rateLimit":{"requestsPerSecond":1000,"burst":1000}}}"#,
+    );
+    outrigger_e2e::wait_until(
+        Duration::from_secs(10),
+        "the raised limit applied",
+        || async {
+            let mut all_ok = true;
+            for _ in 0..5 {
+                all_ok &= call().await == 200;
+            }
+            all_ok
+        },
+    )
+    .await;
+    wait_for_policy(&api, "web", "generation 2 acknowledged", |p| {
+        p["status"]["observedGeneration"] == 2
+            && p["status"]["proxies"] == serde_json::json!({"total": 1, "current": 1})
     })
     .await;
 }

@@ -4,6 +4,7 @@
 //! ```text
 //! GET  /v1/watch?destination=payments.shop.svc.cluster.local:8080&proxy=ID
 //! GET  /v1/watch?inbound=shop/payments&proxy=ID
+//! GET  /v1/watch?pod=shop/payments-7d9c-x2k:8080&proxy=ID
 //!   ← {"type":"snapshot","version":7,"destination":{...}}     full state, newest only
 //!   ← {"type":"heartbeat","version":7}                        every few seconds
 //! POST /v1/ack  {"proxy":"ID","subscription":"...","version":7}
@@ -26,8 +27,13 @@ pub enum Subscription {
     /// An outbound destination by authority: a Service name in any of its DNS
     /// spellings, or ClusterIP, with a port.
     Destination(String),
-    /// The inbound policy of the pod's own Service, as `namespace/service`.
+    /// The inbound policy of the pod's own Service, as `namespace/service`
+    /// (a proxy told its Service with `--service-name`).
     Inbound(String),
+    /// The inbound policy for one port of a pod, as `namespace/pod:port`: the
+    /// operator finds the Service whose EndpointSlices list that pod with that
+    /// port, so an injected proxy needs to know only its own pod.
+    Pod(String),
 }
 
 impl Subscription {
@@ -36,7 +42,13 @@ impl Subscription {
         match self {
             Subscription::Destination(authority) => format!("destination={authority}"),
             Subscription::Inbound(service) => format!("inbound={service}"),
+            Subscription::Pod(pod_port) => format!("pod={pod_port}"),
         }
+    }
+
+    /// The subscription for traffic to `port` of pod `namespace/pod`.
+    pub fn pod(namespace: &str, pod: &str, port: u16) -> Self {
+        Subscription::Pod(format!("{namespace}/{pod}:{port}"))
     }
 
     /// A stable short name (for logs, files and metric labels).
@@ -44,8 +56,17 @@ impl Subscription {
         match self {
             Subscription::Destination(authority) => format!("dst:{authority}"),
             Subscription::Inbound(service) => format!("in:{service}"),
+            Subscription::Pod(pod_port) => format!("pod:{pod_port}"),
         }
     }
+}
+
+/// `namespace/pod:port` split into its parts, if it has that shape.
+pub fn parse_pod_port(value: &str) -> Option<(&str, &str, u16)> {
+    let (namespace, rest) = value.split_once('/')?;
+    let (pod, port) = rest.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!namespace.is_empty() && !pod.is_empty()).then_some((namespace, pod, port))
 }
 
 /// One line of the stream.
@@ -127,5 +148,26 @@ mod tests {
             serde_json::to_string(&ack).unwrap(),
             r#"{"proxy":"p","subscription":{"kind":"destination","name":"web:80"},"version":4}"#
         );
+    }
+
+    #[test]
+    fn pod_subscriptions_name_namespace_pod_and_port() {
+        let s = Subscription::pod("shop", "web-1", 8080);
+        assert_eq!(s.query(), "pod=shop/web-1:8080");
+        assert_eq!(s.key(), "pod:shop/web-1:8080");
+        assert_eq!(
+            parse_pod_port("shop/web-1:8080"),
+            Some(("shop", "web-1", 8080))
+        );
+        for bad in [
+            "shop/web-1",
+            "web-1:80",
+            "/web:80",
+            "shop/:80",
+            "shop/w:0",
+            "shop/w:x",
+        ] {
+            assert_eq!(parse_pod_port(bad), None, "{bad}");
+        }
     }
 }

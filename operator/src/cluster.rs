@@ -96,6 +96,17 @@ impl crate::policy_server::auth::ServiceAccounts for CachedServiceAccounts {
         accounts.dedup();
         Some(accounts)
     }
+
+    fn of_pod(&self, namespace: &str, pod: &str) -> Option<String> {
+        let key = kube::runtime::reflector::ObjectRef::<Pod>::new(pod).within(namespace);
+        let pod = self.pods.get(&key)?;
+        Some(
+            pod.spec
+                .as_ref()
+                .and_then(|s| s.service_account_name.clone())
+                .unwrap_or_else(|| "default".into()),
+        )
+    }
 }
 
 /// Starts the reflectors (policies, Services, EndpointSlices, Pods and, with

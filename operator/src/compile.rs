@@ -55,6 +55,11 @@ pub struct Destination {
     pub ports: Vec<ServicePort>,
     /// Ready endpoints only.
     pub endpoints: Vec<Endpoint>,
+    /// Every pod the EndpointSlices list for this Service (by `targetRef`),
+    /// ready or not: pod name → its ports by name. A pod's proxy finds its
+    /// inbound policy through this before and while the pod is ready.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub pods: BTreeMap<String, BTreeMap<String, u16>>,
     /// Accepted policies for this Service: at most one without a port, and at
     /// most one per port.
     pub policies: Vec<AppliedPolicy>,
@@ -246,6 +251,7 @@ fn destination(service: &Service) -> Destination {
         cluster_ips,
         ports,
         endpoints: Vec::new(),
+        pods: BTreeMap::new(),
         policies: Vec::new(),
     }
 }
@@ -285,6 +291,18 @@ fn attach_endpoints(destinations: &mut BTreeMap<ObjectKey, Destination>, slices:
             })
             .collect();
         for endpoint in &slice.endpoints {
+            let pod = endpoint
+                .target_ref
+                .as_ref()
+                .filter(|r| r.kind.as_deref() == Some("Pod"))
+                .and_then(|r| r.name.clone());
+            if let Some(pod) = pod {
+                destination
+                    .pods
+                    .entry(pod)
+                    .or_default()
+                    .extend(ports.iter().map(|(name, port)| (name.clone(), *port)));
+            }
             // Kubernetes treats an unset ready condition as ready.
             let ready = endpoint
                 .conditions

@@ -97,8 +97,14 @@ pub struct RunArgs {
     pub policy_poll_interval: Duration,
 
     /// Service this pod serves: selects the policy applied to inbound traffic.
+    /// Unset, with a control plane and --pod-name, the operator finds it: the
+    /// Service whose EndpointSlices list this pod on the port traffic came to.
     #[arg(long, env = "OUTRIGGER_SERVICE_NAME")]
     pub service_name: Option<String>,
+
+    /// This pod's name (set from the downward API in an injected pod).
+    #[arg(long, env = "POD_NAME")]
+    pub pod_name: Option<String>,
 
     /// Namespace of this pod: short destination names resolve in it.
     #[arg(long, env = "OUTRIGGER_NAMESPACE", default_value = "default")]

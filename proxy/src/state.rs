@@ -22,6 +22,8 @@ pub struct ProxyState {
     pub app_addr: Option<SocketAddr>,
     pub outbound_mode: OutboundMode,
     pub service_name: Option<String>,
+    /// This pod's name: with a control plane, what inbound policy is asked by.
+    pub pod_name: Option<String>,
     pub opaque_ports: Vec<u16>,
     pub access_log: bool,
     /// The proxy's own listeners: a request addressed to one of them would loop.
@@ -60,6 +62,7 @@ impl ProxyState {
             app_addr: args.app_addr,
             outbound_mode: args.outbound_mode,
             service_name: args.service_name.clone(),
+            pod_name: args.pod_name.clone(),
             opaque_ports: args.opaque_ports.clone(),
             access_log: args.access_log,
             own_addrs,

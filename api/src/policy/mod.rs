@@ -61,23 +61,28 @@ pub struct ResiliencePolicySpec {
     /// limit would reject is counted in metrics but let through. Default Enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// Timeouts of calls to the target. Unset fields default to request 15s,
-    /// connect 1s, idle 5m and no per-attempt limit, even without this section.
+    /// Timeouts of calls to the target, enforced by the calling pod's proxy.
+    /// Unset fields default to request 15s, connect 1s, idle 5m and no
+    /// per-attempt limit, even without this section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
-    /// Retries of failed calls. Absent: no retries. Present: unset fields take
-    /// their defaults (2 retries of 502/503/504 and unsent requests).
+    /// Retries of failed calls, made by the calling pod's proxy only (the
+    /// Service's own proxies never retry, so a call is not retried twice).
+    /// Absent: no retries. Present: unset fields take their defaults (2
+    /// retries of 502/503/504 and unsent requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
-    /// Stops calling the Service while it fails, answering with a fallback.
-    /// Absent: no circuit breaker.
+    /// Stops calling the Service while it fails, answering with a fallback;
+    /// each calling pod's proxy keeps its own breaker. Absent: no circuit
+    /// breaker.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<CircuitBreaker>,
-    /// Takes failing endpoints out of load balancing for a while. Absent:
-    /// endpoints are never ejected.
+    /// Takes failing endpoints out of the calling pod's load balancing for a
+    /// while. Absent: endpoints are never ejected.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outlier_detection: Option<OutlierDetection>,
-    /// Caps concurrent requests to the Service. Absent: no cap.
+    /// Caps concurrent requests each of the Service's pods receives, enforced
+    /// by that pod's proxy (inbound). Absent: no cap.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limits: Option<Limits>,
     /// Rate limit on requests the Service's own pods receive (inbound), answered

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use kube::api::{Api, PostParams};
 use kube::Client;
-use outrigger_api::stream::Subscription;
+use outrigger_api::stream::{parse_pod_port, Subscription};
 use sha2::{Digest, Sha256};
 
 pub const AUDIENCE: &str = "outrigger";
@@ -49,6 +49,9 @@ impl Denied {
 pub trait ServiceAccounts: Send + Sync {
     /// `None` when the Service does not exist.
     fn of_service(&self, namespace: &str, service: &str) -> Option<Vec<String>>;
+    /// The service account pod `namespace/pod` runs as; `None` when there is
+    /// no such pod.
+    fn of_pod(&self, namespace: &str, pod: &str) -> Option<String>;
 }
 
 /// Review verdicts by token digest, with when they were made.
@@ -121,8 +124,10 @@ pub fn authorize(
     subscription: &Subscription,
     accounts: Option<&dyn ServiceAccounts>,
 ) -> Result<(), Denied> {
-    let Subscription::Inbound(service) = subscription else {
-        return Ok(());
+    let service = match subscription {
+        Subscription::Destination(_) => return Ok(()),
+        Subscription::Pod(pod_port) => return authorize_pod(identity, pod_port, accounts),
+        Subscription::Inbound(service) => service,
     };
     let (namespace, name) = service.split_once('/').unwrap_or(("", service));
     let who = format!("{}/{}", identity.namespace, identity.service_account);
@@ -138,6 +143,39 @@ pub fn authorize(
                 "{who} may not watch the inbound policy of {service}: no pod of that Service runs as {}",
                 identity.service_account
             )));
+        }
+    }
+    Ok(())
+}
+
+/// A pod's inbound policy is for proxies of that namespace running as the
+/// pod's own service account (with the Pod watch cache; without it, the
+/// namespace alone decides).
+fn authorize_pod(
+    identity: &Identity,
+    pod_port: &str,
+    accounts: Option<&dyn ServiceAccounts>,
+) -> Result<(), Denied> {
+    let (namespace, pod) = parse_pod_port(pod_port).map_or(("", ""), |(ns, pod, _)| (ns, pod));
+    let who = format!("{}/{}", identity.namespace, identity.service_account);
+    if namespace != identity.namespace {
+        return Err(Denied::Forbidden(format!(
+            "{who} may not watch the inbound policy of pod {namespace}/{pod}: other namespace"
+        )));
+    }
+    if let Some(accounts) = accounts {
+        match accounts.of_pod(namespace, pod) {
+            Some(account) if account == identity.service_account => {}
+            Some(account) => {
+                return Err(Denied::Forbidden(format!(
+                    "{who} may not watch the inbound policy of pod {namespace}/{pod}: it runs as {account}"
+                )))
+            }
+            None => {
+                return Err(Denied::Forbidden(format!(
+                    "{who} may not watch the inbound policy of pod {namespace}/{pod}: no such pod"
+                )))
+            }
         }
     }
     Ok(())
@@ -263,6 +301,11 @@ mod tests {
         fn of_service(&self, namespace: &str, service: &str) -> Option<Vec<String>> {
             (namespace == "shop").then(|| vec![service.to_string()])
         }
+        /// Pod `payments-1` of shop runs as `payments`, `cart-1` as `cart`.
+        fn of_pod(&self, namespace: &str, pod: &str) -> Option<String> {
+            let (account, _) = pod.split_once('-')?;
+            (namespace == "shop").then(|| account.to_string())
+        }
     }
 
     fn inbound(service: &str) -> Subscription {
@@ -338,6 +381,39 @@ mod tests {
         // Outbound destinations are open to any authenticated proxy.
         let dst = Subscription::Destination("payments.shop.svc.cluster.local:80".into());
         assert!(auth.check(Some("Bearer good-other"), &dst).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn a_pods_inbound_policy_is_for_its_own_service_account() {
+        let (auth, _) = authenticator();
+        let own = Subscription::pod("shop", "payments-1", 8080);
+        assert!(auth.check(Some("Bearer good-shop"), &own).await.is_ok());
+        for (token, subscription, why) in [
+            (
+                "good-other",
+                own.clone(),
+                "other/x may not watch the inbound policy of pod shop/payments-1: other namespace",
+            ),
+            (
+                "good-shop",
+                Subscription::pod("shop", "cart-1", 8080),
+                "it runs as cart",
+            ),
+            (
+                "good-shop",
+                Subscription::pod("shop", "nobody", 8080),
+                "no such pod",
+            ),
+        ] {
+            let denied = auth
+                .check(Some(&format!("Bearer {token}")), &subscription)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(denied, Denied::Forbidden(ref m) if m.contains(why)),
+                "{subscription:?}: {denied:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -13,7 +13,9 @@ use hyper::body::{Frame, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use outrigger_api::stream::{Ack, StreamMessage, Subscription, ACK_PATH, WATCH_PATH};
+use outrigger_api::stream::{
+    parse_pod_port, Ack, StreamMessage, Subscription, ACK_PATH, WATCH_PATH,
+};
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
@@ -204,7 +206,8 @@ fn valid_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= MAX_NAME && name.bytes().all(|b| b.is_ascii_graphic())
 }
 
-/// `proxy=ID` plus exactly one of `destination=HOST:PORT` or `inbound=NS/NAME`.
+/// `proxy=ID` plus exactly one of `destination=HOST:PORT`, `inbound=NS/NAME`
+/// or `pod=NS/POD:PORT`.
 fn parse_watch(query: &str) -> Result<(String, Subscription), String> {
     let mut proxy = None;
     let mut subscription = None;
@@ -220,22 +223,34 @@ fn parse_watch(query: &str) -> Result<(String, Subscription), String> {
             "inbound" => subscription
                 .replace(Subscription::Inbound(value))
                 .map(|_| String::new()),
+            "pod" => subscription
+                .replace(Subscription::Pod(value))
+                .map(|_| String::new()),
             other => {
                 return Err(format!(
-                    "unknown parameter {other:?}; use proxy, destination or inbound"
+                    "unknown parameter {other:?}; use proxy, destination, inbound or pod"
                 ))
             }
         };
         if previous.is_some() {
-            return Err(format!("{key} given twice (or destination with inbound)"));
+            return Err(format!(
+                "{key} given twice (or more than one of destination, inbound, pod)"
+            ));
         }
     }
     let proxy = proxy.ok_or("missing proxy=ID")?;
     if !valid_name(&proxy) {
         return Err("proxy must be 1-253 printable characters".into());
     }
-    let subscription =
-        subscription.ok_or("missing destination=HOST:PORT or inbound=NAMESPACE/SERVICE")?;
+    let subscription = subscription.ok_or(
+        "missing destination=HOST:PORT, inbound=NAMESPACE/SERVICE or pod=NAMESPACE/POD:PORT",
+    )?;
+    let label = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 63
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    };
     match &subscription {
         Subscription::Destination(authority) => {
             let valid = authority.len() <= MAX_NAME
@@ -246,13 +261,14 @@ fn parse_watch(query: &str) -> Result<(String, Subscription), String> {
                 return Err(format!("destination {authority:?} is not HOST:PORT"));
             }
         }
+        Subscription::Pod(pod_port) => {
+            // Pod names are DNS subdomains.
+            let subdomain = |s: &str| s.len() <= MAX_NAME && s.split('.').all(label);
+            if !parse_pod_port(pod_port).is_some_and(|(ns, pod, _)| label(ns) && subdomain(pod)) {
+                return Err(format!("pod {pod_port:?} is not NAMESPACE/POD:PORT"));
+            }
+        }
         Subscription::Inbound(service) => {
-            let label = |s: &str| {
-                !s.is_empty()
-                    && s.len() <= 63
-                    && s.bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-            };
             if !service
                 .split_once('/')
                 .is_some_and(|(ns, name)| label(ns) && label(name))
@@ -374,6 +390,8 @@ mod tests {
         let (proxy, s) = parse_watch("proxy=p1&destination=payments.shop%3A8080").unwrap();
         assert_eq!(proxy, "p1");
         assert_eq!(s, Subscription::Destination("payments.shop:8080".into()));
+        let (_, s) = parse_watch("proxy=p1&pod=shop/web-7d9c.x2k%3A8080").unwrap();
+        assert_eq!(s, Subscription::Pod("shop/web-7d9c.x2k:8080".into()));
         for (query, message) in [
             ("destination=a:80", "missing proxy"),
             ("proxy=p", "missing destination"),
@@ -381,6 +399,10 @@ mod tests {
             ("proxy=p&destination=a:0", "is not HOST:PORT"),
             ("proxy=p&inbound=Shop/x", "is not NAMESPACE/SERVICE"),
             ("proxy=p&destination=a:80&inbound=s/x", "given twice"),
+            ("proxy=p&pod=shop/web-1", "is not NAMESPACE/POD:PORT"),
+            ("proxy=p&pod=shop/Web:80", "is not NAMESPACE/POD:PORT"),
+            ("proxy=p&pod=shop/web..1:80", "is not NAMESPACE/POD:PORT"),
+            ("proxy=p&pod=shop/w:80&inbound=s/x", "given twice"),
             ("proxy=p&colour=red", "unknown parameter"),
             ("proxy=p&destination=%zz", "invalid percent-encoding"),
         ] {

@@ -76,13 +76,12 @@ pub async fn run(
     let client = client(control.config.tls.clone());
     let base = control.config.base.to_string();
     let base = base.trim_end_matches('/');
-    let (query, proxy) = match &subscription {
-        Subscription::Destination(a) => (
-            format!("destination={}", escape(a)),
-            &control.config.proxy_id,
-        ),
-        Subscription::Inbound(s) => (format!("inbound={}", escape(s)), &control.config.proxy_id),
+    let query = match &subscription {
+        Subscription::Destination(a) => format!("destination={}", escape(a)),
+        Subscription::Inbound(s) => format!("inbound={}", escape(s)),
+        Subscription::Pod(p) => format!("pod={}", escape(p)),
     };
+    let proxy = &control.config.proxy_id;
     let watch_uri = format!("{base}{WATCH_PATH}?{query}&proxy={}", escape(proxy));
     let ack_uri = format!("{base}{ACK_PATH}");
     let mut failures = 0u32;
