@@ -26,12 +26,6 @@ bash tests/fuzz/run.sh
 # The peer benchmark, briefly: it runs and produces numbers (the figures are
 # not assertions; `bash bench/run.sh --write` measures for BENCHMARKS.md).
 bash bench/run.sh --smoke
-# Supply chain: licenses, duplicate versions, sources (deny.toml).
-if command -v cargo-deny >/dev/null 2>&1; then
-  cargo deny --log-level error check licenses bans sources
-elif [ "${CI:-}" = true ]; then
-  echo "cargo-deny is required in CI (.ci/run installs it)" >&2
-  exit 1
-else
-  echo "SKIPPED: cargo deny (cargo install --locked cargo-deny)"
-fi
+# Supply chain: advisories (RustSec; offline copy when upstream is
+# unreachable), licenses, duplicate versions, sources (deny.toml).
+bash tests/supply-chain.sh
