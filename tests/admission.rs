@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use outrigger_e2e::kube_api::KubeApi;
-use outrigger_e2e::{binary, temp_dir, workspace_root, Process};
+use outrigger_e2e::{binary, workspace_root, Process};
 use serde_json::{json, Value};
 
 const RELEASE_NS: &str = "outrigger-system";
@@ -149,7 +149,7 @@ fn secret_file(api: &KubeApi, secret: &str, key: &str, dir: &Path) -> PathBuf {
 /// listeners on loopback port 0.
 async fn operator(api: &KubeApi) -> Process {
     let bin = binary("outrigger-operator", "outrigger-operator").unwrap();
-    let dir = temp_dir("admission-tls");
+    let dir = api.dir.join("operator-tls");
     let (policy_crt, policy_key, policy_ca, webhook_crt, webhook_key) = blocking(|| {
         (
             secret_file(api, "outrigger-policy-tls", "tls.crt", &dir),
@@ -390,6 +390,14 @@ async fn pods_created_with_kubectl_get_the_sidecar_from_the_charts_webhook() {
         // A bare pod, applied by hand.
         let stored = cluster.apply_pod(&pod("apps", "web"));
         assert_injected(&stored, &["app"]);
+
+        // Server-side apply goes through the same admission.
+        let out = cluster.api.kubectl_stdin(
+            &["apply", "--server-side", "-f", "-"],
+            &pod("apps", "applied").to_string(),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_injected(&cluster.stored(&pod("apps", "applied")), &["app"]);
 
         // A pod as a Deployment's ReplicaSet creates it: generateName, owner,
         // template labels, per-pod annotations.
