@@ -6,5 +6,6 @@ pub mod defaults;
 pub mod duration;
 pub mod manifest;
 pub mod policy;
+pub mod sidecar;
 pub mod stream;
 pub mod validate;

@@ -333,7 +333,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             control_plane_url: args.control_plane_url.clone(),
             control_ca_pem,
             native_sidecar: args.native_sidecar,
-            proxy_uid: 2102,
+            proxy_uid: outrigger_api::sidecar::PROXY_UID.into(),
             operator_namespace: args.operator_namespace.clone(),
             defaults: webhook::inject::ProxyDefaults {
                 cpu_request: args.proxy_cpu_request.clone(),

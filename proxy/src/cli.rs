@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use outrigger_api::sidecar::{env, ADMIN_PORT, INBOUND_PORT, OUTBOUND_PORT};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -58,7 +59,7 @@ pub enum LogFormat {
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
     /// Inbound listener: traffic to the pod.
-    #[arg(long, env = "OUTRIGGER_INBOUND_ADDR", default_value = "0.0.0.0:4143")]
+    #[arg(long, env = env::INBOUND_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], INBOUND_PORT)))]
     pub inbound_addr: SocketAddr,
 
     /// Where inbound traffic goes. Without it, to 127.0.0.1 on the connection's
@@ -69,22 +70,22 @@ pub struct RunArgs {
     /// Outbound listener: traffic from the application.
     #[arg(
         long,
-        env = "OUTRIGGER_OUTBOUND_ADDR",
-        default_value = "127.0.0.1:4140"
+        env = env::OUTBOUND_ADDR,
+        default_value_t = SocketAddr::from(([127, 0, 0, 1], OUTBOUND_PORT))
     )]
     pub outbound_addr: SocketAddr,
 
     /// How the outbound listener finds a connection's destination.
     #[arg(
         long,
-        env = "OUTRIGGER_OUTBOUND_MODE",
+        env = env::OUTBOUND_MODE,
         value_enum,
         default_value = "explicit"
     )]
     pub outbound_mode: OutboundMode,
 
     /// Admin listener: /metrics, /live, /ready, /config, /shutdown.
-    #[arg(long, env = "OUTRIGGER_ADMIN_ADDR", default_value = "0.0.0.0:4191")]
+    #[arg(long, env = env::ADMIN_ADDR, default_value_t = SocketAddr::from(([0, 0, 0, 0], ADMIN_PORT)))]
     pub admin_addr: SocketAddr,
 
     /// Policy file (YAML or JSON, the same documents a user would `kubectl apply`).
@@ -99,15 +100,15 @@ pub struct RunArgs {
     /// Service this pod serves: selects the policy applied to inbound traffic.
     /// Unset, with a control plane and --pod-name, the operator finds it: the
     /// Service whose EndpointSlices list this pod on the port traffic came to.
-    #[arg(long, env = "OUTRIGGER_SERVICE_NAME")]
+    #[arg(long, env = env::SERVICE_NAME)]
     pub service_name: Option<String>,
 
     /// This pod's name (set from the downward API in an injected pod).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     pub pod_name: Option<String>,
 
     /// Namespace of this pod: short destination names resolve in it.
-    #[arg(long, env = "OUTRIGGER_NAMESPACE", default_value = "default")]
+    #[arg(long, env = env::NAMESPACE, default_value = "default")]
     pub namespace: String,
 
     /// Cluster DNS domain used to match destinations to policies.
@@ -122,7 +123,7 @@ pub struct RunArgs {
     /// protocols such as MySQL or SMTP must be listed here). Comma separated.
     #[arg(
         long,
-        env = "OUTRIGGER_OPAQUE_PORTS",
+        env = env::OPAQUE_PORTS,
         value_delimiter = ',',
         default_value = "25,587,3306,4444,4567,4568,5432,6379,9300,11211"
     )]
@@ -178,19 +179,19 @@ pub struct RunArgs {
     /// Log format.
     #[arg(
         long,
-        env = "OUTRIGGER_LOG_FORMAT",
+        env = env::LOG_FORMAT,
         value_enum,
         default_value = "plain"
     )]
     pub log_format: LogFormat,
 
     /// Log filter (tracing env-filter syntax), e.g. `info` or `outrigger_proxy=debug`.
-    #[arg(long, env = "OUTRIGGER_LOG", default_value = "info")]
+    #[arg(long, env = env::LOG, default_value = "info")]
     pub log_level: String,
 
     /// Control plane (the operator's policy server), e.g. `http://outrigger:8090`.
     /// Without it the proxy runs on its policy file and DNS.
-    #[arg(long, env = "OUTRIGGER_CONTROL_PLANE")]
+    #[arg(long, env = env::CONTROL_PLANE)]
     pub control_plane: Option<http::Uri>,
 
     /// CA certificate(s) (PEM) the control plane's TLS certificate must chain
@@ -201,7 +202,7 @@ pub struct RunArgs {
     /// The same CA as PEM text (how the injector hands it to proxies).
     #[arg(
         long,
-        env = "OUTRIGGER_CONTROL_CA_PEM",
+        env = env::CONTROL_CA_PEM,
         hide_env_values = true,
         conflicts_with = "control_ca"
     )]
@@ -209,16 +210,16 @@ pub struct RunArgs {
 
     /// Bearer token for the control plane, re-read on every connection (the
     /// projected service-account token rotates).
-    #[arg(long, env = "OUTRIGGER_CONTROL_TOKEN_FILE")]
+    #[arg(long, env = env::CONTROL_TOKEN_FILE)]
     pub control_token_file: Option<PathBuf>,
 
     /// This proxy's name towards the control plane (the pod name).
-    #[arg(long, env = "POD_NAME")]
+    #[arg(long, env = env::POD_NAME)]
     pub proxy_id: Option<String>,
 
     /// Directory for the last good snapshots from the control plane, so a
     /// restart during a control-plane outage starts with them.
-    #[arg(long, env = "OUTRIGGER_STATE_DIR")]
+    #[arg(long, env = env::STATE_DIR)]
     pub state_dir: Option<PathBuf>,
 
     /// How long a request waits for its destination's first snapshot.

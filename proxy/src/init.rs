@@ -11,17 +11,18 @@ use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use clap::{Args, ValueEnum};
+use outrigger_api::sidecar;
 
 #[derive(Debug, Clone, Args)]
 pub struct InitArgs {
-    #[arg(long, default_value_t = 4143)]
+    #[arg(long, default_value_t = sidecar::INBOUND_PORT)]
     pub inbound_port: u16,
-    #[arg(long, default_value_t = 4140)]
+    #[arg(long, default_value_t = sidecar::OUTBOUND_PORT)]
     pub outbound_port: u16,
-    #[arg(long, default_value_t = 4191)]
+    #[arg(long, default_value_t = sidecar::ADMIN_PORT)]
     pub admin_port: u16,
     /// UID the proxy runs as: its own connections are never redirected.
-    #[arg(long, default_value_t = 2102)]
+    #[arg(long, default_value_t = sidecar::PROXY_UID)]
     pub proxy_uid: u32,
     /// Inbound ports left alone (comma separated).
     #[arg(long, value_delimiter = ',')]

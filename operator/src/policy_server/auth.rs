@@ -16,7 +16,7 @@ use kube::Client;
 use outrigger_api::stream::{parse_pod_port, Subscription};
 use sha2::{Digest, Sha256};
 
-pub const AUDIENCE: &str = "outrigger";
+pub use outrigger_api::sidecar::TOKEN_AUDIENCE as AUDIENCE;
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
 

@@ -10,20 +10,16 @@ use json_patch::{AddOperation, PatchOperation};
 use k8s_openapi::api::core::v1::Pod;
 use serde_json::{json, Value};
 
-pub const INJECT_ANNOTATION: &str = "outrigger.dev/inject";
-pub const INJECTED_ANNOTATION: &str = "outrigger.dev/injected";
-pub const PROXY_CONTAINER: &str = "outrigger-proxy";
-pub const INIT_CONTAINER: &str = "outrigger-init";
-
-/// Per-pod annotations a user may set.
-const SKIP_INBOUND: &str = "outrigger.dev/skip-inbound-ports";
-const SKIP_OUTBOUND: &str = "outrigger.dev/skip-outbound-ports";
-const SKIP_CIDRS: &str = "outrigger.dev/skip-outbound-cidrs";
-const OPAQUE_PORTS: &str = "outrigger.dev/opaque-ports";
-const LOG_LEVEL: &str = "outrigger.dev/proxy-log-level";
-const CPU_REQUEST: &str = "outrigger.dev/proxy-cpu-request";
-const MEMORY_REQUEST: &str = "outrigger.dev/proxy-memory-request";
-const MEMORY_LIMIT: &str = "outrigger.dev/proxy-memory-limit";
+use outrigger_api::sidecar::annotations::{
+    INJECT as INJECT_ANNOTATION, INJECTED as INJECTED_ANNOTATION, OPAQUE_PORTS,
+    PROXY_CPU_REQUEST as CPU_REQUEST, PROXY_LOG_LEVEL as LOG_LEVEL,
+    PROXY_MEMORY_LIMIT as MEMORY_LIMIT, PROXY_MEMORY_REQUEST as MEMORY_REQUEST,
+    SKIP_INBOUND_PORTS as SKIP_INBOUND, SKIP_OUTBOUND_CIDRS as SKIP_CIDRS,
+    SKIP_OUTBOUND_PORTS as SKIP_OUTBOUND,
+};
+use outrigger_api::sidecar::{
+    self, env, ADMIN_PORT, INBOUND_PORT, INIT_CONTAINER, OUTBOUND_PORT, PROXY_CONTAINER,
+};
 
 #[derive(Debug, Clone)]
 pub struct InjectConfig {
@@ -168,34 +164,34 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
     });
 
     let mut env = vec![
-        json!({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-        json!({"name": "OUTRIGGER_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
-        json!({"name": "OUTRIGGER_OUTBOUND_MODE", "value": "transparent"}),
-        json!({"name": "OUTRIGGER_INBOUND_ADDR", "value": "0.0.0.0:4143"}),
-        json!({"name": "OUTRIGGER_OUTBOUND_ADDR", "value": "127.0.0.1:4140"}),
-        json!({"name": "OUTRIGGER_ADMIN_ADDR", "value": "0.0.0.0:4191"}),
-        json!({"name": "OUTRIGGER_LOG_FORMAT", "value": "json"}),
-        json!({"name": "OUTRIGGER_LOG", "value": annotation(pod, LOG_LEVEL).unwrap_or(&config.defaults.log_level)}),
-        json!({"name": "OUTRIGGER_STATE_DIR", "value": "/var/run/outrigger/state"}),
-        json!({"name": "OUTRIGGER_CONTROL_TOKEN_FILE", "value": "/var/run/secrets/outrigger/token"}),
+        json!({"name": env::POD_NAME, "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
+        json!({"name": env::NAMESPACE, "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
+        json!({"name": env::POD_IP, "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}),
+        json!({"name": env::OUTBOUND_MODE, "value": "transparent"}),
+        json!({"name": env::INBOUND_ADDR, "value": format!("0.0.0.0:{INBOUND_PORT}")}),
+        json!({"name": env::OUTBOUND_ADDR, "value": format!("127.0.0.1:{OUTBOUND_PORT}")}),
+        json!({"name": env::ADMIN_ADDR, "value": format!("0.0.0.0:{ADMIN_PORT}")}),
+        json!({"name": env::LOG_FORMAT, "value": "json"}),
+        json!({"name": env::LOG, "value": annotation(pod, LOG_LEVEL).unwrap_or(&config.defaults.log_level)}),
+        json!({"name": env::STATE_DIR, "value": sidecar::STATE_DIR}),
+        json!({"name": env::CONTROL_TOKEN_FILE, "value": sidecar::TOKEN_FILE}),
     ];
     if let Some(url) = &config.control_plane_url {
-        env.push(json!({"name": "OUTRIGGER_CONTROL_PLANE", "value": url}));
+        env.push(json!({"name": env::CONTROL_PLANE, "value": url}));
     }
     if let Some(ca) = &config.control_ca_pem {
-        env.push(json!({"name": "OUTRIGGER_CONTROL_CA_PEM", "value": ca}));
+        env.push(json!({"name": env::CONTROL_CA_PEM, "value": ca}));
     }
     if let Some(p) = &opaque {
-        env.push(json!({"name": "OUTRIGGER_OPAQUE_PORTS", "value": p}));
+        env.push(json!({"name": env::OPAQUE_PORTS, "value": p}));
     }
     let mut proxy = json!({
         "name": PROXY_CONTAINER,
         "image": config.proxy_image,
         "env": env,
         "ports": [
-            {"name": "outrigger-in", "containerPort": 4143},
-            {"name": "outrigger-admin", "containerPort": 4191}
+            {"name": "outrigger-in", "containerPort": INBOUND_PORT},
+            {"name": "outrigger-admin", "containerPort": ADMIN_PORT}
         ],
         "securityContext": {
             "runAsUser": config.proxy_uid, "runAsGroup": config.proxy_uid, "runAsNonRoot": true,
@@ -209,11 +205,11 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
             },
             "limits": {"memory": annotation(pod, MEMORY_LIMIT).unwrap_or(&config.defaults.memory_limit)}
         },
-        "livenessProbe": {"httpGet": {"path": "/live", "port": 4191}, "periodSeconds": 10},
-        "readinessProbe": {"httpGet": {"path": "/ready", "port": 4191}, "periodSeconds": 5},
+        "livenessProbe": {"httpGet": {"path": "/live", "port": ADMIN_PORT}, "periodSeconds": 10},
+        "readinessProbe": {"httpGet": {"path": "/ready", "port": ADMIN_PORT}, "periodSeconds": 5},
         "volumeMounts": [
-            {"name": "outrigger-token", "mountPath": "/var/run/secrets/outrigger", "readOnly": true},
-            {"name": "outrigger-state", "mountPath": "/var/run/outrigger/state"}
+            {"name": "outrigger-token", "mountPath": sidecar::TOKEN_DIR, "readOnly": true},
+            {"name": "outrigger-state", "mountPath": sidecar::STATE_DIR}
         ]
     });
     if let Some(cpu) = &config.defaults.cpu_limit {
@@ -229,7 +225,7 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
     if config.native_sidecar {
         proxy["restartPolicy"] = json!("Always");
         proxy["startupProbe"] = json!({
-            "httpGet": {"path": "/ready", "port": 4191},
+            "httpGet": {"path": "/ready", "port": ADMIN_PORT},
             "periodSeconds": 1, "failureThreshold": 60
         });
         // Right after the redirect: later init containers already go through it.
@@ -248,7 +244,7 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
     ops.push(add(
         "/spec/volumes/-",
         json!({"name": "outrigger-token", "projected": {"sources": [{"serviceAccountToken": {
-            "audience": "outrigger", "expirationSeconds": 3600, "path": "token"}}]}}),
+            "audience": sidecar::TOKEN_AUDIENCE, "expirationSeconds": 3600, "path": "token"}}]}}),
     ));
     ops.push(add(
         "/spec/volumes/-",

@@ -184,7 +184,7 @@ mod tests {
                 "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n".into(),
             ),
             native_sidecar: native,
-            proxy_uid: 2102,
+            proxy_uid: outrigger_api::sidecar::PROXY_UID.into(),
             operator_namespace: "outrigger-system".into(),
             defaults: crate::webhook::inject::ProxyDefaults::default(),
         }
