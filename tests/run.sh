@@ -2,6 +2,8 @@
 # The project's test command (README): format, lints, then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Installs what is missing on a fresh Debian machine (apt, pip, cargo).
+bash tests/setup.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # Property-based fuzz targets (parsers, detection, stream decoder, webhook)
