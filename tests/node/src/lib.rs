@@ -6,9 +6,12 @@
 #![forbid(unsafe_code)]
 
 pub mod apps;
+pub mod controllers;
+pub mod deployments;
 pub mod endpointslices;
 pub mod env;
 pub mod images;
+pub mod jobs;
 pub mod kubeproxy;
 pub mod network;
 pub mod node;

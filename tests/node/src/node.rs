@@ -121,7 +121,11 @@ impl Node {
 }
 
 /// A cache of `K`, poking each of `triggers` on every event.
-fn reflect<K>(api: Api<K>, triggers: Vec<Arc<Notify>>, stop: CancellationToken) -> Store<K>
+pub(crate) fn reflect<K>(
+    api: Api<K>,
+    triggers: Vec<Arc<Notify>>,
+    stop: CancellationToken,
+) -> Store<K>
 where
     K: kube::Resource<DynamicType = ()>
         + Clone
@@ -231,14 +235,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
     let net = Network::create(config.network_id)?;
     tracing::info!(bridge = %net.bridge, host_ip = %net.host_ip, "network ready");
     let stop = CancellationToken::new();
-    let (pods_changed, endpoints_due, services_changed) = (
+    let (pods_changed, endpoints_due, services_changed, controllers_due) = (
+        Arc::new(Notify::new()),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
         Arc::new(Notify::new()),
     );
     let pods = reflect(
         Api::<Pod>::all(client.clone()),
-        vec![pods_changed.clone(), endpoints_due.clone()],
+        vec![
+            pods_changed.clone(),
+            endpoints_due.clone(),
+            controllers_due.clone(),
+        ],
         stop.clone(),
     );
     let services = reflect(
@@ -272,6 +281,12 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         slices,
         attached: Mutex::new(HashMap::new()),
     });
+    let controllers = tokio::spawn(crate::controllers::run(
+        client.clone(),
+        pods.clone(),
+        controllers_due,
+        stop.clone(),
+    ));
     // EndpointSlices: retried a moment later on an API error (a conflict).
     let endpoints = {
         let (client, pods, services, stop) = (client, pods.clone(), services, stop.clone());
@@ -320,7 +335,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         let _ = r.task.await;
     }
     stop.cancel();
-    let _ = tokio::join!(endpoints, proxy);
+    let _ = tokio::join!(endpoints, proxy, controllers);
     drop(pods);
     match Arc::try_unwrap(node) {
         Ok(node) => drop(node),
