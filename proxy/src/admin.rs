@@ -15,8 +15,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::http::body::{full, ProxyBody};
-use crate::metrics::Metrics;
 use crate::policy::PolicyStore;
+use outrigger_proxy_core::metrics::Metrics;
 
 /// Readiness: true once listeners are bound and policy is loaded, false again
 /// from the moment the proxy starts draining.

@@ -1,73 +1,17 @@
 //! Where a request goes: the address to connect to, and the name policies and
 //! metrics know the destination by.
 
-use std::fmt;
 use std::net::SocketAddr;
 
 use http::uri::Authority;
 use http::{header, Request};
 
 use crate::cli::OutboundMode;
-use crate::direction::{ConnectionContext, Direction};
-use crate::http::error_response::ProxyError;
+use crate::connection::ConnectionContext;
 use crate::state::ProxyState;
-
-/// A host and port to connect to (a name is resolved with DNS at connect time).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct HostPort {
-    pub host: String,
-    pub port: u16,
-}
-
-impl fmt::Display for HostPort {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.host.contains(':') && !self.host.starts_with('[') {
-            write!(f, "[{}]:{}", self.host, self.port)
-        } else {
-            write!(f, "{}:{}", self.host, self.port)
-        }
-    }
-}
-
-impl From<SocketAddr> for HostPort {
-    fn from(addr: SocketAddr) -> Self {
-        HostPort {
-            host: addr.ip().to_string(),
-            port: addr.port(),
-        }
-    }
-}
-
-impl HostPort {
-    fn from_authority(authority: &Authority) -> Self {
-        HostPort {
-            host: authority
-                .host()
-                .trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_ascii_lowercase(),
-            port: authority.port_u16().unwrap_or(80),
-        }
-    }
-
-    fn as_socket_addr(&self) -> Option<SocketAddr> {
-        let ip = if self.host == "localhost" {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            self.host.parse().ok()?
-        };
-        Some(SocketAddr::new(ip, self.port))
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Destination {
-    /// Where the proxy connects.
-    pub connect: HostPort,
-    /// The name the request used for its destination (the authority), which
-    /// selects the policy; equals `connect` when the request named none.
-    pub name: HostPort,
-}
+use outrigger_proxy_core::addr::{Destination, HostPort};
+use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_core::error::ProxyError;
 
 /// Finds the destination of a request arriving on `conn`.
 pub fn resolve<B>(

@@ -13,14 +13,16 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::OutboundMode;
-use crate::destination::{app_addr, HostPort};
+use crate::connection::ConnectionContext;
+use crate::destination::app_addr;
 use crate::detect::{detect, Protocol};
-use crate::direction::{ConnectionContext, Direction};
 use crate::http::server::{self, ServerLimits};
 use crate::original_dst::original_destination;
 use crate::prefixed_io::PrefixedIo;
 use crate::state::ProxyState;
 use crate::tcp_forward;
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::direction::Direction;
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {

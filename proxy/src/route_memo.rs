@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::{header, Request};
 use outrigger_api::stream::Subscription;
 
-use crate::destination::Destination;
 use crate::engine::stack::DestinationStack;
+use outrigger_proxy_core::addr::Destination;
 
 #[derive(Default)]
 pub struct RouteMemo {
@@ -80,7 +80,7 @@ fn authority_key<B>(request: &Request<B>) -> &[u8] {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::destination::HostPort;
+    use outrigger_proxy_core::addr::HostPort;
 
     fn destination(host: &str) -> Destination {
         let hp = HostPort {

@@ -9,8 +9,8 @@ use crate::cli::{OutboundMode, RunArgs};
 use crate::connect::Connector;
 use crate::control::ControlPlane;
 use crate::engine::cache::StackCache;
-use crate::metrics::Metrics;
 use crate::policy::{DestinationMatcher, PolicyStore};
+use outrigger_proxy_core::metrics::Metrics;
 
 pub struct ProxyState {
     pub metrics: Arc<Metrics>,

@@ -4,10 +4,10 @@ use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::counted_io::CountedIo;
-use crate::destination::HostPort;
-use crate::direction::Direction;
-use crate::metrics::Metrics;
 use crate::state::ProxyState;
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_core::metrics::Metrics;
 
 /// Connects to `target`, replays `prefix` (bytes read during detection) and
 /// splices until both sides have closed.

@@ -21,7 +21,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::metrics::Metrics;
+use outrigger_proxy_core::metrics::Metrics;
 
 /// Where a subscription's current value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -17,7 +17,7 @@ use outrigger_api::stream::{Ack, StreamMessage, Subscription, ACK_PATH, WATCH_PA
 
 use super::decode::LineDecoder;
 use super::ControlPlane;
-use crate::resilience::Backoff;
+use outrigger_resilience::Backoff;
 
 /// A stream silent this long (no snapshot, no heartbeat) is presumed dead.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -132,7 +132,7 @@ async fn stream_once(
     let response = client
         .request(request)
         .await
-        .map_err(|e| crate::http::forward::error_chain(&e))?;
+        .map_err(|e| outrigger_proxy_core::error::error_chain(&e))?;
     if response.status() != StatusCode::OK {
         let status = response.status();
         let body = response

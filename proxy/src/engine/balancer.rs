@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::destination::HostPort;
+use outrigger_proxy_core::addr::HostPort;
 
 /// How quickly old latency observations fade (Linkerd and Finagle use 10s).
 const DECAY: Duration = Duration::from_secs(10);

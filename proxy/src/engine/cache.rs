@@ -10,10 +10,10 @@ use outrigger_api::stream::{DestinationSnapshot, Subscription};
 use super::config::DestinationConfig;
 use super::stack::{DestinationStack, StackInputs};
 use crate::control::Applied;
-use crate::destination::{Destination, HostPort};
-use crate::direction::Direction;
 use crate::route_memo::Resolved;
 use crate::state::ProxyState;
+use outrigger_proxy_core::addr::{Destination, HostPort};
+use outrigger_proxy_core::direction::Direction;
 
 /// More destinations than this are served, but not cached (a client naming
 /// endless hosts must not grow memory without bound).

@@ -20,14 +20,14 @@ use outrigger_api::policy::{FailureKind, NonIdempotent, RetryOn};
 use super::config::{BreakerSettings, RetrySettings, RouteConfig};
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
-use crate::destination::HostPort;
 use crate::http::body::{empty, full, incoming, ProxyBody};
 use crate::http::client::UpstreamError;
-use crate::http::error_response::{ProxyError, ERROR_HEADER};
-use crate::http::forward::error_chain;
+use crate::http::error_response::{ErrorResponse, ProxyError, ERROR_HEADER};
 use crate::http::h1_pool::SendError;
 use crate::http::headers::strip_hop_by_hop;
-use crate::resilience::{
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::error::error_chain;
+use outrigger_resilience::{
     parse_retry_after, Admission, Backoff, CircuitBreaker, Permit, Transition,
 };
 

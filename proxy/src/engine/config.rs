@@ -7,11 +7,11 @@ use std::time::Duration;
 use http::{HeaderMap, Method, StatusCode};
 use outrigger_api::defaults as d;
 
-use crate::direction::Direction;
-use crate::resilience::BreakerConfig;
 use outrigger_api::policy::{
     self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
 };
+use outrigger_proxy_core::direction::Direction;
+use outrigger_resilience::BreakerConfig;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {

@@ -10,10 +10,10 @@ use std::time::Instant;
 use prometheus::{IntGauge, IntGaugeVec};
 
 use crate::connect::Connector;
-use crate::destination::HostPort;
 use crate::http::client::UpstreamClients;
-use crate::metrics::{Metrics, RequestMetrics};
-use crate::resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::metrics::{Metrics, RequestMetrics};
+use outrigger_resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
 
 use super::balancer::Endpoint;
 use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSettings};

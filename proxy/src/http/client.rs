@@ -12,7 +12,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 use super::body::{incoming, ProxyBody};
 use super::h1_pool::{Http1Pool, SendError};
 use crate::connect::Connector;
-use crate::destination::HostPort;
+use outrigger_proxy_core::addr::HostPort;
 
 /// Idle HTTP/1.1 connections kept per target.
 const MAX_IDLE_PER_TARGET: usize = 64;

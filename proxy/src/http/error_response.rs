@@ -1,63 +1,19 @@
 //! Responses the proxy produces itself. Each names its cause in
 //! `x-outrigger-error`, so a caller can tell the proxy's 502 from the app's.
 
-use http::{header, HeaderValue, Response, StatusCode};
+use http::{header, HeaderValue, Response};
+pub use outrigger_proxy_core::error::{ProxyError, ERROR_HEADER};
 
 use super::body::{full, ProxyBody};
 
-pub const ERROR_HEADER: &str = "x-outrigger-error";
-
-/// Why the proxy answered instead of the upstream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProxyError {
-    /// The upstream could not be connected to.
-    ConnectFailure,
-    /// The upstream closed or reset the connection mid-exchange.
-    UpstreamReset,
-    /// The request timed out.
-    Timeout,
-    /// The request names no destination the proxy can reach.
-    NoDestination,
-    /// The request would loop back into the proxy.
-    Loop,
-    /// The request is malformed.
-    BadRequest,
-    /// The destination's concurrency limit shed the request.
-    Overloaded,
-    /// The inbound rate limit refused the request.
-    RateLimited,
-    /// The destination is known but has no ready endpoints.
-    NoEndpoints,
+/// The response for a proxy-made error.
+pub trait ErrorResponse {
+    /// A small JSON body with the cause and a human-readable detail.
+    fn response(self, detail: &str) -> Response<ProxyBody>;
 }
 
-impl ProxyError {
-    pub fn cause(self) -> &'static str {
-        match self {
-            ProxyError::ConnectFailure => "connect-failure",
-            ProxyError::UpstreamReset => "upstream-reset",
-            ProxyError::Timeout => "timeout",
-            ProxyError::NoDestination => "no-destination",
-            ProxyError::Loop => "loop-detected",
-            ProxyError::BadRequest => "bad-request",
-            ProxyError::Overloaded => "overloaded",
-            ProxyError::RateLimited => "rate-limited",
-            ProxyError::NoEndpoints => "no-endpoints",
-        }
-    }
-
-    pub fn status(self) -> StatusCode {
-        match self {
-            ProxyError::ConnectFailure | ProxyError::UpstreamReset => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
-            ProxyError::NoDestination | ProxyError::BadRequest => StatusCode::BAD_REQUEST,
-            ProxyError::Loop => StatusCode::LOOP_DETECTED,
-            ProxyError::Overloaded | ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
-            ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
-        }
-    }
-
-    /// A small JSON body with the cause and a human-readable detail.
-    pub fn response(self, detail: &str) -> Response<ProxyBody> {
+impl ErrorResponse for ProxyError {
+    fn response(self, detail: &str) -> Response<ProxyBody> {
         let body = serde_json::json!({ "error": self.cause(), "detail": detail }).to_string();
         let mut response = Response::new(full(body));
         *response.status_mut() = self.status();
@@ -115,6 +71,7 @@ pub fn grpc_error(response: Response<ProxyBody>) -> Response<ProxyBody> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     #[test]
     fn grpc_errors_use_grpc_status() {

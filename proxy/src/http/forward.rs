@@ -9,16 +9,18 @@ use http::{Method, Request, Response, Version};
 use hyper::body::Incoming;
 
 use super::body::ProxyBody;
-use super::error_response::{grpc_error, is_grpc, ERROR_HEADER};
+use super::error_response::{grpc_error, is_grpc, ErrorResponse, ERROR_HEADER};
 use super::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
 use super::upgrade;
-use crate::destination::{self, Destination};
-use crate::direction::{ConnectionContext, Direction};
+use crate::connection::ConnectionContext;
+use crate::destination;
 use crate::engine::call::call;
 use crate::engine::stack::DestinationStack;
-use crate::metrics::status_class;
 use crate::route_memo::Resolved;
 use crate::state::ProxyState;
+use outrigger_proxy_core::addr::Destination;
+use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_core::metrics::status_class;
 
 /// Entry point for every request a client connection carries.
 pub async fn handle(
@@ -133,17 +135,4 @@ fn record(
             .with_label_values(&[direction, cause.to_str().unwrap_or("other")])
             .inc();
     }
-}
-
-/// An error and its sources on one line: hyper's top-level messages alone
-/// ("client error (Connect)") do not say what went wrong.
-pub fn error_chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }

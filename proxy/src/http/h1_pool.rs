@@ -21,7 +21,7 @@ use hyper_util::rt::TokioIo;
 use super::body::ProxyBody;
 use super::body_end::{OnEnd, WithEnd};
 use crate::connect::{ConnectError, Connector};
-use crate::destination::HostPort;
+use outrigger_proxy_core::addr::HostPort;
 
 type Sender = SendRequest<ProxyBody>;
 

@@ -12,8 +12,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
 use super::forward::handle;
+use crate::connection::ConnectionContext;
 use crate::detect::Protocol;
-use crate::direction::ConnectionContext;
 use crate::state::ProxyState;
 
 #[derive(Debug, Clone)]

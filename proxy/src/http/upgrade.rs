@@ -7,13 +7,13 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
 use super::body::{empty, incoming, ProxyBody};
-use super::error_response::ProxyError;
-use super::forward::error_chain;
+use super::error_response::{ErrorResponse, ProxyError};
 use super::headers::strip_hop_by_hop;
-use crate::destination::Destination;
-use crate::direction::Direction;
 use crate::state::ProxyState;
 use crate::tcp_forward::splice_counted;
+use outrigger_proxy_core::addr::Destination;
+use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_core::error::error_chain;
 
 /// CONNECT to an explicit proxy: open TCP to the authority, answer 200, splice.
 pub async fn tunnel(

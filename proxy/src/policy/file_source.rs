@@ -12,7 +12,7 @@ use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
 use super::{ActivePolicy, EndpointIndex, PolicyStore};
-use crate::metrics::Metrics;
+use outrigger_proxy_core::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PolicyLoadError {

@@ -1,9 +1,5 @@
 //! Which listener a connection came through.
 
-use std::net::SocketAddr;
-
-use crate::route_memo::RouteMemo;
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Direction {
     /// Traffic to the pod, forwarded to the application.
@@ -19,15 +15,4 @@ impl Direction {
             Direction::Outbound => "outbound",
         }
     }
-}
-
-/// What the proxy knows about one client connection.
-#[derive(Debug)]
-pub struct ConnectionContext {
-    pub direction: Direction,
-    pub client_addr: SocketAddr,
-    /// Where the client meant to connect, when iptables redirected it here.
-    pub original_dst: Option<SocketAddr>,
-    /// Where its last request went.
-    pub routes: RouteMemo,
 }

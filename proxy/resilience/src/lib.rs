@@ -3,6 +3,7 @@
 //! Every function takes the current time (`now`) and, where needed, an RNG from the
 //! caller, so behaviour is deterministic under test and the types can sit behind a
 //! short-held `std::sync::Mutex` on the hot path (none allocates per call).
+#![forbid(unsafe_code)]
 
 pub mod backoff;
 pub mod breaker;
