@@ -4,10 +4,16 @@
 // explain) plus a few built-in resources (see native.go), on loopback only,
 // backed by an etcd given with --etcd-servers.
 //
-// Security model (tests only): TLS with a self-signed CA; any client
-// certificate signed by that CA is an administrator; anonymous requests may
-// only read the health and version endpoints. API priority and fairness is
-// off. The only admission plugins are k8s.io/apiserver's
+// Security model (tests only): TLS with a self-signed CA. Clients
+// authenticate with a client certificate signed by that CA (the admin
+// kubeconfig) or with a service-account token this server issued (bearer
+// token, audience the server's own, see tokens.go: how a pod's in-cluster
+// client authenticates); any other bearer token is refused (401). Anonymous
+// requests may only read the health and version endpoints. Authorization is
+// permissive: every authenticated user, service accounts included, may do
+// everything. RBAC objects (Roles, ClusterRoles and their bindings) are
+// stored and served, as the Helm chart needs, but not enforced. API priority
+// and fairness is off. The only admission plugins are k8s.io/apiserver's
 // MutatingAdmissionWebhook and ValidatingAdmissionWebhook (with the
 // admissionregistration native set, see admission.go): the server then calls
 // out, over HTTPS, to the webhooks that administrators configure — on
@@ -36,15 +42,19 @@ import (
 	generatedopenapi "k8s.io/apiextensions-apiserver/pkg/generated/openapi"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/apimachinery/pkg/util/sets"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/request/anonymous"
+	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	authunion "k8s.io/apiserver/pkg/authentication/request/union"
 	"k8s.io/apiserver/pkg/authentication/request/x509"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	openapinamer "k8s.io/apiserver/pkg/endpoints/openapi"
+	genericregistry "k8s.io/apiserver/pkg/registry/generic/registry"
 	genericapiserver "k8s.io/apiserver/pkg/server"
 	"k8s.io/apiserver/pkg/server/dynamiccertificates"
 	genericoptions "k8s.io/apiserver/pkg/server/options"
@@ -80,7 +90,7 @@ func main() {
 	fs.IntVar(&f.port, "secure-port", 0, "port to listen on; 0 picks a free one")
 	fs.StringVar(&f.dataDir, "data-dir", "", "directory for certificates and the default kubeconfig (required)")
 	fs.StringVar(&f.kubeconfigOut, "kubeconfig-out", "", "where to write the admin kubeconfig (default <data-dir>/kubeconfig)")
-	fs.StringSliceVar(&f.native, "native", allNativeSets, "built-in API sets to serve: core (namespaces, pods, services, endpoints, configmaps, secrets, serviceaccounts, events), events (events.k8s.io), discovery (endpointslices), coordination (leases), admissionregistration (mutating and validating webhook configurations, and the admission webhooks they configure; needs core and discovery); empty for none")
+	fs.StringSliceVar(&f.native, "native", allNativeSets, "built-in API sets to serve: core (namespaces, pods, services, endpoints, configmaps, secrets, serviceaccounts, events), events (events.k8s.io), discovery (endpointslices), coordination (leases), admissionregistration (mutating and validating webhook configurations, and the admission webhooks they configure; needs core and discovery), authentication (tokenreviews, selfsubjectreviews; needs core), apps (deployments, replicasets), batch (jobs), policy (poddisruptionbudgets), rbac (roles, clusterroles and their bindings); empty for none")
 	klogFlags := goflag.NewFlagSet("klog", goflag.ContinueOnError)
 	klog.InitFlags(klogFlags)
 	fs.AddGoFlagSet(klogFlags)
@@ -187,7 +197,13 @@ func run(ctx context.Context, f flags) error {
 	}
 	serverConfig.ExternalAddress = net.JoinHostPort(bind.String(), fmt.Sprint(port))
 
-	// Authentication: client certificates from our CA, else anonymous.
+	// Authentication: client certificates from our CA or service-account
+	// tokens of this server, else anonymous; a bearer token that is not valid
+	// fails the request (401), as in kube-apiserver.
+	env := &nativeEnv{stores: map[schema.GroupResource]*genericregistry.Store{}}
+	if env.tokens, err = newTokenIssuer(f.dataDir, defaultIssuer, env); err != nil {
+		return fmt.Errorf("service-account token key: %w", err)
+	}
 	caPEM, err := os.ReadFile(certs.CAFile)
 	if err != nil {
 		return err
@@ -199,8 +215,12 @@ func run(ctx context.Context, f flags) error {
 	if err := serverConfig.Authentication.ApplyClientCert(clientCA, serverConfig.SecureServing); err != nil {
 		return err
 	}
-	serverConfig.Authentication.Authenticator = authunion.New(
-		x509.NewDynamic(clientCA.VerifyOptions, x509.CommonNameUserConversion),
+	serverConfig.Authentication.APIAudiences = authenticator.Audiences{defaultIssuer}
+	serverConfig.Authentication.Authenticator = authunion.NewFailOnError(
+		authunion.New(
+			x509.NewDynamic(clientCA.VerifyOptions, x509.CommonNameUserConversion),
+			bearertoken.New(env.tokens.authenticator()),
+		),
 		anonymous.NewAuthenticator(nil),
 	)
 	serverConfig.Authorization.Authorizer = authorizer.AuthorizerFunc(authorize)
@@ -273,7 +293,7 @@ func run(ctx context.Context, f flags) error {
 		}
 		etcd.StorageConfig.Codec = serializer.NewCodecFactory(nativeScheme).LegacyCodec(groupVersions(natives)...)
 		getter := etcd.CreateRESTOptionsGetter(&genericoptions.SimpleStorageFactory{StorageConfig: etcd.StorageConfig}, serverConfig.ResourceTransformers)
-		if err := installNatives(s, natives, nativeScheme, getter); err != nil {
+		if err := installNatives(s, natives, nativeScheme, getter, env); err != nil {
 			return err
 		}
 		klog.Infof("serving native resources: %s", strings.Join(versions, " "))

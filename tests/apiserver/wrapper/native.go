@@ -19,6 +19,8 @@ import (
 	"sync"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	authenticationv1 "k8s.io/api/authentication/v1"
+	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -55,6 +57,30 @@ type nativeResource struct {
 	prepareUpdate func(obj, old runtime.Object) // main resource: keep status
 	statusUpdate  func(obj, old runtime.Object) // status subresource: keep everything but status
 	validate      func(obj runtime.Object) field.ErrorList
+	// Checks of an update only (e.g. immutable fields), after validate.
+	validateUpdate func(obj, old runtime.Object) field.ErrorList
+	// More subresources, e.g. scale or token: path ("deployments/scale")
+	// to storage.
+	subresources func(store *genericregistry.Store, env *nativeEnv) map[string]rest.Storage
+	// A storage of its own instead of the generic store (e.g. create-only
+	// reviews); newList is then nil.
+	storage func(env *nativeEnv) rest.Storage
+}
+
+// nativeEnv is what custom storages share: the generic stores, by resource,
+// and the service-account token issuer (tokens.go).
+type nativeEnv struct {
+	stores map[schema.GroupResource]*genericregistry.Store
+	tokens *tokenIssuer
+}
+
+// Kinds served by subresources, registered beside the natives' own.
+var subresourceKinds = []struct {
+	gv  schema.GroupVersion
+	obj runtime.Object
+}{
+	{autoscalingv1.SchemeGroupVersion, &autoscalingv1.Scale{}},
+	{authenticationv1.SchemeGroupVersion, &authenticationv1.TokenRequest{}},
 }
 
 var nativeResources = []nativeResource{
@@ -190,6 +216,10 @@ var nativeResources = []nativeResource{
 		namespaced: true, shortNames: []string{"sa"},
 		newObj:  func() runtime.Object { return &corev1.ServiceAccount{} },
 		newList: func() runtime.Object { return &corev1.ServiceAccountList{} },
+		// TokenRequest (tokens.go).
+		subresources: func(_ *genericregistry.Store, env *nativeEnv) map[string]rest.Storage {
+			return map[string]rest.Storage{"serviceaccounts/token": &tokenRequestREST{issuer: env.tokens}}
+		},
 	},
 	{
 		set: "core", gv: corev1.SchemeGroupVersion, resource: "events", singular: "event", kind: "Event",
@@ -250,13 +280,24 @@ var nativeResources = []nativeResource{
 		prepareUpdate: func(obj, old runtime.Object) { defaultValidatingWebhooks(obj) },
 		validate:      validateValidatingWebhooks,
 	},
+	{
+		// TokenReview (tokens.go): create only, nothing stored.
+		set: "authentication", gv: authenticationv1.SchemeGroupVersion, resource: "tokenreviews", singular: "tokenreview", kind: "TokenReview",
+		newObj:  func() runtime.Object { return &authenticationv1.TokenReview{} },
+		storage: func(env *nativeEnv) rest.Storage { return &tokenReviewREST{issuer: env.tokens} },
+	},
+	{
+		set: "authentication", gv: authenticationv1.SchemeGroupVersion, resource: "selfsubjectreviews", singular: "selfsubjectreview", kind: "SelfSubjectReview",
+		newObj:  func() runtime.Object { return &authenticationv1.SelfSubjectReview{} },
+		storage: func(*nativeEnv) rest.Storage { return &selfSubjectReviewREST{} },
+	},
 }
 
-var allNativeSets = []string{"core", "events", "discovery", "coordination", "admissionregistration"}
+var allNativeSets = []string{"core", "events", "discovery", "coordination", "admissionregistration", "authentication", "apps", "batch", "policy", "rbac"}
 
 func enabledNatives(sets sets.Set[string]) []nativeResource {
 	var out []nativeResource
-	for _, r := range nativeResources {
+	for _, r := range append(append([]nativeResource{}, nativeResources...), workloadResources...) {
 		if sets.Has(r.set) {
 			out = append(out, r)
 		}
@@ -281,7 +322,13 @@ func groupVersions(rs []nativeResource) []schema.GroupVersion {
 func nativeRoots(rs []nativeResource) []runtime.Object {
 	var out []runtime.Object
 	for _, r := range rs {
-		out = append(out, r.newObj(), r.newList())
+		out = append(out, r.newObj())
+		if r.newList != nil {
+			out = append(out, r.newList())
+		}
+	}
+	for _, k := range subresourceKinds {
+		out = append(out, k.obj)
 	}
 	return out
 }
@@ -291,19 +338,29 @@ func nativeRoots(rs []nativeResource) []runtime.Object {
 func newNativeScheme(rs []nativeResource) *runtime.Scheme {
 	s := runtime.NewScheme()
 	seen := map[schema.GroupVersion]bool{}
-	for _, r := range rs {
-		internal := schema.GroupVersion{Group: r.gv.Group, Version: runtime.APIVersionInternal}
-		s.AddKnownTypes(r.gv, r.newObj(), r.newList())
-		s.AddKnownTypes(internal, r.newObj(), r.newList())
-		identityConversion(s, r.newObj())
-		identityConversion(s, r.newList())
-		if !seen[r.gv] {
-			seen[r.gv] = true
-			metav1.AddToGroupVersion(s, r.gv)
-			if err := s.SetVersionPriority(r.gv); err != nil {
+	add := func(gv schema.GroupVersion, objs ...runtime.Object) {
+		internal := schema.GroupVersion{Group: gv.Group, Version: runtime.APIVersionInternal}
+		for _, o := range objs {
+			s.AddKnownTypes(gv, o)
+			s.AddKnownTypes(internal, o)
+			identityConversion(s, o)
+		}
+		if !seen[gv] {
+			seen[gv] = true
+			metav1.AddToGroupVersion(s, gv)
+			if err := s.SetVersionPriority(gv); err != nil {
 				panic(err)
 			}
 		}
+	}
+	for _, r := range rs {
+		add(r.gv, r.newObj())
+		if r.newList != nil {
+			add(r.gv, r.newList())
+		}
+	}
+	for _, k := range subresourceKinds {
+		add(k.gv, k.obj)
 	}
 	unversioned := schema.GroupVersion{Group: "", Version: "v1"}
 	s.AddUnversionedTypes(unversioned, &metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
@@ -346,7 +403,11 @@ func (s strategy) Validate(ctx context.Context, obj runtime.Object) field.ErrorL
 }
 
 func (s strategy) ValidateUpdate(ctx context.Context, obj, old runtime.Object) field.ErrorList {
-	return s.Validate(ctx, obj)
+	errs := s.Validate(ctx, obj)
+	if s.r.validateUpdate != nil {
+		errs = append(errs, s.r.validateUpdate(obj, old)...)
+	}
+	return errs
 }
 
 func (strategy) WarningsOnCreate(ctx context.Context, obj runtime.Object) []string { return nil }
@@ -394,8 +455,11 @@ func (r *statusREST) GetResetFields() map[fieldpath.APIVersion]*fieldpath.Set {
 	return r.store.GetResetFields()
 }
 
-func newNativeStorage(r nativeResource, scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter) (map[string]rest.Storage, error) {
+func newNativeStorage(r nativeResource, scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, env *nativeEnv) (map[string]rest.Storage, error) {
 	gr := schema.GroupResource{Group: r.gv.Group, Resource: r.resource}
+	if r.storage != nil {
+		return map[string]rest.Storage{r.resource: r.storage(env)}, nil
+	}
 	main := strategy{ObjectTyper: scheme, NameGenerator: names.SimpleNameGenerator, r: r}
 	store := &genericregistry.Store{
 		NewFunc:                   r.newObj,
@@ -421,11 +485,17 @@ func newNativeStorage(r nativeResource, scheme *runtime.Scheme, optsGetter gener
 		statusStore.ResetFieldsStrategy = st
 		out[r.resource+"/status"] = &statusREST{store: &statusStore}
 	}
+	if r.subresources != nil {
+		for k, v := range r.subresources(store, env) {
+			out[k] = v
+		}
+	}
+	env.stores[gr] = store
 	return out, nil
 }
 
 // installNatives installs the enabled native resources on the server.
-func installNatives(s *genericapiserver.GenericAPIServer, rs []nativeResource, scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter) error {
+func installNatives(s *genericapiserver.GenericAPIServer, rs []nativeResource, scheme *runtime.Scheme, optsGetter generic.RESTOptionsGetter, env *nativeEnv) error {
 	codecs := serializer.NewCodecFactory(scheme)
 	paramCodec := runtime.NewParameterCodec(scheme)
 	byGroup := map[string]*genericapiserver.APIGroupInfo{}
@@ -438,7 +508,7 @@ func installNatives(s *genericapiserver.GenericAPIServer, rs []nativeResource, s
 			byGroup[r.gv.Group] = info
 			groups = append(groups, r.gv.Group)
 		}
-		storage, err := newNativeStorage(r, scheme, optsGetter)
+		storage, err := newNativeStorage(r, scheme, optsGetter, env)
 		if err != nil {
 			return err
 		}
