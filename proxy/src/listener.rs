@@ -15,14 +15,14 @@ use tokio_util::task::TaskTracker;
 use crate::cli::OutboundMode;
 use crate::connection::ConnectionContext;
 use crate::destination::app_addr;
-use crate::detect::{detect, Protocol};
 use crate::http::server::{self, ServerLimits};
-use crate::original_dst::original_destination;
-use crate::prefixed_io::PrefixedIo;
 use crate::state::ProxyState;
-use crate::tcp_forward;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::direction::Direction;
+use outrigger_transport::detect::{detect, Protocol};
+use outrigger_transport::original_dst::original_destination;
+use outrigger_transport::prefixed_io::PrefixedIo;
+use outrigger_transport::tcp_forward;
 
 #[derive(Debug, Clone)]
 pub struct ListenerConfig {
@@ -125,7 +125,15 @@ async fn handle_connection(
     match protocol {
         Protocol::Opaque => match tcp_target {
             Some(target) => {
-                tcp_forward::forward(&state, direction, stream, prefix, target).await;
+                tcp_forward::forward(
+                    &state.metrics,
+                    &state.connector,
+                    direction,
+                    stream,
+                    prefix,
+                    target,
+                )
+                .await;
             }
             None => {
                 metrics

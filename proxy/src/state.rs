@@ -6,11 +6,11 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{OutboundMode, RunArgs};
-use crate::connect::Connector;
 use crate::control::ControlPlane;
 use crate::engine::cache::StackCache;
 use crate::policy::{DestinationMatcher, PolicyStore};
 use outrigger_proxy_core::metrics::Metrics;
+use outrigger_transport::connect::Connector;
 
 pub struct ProxyState {
     pub metrics: Arc<Metrics>,

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use outrigger_proxy::control::LineDecoder;
-use outrigger_proxy::detect::{detect, Protocol};
+use outrigger_transport::detect::{detect, Protocol};
 use proptest::prelude::*;
 use tokio::io::AsyncWriteExt;
 

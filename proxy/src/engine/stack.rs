@@ -9,11 +9,11 @@ use std::time::Instant;
 
 use prometheus::{IntGauge, IntGaugeVec};
 
-use crate::connect::Connector;
 use crate::http::client::UpstreamClients;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::metrics::{Metrics, RequestMetrics};
 use outrigger_resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
+use outrigger_transport::connect::Connector;
 
 use super::balancer::Endpoint;
 use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSettings};

@@ -11,8 +11,8 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::body::{incoming, ProxyBody};
 use super::h1_pool::{Http1Pool, SendError};
-use crate::connect::Connector;
 use outrigger_proxy_core::addr::HostPort;
+use outrigger_transport::connect::Connector;
 
 /// Idle HTTP/1.1 connections kept per target.
 const MAX_IDLE_PER_TARGET: usize = 64;

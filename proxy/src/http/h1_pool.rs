@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::body_end::{OnEnd, WithEnd};
-use crate::connect::{ConnectError, Connector};
 use outrigger_proxy_core::addr::HostPort;
+use outrigger_transport::connect::{ConnectError, Connector};
 
 type Sender = SendRequest<ProxyBody>;
 
@@ -370,7 +370,11 @@ mod tests {
     async fn refused_connection_is_a_connect_error() {
         let target = Arc::new(HostPort {
             host: "127.0.0.1".into(),
-            port: crate::connect::closed_port(),
+            port: {
+                // A loopback port nobody listens on (bound, then released).
+                let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                listener.local_addr().unwrap().port()
+            },
         });
         let err = get(&pool(Duration::from_secs(1)), &target)
             .await

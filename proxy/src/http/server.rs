@@ -13,8 +13,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::forward::handle;
 use crate::connection::ConnectionContext;
-use crate::detect::Protocol;
 use crate::state::ProxyState;
+use outrigger_transport::detect::Protocol;
 
 #[derive(Debug, Clone)]
 pub struct ServerLimits {

@@ -10,10 +10,10 @@ use super::body::{empty, incoming, ProxyBody};
 use super::error_response::{ErrorResponse, ProxyError};
 use super::headers::strip_hop_by_hop;
 use crate::state::ProxyState;
-use crate::tcp_forward::splice_counted;
 use outrigger_proxy_core::addr::Destination;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::error::error_chain;
+use outrigger_transport::tcp_forward::splice_counted;
 
 /// CONNECT to an explicit proxy: open TCP to the authority, answer 200, splice.
 pub async fn tunnel(

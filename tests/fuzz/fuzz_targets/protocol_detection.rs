@@ -9,7 +9,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use outrigger_proxy::detect::{detect, Protocol};
+use outrigger_transport::detect::{detect, Protocol};
 use tokio::io::{AsyncRead, ReadBuf};
 
 /// Serves `data` in reads of at most `chunk` bytes, then end of stream.

@@ -3,8 +3,8 @@
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::connect::Connector;
 use crate::counted_io::CountedIo;
-use crate::state::ProxyState;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::Metrics;
@@ -12,7 +12,8 @@ use outrigger_proxy_core::metrics::Metrics;
 /// Connects to `target`, replays `prefix` (bytes read during detection) and
 /// splices until both sides have closed.
 pub async fn forward<IO>(
-    state: &ProxyState,
+    metrics: &Metrics,
+    connector: &Connector,
     direction: Direction,
     client: IO,
     prefix: Bytes,
@@ -20,17 +21,12 @@ pub async fn forward<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
-    let label = state.metrics.destination_label(&target.to_string());
-    let mut upstream = match state
-        .connector
-        .connect_authority(&target.host, target.port)
-        .await
-    {
+    let label = metrics.destination_label(&target.to_string());
+    let mut upstream = match connector.connect_authority(&target.host, target.port).await {
         Ok(stream) => stream,
         Err(err) => {
             tracing::info!(destination = %target, error = %err, "opaque connection: upstream unreachable");
-            state
-                .metrics
+            metrics
                 .proxy_errors
                 .with_label_values(&[direction.as_str(), "connect-failure"])
                 .inc();
@@ -44,15 +40,7 @@ pub async fn forward<IO>(
         }
     }
     let replayed = prefix.len() as u64;
-    splice_counted(
-        &state.metrics,
-        direction,
-        &label,
-        client,
-        upstream,
-        replayed,
-    )
-    .await;
+    splice_counted(metrics, direction, &label, client, upstream, replayed).await;
 }
 
 /// Copies both ways until both sides have closed, then counts the bytes
