@@ -14,8 +14,8 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::http::body::{full, ProxyBody};
 use crate::policy::PolicyStore;
+use outrigger_http::body::{full, ProxyBody};
 use outrigger_proxy_core::metrics::Metrics;
 
 /// Readiness: true once listeners are bound and policy is loaded, false again

@@ -12,11 +12,11 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, Readiness};
 use crate::cli::RunArgs;
 use crate::control::{ControlConfig, ControlPlane};
-use crate::http::server::ServerLimits;
 use crate::listener::{accept_loop, ListenerConfig};
 use crate::policy::{activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore};
 use crate::state::ProxyState;
 use outrigger_api::stream::Subscription;
+use outrigger_http::server::ServerLimits;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::Metrics;
 

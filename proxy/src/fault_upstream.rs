@@ -29,7 +29,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::FaultUpstreamArgs;
-use crate::http::body::{full, BoxError, ProxyBody};
+use outrigger_http::body::{full, BoxError, ProxyBody};
 
 /// Arrival times kept for tests; later arrivals are counted but not timed.
 const MAX_ARRIVALS: usize = 100_000;

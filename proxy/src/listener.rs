@@ -15,8 +15,8 @@ use tokio_util::task::TaskTracker;
 use crate::cli::OutboundMode;
 use crate::connection::ConnectionContext;
 use crate::destination::app_addr;
-use crate::http::server::{self, ServerLimits};
 use crate::state::ProxyState;
+use outrigger_http::server::{self, ServerLimits};
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_transport::detect::{detect, Protocol};
@@ -148,14 +148,10 @@ async fn handle_connection(
         },
         Protocol::Http1 | Protocol::Http2 => {
             let io = PrefixedIo::new(prefix, stream);
-            server::serve(
-                io,
-                protocol,
-                Arc::new(conn),
-                state.clone(),
-                &config.server,
-                drain,
-            )
+            let (conn, state) = (Arc::new(conn), state.clone());
+            server::serve(io, protocol, &config.server, drain, move |request| {
+                crate::forward::handle(state.clone(), conn.clone(), request)
+            })
             .await;
         }
     }

@@ -20,11 +20,11 @@ use outrigger_api::policy::{FailureKind, NonIdempotent, RetryOn};
 use super::config::{BreakerSettings, RetrySettings, RouteConfig};
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
-use crate::http::body::{empty, full, incoming, ProxyBody};
-use crate::http::client::UpstreamError;
-use crate::http::error_response::{ErrorResponse, ProxyError, ERROR_HEADER};
-use crate::http::h1_pool::SendError;
-use crate::http::headers::strip_hop_by_hop;
+use outrigger_http::body::{empty, full, incoming, ProxyBody};
+use outrigger_http::client::UpstreamError;
+use outrigger_http::error_response::{ErrorResponse, ProxyError, ERROR_HEADER};
+use outrigger_http::h1_pool::SendError;
+use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::error::error_chain;
 use outrigger_resilience::{

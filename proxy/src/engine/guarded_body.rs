@@ -3,8 +3,8 @@
 use http::Response;
 use http_body_util::BodyExt;
 
-use crate::http::body::ProxyBody;
-use crate::http::body_end::{OnEnd, WithEnd};
+use outrigger_http::body::ProxyBody;
+use outrigger_http::body_end::{OnEnd, WithEnd};
 
 /// Released when the body ends (not when hyper gets round to dropping it).
 struct Release<G>(G);
@@ -38,7 +38,7 @@ mod tests {
     async fn guard_lives_until_body_ends() {
         let dropped = Arc::new(AtomicBool::new(false));
         let response = with_guard(
-            Response::new(crate::http::body::full("abc")),
+            Response::new(outrigger_http::body::full("abc")),
             Flag(dropped.clone()),
         );
         assert!(!dropped.load(Ordering::SeqCst));

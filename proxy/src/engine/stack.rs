@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use prometheus::{IntGauge, IntGaugeVec};
 
-use crate::http::client::UpstreamClients;
+use outrigger_http::client::UpstreamClients;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::metrics::{Metrics, RequestMetrics};
 use outrigger_resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};

@@ -244,7 +244,7 @@ mod tests {
     use http_body::Frame;
 
     use super::*;
-    use crate::http::body::{empty, BoxError};
+    use crate::body::{empty, BoxError};
 
     /// An upstream answering each request on a connection with `ok`; with
     /// `close_after_each`, it closes the connection after answering (without

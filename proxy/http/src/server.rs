@@ -2,18 +2,19 @@
 //! protect the proxy (header size and read time, concurrent streams) and a
 //! graceful close when the proxy drains.
 
-use std::sync::Arc;
+use std::convert::Infallible;
+use std::future::Future;
 use std::time::Duration;
 
+use http::{Request, Response};
+use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 
-use super::forward::handle;
-use crate::connection::ConnectionContext;
-use crate::state::ProxyState;
+use crate::body::ProxyBody;
 use outrigger_transport::detect::Protocol;
 
 #[derive(Debug, Clone)]
@@ -24,18 +25,19 @@ pub struct ServerLimits {
 }
 
 /// Serves `io` until the client closes it, or until `drain` fires and the
-/// in-flight requests on it have finished.
-pub async fn serve<IO>(
+/// in-flight requests on it have finished; `handle` answers each request.
+pub async fn serve<IO, H, F>(
     io: IO,
     protocol: Protocol,
-    conn: Arc<ConnectionContext>,
-    state: Arc<ProxyState>,
     limits: &ServerLimits,
     drain: CancellationToken,
+    handle: H,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
+    F: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    let service = service_fn(move |request| handle(state.clone(), conn.clone(), request));
+    let service = service_fn(handle);
     let io = TokioIo::new(io);
     // Each arm owns a different connection type; the drain logic is the same.
     macro_rules! drive {

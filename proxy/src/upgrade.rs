@@ -6,10 +6,10 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
-use super::body::{empty, incoming, ProxyBody};
-use super::error_response::{ErrorResponse, ProxyError};
-use super::headers::strip_hop_by_hop;
 use crate::state::ProxyState;
+use outrigger_http::body::{empty, incoming, ProxyBody};
+use outrigger_http::error_response::{ErrorResponse, ProxyError};
+use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::Destination;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::error::error_chain;
