@@ -14,9 +14,9 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::policy::PolicyStore;
 use outrigger_http::body::{full, ProxyBody};
 use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_policy::PolicyStore;
 
 /// Readiness: true once listeners are bound and policy is loaded, false again
 /// from the moment the proxy starts draining.
@@ -39,7 +39,7 @@ pub struct AdminState {
     /// Cancelled by `POST /shutdown`: starts the same drain as SIGTERM.
     pub shutdown: CancellationToken,
     /// The control-plane client, whose subscriptions `/config` lists.
-    pub control: Option<Arc<crate::control::ControlPlane>>,
+    pub control: Option<Arc<outrigger_control::ControlPlane>>,
     /// Addresses of the proxy's listeners, shown by `/config`.
     pub listeners: serde_json::Value,
 }

@@ -11,14 +11,16 @@ use tokio_util::task::TaskTracker;
 
 use crate::admin::{self, AdminState, Readiness};
 use crate::cli::RunArgs;
-use crate::control::{ControlConfig, ControlPlane};
 use crate::listener::{accept_loop, ListenerConfig};
-use crate::policy::{activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore};
 use crate::state::ProxyState;
 use outrigger_api::stream::Subscription;
+use outrigger_control::{ControlConfig, ControlPlane};
 use outrigger_http::server::ServerLimits;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_policy::{
+    activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore,
+};
 
 /// A proxy that is serving. Dropping it does not stop it: call `shutdown`.
 pub struct RunningProxy {
@@ -63,9 +65,9 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         None => None,
         Some(base) => {
             let tls = match (base.scheme_str(), &args.control_ca, &args.control_ca_pem) {
-                (Some("https"), Some(ca), _) => Some(crate::control::pinned_tls(ca)?),
+                (Some("https"), Some(ca), _) => Some(outrigger_control::pinned_tls(ca)?),
                 (Some("https"), None, Some(pem)) => {
-                    Some(crate::control::pinned_tls_pem(pem.as_bytes())?)
+                    Some(outrigger_control::pinned_tls_pem(pem.as_bytes())?)
                 }
                 (Some("https"), None, None) => anyhow::bail!(
                     "--control-plane {base} uses TLS: pass --control-ca with the CA the proxy should trust"

@@ -6,10 +6,10 @@ use std::sync::Arc;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{OutboundMode, RunArgs};
-use crate::control::ControlPlane;
 use crate::engine::cache::StackCache;
-use crate::policy::{DestinationMatcher, PolicyStore};
+use outrigger_control::ControlPlane;
 use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_policy::{DestinationMatcher, PolicyStore};
 use outrigger_transport::connect::Connector;
 
 pub struct ProxyState {

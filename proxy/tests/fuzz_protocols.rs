@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use outrigger_proxy::control::LineDecoder;
+use outrigger_control::LineDecoder;
 use outrigger_transport::detect::{detect, Protocol};
 use proptest::prelude::*;
 use tokio::io::AsyncWriteExt;

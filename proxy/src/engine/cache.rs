@@ -9,9 +9,9 @@ use outrigger_api::stream::{DestinationSnapshot, Subscription};
 
 use super::config::DestinationConfig;
 use super::stack::{DestinationStack, StackInputs};
-use crate::control::Applied;
 use crate::route_memo::Resolved;
 use crate::state::ProxyState;
+use outrigger_control::Applied;
 use outrigger_proxy_core::addr::{Destination, HostPort};
 use outrigger_proxy_core::direction::Direction;
 

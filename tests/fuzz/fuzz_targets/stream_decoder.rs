@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use outrigger_proxy::control::LineDecoder;
+use outrigger_control::LineDecoder;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&chunk, data)) = input.split_first() else {

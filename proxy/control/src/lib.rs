@@ -2,6 +2,7 @@
 //! (and to its own inbound policy), applies each snapshot atomically, keeps the
 //! last value through outages, reconnects with backoff, and persists snapshots
 //! so a restart during an outage starts with them.
+#![forbid(unsafe_code)]
 
 mod decode;
 mod state_dir;

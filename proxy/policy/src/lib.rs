@@ -1,5 +1,6 @@
 //! The policy the proxy enforces: loaded from a file (or, later, the control
 //! plane), swapped atomically, and matched to destinations.
+#![forbid(unsafe_code)]
 
 mod endpoints;
 mod file_source;
