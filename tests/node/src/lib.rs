@@ -5,6 +5,7 @@
 //! machine", for what is simulated and what is not.
 #![forbid(unsafe_code)]
 
+pub mod apiserver;
 pub mod apps;
 pub mod controllers;
 pub mod deployments;

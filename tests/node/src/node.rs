@@ -46,6 +46,8 @@ pub struct Node {
     /// This binary: it is the container wrapper (`run-container`).
     pub self_exe: PathBuf,
     pub state_dir: PathBuf,
+    /// How pods reach the API server (None if it could not be set up).
+    pub access: Option<crate::apiserver::Access>,
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     attached: Mutex<HashMap<String, Attached>>,
@@ -162,6 +164,8 @@ where
 /// A running pod: its stop and its task.
 struct Running {
     stop: CancellationToken,
+    /// Deleted: being taken out of Service rules before it is stopped.
+    draining: bool,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -183,8 +187,9 @@ fn reconcile_pods(node: &Arc<Node>, pods: &Store<Pod>, running: &mut HashMap<Str
         let keep = current
             .get(uid)
             .is_some_and(|p| p.metadata.deletion_timestamp.is_none());
-        if !keep {
-            r.stop.cancel();
+        if !keep && !r.draining {
+            r.draining = true;
+            tokio::spawn(drain_then_stop(node.clone(), uid.clone(), r.stop.clone()));
         }
         keep || !r.task.is_finished()
     });
@@ -200,8 +205,45 @@ fn reconcile_pods(node: &Arc<Node>, pods: &Store<Pod>, running: &mut HashMap<Str
             stop.clone(),
         ));
         tokio::spawn(bind(node.clone(), (*pod).clone()));
-        running.insert(uid, Running { stop, task });
+        running.insert(
+            uid,
+            Running {
+                stop,
+                task,
+                draining: false,
+            },
+        );
     }
+}
+
+/// A deleted pod leaves every Service's rules before its containers get
+/// SIGTERM: the node waits (at most 3 s) until the EndpointSlice cache no
+/// longer lists its address and rewrites every pod's rules. (A cluster races
+/// the two, which apps cover with a preStop delay; the node does it in
+/// order, so a rollout loses no request.)
+async fn drain_then_stop(node: Arc<Node>, uid: String, stop: CancellationToken) {
+    let ip = node
+        .attached
+        .lock()
+        .unwrap()
+        .get(&uid)
+        .map(|a| a.ip.to_string());
+    if let Some(ip) = ip {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+        while tokio::time::Instant::now() < deadline
+            && !stop.is_cancelled()
+            && node
+                .slices
+                .state()
+                .iter()
+                .any(|s| s.endpoints.iter().any(|e| e.addresses.contains(&ip)))
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let n = node.clone();
+        let _ = tokio::task::spawn_blocking(move || n.refresh_all()).await;
+    }
+    stop.cancel();
 }
 
 /// The scheduler's part: the pod is bound to this node (`spec.nodeName`).
@@ -270,7 +312,18 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         // Dropping the network on the way out removes the bridge.
         _ = shutdown.cancelled() => return Ok(()),
     }
+    let access = match crate::apiserver::setup(&client, net.host_ip, stop.clone()).await {
+        Ok(a) => {
+            tracing::info!(service = %a.service_ip, "pods reach the API server through the kubernetes Service");
+            Some(a)
+        }
+        Err(e) => {
+            tracing::warn!(error = %format!("{e:#}"), "pods cannot reach the API server");
+            None
+        }
+    };
     let node = Arc::new(Node {
+        access,
         client: client.clone(),
         net,
         name: config.name,

@@ -141,6 +141,7 @@ impl PodCtx {
             .env_clear()
             .env("PATH", env::path(&node.bin_dir))
             .env("HOSTNAME", hostname)
+            .envs(node.access.iter().flat_map(|a| a.env()))
             .envs(vars)
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone()?)
@@ -395,14 +396,23 @@ pub async fn run(node: Arc<Node>, pod: Pod, stop: CancellationToken) {
     let prepared = async {
         std::fs::create_dir_all(&dir)?;
         node.attach(&uid, &ns, &name, &net, &dir)?;
-        volumes::prepare_all(&node.client, &pod, &dir).await
+        volumes::prepare_all(&node.client, &pod, &dir, node.access.as_ref()).await
     };
     match prepared.await {
         Err(e) => ctx.update(|p| {
             p.reason = Some("ContainerCreating".into());
             p.message = Some(format!("{e:#}"));
         }),
-        Ok(()) => lifecycle(&ctx, &stop).await,
+        Ok(()) => {
+            tokio::spawn(volumes::refresh_tokens(
+                node.client.clone(),
+                pod.clone(),
+                dir.clone(),
+                Duration::from_secs(300),
+                stop.clone(),
+            ));
+            lifecycle(&ctx, &stop).await
+        }
     }
     // A finished pod waits here until it is deleted, like its sandbox would.
     stop.cancelled().await;

@@ -12,9 +12,6 @@ use kube::Api;
 
 use crate::sandbox::Bind;
 
-/// What the token file holds until the API server issues real tokens.
-pub const PLACEHOLDER_TOKEN: &str = "outrigger-testnode-placeholder-token\n";
-
 /// The `/etc/hosts` of a pod: localhost, the pod itself, every Service's
 /// ClusterIP under the names cluster DNS would give it (the short name only
 /// for Services of the pod's own namespace, as the DNS search path would).
@@ -115,8 +112,11 @@ async fn config_map(
 
 /// Fills `dir` for one volume: emptyDir stays empty; secrets and configMaps
 /// are copied once at start (no refresh); a projected service-account token
-/// is a placeholder file (no TokenRequest yet).
-async fn prepare(client: &kube::Client, ns: &str, volume: &Volume, dir: &Path) -> Result<()> {
+/// comes from the TokenRequest API, bound to the pod (refreshed by
+/// `refresh_tokens`); without that API the volume fails, and the pod with
+/// it (no placeholder token).
+async fn prepare(client: &kube::Client, pod: &Pod, volume: &Volume, dir: &Path) -> Result<()> {
+    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
     std::fs::create_dir_all(dir)?;
     if let Some(s) = &volume.secret {
         let name = s.secret_name.as_deref().unwrap_or_default();
@@ -130,7 +130,14 @@ async fn prepare(client: &kube::Client, ns: &str, volume: &Volume, dir: &Path) -
     } else if let Some(p) = &volume.projected {
         for source in p.sources.iter().flatten() {
             if let Some(t) = &source.service_account_token {
-                std::fs::write(dir.join(&t.path), PLACEHOLDER_TOKEN)?;
+                let (token, _) = crate::apiserver::token(
+                    client,
+                    pod,
+                    t.audience.as_deref(),
+                    t.expiration_seconds,
+                )
+                .await?;
+                std::fs::write(dir.join(&t.path), token)?;
             } else if let Some(s) = &source.secret {
                 write_items(dir, &secret(client, ns, &s.name).await?, s.items.as_ref())?;
             } else if let Some(c) = &source.config_map {
@@ -154,14 +161,110 @@ async fn prepare(client: &kube::Client, ns: &str, volume: &Volume, dir: &Path) -
 }
 
 /// Creates every volume's directory under `pod_dir/volumes`.
-pub async fn prepare_all(client: &kube::Client, pod: &Pod, pod_dir: &Path) -> Result<()> {
-    let ns = pod.metadata.namespace.as_deref().unwrap_or("default");
+pub async fn prepare_all(
+    client: &kube::Client,
+    pod: &Pod,
+    pod_dir: &Path,
+    access: Option<&crate::apiserver::Access>,
+) -> Result<()> {
     for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
-        prepare(client, ns, volume, &volume_dir(pod_dir, &volume.name))
+        prepare(client, pod, volume, &volume_dir(pod_dir, &volume.name))
             .await
             .with_context(|| format!("volume {}", volume.name))?;
     }
+    if let Some(access) = access.filter(|_| automount(pod)) {
+        service_account(client, pod, &pod_dir.join(SERVICE_ACCOUNT_VOLUME), access).await?;
+    }
     Ok(())
+}
+
+/// Where containers find the service account's files.
+pub const SERVICE_ACCOUNT_PATH: &str = "/var/run/secrets/kubernetes.io/serviceaccount";
+/// The node's own volume directory for them (beside `volumes/`).
+const SERVICE_ACCOUNT_VOLUME: &str = "serviceaccount";
+
+/// Whether the pod gets the service-account files: unless
+/// `automountServiceAccountToken: false`.
+fn automount(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.automount_service_account_token)
+        .unwrap_or(true)
+}
+
+/// The files a cluster's service-account admission adds as a projected
+/// volume: `ca.crt`, `namespace` and a token (1 h, bound to the pod). A token
+/// the API server will not issue is left out (with a warning), so pods that
+/// never call the API still run.
+async fn service_account(
+    client: &kube::Client,
+    pod: &Pod,
+    dir: &Path,
+    access: &crate::apiserver::Access,
+) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::write(dir.join("ca.crt"), &access.ca_pem)?;
+    std::fs::write(
+        dir.join("namespace"),
+        pod.metadata.namespace.as_deref().unwrap_or("default"),
+    )?;
+    match crate::apiserver::token(client, pod, None, Some(3600)).await {
+        Ok((token, _)) => std::fs::write(dir.join("token"), token)?,
+        Err(e) => tracing::warn!(
+            pod = pod.metadata.name.as_deref().unwrap_or_default(),
+            error = %format!("{e:#}"),
+            "service-account token left out"
+        ),
+    }
+    Ok(())
+}
+
+/// Rewrites the pod's tokens (its projected serviceAccountToken sources and
+/// the service-account files) every `period` until `stop`, so none expires
+/// while the pod runs (tokens live at least 10 minutes; this runs every 5).
+pub async fn refresh_tokens(
+    client: kube::Client,
+    pod: Pod,
+    pod_dir: PathBuf,
+    period: std::time::Duration,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(period) => {}
+            _ = stop.cancelled() => return,
+        }
+        for volume in pod.spec.iter().flat_map(|s| s.volumes.iter().flatten()) {
+            let sources = volume
+                .projected
+                .iter()
+                .flat_map(|p| p.sources.iter().flatten());
+            for t in sources.filter_map(|s| s.service_account_token.as_ref()) {
+                match crate::apiserver::token(
+                    &client,
+                    &pod,
+                    t.audience.as_deref(),
+                    t.expiration_seconds,
+                )
+                .await
+                {
+                    Ok((token, _)) => {
+                        let path = volume_dir(&pod_dir, &volume.name).join(&t.path);
+                        if let Err(e) = write_in_place(&path, &token) {
+                            tracing::warn!(error = %e, "token not refreshed");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %format!("{e:#}"), "token not refreshed"),
+                }
+            }
+        }
+        let sa = pod_dir.join(SERVICE_ACCOUNT_VOLUME).join("token");
+        if sa.exists() {
+            if let Ok((token, _)) = crate::apiserver::token(&client, &pod, None, Some(3600)).await {
+                let _ = write_in_place(&sa, &token);
+            }
+        }
+    }
 }
 
 fn volume_dir(pod_dir: &Path, name: &str) -> PathBuf {
@@ -184,6 +287,17 @@ pub fn binds(pod_dir: &Path, container: &Container) -> Vec<Bind> {
             source,
             target: PathBuf::from(&m.mount_path),
             read_only: m.read_only.unwrap_or(false),
+        });
+    }
+    let sa = pod_dir.join(SERVICE_ACCOUNT_VOLUME);
+    let mounted = out
+        .iter()
+        .any(|b| b.target == Path::new(SERVICE_ACCOUNT_PATH));
+    if sa.exists() && !mounted {
+        out.push(Bind {
+            source: sa,
+            target: PathBuf::from(SERVICE_ACCOUNT_PATH),
+            read_only: true,
         });
     }
     out

@@ -429,3 +429,379 @@ fn failing_containers_restart_per_policy_and_liveness() {
         },
     );
 }
+
+/// Whether the test API server serves `resource` (kubectl api-resources).
+fn served(api: &KubeApi, resource: &str) -> bool {
+    let out = api.kubectl(&["api-resources", "-o", "name"]);
+    let ok = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .any(|l| l == resource);
+    if !ok {
+        eprintln!("SKIPPED: the test API server does not serve {resource} yet");
+    }
+    ok
+}
+
+/// The pod's log file for `container`.
+fn log_of(state: &Path, ns: &str, pod: &Value, container: &str) -> String {
+    let name = pod["metadata"]["name"].as_str().unwrap_or_default();
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    std::fs::read_to_string(state.join(format!("pods/{ns}_{name}_{uid}/logs/{container}.log")))
+        .unwrap_or_default()
+}
+
+/// Waits for the pod to end; its log must show it Succeeded.
+fn wait_succeeded(api: &KubeApi, node: &NodeProcess, state: &Path, ns: &str, name: &str) -> Value {
+    wait_for(
+        Duration::from_secs(90),
+        &format!("{name} Succeeded"),
+        node,
+        || {
+            let pod = api.get_json(&["-n", ns, "pod", name])?;
+            let phase = pod["status"]["phase"].as_str().unwrap_or_default();
+            assert_ne!(
+                phase,
+                "Failed",
+                "{name} failed: {pod:#}\nlog: {}",
+                log_of(state, ns, &pod, "app")
+            );
+            (phase == "Succeeded").then_some(pod)
+        },
+    )
+}
+
+const DEPLOYMENT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: outrigger/test-app:latest
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+"#;
+
+/// A client calling the Service in a bounded loop until the test drops a
+/// `stop` file into its emptyDir, then printing how many calls failed.
+const LOOP_CLIENT: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: caller, namespace: shop}
+spec:
+  restartPolicy: Never
+  volumes: [{name: shared, emptyDir: {}}]
+  containers:
+  - name: app
+    image: outrigger/shell
+    volumeMounts: [{name: shared, mountPath: /run/outrigger-testnode/mnt/caller}]
+    command:
+    - sh
+    - -c
+    - |
+      i=0; fails=0
+      while [ $i -lt 4000 ] && [ ! -f /run/outrigger-testnode/mnt/caller/stop ]; do
+        outrigger-testnode test-client --patience-seconds 0 http://web/ > /dev/null || { fails=$((fails+1)); date +%T.%N; }
+        i=$((i+1))
+      done
+      echo "calls=$i failed=$fails"
+"#;
+
+/// The Deployment's pods (name, template hash, ready) from the API.
+fn deployment_pods(api: &KubeApi) -> Vec<(String, String, bool)> {
+    let list = api
+        .get_json(&["-n", "shop", "pods", "-l", "app=web"])
+        .unwrap_or_default();
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|p| {
+            (
+                p["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                p["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string(),
+                condition(p, "Ready"),
+            )
+        })
+        .collect()
+}
+
+fn ready_endpoints(api: &KubeApi) -> usize {
+    api.get_json(&["-n", "shop", "endpointslices", "web-outrigger-testnode"])
+        .and_then(|s| {
+            s["endpoints"].as_array().map(|e| {
+                e.iter()
+                    .filter(|e| e["conditions"]["ready"] == true)
+                    .count()
+            })
+        })
+        .unwrap_or(0)
+}
+
+#[test]
+fn deployments_scale_and_roll_out_without_a_failed_request() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-deploy") else {
+        return;
+    };
+    if !served(&api, "deployments.apps") {
+        return;
+    }
+    let state = api.dir.join("node");
+    let node = NodeProcess::start(&api, &state);
+    let began = Instant::now();
+    api.apply(DEPLOYMENT);
+    let wait_ready = |n: usize, what: &str| {
+        wait_for(Duration::from_secs(60), what, &node, || {
+            let pods = deployment_pods(&api);
+            (pods.len() == n && pods.iter().all(|p| p.2) && ready_endpoints(&api) == n)
+                .then_some(pods)
+        })
+    };
+    let pods = wait_ready(2, "2 ready pods in the slice");
+    eprintln!("Deployment of 2 ready after {:?}", began.elapsed());
+    let deploy = api.get_json(&["-n", "shop", "deployment", "web"]).unwrap();
+    let hash = &pods[0].1;
+    for (name, h, _) in &pods {
+        assert!(name.starts_with(&format!("web-{hash}-")), "{name}");
+        assert_eq!(h, hash);
+    }
+    let pod = api.get_json(&["-n", "shop", "pod", &pods[0].0]).unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "Deployment");
+    assert_eq!(
+        pod["metadata"]["ownerReferences"][0]["uid"],
+        deploy["metadata"]["uid"]
+    );
+    api.kubectl_ok(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=60s",
+    ]);
+    let deploy = api.get_json(&["-n", "shop", "deployment", "web"]).unwrap();
+    assert_eq!(deploy["status"]["readyReplicas"], 2, "{deploy:#}");
+    assert_eq!(deploy["status"]["updatedReplicas"], 2, "{deploy:#}");
+
+    api.kubectl_ok(&["-n", "shop", "scale", "deployment/web", "--replicas=3"]);
+    wait_ready(3, "scaled to 3");
+    api.kubectl_ok(&["-n", "shop", "scale", "deployment/web", "--replicas=2"]);
+    wait_ready(2, "scaled back to 2");
+    // A deleted pod is replaced.
+    let pods = deployment_pods(&api);
+    api.kubectl_ok(&["-n", "shop", "delete", "pod", &pods[0].0, "--wait=false"]);
+    let replaced = wait_for(Duration::from_secs(60), "pod replaced", &node, || {
+        let now = deployment_pods(&api);
+        (now.len() == 2
+            && now.iter().all(|p| p.2 && p.0 != pods[0].0)
+            && ready_endpoints(&api) == 2)
+            .then_some(now)
+    });
+    assert!(replaced.iter().any(|p| p.0 == pods[1].0));
+
+    // A rollout while a client calls the Service.
+    api.apply(LOOP_CLIENT);
+    let caller = wait_for(Duration::from_secs(30), "caller running", &node, || {
+        let pod = api.get_json(&["-n", "shop", "pod", "caller"])?;
+        (pod["status"]["phase"] == "Running").then_some(pod)
+    });
+    let began = Instant::now();
+    api.kubectl_ok(&["-n", "shop", "set", "env", "deployment/web", "VERSION=2"]);
+    api.kubectl_ok(&[
+        "-n",
+        "shop",
+        "rollout",
+        "status",
+        "deployment/web",
+        "--timeout=90s",
+    ]);
+    let rolled = wait_ready(2, "rolled out");
+    eprintln!("rollout of 2 pods took {:?}", began.elapsed());
+    assert!(
+        rolled.iter().all(|p| &p.1 != hash),
+        "every pod replaced: {rolled:?}"
+    );
+    let uid = caller["metadata"]["uid"].as_str().unwrap();
+    std::fs::write(
+        state.join(format!("pods/shop_caller_{uid}/volumes/shared/stop")),
+        "",
+    )
+    .unwrap();
+    let began = Instant::now();
+    let caller = wait_succeeded(&api, &node, &state, "shop", "caller");
+    eprintln!("caller ended {:?} after the stop file", began.elapsed());
+    let log = log_of(&state, "shop", &caller, "app");
+    eprintln!("caller: {}", log.trim());
+    assert!(log.contains("failed=0"), "{log}");
+    let calls: u32 = log
+        .split("calls=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    assert!(calls >= 10, "the caller called during the rollout: {log}");
+
+    // Deleting the Deployment removes its pods (garbage collection).
+    let began = Instant::now();
+    api.kubectl_ok(&["-n", "shop", "delete", "deployment", "web"]);
+    wait_for(Duration::from_secs(30), "pods removed", &node, || {
+        deployment_pods(&api).is_empty().then_some(())
+    });
+    eprintln!("pods removed after {:?}", began.elapsed());
+    let began = Instant::now();
+    let mut node = node;
+    assert!(node.stop(), "the node stops in time");
+    eprintln!("node stopped in {:?}", began.elapsed());
+    let _ = std::fs::copy(&node.log, "/tmp/tn-node.log");
+}
+
+const JOB: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: batch}
+---
+apiVersion: batch/v1
+kind: Job
+metadata: {name: once, namespace: batch}
+spec:
+  completions: 2
+  parallelism: 1
+  backoffLimit: 2
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: app
+        image: outrigger/shell
+        command: [sh, -c, "echo done by $HOSTNAME"]
+"#;
+
+#[test]
+fn a_job_runs_its_pods_to_completion() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-job") else {
+        return;
+    };
+    if !served(&api, "jobs.batch") {
+        return;
+    }
+    let state = api.dir.join("node");
+    let node = NodeProcess::start(&api, &state);
+    api.apply(JOB);
+    api.kubectl_ok(&[
+        "-n",
+        "batch",
+        "wait",
+        "--for=condition=complete",
+        "job/once",
+        "--timeout=90s",
+    ]);
+    let job = api.get_json(&["-n", "batch", "job", "once"]).unwrap();
+    assert_eq!(job["status"]["succeeded"], 2, "{job:#}");
+    assert!(job["status"]["completionTime"].is_string(), "{job:#}");
+    let pods = api
+        .get_json(&["-n", "batch", "pods", "-l", "job-name=once"])
+        .unwrap();
+    let pods = pods["items"].as_array().unwrap();
+    assert_eq!(pods.len(), 2);
+    for pod in pods {
+        assert_eq!(pod["status"]["phase"], "Succeeded", "{pod:#}");
+        assert!(log_of(&state, "batch", pod, "app").contains("done by once-"));
+    }
+    drop(node);
+}
+
+const API_CALLER: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: inside}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: asker, namespace: inside}
+spec:
+  restartPolicy: Never
+  volumes: [{name: scratch, emptyDir: {}}]
+  containers:
+  - name: app
+    image: outrigger/shell
+    volumeMounts: [{name: scratch, mountPath: /run/outrigger-testnode/mnt/asker}]
+    command:
+    - sh
+    - -c
+    - |
+      out=/run/outrigger-testnode/mnt/asker/answer
+      sa=/var/run/secrets/kubernetes.io/serviceaccount
+      echo "host=$KUBERNETES_SERVICE_HOST port=$KUBERNETES_SERVICE_PORT ns=$(cat $sa/namespace)"
+      auth=""
+      if [ -f $sa/token ]; then auth="Authorization: Bearer $(cat $sa/token)"; else echo "no token"; fi
+      # The certificate names localhost, not the ClusterIP: resolve it there.
+      code=$(curl -sS -o $out -w '%{http_code}' --max-time 10 \
+        --cacert $sa/ca.crt -H "$auth" \
+        --resolve "localhost:$KUBERNETES_SERVICE_PORT:$KUBERNETES_SERVICE_HOST" \
+        "https://localhost:$KUBERNETES_SERVICE_PORT/api/v1/namespaces/inside/pods/asker")
+      echo "http=$code"
+      grep -o '"name": *"asker"' $out | head -1
+"#;
+
+#[test]
+fn pods_reach_the_api_server_through_the_kubernetes_service() {
+    if !can_make_namespaces() || !outrigger_e2e::require_tool("curl") {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-inside") else {
+        return;
+    };
+    let state = api.dir.join("node");
+    let node = NodeProcess::start(&api, &state);
+    api.apply(API_CALLER);
+    let pod = wait_succeeded(&api, &node, &state, "inside", "asker");
+    let log = log_of(&state, "inside", &pod, "app");
+    eprintln!("{log}");
+    let svc = wait_for(Duration::from_secs(10), "kubernetes Service", &node, || {
+        api.get_json(&["-n", "default", "service", "kubernetes"])
+    });
+    let ip = svc["spec"]["clusterIP"].as_str().unwrap();
+    assert!(
+        log.contains(&format!("host={ip} port=443 ns=inside")),
+        "{log}"
+    );
+    // TLS through the relay with the pod's ca.crt: an HTTP answer.
+    assert!(!log.contains("http=000"), "{log}");
+    if log.contains("no token") {
+        eprintln!("NOTE: no service-account token (TokenRequest not served); TLS only");
+    } else {
+        assert!(log.contains("http=200"), "{log}");
+        assert!(log.contains("\"asker\""), "{log}");
+    }
+}
