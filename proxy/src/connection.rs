@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 
 use outrigger_proxy_core::direction::Direction;
 
-use crate::route_memo::RouteMemo;
+use outrigger_engine::route_memo::RouteMemo;
 
 /// What the proxy knows about one client connection.
 #[derive(Debug)]

@@ -10,11 +10,11 @@ use hyper::body::Incoming;
 
 use crate::connection::ConnectionContext;
 use crate::destination;
-use crate::engine::call::call;
-use crate::engine::stack::DestinationStack;
-use crate::route_memo::Resolved;
 use crate::state::ProxyState;
 use crate::upgrade;
+use outrigger_engine::call::call;
+use outrigger_engine::route_memo::Resolved;
+use outrigger_engine::stack::DestinationStack;
 use outrigger_http::body::ProxyBody;
 use outrigger_http::error_response::{grpc_error, is_grpc, ErrorResponse, ERROR_HEADER};
 use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
@@ -94,13 +94,14 @@ async fn route(
         return (label, None, response);
     }
 
-    let stack = state.stacks.get(state, conn.direction, &resolved).await;
+    let stack = state.engine.stack(conn.direction, &resolved).await;
     let response = call(stack.clone(), request, started).await;
     (stack.label.clone(), Some(stack), response)
 }
 
 fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> {
     state
+        .engine
         .metrics
         .destination_label(&destination.name.to_string())
 }
@@ -113,7 +114,7 @@ fn record(
     response: &Response<ProxyBody>,
     started: Instant,
 ) {
-    let metrics = &state.metrics;
+    let metrics = &state.engine.metrics;
     let direction = conn.direction.as_str();
     let status = response.status().as_u16();
     match stack {

@@ -58,6 +58,7 @@ pub async fn accept_loop(
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             state
+                .engine
                 .metrics
                 .rejected_connections
                 .with_label_values(&[direction, "max-connections"])
@@ -116,7 +117,7 @@ async fn handle_connection(
         }
     };
 
-    let metrics = &state.metrics;
+    let metrics = &state.engine.metrics;
     let labels = [direction.as_str(), protocol.as_str()];
     metrics.connections.with_label_values(&labels).inc();
     let open = metrics.open_connections.with_label_values(&labels);
@@ -126,8 +127,8 @@ async fn handle_connection(
         Protocol::Opaque => match tcp_target {
             Some(target) => {
                 tcp_forward::forward(
-                    &state.metrics,
-                    &state.connector,
+                    &state.engine.metrics,
+                    &state.engine.connector,
                     direction,
                     stream,
                     prefix,

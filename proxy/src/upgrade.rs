@@ -22,6 +22,7 @@ pub async fn tunnel(
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let upstream = match state
+        .engine
         .connector
         .connect_authority(&destination.connect.host, destination.connect.port)
         .await
@@ -31,9 +32,10 @@ pub async fn tunnel(
     };
     let client = hyper::upgrade::on(&mut request);
     let label = state
+        .engine
         .metrics
         .destination_label(&destination.name.to_string());
-    let metrics = state.metrics.clone();
+    let metrics = state.engine.metrics.clone();
     state.tunnels.spawn(async move {
         let Ok(client) = client.await else { return };
         splice_counted(
@@ -57,6 +59,7 @@ pub async fn forward_upgrade(
     mut request: Request<Incoming>,
 ) -> Response<ProxyBody> {
     let stream = match state
+        .engine
         .connector
         .connect_authority(&destination.connect.host, destination.connect.port)
         .await

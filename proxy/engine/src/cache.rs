@@ -4,20 +4,50 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use outrigger_api::stream::{DestinationSnapshot, Subscription};
 
 use super::config::DestinationConfig;
 use super::stack::{DestinationStack, StackInputs};
 use crate::route_memo::Resolved;
-use crate::state::ProxyState;
-use outrigger_control::Applied;
+use outrigger_control::{Applied, ControlPlane};
 use outrigger_proxy_core::addr::{Destination, HostPort};
 use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_policy::{DestinationMatcher, PolicyStore};
+use outrigger_transport::connect::Connector;
 
 /// More destinations than this are served, but not cached (a client naming
 /// endless hosts must not grow memory without bound).
 const MAX_CACHED: usize = 10_000;
+
+/// What the engine needs of the running proxy to build a destination's stack:
+/// the policy sources (file and control plane), how to connect, the pod's
+/// inbound identity, and where metrics go.
+pub struct Engine {
+    pub metrics: Arc<Metrics>,
+    pub policy: Arc<PolicyStore>,
+    pub matcher: DestinationMatcher,
+    pub connector: Connector,
+    /// Idle timeout of upstream connections where no policy sets one.
+    pub pool_idle_timeout: Duration,
+    /// The Service this pod serves (`--service-name`), which names its
+    /// inbound policy; without it, the control plane finds it by pod.
+    pub service_name: Option<String>,
+    /// This pod's name: with a control plane, what inbound policy is asked by.
+    pub pod_name: Option<String>,
+    /// The control-plane client, when one is configured.
+    pub control: Option<Arc<ControlPlane>>,
+    pub stacks: StackCache,
+}
+
+impl Engine {
+    /// The stack serving a request to `resolved` now.
+    pub async fn stack(&self, direction: Direction, resolved: &Resolved) -> Arc<DestinationStack> {
+        self.stacks.get(self, direction, resolved).await
+    }
+}
 
 /// Stacks by destination, then by direction (inbound, outbound): looked up
 /// with the request's own destination, so a lookup builds no key.
@@ -36,17 +66,17 @@ fn slot(direction: Direction) -> usize {
 impl StackCache {
     pub async fn get(
         &self,
-        state: &ProxyState,
+        engine: &Engine,
         direction: Direction,
         resolved: &Resolved,
     ) -> Arc<DestinationStack> {
         let destination = &resolved.destination;
-        let active = state.policy.current();
+        let active = engine.policy.current();
         // Without a control plane there is nothing to ask (and no name to build).
-        let subscription = state.control.as_ref().and_then(|control| {
+        let subscription = engine.control.as_ref().and_then(|control| {
             let subscription = resolved
                 .subscription
-                .get_or_init(|| subscription_for(state, direction, destination));
+                .get_or_init(|| subscription_for(engine, direction, destination));
             Some((control, subscription.as_ref()?))
         });
         let applied = match subscription {
@@ -65,7 +95,7 @@ impl StackCache {
         if let Some(stack) = memo.as_ref().filter(|s| s.source == source) {
             return stack.clone();
         }
-        let stack = self.shared(state, direction, destination, applied.as_deref(), source);
+        let stack = self.shared(engine, direction, destination, applied.as_deref(), source);
         *memo = Some(stack.clone());
         stack
     }
@@ -74,7 +104,7 @@ impl StackCache {
     /// when missing or older than `source`.
     fn shared(
         &self,
-        state: &ProxyState,
+        engine: &Engine,
         direction: Direction,
         destination: &Destination,
         applied: Option<&Applied>,
@@ -90,7 +120,7 @@ impl StackCache {
         };
         let snapshot = applied.and_then(|a| a.snapshot.destination.as_ref());
         let stack = Arc::new(build(
-            state,
+            engine,
             direction,
             destination,
             snapshot,
@@ -119,13 +149,13 @@ impl StackCache {
 /// operator from this pod and the port traffic came to. External names have
 /// no subscription.
 fn subscription_for(
-    state: &ProxyState,
+    engine: &Engine,
     direction: Direction,
     destination: &Destination,
 ) -> Option<Subscription> {
-    let matcher = &state.matcher;
+    let matcher = &engine.matcher;
     match direction {
-        Direction::Inbound => match (&state.service_name, &state.pod_name) {
+        Direction::Inbound => match (&engine.service_name, &engine.pod_name) {
             (Some(name), _) => Some(Subscription::Inbound(format!(
                 "{}/{name}",
                 matcher.namespace
@@ -157,7 +187,7 @@ fn subscription_for(
 /// A stack for a destination: policy and endpoints from the control plane's
 /// snapshot when there is one, else from the policy file (and DNS).
 fn build(
-    state: &ProxyState,
+    engine: &Engine,
     direction: Direction,
     destination: &Destination,
     snapshot: Option<&DestinationSnapshot>,
@@ -165,34 +195,34 @@ fn build(
     previous: Option<&DestinationStack>,
 ) -> DestinationStack {
     let (config, targets) = match snapshot {
-        Some(snapshot) => from_snapshot(state, direction, destination, snapshot),
-        None => from_policy_file(state, direction, destination),
+        Some(snapshot) => from_snapshot(engine, direction, destination, snapshot),
+        None => from_policy_file(engine, direction, destination),
     };
     let config = config.for_side(direction);
     DestinationStack::build(
         StackInputs {
             source,
             direction: direction.as_str(),
-            label: state
+            label: engine
                 .metrics
                 .destination_label(&destination.name.to_string()),
             config,
             targets,
-            connector: &state.connector,
-            metrics: state.metrics.clone(),
+            connector: &engine.connector,
+            metrics: engine.metrics.clone(),
         },
         previous,
     )
 }
 
 fn from_policy_file(
-    state: &ProxyState,
+    engine: &Engine,
     direction: Direction,
     destination: &Destination,
 ) -> (DestinationConfig, Vec<HostPort>) {
-    let active = state.policy.current();
-    let matcher = &state.matcher;
-    let service = match (direction, &state.service_name) {
+    let active = engine.policy.current();
+    let matcher = &engine.matcher;
+    let service = match (direction, &engine.service_name) {
         (Direction::Inbound, Some(name)) => Some(matcher.own_service(name)),
         (Direction::Inbound, None) => None,
         (Direction::Outbound, _) => matcher.service_of(&destination.name.host),
@@ -209,11 +239,11 @@ fn from_policy_file(
                 p.metadata.name
             ),
             &p.spec,
-            state.connector.connect_timeout,
+            engine.connector.connect_timeout,
         ),
         None => DestinationConfig::without_policy(
-            state.connector.connect_timeout,
-            state.pool_idle_timeout,
+            engine.connector.connect_timeout,
+            engine.pool_idle_timeout,
         ),
     };
     // Outbound to a Service the policy source lists endpoints for: balance over
@@ -231,17 +261,17 @@ fn from_policy_file(
 
 /// The control plane's snapshot: its policy, and (outbound) its ready endpoints.
 fn from_snapshot(
-    state: &ProxyState,
+    engine: &Engine,
     direction: Direction,
     destination: &Destination,
     snapshot: &DestinationSnapshot,
 ) -> (DestinationConfig, Vec<HostPort>) {
-    let default_connect = state.connector.connect_timeout;
+    let default_connect = engine.connector.connect_timeout;
     let config = match &snapshot.policy {
         Some(policy) => {
             DestinationConfig::compile(policy.name.clone(), &policy.spec, default_connect)
         }
-        None => DestinationConfig::without_policy(default_connect, state.pool_idle_timeout),
+        None => DestinationConfig::without_policy(default_connect, engine.pool_idle_timeout),
     };
     let targets = match direction {
         Direction::Inbound => vec![destination.connect.clone()],

@@ -1,6 +1,7 @@
 //! The resilience engine: per-destination stacks compiled from policy and the
 //! per-request path through them (limits, timeouts, retries, breaker,
 //! balancing, outlier ejection).
+#![forbid(unsafe_code)]
 
 pub mod balancer;
 pub mod cache;
@@ -8,4 +9,7 @@ pub mod call;
 pub mod config;
 pub mod guarded_body;
 pub mod limits;
+pub mod route_memo;
 pub mod stack;
+
+pub use cache::Engine;

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use http::{header, Request};
 use outrigger_api::stream::Subscription;
 
-use crate::engine::stack::DestinationStack;
+use crate::stack::DestinationStack;
 use outrigger_proxy_core::addr::Destination;
 
 #[derive(Default)]
