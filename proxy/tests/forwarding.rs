@@ -17,9 +17,7 @@ async fn upstream() -> FaultUpstream {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn inbound_streams_50_mib_both_ways_with_checksums() {
-    if !require_tool("curl") {
-        return;
-    }
+    require_tool("curl");
     let upstream = upstream().await;
     let proxy = ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr)]).await;
     let dir = temp_dir("inbound-large");
@@ -78,9 +76,7 @@ async fn inbound_streams_50_mib_both_ways_with_checksums() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn outbound_explicit_proxy_forwards_by_absolute_uri_and_host() {
-    if !require_tool("curl") {
-        return;
-    }
+    require_tool("curl");
     let upstream = upstream().await;
     let proxy = ProxyProcess::start(&[]).await;
     let dir = temp_dir("outbound");
@@ -164,9 +160,7 @@ async fn proxy_errors_are_labelled() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_prior_knowledge_both_ways_keeps_trailers() {
-    if !require_tool("curl") {
-        return;
-    }
+    require_tool("curl");
     let upstream = upstream().await;
     let proxy = ProxyProcess::start(&[&format!("--app-addr={}", upstream.addr)]).await;
     let out = run(

@@ -70,9 +70,7 @@ async fn websocket_echo_through_inbound() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_tunnel_through_outbound() {
-    if !require_tool("curl") {
-        return;
-    }
+    require_tool("curl");
     let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
         .await
         .unwrap();
@@ -118,10 +116,9 @@ struct Redis {
     _child: tokio::process::Child,
 }
 
-async fn start_redis() -> Option<Redis> {
-    if !require_tool("redis-server") || !require_tool("redis-cli") {
-        return None;
-    }
+async fn start_redis() -> Redis {
+    require_tool("redis-server");
+    require_tool("redis-cli");
     let port = free_port();
     let child = Command::new("redis-server")
         .args([
@@ -146,17 +143,15 @@ async fn start_redis() -> Option<Redis> {
         assert!(Instant::now() < deadline, "redis-server did not start");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    Some(Redis {
+    Redis {
         port,
         _child: child,
-    })
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_through_inbound_detected_and_opaque_port() {
-    let Some(redis) = start_redis().await else {
-        return;
-    };
+    let redis = start_redis().await;
     // Once detected as non-HTTP, and once on a port marked opaque (no detection).
     for opaque in [false, true] {
         let mut args = vec![format!("--app-addr={}", loopback(redis.port))];

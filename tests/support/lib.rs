@@ -35,21 +35,19 @@ pub fn workspace_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// Whether `tool` is on PATH. In CI a missing tool fails the test (.ci/run
-/// installs everything); elsewhere the test is skipped with a reason.
+/// Fails the test when `tool` is not on PATH: a test that cannot run must
+/// not pass (`bash tests/setup.sh` installs every tool the tests use).
+/// Returns true, so call sites read `if !require_tool(..) { return; }`.
 pub fn require_tool(tool: &str) -> bool {
     let found = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{tool} is required in CI; .ci/run should install it"
-        );
-        eprintln!("SKIPPED: {tool} is not installed");
-    }
+    assert!(
+        found,
+        "{tool} is not installed: run `bash tests/setup.sh` (as root) first"
+    );
     found
 }
 

@@ -151,21 +151,18 @@ pub async fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
-/// Whether a tool is installed. In CI (CI=true) a missing tool is a failure:
-/// `.ci/run` installs every one; elsewhere the test is skipped with a reason.
-pub fn require_tool(tool: &str) -> bool {
+/// Fails the test when `tool` is not installed: a test that cannot run
+/// must not pass (`bash tests/setup.sh` installs every tool the tests use).
+pub fn require_tool(tool: &str) {
     let found = std::process::Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false);
-    if !found {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("{tool} is required in CI; .ci/run should install it");
-        }
-        eprintln!("SKIPPED: {tool} is not installed (run .ci/run's install step)");
-    }
-    found
+    assert!(
+        found,
+        "{tool} is not installed: run `bash tests/setup.sh` (as root) first"
+    );
 }
 
 /// A file of `size` pseudo-random bytes, and its SHA-256 as hex.
