@@ -1,6 +1,7 @@
 """WebSocket echo server (a real peer for the proxy's upgrade tests).
 
-Usage: ws_echo_server.py PORT  -- prints "listening" once it accepts connections.
+Usage: ws_echo_server.py [PORT]  -- prints "listening PORT" once it accepts
+connections (PORT 0 or none: the system picks one, so tests never race for it).
 """
 import asyncio
 import sys
@@ -14,10 +15,11 @@ async def echo(websocket):
 
 
 async def main(port: int) -> None:
-    async with serve(echo, "127.0.0.1", port):
-        print("listening", flush=True)
+    async with serve(echo, "127.0.0.1", port) as server:
+        bound = server.sockets[0].getsockname()[1]
+        print(f"listening {bound}", flush=True)
         await asyncio.Future()
 
 
 if __name__ == "__main__":
-    asyncio.run(main(int(sys.argv[1])))
+    asyncio.run(main(int(sys.argv[1]) if len(sys.argv) > 1 else 0))
