@@ -276,9 +276,27 @@ pub async fn token(
         status: None,
     };
     let api: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
-    let issued = api
+    let mut issued = api
         .create_token_request(sa, &PostParams::default(), &request)
-        .await
+        .await;
+    if matches!(&issued, Err(kube::Error::Api(e)) if e.code == 404) && sa == "default" {
+        // The service-account controller's part: every namespace has a
+        // `default` account.
+        let account = ServiceAccount {
+            metadata: ObjectMeta {
+                name: Some("default".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        if let Err(e) = api.create(&PostParams::default(), &account).await {
+            tracing::debug!(%ns, error = %e, "default service account not created");
+        }
+        issued = api
+            .create_token_request(sa, &PostParams::default(), &request)
+            .await;
+    }
+    let issued = issued
         .with_context(|| {
             format!("TokenRequest for service account {ns}/{sa} failed (does the API server issue service-account tokens?)")
         })?;

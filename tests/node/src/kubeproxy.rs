@@ -109,7 +109,13 @@ pub fn rules(services: &[Service], slices: &[EndpointSlice]) -> String {
 /// Writes the rules into `netns` and makes sure both jumps exist, the nat
 /// one last in OUTPUT.
 pub fn apply(netns: &str, rules: &str) -> anyhow::Result<()> {
-    let dir = std::env::temp_dir().join(format!("outrigger-testnode-{netns}.rules"));
+    // One file per call: two refreshes of one namespace may overlap.
+    static CALLS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let call = CALLS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!(
+        "outrigger-testnode-{netns}-{}-{call}.rules",
+        std::process::id()
+    ));
     std::fs::write(&dir, rules)?;
     let result = run_in(
         netns,

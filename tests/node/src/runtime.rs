@@ -395,7 +395,7 @@ pub async fn run(node: Arc<Node>, pod: Pod, stop: CancellationToken) {
     });
     let prepared = async {
         std::fs::create_dir_all(&dir)?;
-        node.attach(&uid, &ns, &name, &net, &dir)?;
+        tokio::task::block_in_place(|| node.attach(&uid, &ns, &name, &net, &dir))?;
         volumes::prepare_all(&node.client, &pod, &dir, node.access.as_ref()).await
     };
     match prepared.await {
@@ -505,7 +505,7 @@ async fn lifecycle(ctx: &Arc<PodCtx>, stop: &CancellationToken) {
         }
         // An init container may have changed the pod's iptables (a proxy's
         // redirect): put the Service rules back in their place.
-        ctx.node.refresh_pod(&ctx.net.netns);
+        tokio::task::block_in_place(|| ctx.node.refresh_pod(&ctx.net.netns));
     }
     let mut failed = false;
     if let Some((name, code)) = init_failed {

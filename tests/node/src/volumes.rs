@@ -47,6 +47,12 @@ pub fn hosts_file(pod_ns: &str, hostname: &str, pod_ip: Ipv4Addr, services: &[Se
 /// Writes in place (same inode), so the bind mounts see the new content.
 pub fn write_in_place(path: &Path, content: &str) -> Result<()> {
     use std::io::Write;
+    // Truncating and writing is not atomic (a bind-mounted file cannot be
+    // renamed over): skip it when nothing changed, so a reader never sees
+    // the file empty for an EndpointSlice change.
+    if std::fs::read(path).is_ok_and(|old| old == content.as_bytes()) {
+        return Ok(());
+    }
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .write(true)
