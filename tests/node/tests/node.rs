@@ -680,7 +680,6 @@ fn deployments_scale_and_roll_out_without_a_failed_request() {
     let mut node = node;
     assert!(node.stop(), "the node stops in time");
     eprintln!("node stopped in {:?}", began.elapsed());
-    let _ = std::fs::copy(&node.log, "/tmp/tn-node.log");
 }
 
 const JOB: &str = r#"
