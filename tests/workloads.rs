@@ -184,14 +184,23 @@ async fn helm_install_stores_every_object_of_the_chart_and_uninstall_removes_the
     assert!(left.is_empty(), "left after helm uninstall: {left:#?}");
 }
 
+const DEPLOYMENT: &str = "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1, ports: [{containerPort: 8080}]}]}\n";
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn workloads_get_kube_apiserver_defaults_generation_and_scale() {
     let Some(api) = KubeApi::start("workloads") else {
         return;
     };
     blocking(|| {
-        api.apply(
-            "apiVersion: apps/v1\nkind: Deployment\nmetadata: {name: web, namespace: shop}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n",
+        api.apply(DEPLOYMENT);
+        // Applying the same manifest again changes nothing (kubectl merges
+        // the containers by name, from the OpenAPI's patch keys).
+        let out = api.kubectl_stdin(&["apply", "-f", "-"], DEPLOYMENT);
+        assert!(
+            String::from_utf8_lossy(&out.stdout).contains("unchanged") && stderr(&out).is_empty(),
+            "re-apply: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            stderr(&out)
         );
         let d = api.get_json(&["deploy", "-n", "shop", "web"]).unwrap();
         assert_eq!(d["metadata"]["generation"], 1);

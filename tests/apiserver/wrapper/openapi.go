@@ -213,6 +213,16 @@ func (b *defBuilder) fieldSchema(f reflect.StructField, smdField *smdschema.Stru
 		s = spec.Schema{SchemaProps: spec.SchemaProps{AllOf: []spec.Schema{s}}}
 		s.AddExtension("x-kubernetes-map-type", "atomic")
 	}
+	// Strategic merge patch, as in kube-apiserver's OpenAPI: kubectl's
+	// client-side apply merges lists such as containers by these keys
+	// (without them it replaces the whole list, and every re-apply of an
+	// unchanged manifest reports "configured").
+	if strategy := f.Tag.Get("patchStrategy"); strategy != "" {
+		s.AddExtension("x-kubernetes-patch-strategy", strategy)
+		if key := f.Tag.Get("patchMergeKey"); key != "" {
+			s.AddExtension("x-kubernetes-patch-merge-key", key)
+		}
+	}
 	return s
 }
 
