@@ -11,8 +11,10 @@ use http_body_util::Full;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use outrigger_transport::accept::{accept_loop, AcceptConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
@@ -24,25 +26,30 @@ pub struct AdminState {
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, request.uri().path())) }
-            });
-            let _ = http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let accept = AcceptConfig {
+        name: "admin",
+        max_connections: 256,
+    };
+    accept_loop(
+        listener,
+        accept,
+        stop,
+        TaskTracker::new(),
+        || tracing::debug!("admin connection refused: too many open"),
+        |stream, _| {
+            let state = state.clone();
+            async move {
+                let service = service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, request.uri().path())) }
+                });
+                let _ = http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        },
+    )
+    .await;
 }
 
 fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {

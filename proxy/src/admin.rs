@@ -13,10 +13,12 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use outrigger_http::body::{full, ProxyBody};
 use outrigger_proxy_core::metrics::Metrics;
 use outrigger_proxy_policy::PolicyStore;
+use outrigger_transport::accept::{accept_loop, AcceptConfig};
 
 /// Readiness: true once listeners are bound and policy is loaded, false again
 /// from the moment the proxy starts draining.
@@ -44,32 +46,37 @@ pub struct AdminState {
     pub listeners: serde_json::Value,
 }
 
+/// Connections the admin listener serves at once (scrapers and probes).
+const ADMIN_MAX_CONNECTIONS: usize = 256;
+
 /// Serves the admin API until `stop` fires.
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(pair) => pair,
-                Err(err) => {
-                    tracing::warn!(error = %err, "admin accept failed");
-                    continue;
-                }
-            },
-        };
-        let state = state.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| {
-                let state = state.clone();
-                async move { Ok::<_, Infallible>(route(&state, peer, request)) }
-            });
-            let _ = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(std::time::Duration::from_secs(10))
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
-        });
-    }
+    let config = AcceptConfig {
+        name: "admin",
+        max_connections: ADMIN_MAX_CONNECTIONS,
+    };
+    accept_loop(
+        listener,
+        config,
+        stop,
+        TaskTracker::new(),
+        || tracing::debug!("admin connection refused: too many open"),
+        |stream, peer| {
+            let state = state.clone();
+            async move {
+                let service = service_fn(move |request| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(&state, peer, request)) }
+                });
+                let _ = http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(std::time::Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service)
+                    .await;
+            }
+        },
+    )
+    .await;
 }
 
 fn route(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Response<ProxyBody> {

@@ -27,6 +27,9 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use outrigger_transport::accept::{accept_loop, AcceptConfig};
 
 use crate::cli::FaultUpstreamArgs;
 use outrigger_http::body::{full, BoxError, ProxyBody};
@@ -179,27 +182,34 @@ struct Shared {
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let service = service_fn(move |request| respond(shared.clone(), request));
-            let builder = auto::Builder::new(TokioExecutor::new());
-            let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = connection => {}
-                _ = stop.cancelled() => {}
+    let config = AcceptConfig {
+        name: "fault-upstream",
+        // A load generator's connections, not a defence: effectively unbounded.
+        max_connections: 1 << 20,
+    };
+    let on_stop = stop.clone();
+    accept_loop(
+        listener,
+        config,
+        stop,
+        TaskTracker::new(),
+        || {},
+        |stream, _| {
+            let _ = stream.set_nodelay(true);
+            let (shared, stop) = (shared.clone(), on_stop.clone());
+            async move {
+                let service = service_fn(move |request| respond(shared.clone(), request));
+                let builder = auto::Builder::new(TokioExecutor::new());
+                let connection =
+                    builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+                tokio::select! {
+                    _ = connection => {}
+                    _ = stop.cancelled() => {}
+                }
             }
-        });
-    }
+        },
+    )
+    .await;
 }
 
 async fn respond(

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -19,6 +18,7 @@ use crate::state::ProxyState;
 use outrigger_http::server::{self, ServerLimits};
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::direction::Direction;
+use outrigger_transport::accept::{self, AcceptConfig};
 use outrigger_transport::detect::{detect, Protocol};
 use outrigger_transport::original_dst::original_destination;
 use outrigger_transport::prefixed_io::PrefixedIo;
@@ -40,39 +40,30 @@ pub async fn accept_loop(
     drain: CancellationToken,
     connections: TaskTracker,
 ) {
-    let slots = Arc::new(Semaphore::new(config.max_connections));
     let direction = config.direction.as_str();
-    loop {
-        let accepted = tokio::select! {
-            _ = drain.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (stream, peer) = match accepted {
-            Ok(pair) => pair,
-            Err(err) => {
-                // Out of file descriptors and the like: wait instead of spinning.
-                tracing::warn!(direction, error = %err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                continue;
-            }
-        };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            state
-                .engine
-                .metrics
-                .rejected_connections
-                .with_label_values(&[direction, "max-connections"])
-                .inc();
-            drop(stream);
-            continue;
-        };
-        let (config, state, drain) = (config.clone(), state.clone(), drain.clone());
-        connections.spawn(async move {
-            handle_connection(stream, peer, &config, state, drain).await;
-            drop(slot);
-        });
-    }
-    // Dropping the listener here closes the socket: new connections are refused.
+    let accept = AcceptConfig {
+        name: direction,
+        max_connections: config.max_connections,
+    };
+    let metrics = state.engine.metrics.clone();
+    let on_reject = move || {
+        metrics
+            .rejected_connections
+            .with_label_values(&[direction, "max-connections"])
+            .inc();
+    };
+    accept::accept_loop(
+        listener,
+        accept,
+        drain.clone(),
+        connections,
+        on_reject,
+        |stream, peer| {
+            let (config, state, drain) = (config.clone(), state.clone(), drain.clone());
+            async move { handle_connection(stream, peer, &config, state, drain).await }
+        },
+    )
+    .await;
 }
 
 async fn handle_connection(

@@ -17,8 +17,10 @@ use hyper_util::server::conn::auto;
 use k8s_openapi::api::core::v1::Pod;
 use kube::core::admission::{AdmissionRequest, AdmissionResponse, AdmissionReview};
 use kube::core::DynamicObject;
+use outrigger_transport::accept::{accept_loop, AcceptConfig};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::inject::{decide, Decision, InjectConfig};
 
@@ -99,33 +101,42 @@ pub async fn serve(
     stop: CancellationToken,
 ) {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(_) => continue,
-            },
-        };
-        let (acceptor, config, stop) = (acceptor.clone(), config.clone(), stop.clone());
-        tokio::spawn(async move {
-            let Ok(Ok(stream)) =
-                tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
-            else {
-                return;
-            };
-            let service = service_fn(move |request| {
-                let config = config.clone();
-                async move { Ok::<_, Infallible>(handle(request, &config).await) }
-            });
-            let builder = auto::Builder::new(TokioExecutor::new());
-            tokio::select! {
-                _ = builder.serve_connection(TokioIo::new(stream), service) => {}
-                _ = stop.cancelled() => {}
+    let accept = AcceptConfig {
+        name: "webhook",
+        max_connections: WEBHOOK_MAX_CONNECTIONS,
+    };
+    let on_stop = stop.clone();
+    accept_loop(
+        listener,
+        accept,
+        stop,
+        TaskTracker::new(),
+        || tracing::warn!("webhook connection refused: too many open"),
+        |stream, _| {
+            let (acceptor, config, stop) = (acceptor.clone(), config.clone(), on_stop.clone());
+            async move {
+                let Ok(Ok(stream)) =
+                    tokio::time::timeout(Duration::from_secs(10), acceptor.accept(stream)).await
+                else {
+                    return;
+                };
+                let service = service_fn(move |request| {
+                    let config = config.clone();
+                    async move { Ok::<_, Infallible>(handle(request, &config).await) }
+                });
+                let builder = auto::Builder::new(TokioExecutor::new());
+                tokio::select! {
+                    _ = builder.serve_connection(TokioIo::new(stream), service) => {}
+                    _ = stop.cancelled() => {}
+                }
             }
-        });
-    }
+        },
+    )
+    .await;
 }
+
+/// Connections from API servers the webhook serves at once.
+const WEBHOOK_MAX_CONNECTIONS: usize = 1024;
 
 async fn handle(request: Request<Incoming>, config: &InjectConfig) -> Response<Full<Bytes>> {
     let reply = |status: StatusCode, content_type: &'static str, body: Vec<u8>| {

@@ -4,6 +4,7 @@
 //! opaque TCP forwarding. Knows nothing of HTTP or policy.
 #![forbid(unsafe_code)]
 
+pub mod accept;
 pub mod connect;
 pub mod counted_io;
 pub mod detect;
