@@ -189,6 +189,14 @@ impl Controllers {
                     .filter(|p| p.metadata.deletion_timestamp.is_none())
                     .partition(|p| finished(p));
                 let mut plan = crate::deployments::plan(&d, &owned, seed());
+                tracing::debug!(
+                    deployment = d.metadata.name.as_deref().unwrap_or_default(),
+                    pods = owned.len(),
+                    ready = owned.iter().filter(|p| ready(p)).count(),
+                    create = plan.create.len(),
+                    delete = plan.delete.len(),
+                    "planned"
+                );
                 plan.delete
                     .extend(gone.iter().filter_map(|p| p.metadata.name.clone()));
                 let api: Api<Deployment> = Api::namespaced(self.client.clone(), ns_of(&d.metadata));

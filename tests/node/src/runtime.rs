@@ -199,6 +199,7 @@ impl PodCtx {
             let mut verdict = Verdict::new(false);
             loop {
                 if let Some(ok) = verdict.record(&check, self.attempt(c, &check).await) {
+                    tracing::debug!(container = %c.name, ip = %self.net.ip, ok, "readiness");
                     self.container(slot, |s| s.ready = ok);
                 }
                 tokio::time::sleep(check.period).await;

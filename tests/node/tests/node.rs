@@ -24,7 +24,7 @@ impl NodeProcess {
             .args(["run", "--state-dir"])
             .arg(state)
             .env("KUBECONFIG", &api.kubeconfig)
-            .env("OUTRIGGER_LOG", "info,kube=warn")
+            .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -579,11 +579,14 @@ fn deployments_scale_and_roll_out_without_a_failed_request() {
     let began = Instant::now();
     api.apply(DEPLOYMENT);
     let wait_ready = |n: usize, what: &str| {
-        wait_for(Duration::from_secs(60), what, &node, || {
+        let began = Instant::now();
+        let pods = wait_for(Duration::from_secs(60), what, &node, || {
             let pods = deployment_pods(&api);
             (pods.len() == n && pods.iter().all(|p| p.2) && ready_endpoints(&api) == n)
                 .then_some(pods)
-        })
+        });
+        eprintln!("{what}: {:?}", began.elapsed());
+        pods
     };
     let pods = wait_ready(2, "2 ready pods in the slice");
     eprintln!("Deployment of 2 ready after {:?}", began.elapsed());
