@@ -453,6 +453,40 @@ async fn service_account_tokens_are_issued_reviewed_and_authenticate_requests() 
         );
         let out = kubectl_with_token(&api, &short, &["get", "pods", "-n", "shop"]);
         assert!(out.status.success(), "{}", stderr(&out));
+        // The serving certificate names the API server as pods know it
+        // (the `kubernetes` Service, whose address is reserved), so an
+        // in-cluster client's TLS check passes.
+        let out = kubectl_with_token(
+            &api,
+            &short,
+            &[
+                "--tls-server-name=kubernetes.default.svc",
+                "get",
+                "sa",
+                "-n",
+                "shop",
+            ],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        api.apply(
+            "apiVersion: v1\nkind: Service\nmetadata: {name: kubernetes, namespace: default}\nspec:\n  ports: [{name: https, port: 443, targetPort: 6443}]\n",
+        );
+        let ip = api.kubectl_ok(&[
+            "get",
+            "svc",
+            "kubernetes",
+            "-n",
+            "default",
+            "-o",
+            "jsonpath={.spec.clusterIP}",
+        ]);
+        assert_eq!(ip, "10.96.0.1");
+        let out = kubectl_with_token(
+            &api,
+            &short,
+            &["--tls-server-name=10.96.0.1", "get", "sa", "-n", "shop"],
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
         for bad in [token.as_str(), "not-a-token"] {
             let out = kubectl_with_token(&api, bad, &["get", "pods", "-n", "shop"]);
             assert!(

@@ -1,7 +1,8 @@
 package main
 
 // Self-signed PKI for the test API server: one CA that signs the serving
-// certificate (127.0.0.1 / localhost / ::1) and an admin client certificate
+// certificate (127.0.0.1 / localhost / ::1, and the `kubernetes` Service's
+// names and address 10.96.0.1) and an admin client certificate
 // (CN=outrigger-admin, O=system:masters). Files are written to --data-dir and
 // reused when they already exist and are still valid.
 
@@ -45,11 +46,15 @@ func (p *pki) ensure() error {
 	if err := p.loadOrCreateCA(); err != nil {
 		return err
 	}
-	if !validPair(p.ServingCert, p.ServingKey, p.caCert) {
+	if !validPair(p.ServingCert, p.ServingKey, p.caCert) || !servesName(p.ServingCert, kubernetesServiceIP) {
 		tmpl := &x509.Certificate{
-			Subject:     pkix.Name{CommonName: "outrigger-apiserver"},
-			DNSNames:    []string{"localhost"},
-			IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1")},
+			Subject: pkix.Name{CommonName: "outrigger-apiserver"},
+			// Loopback, and the names and address pods use for the API
+			// server (the `kubernetes` Service), as in kube-apiserver's
+			// certificate: an in-cluster client checks them.
+			DNSNames: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+				"kubernetes.default.svc.cluster.local"},
+			IPAddresses: []net.IP{net.ParseIP("127.0.0.1"), net.ParseIP("::1"), net.ParseIP(kubernetesServiceIP)},
 			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
 		}
 		if err := p.issue(tmpl, p.ServingCert, p.ServingKey); err != nil {
@@ -144,6 +149,20 @@ func validPair(certFile, keyFile string, ca *x509.Certificate) bool {
 		return false
 	}
 	return time.Now().Add(24 * time.Hour).Before(cert.NotAfter)
+}
+
+// servesName: the certificate in certFile is valid for host.
+func servesName(certFile, host string) bool {
+	data, err := os.ReadFile(certFile)
+	if err != nil {
+		return false
+	}
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return false
+	}
+	cert, err := x509.ParseCertificate(block.Bytes)
+	return err == nil && cert.VerifyHostname(host) == nil
 }
 
 func serial() *big.Int {

@@ -547,7 +547,10 @@ func dnsLabelName(name string) field.ErrorList {
 }
 
 // Service defaults (a subset of what kube-apiserver does). Cluster IPs are
-// allocated from 10.96.0.0/16 in memory; they are data only, nothing routes them.
+// allocated from 10.96.0.0/16 in memory (from 10.96.0.10; 10.96.0.1 is the
+// `kubernetes` Service's); the server routes none of them.
+const kubernetesServiceIP = "10.96.0.1"
+
 var clusterIPs = struct {
 	sync.Mutex
 	next uint32
@@ -587,6 +590,11 @@ func defaultService(svc *corev1.Service, old *corev1.Service) {
 	}
 	if sp.ClusterIP == "" && old != nil {
 		sp.ClusterIP, sp.ClusterIPs = old.Spec.ClusterIP, old.Spec.ClusterIPs
+	}
+	if sp.ClusterIP == "" && svc.Namespace == metav1.NamespaceDefault && svc.Name == "kubernetes" {
+		// Reserved, as kube-apiserver reserves the first address of the
+		// range: the serving certificate names it (certs.go).
+		sp.ClusterIP = kubernetesServiceIP
 	}
 	if sp.ClusterIP == "" {
 		sp.ClusterIP = allocateClusterIP()
