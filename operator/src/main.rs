@@ -277,95 +277,31 @@ fn init_logging(json: bool) {
     }
 }
 
-async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let metrics = Arc::new(metrics::Metrics::new());
-    let index = Arc::new(index::CompiledIndex::default());
-    let ready = Arc::new(AtomicBool::new(false));
-    let stop = CancellationToken::new();
-    let listener = tokio::net::TcpListener::bind(args.admin_addr)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot bind the admin listener on {}: {e}", args.admin_addr)
-        })?;
-    let admin_addr = listener.local_addr()?;
-    tracing::info!(admin = %admin_addr, "admin listening");
-    tokio::spawn(admin::serve(
-        listener,
-        Arc::new(admin::AdminState {
-            metrics: metrics.clone(),
-            index: index.clone(),
-            ready: ready.clone(),
-        }),
-        stop.clone(),
-    ));
-    {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            use tokio::signal::unix::{signal, SignalKind};
-            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            stop.cancel();
-        });
-    }
+/// How proxies authenticate, checked against the mode (local or cluster).
+#[derive(Debug, PartialEq)]
+enum Auth {
+    None,
+    SharedToken(String),
+    /// Resolved into an authenticator once the API client and caches exist.
+    TokenReview,
+}
 
-    let tls = match (&args.tls_cert, &args.tls_key) {
-        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
-        _ if args.manifests.is_some() || args.insecure_plaintext => None,
-        _ => anyhow::bail!(
-            "the policy server needs TLS outside local mode: pass --tls-cert and --tls-key \
-             (or --insecure-plaintext for tests)"
-        ),
-    };
-    let mut webhook_addr = None;
-    if let (Some(cert), Some(key)) = (&args.webhook_tls_cert, &args.webhook_tls_key) {
-        let tls = tls::server_config(cert, key)?;
-        let control_ca_pem = match &args.control_ca_file {
-            Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
-                anyhow::anyhow!("cannot read --control-ca-file {}: {e}", path.display())
-            })?),
-            None => None,
-        };
-        let config = Arc::new(webhook::inject::InjectConfig {
-            proxy_image: args.proxy_image.clone(),
-            control_plane_url: args.control_plane_url.clone(),
-            control_ca_pem,
-            native_sidecar: args.native_sidecar,
-            proxy_uid: outrigger_api::sidecar::PROXY_UID.into(),
-            operator_namespace: args.operator_namespace.clone(),
-            defaults: webhook::inject::ProxyDefaults {
-                cpu_request: args.proxy_cpu_request.clone(),
-                memory_request: args.proxy_memory_request.clone(),
-                memory_limit: args.proxy_memory_limit.clone(),
-                cpu_limit: args.proxy_cpu_limit.clone(),
-                log_level: args.proxy_log_level.clone(),
-            },
-        });
-        let listener = tokio::net::TcpListener::bind(args.webhook_addr)
-            .await
-            .map_err(|e| {
-                anyhow::anyhow!("cannot bind the webhook on {}: {e}", args.webhook_addr)
-            })?;
-        webhook_addr = Some(listener.local_addr()?);
-        tracing::info!(webhook = %listener.local_addr()?, "injection webhook listening");
-        tokio::spawn(webhook::serve(listener, tls, config, stop.clone()));
-    }
+fn auth(args: &RunArgs) -> anyhow::Result<Auth> {
     let local = args.manifests.is_some();
     let mode = args.auth.unwrap_or(if local {
         AuthMode::None
     } else {
         AuthMode::TokenReview
     });
-    let auth = match mode {
+    Ok(match mode {
         AuthMode::None if !local => anyhow::bail!("--auth none is for local mode only"),
         AuthMode::TokenReview if local => {
             anyhow::bail!(
                 "--auth token-review needs the API server; local mode can use shared-token"
             )
         }
-        AuthMode::None => policy_server::auth::Authenticator::None,
+        AuthMode::None => Auth::None,
+        AuthMode::TokenReview => Auth::TokenReview,
         AuthMode::SharedToken => {
             let path = args.shared_token_file.as_ref().expect("clap requires it");
             let token = std::fs::read_to_string(path).map_err(|e| {
@@ -376,31 +312,144 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 "--shared-token-file {} is empty",
                 path.display()
             );
-            policy_server::auth::Authenticator::SharedToken(token.trim().to_string())
+            Auth::SharedToken(token.trim().to_string())
         }
-        // Resolved once the client exists (below): placeholder until then.
-        AuthMode::TokenReview => policy_server::auth::Authenticator::None,
+    })
+}
+
+/// The policy server's TLS: required outside local mode unless
+/// --insecure-plaintext (tests).
+fn policy_tls(args: &RunArgs) -> anyhow::Result<Option<Arc<rustls::ServerConfig>>> {
+    Ok(match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(tls::server_config(cert, key)?),
+        _ if args.manifests.is_some() || args.insecure_plaintext => None,
+        _ => anyhow::bail!(
+            "the policy server needs TLS outside local mode: pass --tls-cert and --tls-key \
+             (or --insecure-plaintext for tests)"
+        ),
+    })
+}
+
+/// The injection webhook's TLS and what it injects; `None` without
+/// --webhook-tls-cert/--webhook-tls-key.
+fn webhook_config(
+    args: &RunArgs,
+) -> anyhow::Result<Option<(Arc<rustls::ServerConfig>, webhook::inject::InjectConfig)>> {
+    let (Some(cert), Some(key)) = (&args.webhook_tls_cert, &args.webhook_tls_key) else {
+        return Ok(None);
     };
-    let client = if local {
-        None
-    } else {
-        Some(
+    let control_ca_pem = match &args.control_ca_file {
+        Some(path) => Some(std::fs::read_to_string(path).map_err(|e| {
+            anyhow::anyhow!("cannot read --control-ca-file {}: {e}", path.display())
+        })?),
+        None => None,
+    };
+    let config = webhook::inject::InjectConfig {
+        proxy_image: args.proxy_image.clone(),
+        control_plane_url: args.control_plane_url.clone(),
+        control_ca_pem,
+        native_sidecar: args.native_sidecar,
+        proxy_uid: outrigger_api::sidecar::PROXY_UID.into(),
+        operator_namespace: args.operator_namespace.clone(),
+        defaults: webhook::inject::ProxyDefaults {
+            cpu_request: args.proxy_cpu_request.clone(),
+            memory_request: args.proxy_memory_request.clone(),
+            memory_limit: args.proxy_memory_limit.clone(),
+            cpu_limit: args.proxy_cpu_limit.clone(),
+            log_level: args.proxy_log_level.clone(),
+        },
+    };
+    Ok(Some((tls::server_config(cert, key)?, config)))
+}
+
+async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot bind the {what} on {addr}: {e}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "{what} listening");
+    Ok(listener)
+}
+
+/// SIGTERM or Ctrl-C cancels `stop`.
+fn stop_on_signal(stop: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler installs");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        stop.cancel();
+    });
+}
+
+/// Bound listeners' addresses as JSON, for supervisors and tests using port 0.
+fn write_addresses(path: &std::path::Path, addresses: serde_json::Value) -> anyhow::Result<()> {
+    let temp = path.with_extension("tmp");
+    std::fs::write(&temp, addresses.to_string())?;
+    std::fs::rename(&temp, path)?;
+    Ok(())
+}
+
+/// Checks the flags, binds the listeners and starts the parts: admin, the
+/// webhook, the policy server, then local mode or the cluster controllers.
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    // Every flag is checked before anything listens.
+    let auth = auth(&args)?;
+    let policy_tls = policy_tls(&args)?;
+    let webhook = webhook_config(&args)?;
+
+    let metrics = Arc::new(metrics::Metrics::new());
+    let index = Arc::new(index::CompiledIndex::default());
+    let ready = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    stop_on_signal(stop.clone());
+
+    let admin_listener = bind(args.admin_addr, "admin listener").await?;
+    let admin_addr = admin_listener.local_addr()?;
+    let admin_state = admin::AdminState {
+        metrics: metrics.clone(),
+        index: index.clone(),
+        ready: ready.clone(),
+    };
+    tokio::spawn(admin::serve(
+        admin_listener,
+        Arc::new(admin_state),
+        stop.clone(),
+    ));
+
+    let mut webhook_addr = None;
+    if let Some((tls, config)) = webhook {
+        let listener = bind(args.webhook_addr, "injection webhook").await?;
+        webhook_addr = Some(listener.local_addr()?);
+        tokio::spawn(webhook::serve(
+            listener,
+            tls,
+            Arc::new(config),
+            stop.clone(),
+        ));
+    }
+
+    let client = match args.manifests {
+        Some(_) => None,
+        None => Some(
             kube::Client::try_default()
                 .await
                 .map_err(|e| anyhow::anyhow!("cannot reach the Kubernetes API: {e}"))?,
-        )
+        ),
     };
-    let stop_for_stores = stop.clone();
     let trigger = Arc::new(tokio::sync::Notify::new());
     let stores = client.as_ref().map(|client| {
         // With one replica (no election) there are no other reports to read.
         let reports = args
             .leader_election
             .then_some(args.lease_namespace.as_str());
-        cluster::start_reflectors(client, trigger.clone(), reports, &stop_for_stores)
+        cluster::start_reflectors(client, trigger.clone(), reports, &stop)
     });
-    let auth = match (&client, &stores, mode) {
-        (Some(client), Some(stores), AuthMode::TokenReview) => {
+    let authenticator = match (auth, &client, &stores) {
+        (Auth::None, ..) => policy_server::auth::Authenticator::None,
+        (Auth::SharedToken(token), ..) => policy_server::auth::Authenticator::SharedToken(token),
+        (Auth::TokenReview, Some(client), Some(stores)) => {
             policy_server::auth::Authenticator::token_review(
                 client.clone(),
                 Some(Box::new(cluster::CachedServiceAccounts {
@@ -409,40 +458,37 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 })),
             )
         }
-        _ => auth,
+        (Auth::TokenReview, ..) => unreachable!("token review is refused in local mode"),
     };
+
     let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     tokio::spawn(hub.clone().follow());
     let acked = Arc::new(tokio::sync::Notify::new());
-    let policy_listener = tokio::net::TcpListener::bind(args.policy_addr)
-        .await
-        .map_err(|e| {
-            anyhow::anyhow!("cannot bind the policy server on {}: {e}", args.policy_addr)
-        })?;
+    let policy_listener = bind(args.policy_addr, "policy server").await?;
     let policy_addr = policy_listener.local_addr()?;
-    tracing::info!(policy = %policy_addr, "policy server listening");
+    let policy_config = policy_server::ServerConfig {
+        heartbeat: args.heartbeat,
+        acked: acked.clone(),
+        tls: policy_tls,
+        auth: Arc::new(authenticator),
+    };
     tokio::spawn(policy_server::serve(
         policy_listener,
         hub.clone(),
         metrics.clone(),
-        policy_server::ServerConfig {
-            heartbeat: args.heartbeat,
-            acked: acked.clone(),
-            tls,
-            auth: Arc::new(auth),
-        },
+        policy_config,
         stop.clone(),
     ));
 
     if let Some(path) = &args.address_file {
-        let body = serde_json::json!({
-            "admin": admin_addr.to_string(),
-            "policy": policy_addr.to_string(),
-            "webhook": webhook_addr.map(|a| a.to_string()),
-        });
-        let temp = path.with_extension("tmp");
-        std::fs::write(&temp, body.to_string())?;
-        std::fs::rename(&temp, path)?;
+        write_addresses(
+            path,
+            serde_json::json!({
+                "admin": admin_addr.to_string(),
+                "policy": policy_addr.to_string(),
+                "webhook": webhook_addr.map(|a| a.to_string()),
+            }),
+        )?;
     }
 
     if let Some(dir) = args.manifests {
@@ -450,23 +496,61 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         tokio::spawn(local::report_proxies(hub.clone(), acked, stop.clone()));
         return local::run(dir, args.manifests_poll, index, metrics, ready, stop).await;
     }
+    let parts = ClusterParts {
+        client: client.expect("cluster mode has a client"),
+        stores: stores.expect("cluster mode has stores"),
+        index,
+        metrics,
+        ready,
+        trigger,
+        hub,
+        acked,
+    };
+    run_cluster(&args, parts, stop).await
+}
 
-    let client = client.expect("cluster mode has a client");
-    // Acks change status.proxies: they poke the same recompute loop.
-    let acks = acked;
+/// What cluster mode runs on, once the shared parts are up.
+struct ClusterParts {
+    client: kube::Client,
+    stores: cluster::Stores,
+    index: Arc<index::CompiledIndex>,
+    metrics: Arc<metrics::Metrics>,
+    ready: Arc<AtomicBool>,
+    trigger: Arc<tokio::sync::Notify>,
+    hub: Arc<policy_server::Hub>,
+    acked: Arc<tokio::sync::Notify>,
+}
+
+/// Cluster mode: proxy reports and leader election (with several replicas),
+/// then the controllers until `stop`.
+async fn run_cluster(
+    args: &RunArgs,
+    parts: ClusterParts,
+    stop: CancellationToken,
+) -> anyhow::Result<()> {
+    let ClusterParts {
+        client,
+        stores,
+        index,
+        metrics,
+        ready,
+        trigger,
+        hub,
+        acked,
+    } = parts;
     let leadership = Arc::new(leader::Leadership::default());
     let identity = args
         .identity
         .clone()
         .unwrap_or_else(|| format!("outrigger-operator-{}", std::process::id()));
-    let stores = stores.expect("cluster mode has stores");
-    // Acks also change this replica's proxy report (read by the leader).
+    // Acks change status.proxies (the recompute loop) and this replica's
+    // proxy report (read by the leader).
     let report_acks = Arc::new(tokio::sync::Notify::new());
     {
         let (trigger, report_acks) = (trigger.clone(), report_acks.clone());
         tokio::spawn(async move {
             loop {
-                acks.notified().await;
+                acked.notified().await;
                 trigger.notify_one();
                 report_acks.notify_one();
             }
@@ -486,8 +570,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             report_acks,
             stop.clone(),
         ));
-    }
-    if args.leader_election {
         let config = leader::LeaseConfig {
             namespace: args.lease_namespace.clone(),
             name: args.lease_name.clone(),
@@ -526,4 +608,49 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         identity,
     });
     cluster::run(ctx, stores, stop).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["outrigger-operator", "run"].iter().chain(extra)).unwrap();
+        match cli.command {
+            Command::Run(args) => *args,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn auth_follows_the_mode() {
+        assert_eq!(auth(&run_args(&[])).unwrap(), Auth::TokenReview);
+        assert_eq!(auth(&run_args(&["--manifests=/x"])).unwrap(), Auth::None);
+        let err = auth(&run_args(&["--auth=none"])).unwrap_err().to_string();
+        assert!(err.contains("local mode only"), "{err}");
+        let err = auth(&run_args(&["--manifests=/x", "--auth=token-review"]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("needs the API server"), "{err}");
+        let err = auth(&run_args(&[
+            "--auth=shared-token",
+            "--shared-token-file=/nonexistent",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("cannot read --shared-token-file"), "{err}");
+    }
+
+    #[test]
+    fn the_policy_server_needs_tls_outside_local_mode() {
+        let err = policy_tls(&run_args(&[])).unwrap_err().to_string();
+        assert!(err.contains("needs TLS outside local mode"), "{err}");
+        assert!(policy_tls(&run_args(&["--insecure-plaintext"]))
+            .unwrap()
+            .is_none());
+        assert!(policy_tls(&run_args(&["--manifests=/x"]))
+            .unwrap()
+            .is_none());
+        assert!(webhook_config(&run_args(&[])).unwrap().is_none());
+    }
 }
