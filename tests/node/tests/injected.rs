@@ -1,0 +1,442 @@
+//! An injected pod on the test node: the chart's objects (rendered by helm)
+//! on the test API server, the real operator on the host serving the
+//! injection webhook and the policy server, and a Deployment in a labelled
+//! namespace whose pods the API server sends through the webhook. The node
+//! runs what the webhook made of them: `outrigger-proxy init` installs the
+//! redirect in the pod's network namespace, the proxy (a native sidecar) is
+//! ready before the app starts, and a client pod calls the server by its
+//! Service's DNS name through both proxies.
+//!
+//! Simulated: the operator runs on the host, not as the chart's Deployment;
+//! its webhook is reached by the API server through an EndpointSlice the test
+//! writes (127.0.0.1), its policy server by pods through one pointing at the
+//! node's bridge address, where the operator listens.
+//! Needs root, `ip`, `iptables`, helm and curl.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use outrigger_e2e::kube_api::KubeApi;
+use outrigger_e2e::{binary, workspace_root, Process};
+use serde_json::{json, Value};
+
+const RELEASE_NS: &str = "outrigger-system";
+const CONTROL_PLANE: &str = "https://outrigger-policy.outrigger-system.svc.cluster.local:8090";
+
+struct NodeProcess {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn node_log(node: &NodeProcess) -> String {
+    std::fs::read_to_string(&node.log).unwrap_or_default()
+}
+
+/// Polls `f` every 100 ms until Some, for at most `limit`.
+fn wait_for<T>(
+    limit: Duration,
+    what: &str,
+    node: &NodeProcess,
+    mut f: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: not within {limit:?}; node log:\n{}",
+            node_log(node)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Text without terminal colour sequences.
+fn plain(text: &str) -> String {
+    let mut out = String::new();
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn stderr(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// The chart's documents that this API server serves and `helm install`
+/// would create: TLS Secrets, ServiceAccount, Services, the webhook.
+fn chart_objects() -> Option<String> {
+    let Some(helm) = outrigger_e2e::kube_api::helm() else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "helm is required in CI"
+        );
+        eprintln!("SKIPPED: no helm (tests/apiserver/install-kubectl.sh)");
+        return None;
+    };
+    let chart = workspace_root().join("charts/outrigger");
+    let out = Command::new(helm)
+        .args(["template", "outrigger", chart.to_str().unwrap()])
+        .args(["--namespace", RELEASE_NS])
+        .output()
+        .expect("helm runs");
+    assert!(out.status.success(), "helm template: {}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    let kinds = [
+        "kind: Secret",
+        "kind: ServiceAccount",
+        "kind: Service",
+        "kind: MutatingWebhookConfiguration",
+    ];
+    let docs: Vec<&str> = text
+        .split("\n---")
+        .map(|d| d.trim_start_matches("---").trim())
+        .filter(|d| d.lines().any(|l| kinds.contains(&l)))
+        .collect();
+    Some(docs.join("\n---\n"))
+}
+
+fn secret_file(api: &KubeApi, secret: &str, key: &str, dir: &Path) -> PathBuf {
+    let template = format!("--template={{{{index .data \"{key}\" | base64decode}}}}");
+    let data = api.kubectl_ok(&[
+        "get",
+        "secret",
+        "-n",
+        RELEASE_NS,
+        secret,
+        "-o",
+        "go-template",
+        &template,
+    ]);
+    let path = dir.join(secret).join(key);
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+/// The EndpointSlice an EndpointSlice controller would write for the
+/// operator's Service `service` (port `port_name`).
+fn slice(service: &str, port_name: &str, ip: &str, port: u16) -> String {
+    json!({
+        "apiVersion": "discovery.k8s.io/v1",
+        "kind": "EndpointSlice",
+        "metadata": {
+            "name": format!("{service}-operator"),
+            "namespace": RELEASE_NS,
+            "labels": {"kubernetes.io/service-name": service},
+        },
+        "addressType": "IPv4",
+        "ports": [{"name": port_name, "port": port, "protocol": "TCP"}],
+        "endpoints": [{"addresses": [ip], "conditions": {"ready": true}}],
+    })
+    .to_string()
+}
+
+const APPS: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: shop, labels: {outrigger.dev/inject: enabled}}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: shop}
+spec:
+  selector: {app: web}
+  ports: [{name: http, port: 80, targetPort: http}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: shop}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: outrigger/test-app:latest
+        ports: [{name: http, containerPort: 8080}]
+        readinessProbe:
+          httpGet: {path: /, port: http}
+          periodSeconds: 1
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: client, namespace: shop, labels: {app: client}}
+spec:
+  terminationGracePeriodSeconds: 2
+  containers:
+  - name: app
+    image: outrigger/shell
+    command:
+    - sh
+    - -c
+    - |
+      outrigger-testnode test-client --patience-seconds 60 http://web.shop.svc.cluster.local/ || exit 1
+      echo called
+      exec sleep 600
+"#;
+
+fn ready(pod: &Value) -> bool {
+    pod["status"]["conditions"].as_array().is_some_and(|c| {
+        c.iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    })
+}
+
+fn metrics(ip: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "5"])
+        .arg(format!("http://{ip}:4191/metrics"))
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The value of the first sample of `name` whose labels contain `label`.
+fn sample(metrics: &str, name: &str, label: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
+    let ok = nix::unistd::geteuid().is_root()
+        && outrigger_e2e::require_tool("ip")
+        && outrigger_e2e::require_tool("iptables")
+        && outrigger_e2e::require_tool("curl");
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root, ip, iptables and curl in CI"
+        );
+        eprintln!("SKIPPED: needs root, ip, iptables and curl");
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-injected") else {
+        return;
+    };
+    let Some(chart) = chart_objects() else {
+        return;
+    };
+    // The programs the node runs for the images: the proxy beside this one.
+    binary("outrigger-proxy", "outrigger-proxy").expect("the proxy builds");
+    let op_bin = binary("outrigger-operator", "outrigger-operator").expect("the operator builds");
+    tokio::task::block_in_place(|| {
+        api.install_crds();
+        let out = api.kubectl_stdin(&["apply", "-f", "-"], &chart);
+        assert!(out.status.success(), "apply the chart: {}", stderr(&out));
+    });
+
+    let state = api.dir.join("node");
+    let log = api.dir.join("logs/node.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
+        .args(["run", "--state-dir"])
+        .arg(&state)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the node starts");
+    let node = NodeProcess { child, log };
+    // The node's bridge address, where the operator's policy server listens.
+    let host_ip = wait_for(Duration::from_secs(30), "node network", &node, || {
+        let log = plain(&node_log(&node));
+        let line = log.lines().find(|l| l.contains("network ready"))?;
+        let at = line.find("host_ip")?;
+        let ip: String = line[at..]
+            .chars()
+            .skip_while(|c| !c.is_ascii_digit())
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
+        Some(ip)
+    });
+
+    let dir = api.dir.join("operator-tls");
+    let files = tokio::task::block_in_place(|| {
+        [
+            ("outrigger-policy-tls", "tls.crt"),
+            ("outrigger-policy-tls", "tls.key"),
+            ("outrigger-policy-tls", "ca.crt"),
+            ("outrigger-webhook-tls", "tls.crt"),
+            ("outrigger-webhook-tls", "tls.key"),
+        ]
+        .map(|(s, k)| secret_file(&api, s, k, &dir))
+    });
+    let args: Vec<String> = vec![
+        "run".into(),
+        "--admin-addr=127.0.0.1:0".into(),
+        format!("--policy-addr={host_ip}:0"),
+        format!("--tls-cert={}", files[0].display()),
+        format!("--tls-key={}", files[1].display()),
+        format!("--lease-namespace={RELEASE_NS}"),
+        "--cluster-domain=cluster.local".into(),
+        "--webhook-addr=127.0.0.1:0".into(),
+        format!("--webhook-tls-cert={}", files[3].display()),
+        format!("--webhook-tls-key={}", files[4].display()),
+        "--proxy-image=outrigger/proxy:0.1.0".into(),
+        format!("--control-plane-url={CONTROL_PLANE}"),
+        format!("--control-ca-file={}", files[2].display()),
+        "--identity=outrigger-operator-0".into(),
+    ];
+    let operator = Process::start_with_env(
+        &op_bin,
+        &args,
+        &[
+            ("KUBECONFIG", api.kubeconfig.as_path()),
+            ("POD_NAMESPACE", Path::new(RELEASE_NS)),
+            ("OUTRIGGER_LOG", Path::new("warn")),
+        ],
+    )
+    .await
+    .wait_ready(Duration::from_secs(30))
+    .await;
+    let webhook_port = operator.addr("webhook").port();
+    let policy_port = operator.addr("policy").port();
+    tokio::task::block_in_place(|| {
+        api.apply(&slice(
+            "outrigger-webhook",
+            "https",
+            "127.0.0.1",
+            webhook_port,
+        ));
+        api.apply(&slice("outrigger-policy", "policy", &host_ip, policy_port));
+        // The webhook answers once the API server's informers see it.
+        let probe = json!({"apiVersion": "v1", "kind": "Namespace",
+            "metadata": {"name": "shop", "labels": {"outrigger.dev/inject": "enabled"}}});
+        api.apply(&probe.to_string());
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "probe", "namespace": "shop"},
+            "spec": {"containers": [{"name": "app", "image": "outrigger/shell"}]}});
+        wait_for(
+            Duration::from_secs(20),
+            "the webhook injects",
+            &node,
+            || {
+                let out = api.kubectl_stdin(
+                    &["create", "--dry-run=server", "-o", "json", "-f", "-"],
+                    &pod.to_string(),
+                );
+                let pod: Value = serde_json::from_slice(&out.stdout).ok()?;
+                pod["spec"]["initContainers"]
+                    .as_array()?
+                    .iter()
+                    .any(|c| c["name"] == "outrigger-init")
+                    .then_some(())
+            },
+        );
+
+        let began = Instant::now();
+        api.apply(APPS);
+        let web = wait_for(Duration::from_secs(90), "web pod Ready", &node, || {
+            let list = api.get_json(&["-n", "shop", "pods", "-l", "app=web"])?;
+            let pod = list["items"].get(0)?.clone();
+            ready(&pod).then_some(pod)
+        });
+        eprintln!(
+            "injected web pod Ready {:?} after the apply",
+            began.elapsed()
+        );
+        let init: Vec<&str> = web["spec"]["initContainers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|c| c["name"].as_str())
+            .collect();
+        assert_eq!(init[..2], ["outrigger-init", "outrigger-proxy"], "{web:#}");
+        // The proxy was started (startup probe passed) before the app ran.
+        let statuses = &web["status"]["initContainerStatuses"];
+        let proxy = statuses
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "outrigger-proxy")
+            .unwrap();
+        assert_eq!(proxy["started"], true, "{web:#}");
+        let app = &web["status"]["containerStatuses"][0];
+        let proxy_since = proxy["state"]["running"]["startedAt"].as_str().unwrap();
+        let app_since = app["state"]["running"]["startedAt"].as_str().unwrap();
+        assert!(proxy_since <= app_since, "{web:#}");
+        let init_done = &statuses[0]["state"]["terminated"];
+        assert_eq!(init_done["exitCode"], 0, "outrigger-init: {web:#}");
+
+        let client = wait_for(Duration::from_secs(90), "client called", &node, || {
+            let pod = api.get_json(&["-n", "shop", "pod", "client"])?;
+            let name = "client";
+            let uid = pod["metadata"]["uid"].as_str()?;
+            let log =
+                std::fs::read_to_string(state.join(format!("pods/shop_{name}_{uid}/logs/app.log")))
+                    .unwrap_or_default();
+            assert_ne!(pod["status"]["phase"], "Failed", "{pod:#}\n{log}");
+            log.contains("called").then_some((pod, log))
+        });
+        eprintln!("client: {}", client.1.trim());
+        assert!(client.1.contains("200 hello from"), "{}", client.1);
+        let client_ip = client.0["status"]["podIP"].as_str().unwrap().to_string();
+        let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
+        let out = metrics(&client_ip);
+        let inb = metrics(&web_ip);
+        for (who, m, dir) in [("client", &out, "outbound"), ("server", &inb, "inbound")] {
+            let lines: Vec<&str> = m
+                .lines()
+                .filter(|l| l.starts_with("outrigger_requests_total") && l.contains(dir))
+                .collect();
+            eprintln!("{who} proxy: {lines:?}");
+        }
+        assert!(
+            sample(
+                &out,
+                "outrigger_requests_total",
+                "direction=\"outbound\",status_class=\"2xx\""
+            ) >= 1.0,
+            "client proxy metrics:\n{out}"
+        );
+        assert!(
+            // The client's call (the readiness probe's are to the pod IP).
+            sample(
+                &inb,
+                "outrigger_requests_total",
+                "web.shop.svc.cluster.local:80\",direction=\"inbound\",status_class=\"2xx\""
+            ) >= 1.0,
+            "server proxy metrics:\n{inb}"
+        );
+        api.kubectl_ok(&["delete", "namespace", "shop", "--wait=false"]);
+    });
+    drop(operator);
+    drop(node);
+}
