@@ -235,16 +235,7 @@ fn sample(metrics: &str, name: &str, label: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
-    let ok = nix::unistd::geteuid().is_root()
-        && outrigger_e2e::require_tool("ip")
-        && outrigger_e2e::require_tool("iptables")
-        && outrigger_e2e::require_tool("curl");
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root, ip, iptables and curl in CI"
-        );
-        eprintln!("SKIPPED: needs root, ip, iptables and curl");
+    if !can_run() {
         return;
     }
     let Some(api) = KubeApi::start("testnode-injected") else {
@@ -263,17 +254,7 @@ async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
     });
 
     let state = api.dir.join("node");
-    let log = api.dir.join("logs/node.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
-        .args(["run", "--state-dir"])
-        .arg(&state)
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("the node starts");
-    let node = NodeProcess { child, log };
+    let node = start_node(&api, &state);
     // The node's bridge address, where the operator's policy server listens.
     let host_ip = wait_for(Duration::from_secs(30), "node network", &node, || {
         let log = plain(&node_log(&node));
@@ -361,82 +342,207 @@ async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
             },
         );
 
-        let began = Instant::now();
-        api.apply(APPS);
-        let web = wait_for(Duration::from_secs(90), "web pod Ready", &node, || {
-            let list = api.get_json(&["-n", "shop", "pods", "-l", "app=web"])?;
-            let pod = list["items"].get(0)?.clone();
-            ready(&pod).then_some(pod)
-        });
-        eprintln!(
-            "injected web pod Ready {:?} after the apply",
-            began.elapsed()
-        );
-        let init: Vec<&str> = web["spec"]["initContainers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter_map(|c| c["name"].as_str())
-            .collect();
-        assert_eq!(init[..2], ["outrigger-init", "outrigger-proxy"], "{web:#}");
-        // The proxy was started (startup probe passed) before the app ran.
-        let statuses = &web["status"]["initContainerStatuses"];
-        let proxy = statuses
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "outrigger-proxy")
-            .unwrap();
-        assert_eq!(proxy["started"], true, "{web:#}");
-        let app = &web["status"]["containerStatuses"][0];
-        let proxy_since = proxy["state"]["running"]["startedAt"].as_str().unwrap();
-        let app_since = app["state"]["running"]["startedAt"].as_str().unwrap();
-        assert!(proxy_since <= app_since, "{web:#}");
-        let init_done = &statuses[0]["state"]["terminated"];
-        assert_eq!(init_done["exitCode"], 0, "outrigger-init: {web:#}");
-
-        let client = wait_for(Duration::from_secs(90), "client called", &node, || {
-            let pod = api.get_json(&["-n", "shop", "pod", "client"])?;
-            let name = "client";
-            let uid = pod["metadata"]["uid"].as_str()?;
-            let log =
-                std::fs::read_to_string(state.join(format!("pods/shop_{name}_{uid}/logs/app.log")))
-                    .unwrap_or_default();
-            assert_ne!(pod["status"]["phase"], "Failed", "{pod:#}\n{log}");
-            log.contains("called").then_some((pod, log))
-        });
-        eprintln!("client: {}", client.1.trim());
-        assert!(client.1.contains("200 hello from"), "{}", client.1);
-        let client_ip = client.0["status"]["podIP"].as_str().unwrap().to_string();
-        let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
-        let out = metrics(&client_ip);
-        let inb = metrics(&web_ip);
-        for (who, m, dir) in [("client", &out, "outbound"), ("server", &inb, "inbound")] {
-            let lines: Vec<&str> = m
-                .lines()
-                .filter(|l| l.starts_with("outrigger_requests_total") && l.contains(dir))
-                .collect();
-            eprintln!("{who} proxy: {lines:?}");
-        }
-        assert!(
-            sample(
-                &out,
-                "outrigger_requests_total",
-                "direction=\"outbound\",status_class=\"2xx\""
-            ) >= 1.0,
-            "client proxy metrics:\n{out}"
-        );
-        assert!(
-            // The client's call (the readiness probe's are to the pod IP).
-            sample(
-                &inb,
-                "outrigger_requests_total",
-                "web.shop.svc.cluster.local:80\",direction=\"inbound\",status_class=\"2xx\""
-            ) >= 1.0,
-            "server proxy metrics:\n{inb}"
-        );
+        apps_run_injected(&api, &node, &state);
         api.kubectl_ok(&["delete", "namespace", "shop", "--wait=false"]);
     });
     drop(operator);
     drop(node);
+}
+
+fn start_node(api: &KubeApi, state: &Path) -> NodeProcess {
+    let log = api.dir.join("logs/node.log");
+    let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
+        .args(["run", "--state-dir"])
+        .arg(state)
+        .env("KUBECONFIG", &api.kubeconfig)
+        .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("the node starts");
+    NodeProcess { child, log }
+}
+
+fn can_run() -> bool {
+    let ok = nix::unistd::geteuid().is_root()
+        && outrigger_e2e::require_tool("ip")
+        && outrigger_e2e::require_tool("iptables")
+        && outrigger_e2e::require_tool("curl");
+    if !ok {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "needs root, ip, iptables and curl in CI"
+        );
+        eprintln!("SKIPPED: needs root, ip, iptables and curl");
+    }
+    ok
+}
+
+/// `helm install` of the chart: the operator runs as the chart's Deployment
+/// (two replicas, leader election) on the node, reaches the API server
+/// through the `kubernetes` Service with its service-account token, serves
+/// the webhook to the API server and the policy server to proxies through
+/// the EndpointSlices the node writes for its pods; then injected apps run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
+    if !can_run() {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-helm") else {
+        return;
+    };
+    let Some(helm) = outrigger_e2e::kube_api::helm() else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "helm in CI");
+        eprintln!("SKIPPED: no helm");
+        return;
+    };
+    binary("outrigger-proxy", "outrigger-proxy").expect("the proxy builds");
+    binary("outrigger-operator", "outrigger-operator").expect("the operator builds");
+    let state = api.dir.join("node");
+    let node = start_node(&api, &state);
+    tokio::task::block_in_place(|| {
+        let began = Instant::now();
+        let cache = api.dir.join("helm-cache");
+        let chart = workspace_root().join("charts/outrigger");
+        let out = Command::new(helm)
+            .env("KUBECONFIG", &api.kubeconfig)
+            .env("HELM_CACHE_HOME", &cache)
+            .env("HELM_CONFIG_HOME", cache.join("config"))
+            .env("HELM_DATA_HOME", cache.join("data"))
+            .args(["install", "outrigger", chart.to_str().unwrap()])
+            .args(["--namespace", RELEASE_NS, "--create-namespace"])
+            .output()
+            .expect("helm runs");
+        assert!(out.status.success(), "helm install: {}", stderr(&out));
+        let out = api.kubectl(&[
+            "-n",
+            RELEASE_NS,
+            "rollout",
+            "status",
+            "deployment/outrigger-operator",
+            "--timeout=120s",
+        ]);
+        assert!(
+            out.status.success(),
+            "operator rollout: {}\nnode log:\n{}",
+            stderr(&out),
+            node_log(&node)
+        );
+        eprintln!(
+            "helm install to 2 ready operator pods: {:?}",
+            began.elapsed()
+        );
+        let pods = api
+            .get_json(&[
+                "-n",
+                RELEASE_NS,
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=operator",
+            ])
+            .unwrap();
+        let names: Vec<String> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+            .collect();
+        assert_eq!(names.len(), 2, "{pods:#}");
+        // One replica leads (its pod name in the Lease).
+        let holder = wait_for(Duration::from_secs(60), "a leader", &node, || {
+            let leases = api.get_json(&["-n", RELEASE_NS, "leases"])?;
+            leases["items"]
+                .as_array()?
+                .iter()
+                .find_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+                .filter(|h| names.contains(h))
+        });
+        eprintln!("leader: {holder}");
+        api.apply(
+            &json!({"apiVersion": "v1", "kind": "Namespace",
+                "metadata": {"name": "shop", "labels": {"outrigger.dev/inject": "enabled"}}})
+            .to_string(),
+        );
+        apps_run_injected(&api, &node, &state);
+    });
+    drop(node);
+}
+
+/// The apps of APPS (namespace labelled for injection) run injected and the
+/// client reaches the server through both proxies.
+fn apps_run_injected(api: &KubeApi, node: &NodeProcess, state: &Path) {
+    let began = Instant::now();
+    api.apply(APPS);
+    let web = wait_for(Duration::from_secs(90), "web pod Ready", node, || {
+        let list = api.get_json(&["-n", "shop", "pods", "-l", "app=web"])?;
+        let pod = list["items"].get(0)?.clone();
+        ready(&pod).then_some(pod)
+    });
+    eprintln!(
+        "injected web pod Ready {:?} after the apply",
+        began.elapsed()
+    );
+    let init: Vec<&str> = web["spec"]["initContainers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert_eq!(init[..2], ["outrigger-init", "outrigger-proxy"], "{web:#}");
+    // The proxy was started (startup probe passed) before the app ran.
+    let statuses = &web["status"]["initContainerStatuses"];
+    let proxy = statuses
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "outrigger-proxy")
+        .unwrap();
+    assert_eq!(proxy["started"], true, "{web:#}");
+    let app = &web["status"]["containerStatuses"][0];
+    let proxy_since = proxy["state"]["running"]["startedAt"].as_str().unwrap();
+    let app_since = app["state"]["running"]["startedAt"].as_str().unwrap();
+    assert!(proxy_since <= app_since, "{web:#}");
+    let init_done = &statuses[0]["state"]["terminated"];
+    assert_eq!(init_done["exitCode"], 0, "outrigger-init: {web:#}");
+
+    let client = wait_for(Duration::from_secs(90), "client called", node, || {
+        let pod = api.get_json(&["-n", "shop", "pod", "client"])?;
+        let name = "client";
+        let uid = pod["metadata"]["uid"].as_str()?;
+        let log =
+            std::fs::read_to_string(state.join(format!("pods/shop_{name}_{uid}/logs/app.log")))
+                .unwrap_or_default();
+        assert_ne!(pod["status"]["phase"], "Failed", "{pod:#}\n{log}");
+        log.contains("called").then_some((pod, log))
+    });
+    eprintln!("client: {}", client.1.trim());
+    assert!(client.1.contains("200 hello from"), "{}", client.1);
+    let client_ip = client.0["status"]["podIP"].as_str().unwrap().to_string();
+    let web_ip = web["status"]["podIP"].as_str().unwrap().to_string();
+    let out = metrics(&client_ip);
+    let inb = metrics(&web_ip);
+    for (who, m, dir) in [("client", &out, "outbound"), ("server", &inb, "inbound")] {
+        let lines: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("outrigger_requests_total") && l.contains(dir))
+            .collect();
+        eprintln!("{who} proxy: {lines:?}");
+    }
+    assert!(
+        sample(
+            &out,
+            "outrigger_requests_total",
+            "direction=\"outbound\",status_class=\"2xx\""
+        ) >= 1.0,
+        "client proxy metrics:\n{out}"
+    );
+    assert!(
+        // The client's call (the readiness probe's are to the pod IP).
+        sample(
+            &inb,
+            "outrigger_requests_total",
+            "web.shop.svc.cluster.local:80\",direction=\"inbound\",status_class=\"2xx\""
+        ) >= 1.0,
+        "server proxy metrics:\n{inb}"
+    );
 }
