@@ -16,14 +16,15 @@ cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-2}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
-cargo build --release -q -p outrigger-proxy
+cargo build --release -q -p outrigger-proxy -p outrigger-tools
 BIN=target/release/outrigger-proxy
+TOOLS=target/release/outrigger-tools
 WORK=$(mktemp -d)
 
 UP_A=18080; UP_B=18081; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
-taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_A --body-bytes 64 >/dev/null &
+taskset -c 1 $TOOLS fault-upstream --listen 127.0.0.1:$UP_A --body-bytes 64 >/dev/null &
 PIDS=($!)
-taskset -c 1 $BIN fault-upstream --listen 127.0.0.1:$UP_B --body-bytes 64 >/dev/null &
+taskset -c 1 $TOOLS fault-upstream --listen 127.0.0.1:$UP_B --body-bytes 64 >/dev/null &
 PIDS+=($!)
 
 

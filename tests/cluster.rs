@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use outrigger_e2e::kube_api::KubeApi;
 use outrigger_e2e::{binary, http, temp_dir, workspace_root, Process};
-use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream};
+use outrigger_tools::fault_upstream::{Fault, FaultConfig, FaultUpstream};
 use serde_json::Value;
 
 /// Blocking kubectl calls without stalling the runtime's other tasks.

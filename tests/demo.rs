@@ -12,8 +12,8 @@ fn demo_reports_traffic_and_serves_metrics_to_curl() {
     if !require_tool("curl") {
         return;
     }
-    let proxy = binary("outrigger-proxy", "outrigger-proxy").unwrap();
-    let mut demo = Command::new(proxy)
+    let tools = binary("outrigger-tools", "outrigger-tools").unwrap();
+    let mut demo = Command::new(tools)
         .args(["demo", "--duration=1s", "--linger=30s"])
         .stdout(Stdio::piped())
         .spawn()

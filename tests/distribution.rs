@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use outrigger_e2e::{binary, http, temp_dir, wait_until, Process};
-use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream};
+use outrigger_tools::fault_upstream::{Fault, FaultConfig, FaultUpstream};
 
 const HOST: &str = "web.demo";
 

@@ -7,13 +7,13 @@
 #   bash examples/local/distribution-demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-cargo build --release -q -p outrigger-proxy -p outrigger-operator
+cargo build --release -q -p outrigger-proxy -p outrigger-operator -p outrigger-tools
 BIN=target/release
 WORK=$(mktemp -d)
 PIDS=()
 trap 'kill ${PIDS[*]} 2>/dev/null || true; rm -rf "$WORK"' EXIT
 
-$BIN/outrigger-proxy fault-upstream --listen 127.0.0.1:18601 --failure-rate 0.5 >/dev/null & PIDS+=($!)
+$BIN/outrigger-tools fault-upstream --listen 127.0.0.1:18601 --failure-rate 0.5 >/dev/null & PIDS+=($!)
 manifests() { # retry attempts
   cat > "$WORK/web.yaml.tmp" <<YAML
 apiVersion: v1

@@ -24,10 +24,6 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Local demo: a flaky upstream, the proxy and a load driver, no cluster needed.
-    Demo(DemoArgs),
-    /// Serve an HTTP upstream that injects faults (for tests and benchmarks).
-    FaultUpstream(FaultUpstreamArgs),
     /// Install the pod's iptables redirect (run once, with NET_ADMIN, before the app).
     Init(crate::init::InitArgs),
     /// Wait until a proxy's /ready answers 200 (a postStart hook for clusters
@@ -238,50 +234,8 @@ pub struct RunArgs {
     pub workers: usize,
 }
 
-#[derive(Debug, Clone, Args)]
-pub struct DemoArgs {
-    /// How long phase 1 drives traffic to each Service.
-    #[arg(long, value_parser = parse_duration, default_value = "2s")]
-    pub duration: Duration,
-
-    /// Concurrent client connections of the load driver.
-    #[arg(long, default_value_t = 8)]
-    pub concurrency: usize,
-
-    /// Share of upstream requests that fail with 503 (0.0–1.0).
-    #[arg(long, default_value_t = 0.2)]
-    pub failure_rate: f64,
-
-    /// Policy file to use instead of the built-in examples/policies/demo.yaml.
-    #[arg(long)]
-    pub policy: Option<std::path::PathBuf>,
-
-    /// Admin listener of the demo proxy (port 0 picks a free one).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    pub admin_addr: SocketAddr,
-
-    /// Keep the proxy running this long after the report, to scrape /metrics.
-    #[arg(long, value_parser = parse_duration, default_value = "0s")]
-    pub linger: Duration,
-}
-
-#[derive(Debug, Clone, Args)]
-pub struct FaultUpstreamArgs {
-    /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    pub listen: SocketAddr,
-
-    /// Share of requests answered with 503 (0.0–1.0) when no fault header is set.
-    #[arg(long, default_value_t = 0.0)]
-    pub failure_rate: f64,
-
-    /// Size of the response body in bytes.
-    #[arg(long, default_value_t = 2)]
-    pub body_bytes: usize,
-}
-
 /// Durations on the command line use the same form as in policies (`250ms`, `1m30s`).
-fn parse_duration(value: &str) -> Result<Duration, String> {
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
     outrigger_api::duration::Duration::parse(value)
         .map(|d| d.as_std())
         .map_err(|e| e.to_string())

@@ -1,7 +1,7 @@
 #![forbid(unsafe_code)]
 use clap::Parser;
 use outrigger_proxy::cli::{Cli, Command};
-use outrigger_proxy::{app, demo, fault_upstream, telemetry};
+use outrigger_proxy::{app, telemetry};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -16,19 +16,10 @@ fn main() -> std::process::ExitCode {
                 telemetry::init(cli.run.log_format, &cli.run.log_level, cli.run.access_log);
                 app::run(cli.run).await
             }
-            Some(Command::Demo(args)) => {
-                // The report says what happened; logs would interleave with it.
-                telemetry::init(cli.run.log_format, "error", false);
-                demo::run(args).await
-            }
             Some(Command::WaitReady { url, timeout }) => {
                 outrigger_proxy::readiness_wait::wait(&url, timeout).await
             }
             Some(Command::Init(_)) => unreachable!("handled before the runtime starts"),
-            Some(Command::FaultUpstream(args)) => {
-                telemetry::init(cli.run.log_format, &cli.run.log_level, false);
-                fault_upstream::run(args).await
-            }
         }
     });
     exit(result)

@@ -27,14 +27,14 @@ async fn pod_traffic_is_captured_both_ways_without_loops() {
 
     // The server fails half its requests; the pod's app always answers.
     let _remote = server.spawn(&[
-        BINARY,
+        tools_binary(),
         "fault-upstream",
         "--listen",
         &format!("{SERVER_IP}:8080"),
         "--failure-rate",
         "0.5",
     ]);
-    let _app = pod.spawn(&[BINARY, "fault-upstream", "--listen", "0.0.0.0:9000"]);
+    let _app = pod.spawn(&[tools_binary(), "fault-upstream", "--listen", "0.0.0.0:9000"]);
 
     // The redirect, exactly as the injected init container runs it.
     let init = pod.exec_ok(&[BINARY, "init", "--proxy-uid", PROXY_UID]);

@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use outrigger_proxy::fault_upstream::{FaultConfig, FaultUpstream};
+use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

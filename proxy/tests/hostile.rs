@@ -7,9 +7,9 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
 use support::*;
 use tokio::io::AsyncWriteExt;
 
@@ -22,20 +22,13 @@ fn rss_kib(pid: i32) -> u64 {
         .unwrap_or(0)
 }
 
-async fn upstream_process() -> (tokio::process::Child, std::net::SocketAddr) {
-    let addr = loopback(free_port());
-    let child = tokio::process::Command::new(BINARY)
-        .args(["fault-upstream", "--listen", &addr.to_string()])
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
+/// The upstream, in this test process (the proxy under test is its own).
+async fn upstream() -> (FaultUpstream, std::net::SocketAddr) {
+    let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while tokio::net::TcpStream::connect(addr).await.is_err() {
-        assert!(Instant::now() < deadline, "upstream did not start");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    (child, addr)
+    let addr = upstream.addr;
+    (upstream, addr)
 }
 
 /// A well-behaved client: `n` sequential GETs; returns (successes, p99).
@@ -55,7 +48,7 @@ async fn good_client(proxy: std::net::SocketAddr, n: usize) -> (usize, Duration)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_idle_connections() {
-    let (_up, app) = upstream_process().await;
+    let (_up, app) = upstream().await;
     let proxy = ProxyProcess::start(&[
         &format!("--app-addr={app}"),
         // Idle clients stay in protocol detection; they must not be turned
@@ -85,7 +78,7 @@ async fn ten_thousand_idle_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_rapid_reset_burst_is_cut_off() {
-    let (_up, app) = upstream_process().await;
+    let (_up, app) = upstream().await;
     let proxy = ProxyProcess::start(&[&format!("--app-addr={app}")]).await;
     let pid = proxy.pid();
     let before = rss_kib(pid);
@@ -133,7 +126,7 @@ async fn http2_rapid_reset_burst_is_cut_off() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_never_reads_costs_bounded_memory() {
-    let (_up, app) = upstream_process().await;
+    let (_up, app) = upstream().await;
     let proxy = ProxyProcess::start(&[&format!("--app-addr={app}")]).await;
     let pid = proxy.pid();
     let before = rss_kib(pid);

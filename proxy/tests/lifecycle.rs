@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use outrigger_proxy::fault_upstream::{FaultConfig, FaultUpstream};
+use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
 use support::*;
 
 const POLICY: &str = r#"

@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use outrigger_proxy::fault_upstream::{Fault, FaultConfig, FaultUpstream, ResetPoint};
+use outrigger_tools::fault_upstream::{Fault, FaultConfig, FaultUpstream, ResetPoint};
 use support::*;
 
 async fn upstream() -> FaultUpstream {

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use outrigger_proxy::fault_upstream::{FaultConfig, FaultUpstream};
+use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
 use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;

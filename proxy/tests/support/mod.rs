@@ -14,6 +14,33 @@ use tokio::process::{Child, Command};
 
 pub const BINARY: &str = env!("CARGO_BIN_EXE_outrigger-proxy");
 
+/// The `outrigger-tools` binary (the fault-injecting upstream, for tests that
+/// run it inside a network namespace), built once per test process so it is
+/// never stale.
+pub fn tools_binary() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        // target/<profile>/deps/<test> → target/<profile>
+        let exe = std::env::current_exe().expect("test binary path");
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build.args([
+            "build",
+            "-q",
+            "-p",
+            "outrigger-tools",
+            "--bin",
+            "outrigger-tools",
+        ]);
+        if profile_dir.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "cargo build -p outrigger-tools failed");
+        profile_dir.join("outrigger-tools").display().to_string()
+    })
+}
+
 /// A loopback port nobody listens on right now.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

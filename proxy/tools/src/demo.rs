@@ -20,12 +20,13 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::app::{self, RunningProxy};
-use crate::cli::{Cli, DemoArgs};
+use crate::cli::DemoArgs;
 use crate::fault_upstream::{FaultConfig, FaultUpstream};
+use outrigger_proxy::app::{self, RunningProxy};
+use outrigger_proxy::cli::Cli;
 
 /// The demo's policy, built in so the demo runs from any directory.
-const DEMO_POLICY: &str = include_str!("../../examples/policies/demo.yaml");
+const DEMO_POLICY: &str = include_str!("../../../examples/policies/demo.yaml");
 
 /// Upper bound on requests per measurement, whatever the duration.
 const MAX_REQUESTS: usize = 200_000;
