@@ -38,15 +38,30 @@ pub async fn handle(
     let resolved = conn
         .routes
         .resolve(&request, || destination::resolve(&state, &conn, &request));
-    let (label, stack, mut response) = match resolved {
-        Err((error, detail)) => ("unknown".into(), None, error.response(&detail)),
+    let (label, stack, mut response, answered) = match resolved {
+        Err((error, detail)) => (
+            "unknown".into(),
+            None,
+            error.response(&detail),
+            Answered::Proxy(error.cause()),
+        ),
         Ok(resolved) => route(&state, &conn, resolved, request, started).await,
     };
 
     response
         .headers_mut()
         .insert(REQUEST_ID, request_id.clone());
-    record(&state, &conn, &label, stack.as_deref(), &response, started);
+    let status = response.status().as_u16();
+    let cause = answered.cause(&response);
+    record(
+        &state,
+        &conn,
+        &label,
+        stack.as_deref(),
+        status,
+        cause,
+        started,
+    );
     if state.access_log {
         tracing::info!(
             target: "outrigger::access",
@@ -67,15 +82,44 @@ pub async fn handle(
     Ok(response)
 }
 
-/// The response, the destination's metric label, and the stack that served it
-/// (tunnels and upgrades are forwarded without one).
+/// Who answered a request.
+enum Answered {
+    Upstream,
+    /// The proxy, for this cause.
+    Proxy(&'static str),
+    /// A tunnel or upgrade: the proxy if it set `x-outrigger-error`.
+    Tunnel,
+}
+
+impl Answered {
+    /// The cause counted in `outrigger_proxy_errors_total`.
+    fn cause<'a>(&self, response: &'a Response<ProxyBody>) -> Option<&'a str> {
+        match self {
+            Answered::Upstream => None,
+            Answered::Proxy(cause) => Some(cause),
+            Answered::Tunnel => response
+                .headers()
+                .get(ERROR_HEADER)
+                .map(|v| v.to_str().unwrap_or("other")),
+        }
+    }
+}
+
+/// The destination's metric label, the stack that served the request
+/// (tunnels and upgrades are forwarded without one), the response, and who
+/// answered it.
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
     resolved: Arc<Resolved>,
     request: Request<Incoming>,
     started: Instant,
-) -> (Arc<str>, Option<Arc<DestinationStack>>, Response<ProxyBody>) {
+) -> (
+    Arc<str>,
+    Option<Arc<DestinationStack>>,
+    Response<ProxyBody>,
+    Answered,
+) {
     let destination = &resolved.destination;
     if request.method() == Method::CONNECT {
         let label = destination_label(state, destination);
@@ -86,17 +130,21 @@ async fn route(
             // Towards the app, CONNECT is the app's business: pass it through.
             Direction::Inbound => upgrade::forward_upgrade(state, destination, request).await,
         };
-        return (label, None, response);
+        return (label, None, response, Answered::Tunnel);
     }
     if request.version() <= Version::HTTP_11 && wants_upgrade(request.headers()) {
         let label = destination_label(state, destination);
         let response = upgrade::forward_upgrade(state, destination.clone(), request).await;
-        return (label, None, response);
+        return (label, None, response, Answered::Tunnel);
     }
 
     let stack = state.engine.stack(conn.direction, &resolved).await;
-    let response = call(stack.clone(), request, started).await;
-    (stack.label.clone(), Some(stack), response)
+    let served = call(stack.clone(), request, started).await;
+    let answered = match served.error {
+        Some(cause) => Answered::Proxy(cause.as_str()),
+        None => Answered::Upstream,
+    };
+    (stack.label.clone(), Some(stack), served.response, answered)
 }
 
 fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> {
@@ -111,12 +159,12 @@ fn record(
     conn: &ConnectionContext,
     destination: &str,
     stack: Option<&DestinationStack>,
-    response: &Response<ProxyBody>,
+    status: u16,
+    cause: Option<&str>,
     started: Instant,
 ) {
     let metrics = &state.engine.metrics;
     let direction = conn.direction.as_str();
-    let status = response.status().as_u16();
     match stack {
         Some(stack) => stack.request_metrics.record(status, started.elapsed()),
         None => {
@@ -130,10 +178,10 @@ fn record(
                 .observe(started.elapsed().as_secs_f64());
         }
     }
-    if let Some(cause) = response.headers().get(ERROR_HEADER) {
+    if let Some(cause) = cause {
         metrics
             .proxy_errors
-            .with_label_values(&[direction, cause.to_str().unwrap_or("other")])
+            .with_label_values(&[direction, cause])
             .inc();
     }
 }

@@ -1,0 +1,218 @@
+//! One attempt: breaker admission, endpoint choice (P2C over latency and
+//! load, skipping ejected endpoints), the exchange under the per-try timeout
+//! (`backendRequest`, cut to the request deadline), and the bookkeeping of
+//! its outcome: latency estimate, outlier detector, breaker.
+
+use std::time::{Duration, Instant};
+
+use super::breaker::{self, BreakerPermit};
+use super::error::CallError;
+use super::now;
+use super::outcome::Outcome;
+use super::upstream::{upstream_request, Head, Upstream};
+use crate::config::RouteConfig;
+use crate::stack::DestinationStack;
+use outrigger_http::body::ProxyBody;
+use outrigger_http::error_response::ProxyError;
+
+/// Latency the balancer charges an endpoint for a transport failure.
+const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
+
+/// The outcome and the index of the endpoint tried. `Err` is the breaker's
+/// fallback, or no endpoints at all.
+pub async fn attempt<U: Upstream>(
+    stack: &DestinationStack,
+    upstream: &U,
+    route: &RouteConfig,
+    head: Head<'_>,
+    body: ProxyBody,
+    deadline: Option<Instant>,
+) -> Result<(Outcome, usize), CallError> {
+    let permit = breaker::admit(stack)?;
+    let Some(index) = choose(stack) else {
+        return Err(CallError::new(
+            ProxyError::NoEndpoints,
+            format!("{} has no ready endpoints", stack.label),
+        ));
+    };
+    let endpoint = &stack.endpoints.list[index];
+    let request = upstream_request(head, body, &endpoint.target);
+    let per_try = match (route.backend_timeout, deadline) {
+        (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(now()))),
+        (Some(t), None) => Some(t),
+        (None, _) => None,
+    };
+    let sent = now();
+    let outcome = {
+        let _pending = endpoint.start();
+        let exchange = upstream.send(&endpoint.target, request);
+        match per_try {
+            Some(limit) => tokio::time::timeout(limit, exchange)
+                .await
+                .unwrap_or(Outcome::AttemptTimeout),
+            None => exchange.await,
+        }
+    };
+    let done = now();
+    record(
+        stack,
+        index,
+        permit,
+        &outcome,
+        done.duration_since(sent),
+        done,
+    );
+    Ok((outcome, index))
+}
+
+/// P2C among the endpoints, outlier-aware.
+fn choose(stack: &DestinationStack) -> Option<usize> {
+    let endpoints = &stack.endpoints;
+    let now = now();
+    let outlier = endpoints
+        .outlier
+        .as_ref()
+        .map(|(_, d)| d.lock().expect("not poisoned"));
+    crate::balancer::pick(
+        &endpoints.list,
+        |i| outlier.as_ref().is_some_and(|d| d.is_ejected(now, &i)),
+        now,
+        &mut rand::rng(),
+    )
+}
+
+fn record(
+    stack: &DestinationStack,
+    index: usize,
+    permit: Option<BreakerPermit>,
+    outcome: &Outcome,
+    elapsed: Duration,
+    now: Instant,
+) {
+    let metrics = &stack.metrics.resilience;
+    let endpoints = &stack.endpoints;
+    // An endpoint that fails fast is not a fast endpoint: without a penalty a
+    // refused port would attract the balancer's traffic.
+    let cost = match outcome {
+        Outcome::Response(_) => elapsed,
+        _ => elapsed.max(TRANSPORT_FAILURE_COST),
+    };
+    endpoints.list[index].observe(cost, now);
+    let timeout = |kind: &str| {
+        metrics
+            .timeouts
+            .with_label_values(&[stack.direction, &stack.label, kind])
+            .inc()
+    };
+    match outcome {
+        Outcome::AttemptTimeout => timeout("backend-request"),
+        Outcome::ConnectFailure(detail) if detail.contains("timed out") => timeout("connect"),
+        _ => {}
+    }
+    if let Some((_, detector)) = &endpoints.outlier {
+        let mut detector = detector.lock().expect("not poisoned");
+        if let Some(ejection) = detector.record(now, &index, outcome.is_endpoint_failure()) {
+            metrics
+                .ejections
+                .with_label_values(&[stack.direction, &stack.label])
+                .inc();
+            tracing::warn!(
+                destination = %stack.label,
+                endpoint = %endpoints.list[index].target,
+                duration = ?ejection.duration,
+                "endpoint ejected after consecutive failures"
+            );
+        }
+        if let Some(gauge) = &stack.ejected_endpoints_gauge {
+            gauge.set(detector.ejected_count(now) as i64);
+        }
+    }
+    breaker::record(stack, permit, outcome, elapsed, now);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::{config, counter, gauge, stack, Scripted, Step};
+    use super::*;
+    use crate::config::OutlierSettings;
+    use http::Request;
+
+    async fn once(
+        stack: &DestinationStack,
+        upstream: &Scripted,
+        deadline: Option<Instant>,
+    ) -> (Outcome, usize) {
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        let route = &stack.config.default_route;
+        let head = Head::Once(&mut parts);
+        let body = outrigger_http::body::empty();
+        let result = attempt(stack, upstream, route, head, body, deadline).await;
+        match result {
+            Ok(pair) => pair,
+            Err(error) => panic!("not admitted: {error:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn per_try_timeout_is_cut_to_the_deadline() {
+        let mut config = config();
+        config.default_route.backend_timeout = Some(Duration::from_secs(2));
+        let stack = stack(config, 1);
+        let upstream = Scripted::new([Step::Hang, Step::Hang]);
+        let started = tokio::time::Instant::now();
+        let (outcome, _) = once(&stack, &upstream, None).await;
+        assert!(matches!(outcome, Outcome::AttemptTimeout));
+        assert_eq!(started.elapsed(), Duration::from_secs(2));
+        let started = tokio::time::Instant::now();
+        let deadline = Some(now() + Duration::from_millis(700));
+        let (outcome, _) = once(&stack, &upstream, deadline).await;
+        assert!(matches!(outcome, Outcome::AttemptTimeout));
+        assert_eq!(started.elapsed(), Duration::from_millis(700));
+        assert_eq!(counter(&stack.metrics, "outrigger_timeouts_total"), 2.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failing_endpoint_is_ejected_and_then_avoided() {
+        let mut config = config();
+        config.outlier = Some(OutlierSettings {
+            consecutive_failures: 1,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        });
+        let stack = stack(config, 2);
+        // Endpoint 1 refuses connections; endpoint 0 answers.
+        let upstream = Scripted::by_endpoint(|port| match port {
+            9001 => Step::Connect,
+            _ => Step::Status(200),
+        });
+        for _ in 0..40 {
+            once(&stack, &upstream, None).await;
+        }
+        assert_eq!(counter(&stack.metrics, "outrigger_ejections_total"), 1.0);
+        assert_eq!(gauge(&stack.metrics, "outrigger_ejected_endpoints"), 1.0);
+        let before = upstream.calls_to(9001);
+        for _ in 0..50 {
+            let (outcome, index) = once(&stack, &upstream, None).await;
+            assert_eq!(index, 0);
+            assert!(matches!(outcome, Outcome::Response(_)));
+        }
+        assert_eq!(upstream.calls_to(9001), before);
+        // After the ejection time it is no longer counted as ejected.
+        tokio::time::advance(Duration::from_secs(31)).await;
+        once(&stack, &upstream, None).await;
+        assert_eq!(gauge(&stack.metrics, "outrigger_ejected_endpoints"), 0.0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_endpoints_is_an_error() {
+        let stack = stack(config(), 0);
+        let upstream = Scripted::new([]);
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        let route = &stack.config.default_route;
+        let body = outrigger_http::body::empty();
+        let result = attempt(&stack, &upstream, route, Head::Once(&mut parts), body, None).await;
+        let response = result.err().expect("no endpoints").into_response();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["x-outrigger-error"], "no-endpoints");
+    }
+}

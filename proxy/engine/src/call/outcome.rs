@@ -1,0 +1,132 @@
+//! What one attempt came back with, and what that means for the breaker, the
+//! outlier detector, the retry loop and the client.
+
+use http::{Response, StatusCode};
+use outrigger_api::policy::{FailureKind, RetryOn};
+
+use super::error::CallError;
+use crate::config::RetrySettings;
+use crate::stack::DestinationStack;
+use outrigger_http::body::ProxyBody;
+use outrigger_http::error_response::ProxyError;
+use outrigger_http::headers::strip_hop_by_hop;
+use outrigger_proxy_core::addr::HostPort;
+
+pub enum Outcome {
+    Response(Response<ProxyBody>),
+    /// The upstream could not be connected to: it never saw the request.
+    ConnectFailure(String),
+    /// An HTTP/2 upstream refused the stream: it never processed the request.
+    RefusedStream(String),
+    /// The request was not sent (the pooled connection closed first).
+    ResetBeforeRequest(String),
+    /// The connection broke after the request may have been seen.
+    Reset(String),
+    /// The attempt's own deadline passed (`backendRequest`).
+    AttemptTimeout,
+}
+
+impl Outcome {
+    /// Whether the upstream provably never saw the request: safe to replay
+    /// whatever the method.
+    pub fn never_reached_upstream(&self) -> bool {
+        matches!(
+            self,
+            Outcome::ConnectFailure(_) | Outcome::RefusedStream(_) | Outcome::ResetBeforeRequest(_)
+        )
+    }
+
+    /// Whether the breaker counts this as a failure under `failure_on`.
+    pub fn is_breaker_failure(&self, failure_on: &[FailureKind]) -> bool {
+        failure_on.iter().any(|kind| match (kind, self) {
+            (FailureKind::ServerError, Outcome::Response(r)) => r.status().is_server_error(),
+            (FailureKind::GatewayError, Outcome::Response(r)) => {
+                matches!(r.status().as_u16(), 502..=504)
+            }
+            (FailureKind::Timeout, Outcome::AttemptTimeout) => true,
+            (FailureKind::ConnectionError, o) => {
+                !matches!(o, Outcome::Response(_) | Outcome::AttemptTimeout)
+            }
+            _ => false,
+        })
+    }
+
+    /// Outlier detection counts 5xx, connection errors and timeouts (Envoy's
+    /// consecutive-5xx, where local failures count as 503).
+    pub fn is_endpoint_failure(&self) -> bool {
+        match self {
+            Outcome::Response(r) => r.status().is_server_error(),
+            _ => true,
+        }
+    }
+
+    /// The retry reason, if the policy retries this outcome.
+    pub fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
+        let on = |c: RetryOn| retry.on.contains(&c);
+        match self {
+            Outcome::Response(r) if retry.codes.contains(&r.status().as_u16()) => {
+                Some(status_reason(r.status()))
+            }
+            Outcome::Response(_) => None,
+            Outcome::ConnectFailure(_) => on(RetryOn::ConnectFailure).then_some("connect-failure"),
+            Outcome::RefusedStream(_) => on(RetryOn::RefusedStream).then_some("refused-stream"),
+            Outcome::ResetBeforeRequest(_) => (on(RetryOn::ResetBeforeRequest)
+                || on(RetryOn::Reset))
+            .then_some("reset-before-request"),
+            Outcome::Reset(_) => on(RetryOn::Reset).then_some("reset"),
+            // A per-try timeout is a gateway timeout: retried when 504 is.
+            Outcome::AttemptTimeout => retry.codes.contains(&504).then_some("backend-timeout"),
+        }
+    }
+
+    /// The upstream's response, or the error this outcome means.
+    pub fn into_result(
+        self,
+        stack: &DestinationStack,
+        target: &HostPort,
+    ) -> Result<Response<ProxyBody>, CallError> {
+        match self {
+            Outcome::Response(mut response) => {
+                strip_hop_by_hop(response.headers_mut(), false);
+                Ok(response)
+            }
+            Outcome::ConnectFailure(detail) => Err(CallError::new(
+                ProxyError::ConnectFailure,
+                format!("{target}: {detail}"),
+            )),
+            Outcome::RefusedStream(detail)
+            | Outcome::ResetBeforeRequest(detail)
+            | Outcome::Reset(detail) => Err(CallError::new(
+                ProxyError::UpstreamReset,
+                format!("{target}: {detail}"),
+            )),
+            Outcome::AttemptTimeout => {
+                let limit = stack
+                    .config
+                    .default_route
+                    .backend_timeout
+                    .unwrap_or_default();
+                Err(CallError::new(
+                    ProxyError::Timeout,
+                    format!(
+                        "{} sent no response within the per-try timeout ({})",
+                        stack.label,
+                        outrigger_api::duration::Duration::from_std(limit)
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn status_reason(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        500 => "status-500",
+        502 => "status-502",
+        503 => "status-503",
+        504 => "status-504",
+        429 => "status-429",
+        s if s >= 500 => "status-5xx",
+        _ => "status-other",
+    }
+}

@@ -1,0 +1,206 @@
+//! Test fixtures: stacks built from a config, a scripted upstream (no
+//! sockets; delays run on tokio's paused clock), and metric readers.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use outrigger_api::policy::{FailureKind, NonIdempotent};
+
+use super::outcome::Outcome;
+use super::upstream::Upstream;
+use crate::config::{BreakerSettings, DestinationConfig, RetrySettings};
+use crate::stack::{DestinationStack, StackInputs};
+use outrigger_http::body::{empty, ProxyBody};
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::metrics::Metrics;
+use outrigger_resilience::BreakerConfig;
+use outrigger_transport::connect::Connector;
+
+pub fn config() -> DestinationConfig {
+    DestinationConfig::without_policy(Duration::from_secs(1), Duration::from_secs(60))
+}
+
+/// A stack over `endpoints` endpoints on ports 9000, 9001, ...
+pub fn stack(config: DestinationConfig, endpoints: u16) -> DestinationStack {
+    let targets = (0..endpoints)
+        .map(|i| HostPort {
+            host: "10.0.0.1".into(),
+            port: 9000 + i,
+        })
+        .collect();
+    let connector = Connector {
+        connect_timeout: config.connect_timeout,
+        mark: None,
+    };
+    let inputs = StackInputs {
+        source: (0, 0),
+        direction: "outbound",
+        label: "svc.test".into(),
+        config,
+        targets,
+        connector: &connector,
+        metrics: Metrics::new(100),
+    };
+    DestinationStack::build(inputs, None)
+}
+
+pub fn retry_settings(attempts: u32) -> RetrySettings {
+    RetrySettings {
+        attempts,
+        codes: vec![502, 503, 504],
+        on: vec![],
+        backoff_base: Duration::from_millis(100),
+        backoff_max: Duration::from_secs(1),
+        non_idempotent: NonIdempotent::Never,
+        max_buffered_body_bytes: 1024,
+    }
+}
+
+/// Opens after two failures of two; open for 5s; one probe.
+pub fn breaker_config(dry_run: bool) -> DestinationConfig {
+    let mut config = config();
+    config.dry_run = dry_run;
+    config.breaker = Some(BreakerSettings {
+        thresholds: BreakerConfig {
+            failure_rate_percent: 50,
+            minimum_requests: 2,
+            window: Duration::from_secs(10),
+            slow_call: None,
+            open_for: Duration::from_secs(5),
+            max_open_for: Duration::from_secs(60),
+            half_open_requests: 1,
+        },
+        failure_on: vec![FailureKind::ServerError],
+        fallback_status: StatusCode::SERVICE_UNAVAILABLE,
+        fallback_content_type: "text/plain".into(),
+        fallback_body: "later".into(),
+    });
+    config
+}
+
+pub fn status(code: u16) -> Outcome {
+    let mut response = Response::new(empty());
+    *response.status_mut() = StatusCode::from_u16(code).unwrap();
+    Outcome::Response(response)
+}
+
+/// The sum of a metric's samples.
+pub fn counter(metrics: &Metrics, name: &str) -> f64 {
+    counter_with(metrics, name, "")
+}
+
+/// The sum of a metric's samples that have a label with this value ("": any).
+pub fn counter_with(metrics: &Metrics, name: &str, label_value: &str) -> f64 {
+    let text = String::from_utf8(metrics.render()).unwrap();
+    let wanted = format!("=\"{label_value}\"");
+    text.lines()
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| label_value.is_empty() || l.contains(&wanted))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+pub fn gauge(metrics: &Metrics, name: &str) -> f64 {
+    counter(metrics, name)
+}
+
+/// What the scripted upstream does with one request.
+#[derive(Clone, Copy)]
+pub enum Step {
+    Status(u16),
+    /// A status with a `Retry-After` header.
+    RetryAfter(u16, &'static str),
+    /// Connection refused: the request was never seen.
+    Connect,
+    /// The connection broke after the request was sent.
+    Reset,
+    /// No answer, ever.
+    Hang,
+}
+
+type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
+
+/// An upstream that answers from a script (in order, or by endpoint port)
+/// and remembers when each request came and what its body was.
+pub struct Scripted {
+    steps: Mutex<VecDeque<Step>>,
+    by_endpoint: Option<ByEndpoint>,
+    seen: Mutex<Vec<(u16, tokio::time::Instant, Bytes)>>,
+}
+
+impl Scripted {
+    pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
+        Scripted {
+            steps: Mutex::new(steps.into_iter().collect()),
+            by_endpoint: None,
+            seen: Mutex::default(),
+        }
+    }
+
+    pub fn by_endpoint(f: impl Fn(u16) -> Step + Send + Sync + 'static) -> Self {
+        Scripted {
+            by_endpoint: Some(Box::new(f)),
+            ..Scripted::new([])
+        }
+    }
+
+    pub fn times(&self) -> Vec<tokio::time::Instant> {
+        self.seen.lock().unwrap().iter().map(|s| s.1).collect()
+    }
+
+    pub fn bodies(&self) -> Vec<String> {
+        let seen = self.seen.lock().unwrap();
+        seen.iter()
+            .map(|s| String::from_utf8_lossy(&s.2).into_owned())
+            .collect()
+    }
+
+    pub fn calls_to(&self, port: u16) -> usize {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.0 == port)
+            .count()
+    }
+}
+
+impl Upstream for Scripted {
+    async fn send(&self, target: &Arc<HostPort>, request: Request<ProxyBody>) -> Outcome {
+        let step = match &self.by_endpoint {
+            Some(f) => f(target.port),
+            None => self
+                .steps
+                .lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Step::Status(200)),
+        };
+        let arrived = tokio::time::Instant::now();
+        let body = request.into_body().collect().await;
+        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
+        self.seen.lock().unwrap().push((target.port, arrived, body));
+        let respond = |code: u16, retry_after: Option<&'static str>| {
+            let Outcome::Response(mut response) = status(code) else {
+                unreachable!()
+            };
+            if let Some(value) = retry_after {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            }
+            Outcome::Response(response)
+        };
+        match step {
+            Step::Status(code) => respond(code, None),
+            Step::RetryAfter(code, value) => respond(code, Some(value)),
+            Step::Connect => Outcome::ConnectFailure("connection refused".into()),
+            Step::Reset => Outcome::Reset("connection reset".into()),
+            Step::Hang => std::future::pending().await,
+        }
+    }
+}

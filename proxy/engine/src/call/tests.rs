@@ -1,0 +1,76 @@
+//! The composition end to end over a scripted upstream, on the paused clock.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::{BodyExt, Full};
+
+use super::testing::{config, counter_with, retry_settings, stack, Scripted, Step};
+use super::{now, serve, Cause};
+use crate::config::LimitSettings;
+use outrigger_http::error_response::{ProxyError, ERROR_HEADER};
+
+fn get() -> Request<Full<Bytes>> {
+    Request::get("/").body(Full::new(Bytes::new())).unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_request_deadline_covers_retries_and_backoff() {
+    let mut config = config();
+    config.default_route.request_timeout = Some(Duration::from_secs(1));
+    config.default_route.backend_timeout = Some(Duration::from_millis(400));
+    let mut retry = retry_settings(5);
+    retry.backoff_base = Duration::from_millis(1);
+    config.default_route.retry = Some(retry);
+    let stack = stack(config, 1);
+    let upstream = Scripted::new([Step::Hang; 6]);
+    let started = tokio::time::Instant::now();
+    let served = serve(&stack, &upstream, get(), now()).await;
+    // 400ms + 400ms, then the third try is cut to what is left of the second.
+    assert_eq!(started.elapsed(), Duration::from_secs(1));
+    assert_eq!(served.error, Some(Cause::Proxy(ProxyError::Timeout)));
+    assert_eq!(served.response.status(), 504);
+    assert_eq!(served.response.headers()[ERROR_HEADER], "timeout");
+    assert_eq!(upstream.times().len(), 3);
+    let request_timeouts = counter_with(&stack.metrics, "outrigger_timeouts_total", "request");
+    let per_try = counter_with(
+        &stack.metrics,
+        "outrigger_timeouts_total",
+        "backend-request",
+    );
+    assert_eq!(request_timeouts + per_try, 3.0);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_concurrency_slot_is_held_until_the_body_ends() {
+    let mut config = config();
+    config.limits = Some(LimitSettings {
+        max_concurrent: 1,
+        max_pending: 0,
+        pending_timeout: Duration::from_secs(1),
+    });
+    let stack = stack(config, 1);
+    let upstream = Scripted::new([]);
+    let first = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(first.error, None);
+    let shed = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(shed.error, Some(Cause::Proxy(ProxyError::Overloaded)));
+    assert_eq!(shed.response.status(), 503);
+    first.response.into_body().collect().await.unwrap();
+    let next = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(next.error, None);
+    assert_eq!(next.response.status(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn upstream_answers_are_not_proxy_errors() {
+    let stack = stack(config(), 1);
+    let upstream = Scripted::new([Step::Status(503), Step::Connect]);
+    let served = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(served.response.status(), 503);
+    assert_eq!(served.error, None, "the app's 503 is not the proxy's");
+    let served = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(served.error, Some(Cause::Proxy(ProxyError::ConnectFailure)));
+    assert_eq!(served.response.status(), 502);
+}

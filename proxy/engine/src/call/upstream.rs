@@ -1,0 +1,163 @@
+//! The exchange with one endpoint, behind a small trait: the real one sends
+//! through the stack's kept-alive connections (`UpstreamClients`); tests
+//! script it.
+
+use std::future::Future;
+use std::sync::Arc;
+
+use http::request::Parts;
+use http::uri::PathAndQuery;
+use http::{header, HeaderValue, Request, Uri, Version};
+
+use super::outcome::Outcome;
+use outrigger_http::body::ProxyBody;
+use outrigger_http::client::{UpstreamClients, UpstreamError};
+use outrigger_http::h1_pool::SendError;
+use outrigger_http::headers::strip_hop_by_hop;
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_proxy_core::error::error_chain;
+
+/// Sends one request to one endpoint. Never `Outcome::AttemptTimeout`: the
+/// per-try timeout is the caller's.
+pub trait Upstream: Sync {
+    fn send(
+        &self,
+        target: &Arc<HostPort>,
+        request: Request<ProxyBody>,
+    ) -> impl Future<Output = Outcome> + Send;
+}
+
+impl Upstream for UpstreamClients {
+    async fn send(&self, target: &Arc<HostPort>, request: Request<ProxyBody>) -> Outcome {
+        match UpstreamClients::send(self, target, request).await {
+            Ok(response) => Outcome::Response(response),
+            Err(err) => classify_error(&err),
+        }
+    }
+}
+
+/// Maps a client error to what it means for retries.
+fn classify_error(err: &UpstreamError) -> Outcome {
+    let detail = error_chain(err);
+    match err {
+        UpstreamError::Http1(SendError::Connect(_)) => Outcome::ConnectFailure(detail),
+        UpstreamError::Http1(SendError::NotSent(_)) => Outcome::ResetBeforeRequest(detail),
+        UpstreamError::Http1(SendError::Failed(_)) => Outcome::Reset(detail),
+        UpstreamError::Http2(err) if err.is_connect() => Outcome::ConnectFailure(detail),
+        UpstreamError::Http2(err) => {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            while let Some(e) = source {
+                if let Some(h2) = e.downcast_ref::<h2::Error>() {
+                    if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                        return Outcome::RefusedStream(detail);
+                    }
+                }
+                if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
+                    // Canceled: the connection closed before the request was written.
+                    if hyper_err.is_canceled() {
+                        return Outcome::ResetBeforeRequest(detail);
+                    }
+                }
+                source = e.source();
+            }
+            Outcome::Reset(detail)
+        }
+    }
+}
+
+/// The request head an attempt is built from: shared when it may be replayed.
+pub enum Head<'a> {
+    Shared(&'a Parts),
+    Once(&'a mut Parts),
+}
+
+/// The request for one attempt, addressed to the chosen endpoint.
+pub fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> Request<ProxyBody> {
+    let (parts, headers) = match head {
+        Head::Shared(parts) => (parts, parts.headers.clone()),
+        Head::Once(parts) => {
+            let headers = std::mem::take(&mut parts.headers);
+            (&*parts, headers)
+        }
+    };
+    let http2 = parts.version >= Version::HTTP_2;
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = if http2 {
+        // hyper's HTTP/2 pool keys connections by the URI's authority.
+        Uri::try_from(format!("http://{target}{path}")).expect("target and path form a URI")
+    } else {
+        Uri::from(path)
+    };
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.version_mut() = if http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    *request.uri_mut() = uri;
+    *request.headers_mut() = headers;
+    strip_hop_by_hop(request.headers_mut(), false);
+    if !http2 && !request.headers().contains_key(header::HOST) {
+        // HTTP/1.1 needs a Host: the absolute-form URI's authority when the
+        // client sent one (and no Host), else the target.
+        let host = match parts.uri.authority() {
+            Some(authority) => HeaderValue::from_str(authority.as_str()),
+            None => HeaderValue::try_from(target.to_string()),
+        };
+        if let Ok(host) = host {
+            request.headers_mut().insert(header::HOST, host);
+        }
+    }
+    request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> HostPort {
+        HostPort {
+            host: "10.0.0.7".into(),
+            port: 8080,
+        }
+    }
+
+    #[test]
+    fn http1_gets_origin_form_and_a_host() {
+        let (mut parts, ()) = Request::get("http://svc.ns:80/a?b=1")
+            .header("connection", "keep-alive")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let request = upstream_request(
+            Head::Once(&mut parts),
+            outrigger_http::body::empty(),
+            &target(),
+        );
+        assert_eq!(request.uri(), "/a?b=1");
+        assert_eq!(request.headers()[header::HOST], "svc.ns:80");
+        assert!(!request.headers().contains_key("connection"));
+    }
+
+    #[test]
+    fn http2_is_addressed_to_the_endpoint() {
+        let (parts, ()) = Request::get("/x")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let request = upstream_request(
+            Head::Shared(&parts),
+            outrigger_http::body::empty(),
+            &target(),
+        );
+        assert_eq!(request.uri(), "http://10.0.0.7:8080/x");
+        assert_eq!(request.version(), Version::HTTP_2);
+        assert!(!request.headers().contains_key(header::HOST));
+    }
+}
