@@ -8,12 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if ! command -v cargo-deny >/dev/null 2>&1; then
-  if [ "${CI:-}" = true ]; then
-    echo "cargo-deny is required in CI (.ci/run installs it)" >&2
-    exit 1
-  fi
-  echo "SKIPPED: cargo deny (cargo install --locked cargo-deny)"
-  exit 0
+  echo "cargo-deny is not installed: run bash tests/setup.sh (or cargo install --locked cargo-deny)" >&2
+  exit 1
 fi
 
 # deny.toml's db-path; cargo-deny names the directory after the URL's hash.

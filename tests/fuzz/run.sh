@@ -16,12 +16,8 @@ SECONDS_EACH=${1:-${OUTRIGGER_FUZZ_SECONDS:-60}}
 TARGETS=(policy_documents protocol_detection stream_decoder admission_review)
 
 if ! command -v cargo-fuzz >/dev/null 2>&1; then
-  if [ "${CI:-}" = true ]; then
-    echo "cargo-fuzz is required in CI (.ci/run installs it)" >&2
-    exit 1
-  fi
-  echo "SKIPPED: fuzzing (cargo install --locked cargo-fuzz)"
-  exit 0
+  echo "cargo-fuzz is not installed: run bash tests/setup.sh (or cargo install --locked cargo-fuzz)" >&2
+  exit 1
 fi
 
 export RUSTC_BOOTSTRAP=1
