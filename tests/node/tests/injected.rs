@@ -216,9 +216,13 @@ fn ready(pod: &Value) -> bool {
 }
 
 fn metrics(ip: &str) -> String {
+    admin_metrics(ip, 4191)
+}
+
+fn admin_metrics(ip: &str, port: u16) -> String {
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://{ip}:4191/metrics"))
+        .arg(format!("http://{ip}:{port}/metrics"))
         .output()
         .expect("curl runs");
     String::from_utf8_lossy(&out.stdout).into_owned()
@@ -464,6 +468,56 @@ async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
             .to_string(),
         );
         apps_run_injected(&api, &node, &state);
+        // Both proxies hold a policy stream to the operator pods,
+        // authenticated with their projected tokens (TokenReview).
+        let pods = api
+            .get_json(&[
+                "-n",
+                RELEASE_NS,
+                "pods",
+                "-l",
+                "app.kubernetes.io/component=operator",
+            ])
+            .unwrap();
+        let ips: Vec<String> = pods["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+            .collect();
+        let connected = wait_for(Duration::from_secs(30), "proxies connected", &node, || {
+            let text: String = ips.iter().map(|ip| admin_metrics(ip, 9090)).collect();
+            let n = sample(&text, "outrigger_operator_connected_proxies", "");
+            (n >= 2.0).then_some(text)
+        });
+        assert_eq!(
+            sample(&connected, "outrigger_operator_auth_failures_total", ""),
+            0.0,
+            "{connected}"
+        );
+        // The leader's pod is deleted: the other replica takes the Lease and
+        // the Deployment brings a new pod.
+        let began = Instant::now();
+        api.kubectl_ok(&["-n", RELEASE_NS, "delete", "pod", &holder, "--wait=false"]);
+        let next = wait_for(Duration::from_secs(60), "a new leader", &node, || {
+            let leases = api.get_json(&["-n", RELEASE_NS, "leases"])?;
+            leases["items"]
+                .as_array()?
+                .iter()
+                .find_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+                .filter(|h| *h != holder)
+        });
+        eprintln!("leadership moved to {next} after {:?}", began.elapsed());
+        assert!(names.contains(&next), "{next} is the other replica");
+        let out = api.kubectl(&[
+            "-n",
+            RELEASE_NS,
+            "rollout",
+            "status",
+            "deployment/outrigger-operator",
+            "--timeout=90s",
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
     });
     drop(node);
 }
