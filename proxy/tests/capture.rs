@@ -4,10 +4,8 @@
 //! redirect, and a "server" across a veth pair. Addresses (192.0.2.0/24, a
 //! documentation range) exist only inside these namespaces.
 
-mod support;
-
-use support::netns::Netns;
-use support::*;
+use outrigger_e2e::netns::Netns;
+use outrigger_e2e::proxy::*;
 
 const POD_IP: &str = "192.0.2.1";
 const SERVER_IP: &str = "192.0.2.2";
@@ -37,10 +35,10 @@ async fn pod_traffic_is_captured_both_ways_without_loops() {
     let _app = pod.spawn(&[tools_binary(), "fault-upstream", "--listen", "0.0.0.0:9000"]);
 
     // The redirect, exactly as the injected init container runs it.
-    let init = pod.exec_ok(&[BINARY, "init", "--proxy-uid", PROXY_UID]);
+    let init = pod.exec_ok(&[proxy_binary(), "init", "--proxy-uid", PROXY_UID]);
     assert!(init.contains("# applied"), "{init}");
     // Idempotent: a second run changes nothing and adds no duplicate jumps.
-    pod.exec_ok(&[BINARY, "init", "--proxy-uid", PROXY_UID]);
+    pod.exec_ok(&[proxy_binary(), "init", "--proxy-uid", PROXY_UID]);
     let saved = pod.exec_ok(&["iptables-save", "-t", "nat"]);
     assert_eq!(
         saved
@@ -63,7 +61,7 @@ async fn pod_traffic_is_captured_both_ways_without_loops() {
         "--regid",
         PROXY_UID,
         "--clear-groups",
-        BINARY,
+        proxy_binary(),
         "--outbound-mode=transparent",
         "--namespace=demo",
         &policy_flag,

@@ -1,12 +1,10 @@
 //! Forwarding through the real proxy binary with real clients (curl, raw
 //! sockets) and a fault-injecting upstream, all on loopback.
 
-mod support;
-
 use std::time::Duration;
 
+use outrigger_e2e::proxy::*;
 use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 async fn upstream() -> FaultUpstream {

@@ -5,12 +5,10 @@
 //! The upstream runs as its own process so the test's own file descriptors
 //! stay within the machine's limit (20,000 here).
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use outrigger_e2e::proxy::*;
 use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
-use support::*;
 use tokio::io::AsyncWriteExt;
 
 fn rss_kib(pid: i32) -> u64 {

@@ -1,13 +1,11 @@
 //! Policy hot reload and graceful shutdown of the real proxy binary.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
+use outrigger_e2e::proxy::*;
 use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
-use support::*;
 
 const POLICY: &str = r#"
 apiVersion: outrigger.dev/v1alpha1
@@ -79,7 +77,7 @@ async fn invalid_policy_at_start_is_a_clear_error() {
         POLICY.replace("name: web}", "name: web}\n  retry: {attempts: many}"),
     )
     .unwrap();
-    let output = tokio::process::Command::new(BINARY)
+    let output = tokio::process::Command::new(proxy_binary())
         .arg(format!("--policy={}", path.display()))
         .arg("--inbound-addr=127.0.0.1:0")
         .arg("--outbound-addr=127.0.0.1:0")

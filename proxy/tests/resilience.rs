@@ -2,12 +2,10 @@
 //! fault-injecting upstream on loopback, and exact counts of what the upstream
 //! saw.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use outrigger_e2e::proxy::*;
 use outrigger_tools::fault_upstream::{Fault, FaultConfig, FaultUpstream, ResetPoint};
-use support::*;
 
 async fn upstream() -> FaultUpstream {
     FaultUpstream::start(loopback(0), FaultConfig::default())

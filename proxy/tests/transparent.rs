@@ -4,10 +4,8 @@
 //! the original destination read with SO_ORIGINAL_DST. The proxy marks its own
 //! upstream sockets, and the mark exempts them from the redirect (no loop).
 
-mod support;
-
-use support::netns::Netns;
-use support::*;
+use outrigger_e2e::netns::Netns;
+use outrigger_e2e::proxy::*;
 
 const MARK: &str = "0x4f52";
 
@@ -30,7 +28,7 @@ async fn redis_client_is_captured_by_the_outbound_listener() {
         "no",
     ]);
     let _proxy = ns.spawn(&[
-        BINARY,
+        proxy_binary(),
         "--outbound-mode=transparent",
         "--outbound-addr=127.0.0.1:4140",
         "--inbound-addr=127.0.0.1:4143",

@@ -1,14 +1,12 @@
 //! Traffic that is not plain request/response HTTP: WebSocket upgrades, CONNECT
 //! tunnels, and opaque TCP (a real redis-server), through the real binary.
 
-mod support;
-
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use outrigger_e2e::proxy::*;
 use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
-use support::*;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 use tokio::process::Command;

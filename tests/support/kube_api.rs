@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::free_port;
+
 /// Where the harness binaries are: the environment, else the build cache.
 struct Tools {
     apiserver: PathBuf,
@@ -46,14 +48,6 @@ fn tools() -> Option<Tools> {
 /// helm, installed beside kubectl by tests/apiserver/install-kubectl.sh.
 pub fn helm() -> Option<PathBuf> {
     locate("OUTRIGGER_HELM", cache_dir().join("bin/helm"))
-}
-
-/// A free loopback port (bound, then released for the child to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
 }
 
 /// Kills and reaps the child on drop.

@@ -1,8 +1,12 @@
-//! Helpers shared by the end-to-end tests: finding the workspace's binaries
-//! and running them on loopback port 0.
+//! The one test harness of the workspace: finding the workspace's binaries
+//! and running them on loopback port 0 (here), the proxy's integration tests
+//! (`proxy`), network namespaces (`netns`), a real Kubernetes API server
+//! (`kube_api`).
 #![forbid(unsafe_code)]
 
 pub mod kube_api;
+pub mod netns;
+pub mod proxy;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -49,6 +53,15 @@ pub fn require_tool(tool: &str) -> bool {
         "{tool} is not installed: run `bash tests/setup.sh` (as root) first"
     );
     found
+}
+
+/// A loopback port nobody listens on right now (bound, then released): for
+/// peers that cannot report a port of their own choosing.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
 }
 
 /// A fresh directory, unique within this process and across processes.

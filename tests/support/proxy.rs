@@ -1,10 +1,7 @@
-//! Shared by the proxy's integration tests: run the real `outrigger-proxy`
-//! binary on loopback ports and talk to it with real clients.
-#![allow(dead_code)]
+//! The proxy's integration tests: run the real `outrigger-proxy` binary on
+//! loopback ports, give it policy files, and talk to it with real clients.
 
-pub mod netns;
-
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -12,42 +9,29 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::{Child, Command};
 
-pub const BINARY: &str = env!("CARGO_BIN_EXE_outrigger-proxy");
+pub use crate::{free_port, require_tool, temp_dir};
 
-/// The `outrigger-tools` binary (the fault-injecting upstream, for tests that
-/// run it inside a network namespace), built once per test process so it is
-/// never stale.
-pub fn tools_binary() -> &'static str {
+/// The `outrigger-proxy` binary of this build.
+pub fn proxy_binary() -> &'static str {
     static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     PATH.get_or_init(|| {
-        // target/<profile>/deps/<test> → target/<profile>
-        let exe = std::env::current_exe().expect("test binary path");
-        let profile_dir = exe.parent().and_then(Path::parent).expect("target dir");
-        let mut build = std::process::Command::new(env!("CARGO"));
-        build.args([
-            "build",
-            "-q",
-            "-p",
-            "outrigger-tools",
-            "--bin",
-            "outrigger-tools",
-        ]);
-        if profile_dir.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "cargo build -p outrigger-tools failed");
-        profile_dir.join("outrigger-tools").display().to_string()
+        crate::binary("outrigger-proxy", "outrigger-proxy")
+            .expect("outrigger-proxy builds")
+            .display()
+            .to_string()
     })
 }
 
-/// A loopback port nobody listens on right now.
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+/// The `outrigger-tools` binary (the fault-injecting upstream, for tests
+/// that run it inside a network namespace).
+pub fn tools_binary() -> &'static str {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        crate::binary("outrigger-tools", "outrigger-tools")
+            .expect("outrigger-tools builds")
+            .display()
+            .to_string()
+    })
 }
 
 pub fn loopback(port: u16) -> SocketAddr {
@@ -68,7 +52,7 @@ impl ProxyProcess {
     pub async fn start(extra: &[&str]) -> ProxyProcess {
         let dir = temp_dir("proxy");
         let address_file = dir.join("addresses.json");
-        let mut command = Command::new(BINARY);
+        let mut command = Command::new(proxy_binary());
         command
             .arg("--inbound-addr=127.0.0.1:0")
             .arg("--outbound-addr=127.0.0.1:0")
@@ -178,20 +162,6 @@ pub async fn run(program: &str, args: &[&str]) -> String {
     String::from_utf8(output.stdout).expect("utf-8 output")
 }
 
-/// Fails the test when `tool` is not installed: a test that cannot run
-/// must not pass (`bash tests/setup.sh` installs every tool the tests use).
-pub fn require_tool(tool: &str) {
-    let found = std::process::Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false);
-    assert!(
-        found,
-        "{tool} is not installed: run `bash tests/setup.sh` (as root) first"
-    );
-}
-
 /// A file of `size` pseudo-random bytes, and its SHA-256 as hex.
 pub fn random_file(dir: &Path, name: &str, size: usize) -> (std::path::PathBuf, String) {
     use sha2::{Digest, Sha256};
@@ -212,15 +182,6 @@ pub fn random_file(dir: &Path, name: &str, size: usize) -> (std::path::PathBuf, 
     let path = dir.join(name);
     std::fs::write(&path, &data).unwrap();
     (path, digest)
-}
-
-/// A fresh directory, unique within this test process and across processes.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    static CREATED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = CREATED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-    let dir = std::env::temp_dir().join(format!("outrigger-{name}-{}-{n}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 /// A policy file in a fresh temporary directory; removed when dropped.
