@@ -329,9 +329,11 @@ async fn connections_beyond_the_limit_are_closed() {
     );
     // Closing one frees a slot.
     drop(held.pop());
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let (status, _) = raw_get(proxy.inbound, "/").await.unwrap();
-    assert_eq!(status, 200);
+    let inbound = proxy.inbound;
+    outrigger_e2e::wait_until(Duration::from_secs(5), "a slot freed", || async move {
+        matches!(raw_get(inbound, "/").await, Ok((200, _)))
+    })
+    .await;
 }
 
 /// A keep-alive upstream that counts the connections it accepted and the ones
