@@ -342,6 +342,47 @@ async fn write_status(api: Api<Pod>, name: String, mut rx: watch::Receiver<statu
     }
 }
 
+/// A Warning Event about `pod`, as the kubelet records one.
+async fn warn_event(node: &Node, pod: &Pod, reason: &str, message: &str) {
+    use k8s_openapi::api::core::v1::{Event, EventSource, ObjectReference};
+    let ns = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(Timestamp::now());
+    let event = Event {
+        metadata: k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta {
+            name: Some(format!(
+                "{name}.{}",
+                crate::controllers::suffix(crate::controllers::seed())
+            )),
+            namespace: Some(ns.clone()),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            api_version: Some("v1".into()),
+            kind: Some("Pod".into()),
+            name: Some(name.clone()),
+            namespace: Some(ns.clone()),
+            uid: pod.metadata.uid.clone(),
+            ..Default::default()
+        },
+        type_: Some("Warning".into()),
+        reason: Some(reason.into()),
+        message: Some(message.into()),
+        source: Some(EventSource {
+            component: Some("kubelet".into()),
+            host: Some(node.name.clone()),
+        }),
+        first_timestamp: Some(now.clone()),
+        last_timestamp: Some(now),
+        count: Some(1),
+        ..Default::default()
+    };
+    let api: Api<Event> = Api::namespaced(node.client.clone(), &ns);
+    if let Err(e) = api.create(&kube::api::PostParams::default(), &event).await {
+        tracing::debug!(pod = %name, error = %e, "event not recorded");
+    }
+}
+
 /// Runs `pod` until it completes or `stop` (deletion, node shutdown).
 pub async fn run(node: Arc<Node>, pod: Pod, stop: CancellationToken) {
     let name = pod.metadata.name.clone().unwrap_or_default();
@@ -400,10 +441,15 @@ pub async fn run(node: Arc<Node>, pod: Pod, stop: CancellationToken) {
         volumes::prepare_all(&node.client, &pod, &dir, node.access.as_ref()).await
     };
     match prepared.await {
-        Err(e) => ctx.update(|p| {
-            p.reason = Some("ContainerCreating".into());
-            p.message = Some(format!("{e:#}"));
-        }),
+        Err(e) => {
+            let message = format!("{e:#}");
+            tracing::warn!(pod = %name, error = %message, "volumes not prepared");
+            warn_event(&node, &pod, "FailedMount", &message).await;
+            ctx.update(|p| {
+                p.reason = Some("ContainerCreating".into());
+                p.message = Some(message);
+            })
+        }
         Ok(()) => {
             tokio::spawn(volumes::refresh_tokens(
                 node.client.clone(),

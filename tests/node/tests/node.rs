@@ -804,3 +804,61 @@ fn pods_reach_the_api_server_through_the_kubernetes_service() {
         );
     }
 }
+
+const NO_ACCOUNT: &str = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: lonely}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: tokenless, namespace: lonely}
+spec:
+  serviceAccountName: ghost
+  volumes:
+  - name: token
+    projected:
+      sources: [{serviceAccountToken: {audience: outrigger, expirationSeconds: 3600, path: token}}]
+  containers:
+  - name: app
+    image: outrigger/shell
+    command: [sh, -c, "echo should not run"]
+    volumeMounts: [{name: token, mountPath: /run/outrigger-testnode/mnt/token}]
+"#;
+
+#[test]
+fn a_token_that_cannot_be_issued_keeps_the_pod_pending_with_an_event() {
+    if !can_make_namespaces() {
+        return;
+    }
+    let Some(api) = KubeApi::start("testnode-tokenless") else {
+        return;
+    };
+    let state = api.dir.join("node");
+    let node = NodeProcess::start(&api, &state);
+    api.apply(NO_ACCOUNT);
+    let event = wait_for(Duration::from_secs(30), "FailedMount event", &node, || {
+        let events = api.get_json(&["-n", "lonely", "events"])?;
+        events["items"]
+            .as_array()?
+            .iter()
+            .find(|e| e["reason"] == "FailedMount" && e["involvedObject"]["name"] == "tokenless")
+            .cloned()
+    });
+    let message = event["message"].as_str().unwrap_or_default();
+    assert!(message.contains("TokenRequest"), "{event:#}");
+    assert!(message.contains("lonely/ghost"), "{event:#}");
+    let pod = api.get_json(&["-n", "lonely", "pod", "tokenless"]).unwrap();
+    assert_eq!(pod["status"]["phase"], "Pending", "{pod:#}");
+    assert!(
+        pod["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("TokenRequest"),
+        "{pod:#}"
+    );
+    assert!(
+        container(&pod, "containerStatuses", "app")["state"]["running"].is_null(),
+        "{pod:#}"
+    );
+}
