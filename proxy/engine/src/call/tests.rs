@@ -6,7 +6,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::{BodyExt, Full};
 
-use super::testing::{config, counter_with, retry_settings, stack, Scripted, Step};
+use super::testing::{breaker_config, config, counter_with, retry_settings, stack, Scripted, Step};
 use super::{now, serve, Cause};
 use crate::config::LimitSettings;
 use outrigger_http::error_response::{ProxyError, ERROR_HEADER};
@@ -73,4 +73,31 @@ async fn upstream_answers_are_not_proxy_errors() {
     let served = serve(&stack, &upstream, get(), now()).await;
     assert_eq!(served.error, Some(Cause::Proxy(ProxyError::ConnectFailure)));
     assert_eq!(served.response.status(), 502);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_probe_abandoned_at_the_deadline_frees_the_half_open_breaker() {
+    let mut config = breaker_config(false);
+    config.default_route.request_timeout = Some(Duration::from_secs(1));
+    let stack = stack(config, 1);
+    let steps = [Step::Status(500), Step::Status(500), Step::Hang];
+    let upstream = Scripted::new(steps);
+    for _ in 0..2 {
+        assert_eq!(serve(&stack, &upstream, get(), now()).await.error, None);
+    }
+    let open = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(open.error, Some(Cause::CircuitOpen));
+    assert_eq!(open.response.status(), 503);
+    assert_eq!(open.response.headers()["retry-after"], "5");
+
+    tokio::time::advance(Duration::from_secs(5)).await;
+    // The probe hangs; the request deadline abandons it.
+    let abandoned = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(abandoned.error, Some(Cause::Proxy(ProxyError::Timeout)));
+    // Its admission was released: the next request probes and closes the circuit.
+    let next = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(next.error, None);
+    assert_eq!(next.response.status(), 200);
+    let closed = serve(&stack, &upstream, get(), now()).await;
+    assert_eq!(closed.error, None);
 }
