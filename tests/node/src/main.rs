@@ -48,6 +48,18 @@ enum Command {
         patience_seconds: u64,
         urls: Vec<String>,
     },
+    /// Steady load: `--rate` GETs a second for `--seconds`; prints failures
+    /// and a summary line (requests, failed, p50, p99, statuses).
+    TestLoad {
+        #[arg(long, default_value_t = 40)]
+        rate: u32,
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+        /// Concurrent senders (open loop: each request has its due time).
+        #[arg(long, default_value_t = 8)]
+        workers: u32,
+        url: String,
+    },
 }
 
 fn main() -> Result<()> {
@@ -68,6 +80,12 @@ fn main() -> Result<()> {
             patience_seconds,
             urls,
         } => apps::client(&urls, Duration::from_secs(patience_seconds)),
+        Command::TestLoad {
+            rate,
+            seconds,
+            workers,
+            url,
+        } => apps::load(&url, rate, seconds, workers),
         Command::Run {
             node_name,
             network_id,

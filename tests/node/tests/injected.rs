@@ -14,83 +14,15 @@
 //! Needs root, `ip`, `iptables`, helm and curl.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::*;
 use outrigger_e2e::kube_api::KubeApi;
 use outrigger_e2e::{binary, workspace_root, Process};
 use serde_json::{json, Value};
-
-const RELEASE_NS: &str = "outrigger-system";
-const CONTROL_PLANE: &str = "https://outrigger-policy.outrigger-system.svc.cluster.local:8090";
-
-struct NodeProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn node_log(node: &NodeProcess) -> String {
-    std::fs::read_to_string(&node.log).unwrap_or_default()
-}
-
-/// Polls `f` every 100 ms until Some, for at most `limit`.
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    node: &NodeProcess,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; node log:\n{}",
-            node_log(node)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Text without terminal colour sequences.
-fn plain(text: &str) -> String {
-    let mut out = String::new();
-    let mut chars = text.chars();
-    while let Some(c) = chars.next() {
-        if c == '\u{1b}' {
-            for c in chars.by_ref() {
-                if c.is_ascii_alphabetic() {
-                    break;
-                }
-            }
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-fn stderr(out: &std::process::Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
 
 /// The chart's documents that this API server serves and `helm install`
 /// would create: TLS Secrets, ServiceAccount, Services, the webhook.
@@ -208,35 +140,6 @@ spec:
       exec sleep 600
 "#;
 
-fn ready(pod: &Value) -> bool {
-    pod["status"]["conditions"].as_array().is_some_and(|c| {
-        c.iter()
-            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-    })
-}
-
-fn metrics(ip: &str) -> String {
-    admin_metrics(ip, 4191)
-}
-
-fn admin_metrics(ip: &str, port: u16) -> String {
-    let out = Command::new("curl")
-        .args(["-sS", "--max-time", "5"])
-        .arg(format!("http://{ip}:{port}/metrics"))
-        .output()
-        .expect("curl runs");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// The value of the first sample of `name` whose labels contain `label`.
-fn sample(metrics: &str, name: &str, label: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(name) && l.contains(label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
     if !can_run() {
@@ -353,35 +256,6 @@ async fn an_injected_deployment_runs_and_is_called_through_both_proxies() {
     drop(node);
 }
 
-fn start_node(api: &KubeApi, state: &Path) -> NodeProcess {
-    let log = api.dir.join("logs/node.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
-        .args(["run", "--state-dir"])
-        .arg(state)
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("the node starts");
-    NodeProcess { child, log }
-}
-
-fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && outrigger_e2e::require_tool("ip")
-        && outrigger_e2e::require_tool("iptables")
-        && outrigger_e2e::require_tool("curl");
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root, ip, iptables and curl in CI"
-        );
-        eprintln!("SKIPPED: needs root, ip, iptables and curl");
-    }
-    ok
-}
-
 /// `helm install` of the chart: the operator runs as the chart's Deployment
 /// (two replicas, leader election) on the node, reaches the API server
 /// through the `kubernetes` Service with its service-account token, serves
@@ -405,37 +279,8 @@ async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
     let state = api.dir.join("node");
     let node = start_node(&api, &state);
     tokio::task::block_in_place(|| {
-        let began = Instant::now();
-        let cache = api.dir.join("helm-cache");
-        let chart = workspace_root().join("charts/outrigger");
-        let out = Command::new(helm)
-            .env("KUBECONFIG", &api.kubeconfig)
-            .env("HELM_CACHE_HOME", &cache)
-            .env("HELM_CONFIG_HOME", cache.join("config"))
-            .env("HELM_DATA_HOME", cache.join("data"))
-            .args(["install", "outrigger", chart.to_str().unwrap()])
-            .args(["--namespace", RELEASE_NS, "--create-namespace"])
-            .output()
-            .expect("helm runs");
-        assert!(out.status.success(), "helm install: {}", stderr(&out));
-        let out = api.kubectl(&[
-            "-n",
-            RELEASE_NS,
-            "rollout",
-            "status",
-            "deployment/outrigger-operator",
-            "--timeout=120s",
-        ]);
-        assert!(
-            out.status.success(),
-            "operator rollout: {}\nnode log:\n{}",
-            stderr(&out),
-            node_log(&node)
-        );
-        eprintln!(
-            "helm install to 2 ready operator pods: {:?}",
-            began.elapsed()
-        );
+        let took = helm_install(&api, &node, &helm);
+        eprintln!("helm install to 2 ready operator pods: {took:?}");
         let pods = api
             .get_json(&[
                 "-n",
