@@ -556,9 +556,13 @@ async fn run_cluster(
             }
         });
     }
+    // Tasks that must finish their goodbyes (release the Lease, delete this
+    // replica's report) after `stop`, before the process exits: otherwise the
+    // other replica waits out the lease instead of taking over at once.
+    let mut farewells = Vec::new();
     if args.leader_election {
         // Other replicas' proxies reach status.proxies through these reports.
-        tokio::spawn(proxy_reports::publish(
+        farewells.push(tokio::spawn(proxy_reports::publish(
             client.clone(),
             proxy_reports::ReportConfig {
                 namespace: args.lease_namespace.clone(),
@@ -569,7 +573,7 @@ async fn run_cluster(
             hub.clone(),
             report_acks,
             stop.clone(),
-        ));
+        )));
         let config = leader::LeaseConfig {
             namespace: args.lease_namespace.clone(),
             name: args.lease_name.clone(),
@@ -578,7 +582,7 @@ async fn run_cluster(
             renew_every: args.lease_renew,
         };
         let (metrics, trigger) = (metrics.clone(), trigger.clone());
-        tokio::spawn(leader::run(
+        farewells.push(tokio::spawn(leader::run(
             client.clone(),
             config,
             leadership.clone(),
@@ -588,7 +592,7 @@ async fn run_cluster(
                 trigger.notify_one();
             },
             stop.clone(),
-        ));
+        )));
     } else {
         leadership.force(true);
         metrics.leader.set(1);
@@ -607,8 +611,19 @@ async fn run_cluster(
         hub,
         identity,
     });
-    cluster::run(ctx, stores, stop).await
+    let result = cluster::run(ctx, stores, stop).await;
+    let goodbyes = futures_util::future::join_all(farewells);
+    if tokio::time::timeout(FAREWELL_LIMIT, goodbyes)
+        .await
+        .is_err()
+    {
+        tracing::warn!("lease release did not finish in time; the lease will expire instead");
+    }
+    result
 }
+
+/// How long shutdown waits for the Lease release and report deletion.
+const FAREWELL_LIMIT: Duration = Duration::from_secs(5);
 
 #[cfg(test)]
 mod tests {
