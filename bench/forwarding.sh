@@ -11,13 +11,16 @@
 # upstreams on core 1.
 #
 #   bash bench/forwarding.sh [seconds-per-run] [rounds]
+#
+# OUTRIGGER_PROXY_BIN measures another build of the proxy (e.g. an older
+# commit's, built elsewhere) against the same upstreams.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SECS=${1:-10}
 ROUNDS=${2:-2}
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 1; }
 cargo build --release -q -p outrigger-proxy -p outrigger-tools
-BIN=target/release/outrigger-proxy
+BIN=${OUTRIGGER_PROXY_BIN:-target/release/outrigger-proxy}
 TOOLS=target/release/outrigger-tools
 WORK=$(mktemp -d)
 
