@@ -8,7 +8,7 @@
 //! route for the bridge's /24 and for the ClusterIP range only (no default
 //! route, no NAT to the outside, host forwarding untouched).
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 use std::fs::File;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -55,7 +55,11 @@ pub struct Network {
     pub id: u8,
     pub bridge: String,
     pub host_ip: Ipv4Addr,
-    free: std::sync::Mutex<BTreeSet<u8>>,
+    /// Free host numbers, the longest free first: an address is reused as
+    /// late as possible, since neighbours (the host, other pods) may still
+    /// hold the removed pod's MAC for it and would send the new pod's
+    /// traffic nowhere until their ARP entry expires.
+    free: std::sync::Mutex<VecDeque<u8>>,
     _lock: Flock<File>,
 }
 
@@ -179,9 +183,19 @@ impl Network {
             .free
             .lock()
             .unwrap()
-            .pop_first()
+            .pop_front()
             .context("the pod address range is exhausted")?;
         let ip = Ipv4Addr::new(10, 77, self.id, last);
+        // The host's neighbour entry of an earlier pod with this address.
+        let _ = run(&[
+            "ip",
+            "neigh",
+            "flush",
+            "to",
+            &ip.to_string(),
+            "dev",
+            &self.bridge,
+        ]);
         let netns = format!("{}-pod{last}", prefix(self.id));
         let host_veth = format!("{}-v{last}", prefix(self.id));
         let pod = PodNet {
@@ -222,7 +236,7 @@ impl Network {
     pub fn remove_pod(&self, pod: &PodNet) {
         remove_netns(&pod.netns);
         let _ = run(&["ip", "link", "del", &pod.host_veth]);
-        self.free.lock().unwrap().insert(pod.ip.octets()[3]);
+        self.free.lock().unwrap().push_back(pod.ip.octets()[3]);
     }
 }
 

@@ -170,3 +170,167 @@ pub fn helm_install(api: &KubeApi, node: &NodeProcess, helm: &Path) -> Duration 
     );
     began.elapsed()
 }
+
+// The user's path (user_path.rs, soak.rs): a policy `web` on the Service
+// web in namespace shop, web pods, load-generating client pods.
+
+/// The policy `web` on the Service web with `spec` (YAML lines, indented 2).
+pub fn policy(spec: &str) -> String {
+    format!(
+        "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: web, namespace: shop}}\nspec:\n  targetRef: {{kind: Service, name: web}}\n{spec}"
+    )
+}
+
+/// Generation and (observedGeneration, current, total) of the policy.
+pub fn policy_status(api: &KubeApi) -> Option<(i64, i64, i64, i64)> {
+    let rp = api.get_json(&["-n", "shop", "rp", "web"])?;
+    Some((
+        rp["metadata"]["generation"].as_i64()?,
+        rp["status"]["observedGeneration"].as_i64().unwrap_or(0),
+        rp["status"]["proxies"]["current"].as_i64().unwrap_or(-1),
+        rp["status"]["proxies"]["total"].as_i64().unwrap_or(-1),
+    ))
+}
+
+/// Waits until the policy's current generation is observed and every one of
+/// `proxies` proxies has acknowledged it; returns the time it took.
+pub fn acknowledged(api: &KubeApi, node: &NodeProcess, proxies: i64, what: &str) -> Duration {
+    let began = Instant::now();
+    let mut last = None;
+    wait_for(Duration::from_secs(60), what, node, || {
+        let s = policy_status(api);
+        if s != last {
+            eprintln!("{what}: {:?} (generation, observed, current, total)", s);
+            last = s;
+        }
+        let (generation, observed, current, total) = s?;
+        (observed == generation && current == proxies && total == proxies).then_some(())
+    });
+    began.elapsed()
+}
+
+pub fn web_pods(api: &KubeApi) -> Vec<Value> {
+    api.get_json(&["-n", "shop", "pods", "-l", "app=web"])
+        .and_then(|l| l["items"].as_array().cloned())
+        .unwrap_or_default()
+}
+
+/// Waits for exactly `n` web pods, all Ready; returns their IPs.
+pub fn web_ready(api: &KubeApi, node: &NodeProcess, n: usize, what: &str) -> Vec<String> {
+    wait_for(Duration::from_secs(120), what, node, || {
+        let pods = web_pods(api);
+        (pods.len() == n && pods.iter().all(ready)).then(|| {
+            pods.iter()
+                .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+                .collect()
+        })
+    })
+}
+
+/// The sum of the web apps' `/failures` counters (read from the node through
+/// each server pod's inbound proxy).
+pub fn app_failures(ips: &[String]) -> u64 {
+    ips.iter()
+        .map(|ip| {
+            let out = std::process::Command::new("curl")
+                .args(["-sS", "--max-time", "5"])
+                .arg(format!("http://{ip}:8080/failures"))
+                .output()
+                .expect("curl runs");
+            let text = String::from_utf8_lossy(&out.stdout);
+            text.trim()
+                .parse::<u64>()
+                .unwrap_or_else(|_| panic!("{ip}/failures: {text:?}"))
+        })
+        .sum()
+}
+
+/// A client pod `name` that runs `test-load` against `url` (`rate` a second
+/// for `seconds`), then prints `done` and sleeps.
+pub fn start_load(api: &KubeApi, name: &str, url: &str, rate: u32, seconds: u64) {
+    let pod = format!(
+        r#"
+apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, namespace: shop, labels: {{app: client}}}}
+spec:
+  terminationGracePeriodSeconds: 1
+  restartPolicy: Never
+  containers:
+  - name: app
+    image: outrigger/shell
+    command:
+    - sh
+    - -c
+    - |
+      echo started
+      outrigger-testnode test-load --rate {rate} --seconds {seconds} {url}
+      echo done
+      exec sleep 600
+"#
+    );
+    api.apply(&pod);
+}
+
+pub fn pod_log(api: &KubeApi, state: &Path, name: &str) -> String {
+    let Some(pod) = api.get_json(&["-n", "shop", "pod", name]) else {
+        return String::new();
+    };
+    let uid = pod["metadata"]["uid"].as_str().unwrap_or_default();
+    std::fs::read_to_string(state.join(format!("pods/shop_{name}_{uid}/logs/app.log")))
+        .unwrap_or_default()
+}
+
+/// Waits for the client pod's load summary; returns (summary, full log).
+pub fn load_result(
+    api: &KubeApi,
+    node: &NodeProcess,
+    state: &Path,
+    name: &str,
+    limit: Duration,
+) -> (LoadSummary, String) {
+    let log = wait_for(limit, &format!("{name}'s load"), node, || {
+        let log = pod_log(api, state, name);
+        log.contains("\ndone").then_some(log)
+    });
+    let line = log
+        .lines()
+        .find(|l| l.starts_with("load: "))
+        .unwrap_or_else(|| panic!("no summary in {log}"));
+    eprintln!("{name}: {line}");
+    let field = |k: &str| -> String {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(&format!("{k}=")))
+            .unwrap_or_default()
+            .to_string()
+    };
+    let summary = LoadSummary {
+        requests: field("requests").parse().unwrap(),
+        failed: field("failed").parse().unwrap(),
+        p99_ms: field("p99_ms").parse().unwrap(),
+        statuses: field("statuses"),
+    };
+    (summary, log)
+}
+
+pub struct LoadSummary {
+    pub requests: u64,
+    pub failed: u64,
+    pub p99_ms: f64,
+    pub statuses: String,
+}
+
+impl LoadSummary {
+    pub fn count(&self, key: &str) -> u64 {
+        self.statuses
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .filter(|(k, _)| *k == key)
+            .filter_map(|(_, v)| v.parse::<u64>().ok())
+            .sum()
+    }
+}
+
+pub fn delete_pod(api: &KubeApi, name: &str) {
+    api.kubectl_ok(&["-n", "shop", "delete", "pod", name, "--wait=false"]);
+}
