@@ -22,8 +22,9 @@ profile=()
 if [ "${SOAK_PROFILE:-dev}" = release ]; then
     profile=(--release)
 fi
-# The programs the node runs for the images, built with the same profile.
-cargo build --locked "${profile[@]}" -p outrigger-proxy --bin outrigger-proxy \
-    -p outrigger-operator --bin outrigger-operator -p outrigger-testnode
+# The programs the node runs for the images, built as the tests build them
+# (one package at a time, so with the same features).
+cargo build --locked "${profile[@]}" -p outrigger-proxy --bin outrigger-proxy
+cargo build --locked "${profile[@]}" -p outrigger-operator --bin outrigger-operator
 cargo test --locked "${profile[@]}" -p outrigger-testnode --test soak -- \
     --ignored --nocapture 2>&1 | grep --line-buffered -E '^SOAK|panicked|test result'
