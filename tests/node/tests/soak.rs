@@ -259,7 +259,9 @@ fn soak() {
         "SOAK result: requests={} failed={} p99_ms={} policy_edits={edits} web_pods_deleted={deleted} leader_pods_deleted={leaders}",
         summary.requests, summary.failed, summary.p99_ms
     );
-    eprintln!("SOAK statuses: {}", summary.statuses);
+    if let Some(line) = log.lines().find(|l| l.starts_with("load: ")) {
+        eprintln!("SOAK {line}");
+    }
     for f in failures {
         eprintln!("SOAK {f}");
     }

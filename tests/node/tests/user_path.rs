@@ -14,7 +14,12 @@
 //!    failed request;
 //! 5. a Job with the injected native sidecar completes, its pod Succeeded;
 //! 6. outage: the operator scaled to 0 under load, traffic goes on with the
-//!    last policy; scaled back, the proxies resync and status is right.
+//!    last policy; a server pod's proxy killed meanwhile is restarted by the
+//!    node and starts from its state dir; scaled back, the proxies resync
+//!    and status is right.
+//!
+//! Not here: a token of another namespace refused (403) on a pod's inbound
+//! policy, done from a pod (tests/workloads.rs checks it process-level).
 //!
 //! Simulated (see docs/architecture.md, "Testing on one machine"): the
 //! kubelet, scheduler, kube-proxy, EndpointSlice/Deployment/Job controllers
@@ -62,6 +67,42 @@ spec:
           httpGet: {path: /, port: http}
           periodSeconds: 1
 "#;
+
+/// The pid of pod `pod`'s proxy: a descendant of `root` named
+/// outrigger-proxy with `POD_NAME=<pod>` in its environment.
+fn proxy_pid(root: u32, pod: &str) -> Option<u32> {
+    let want = format!("POD_NAME={pod}");
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_string_lossy().parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+        let ours = comm.trim() == "outrigger-proxy"
+            && environ.split(|b| *b == 0).any(|kv| kv == want.as_bytes());
+        (ours && descends(pid, root)).then_some(pid)
+    })
+}
+
+fn descends(mut pid: u32, root: u32) -> bool {
+    for _ in 0..64 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some(ppid) = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1)?.parse::<u32>().ok())
+        else {
+            return false;
+        };
+        if ppid == root {
+            return true;
+        }
+        if ppid <= 1 {
+            return false;
+        }
+        pid = ppid;
+    }
+    false
+}
 
 #[test]
 fn the_users_path_on_one_machine() {
@@ -187,7 +228,11 @@ fn the_users_path_on_one_machine() {
 
     // 4. Churn under steady load: 30 req/s for 40 s while the Deployment is
     // scaled 3 -> 2, a pod deleted, and the template changed (rolling update).
-    api.apply(&policy("  timeouts: {request: 7s}\n"));
+    // With retries (absent, a policy retries nothing): connect failures
+    // and 502/503/504 retried by the client's proxy, as a user would set.
+    api.apply(&policy(
+        "  timeouts: {request: 7s}\n  retry: {attempts: 2, backoff: {base: 5ms, max: 50ms}}\n",
+    ));
     api.kubectl_ok(&["-n", "shop", "scale", "deployment/web", "--replicas=3"]);
     web_ready(&api, &node, 3, "3 web pods");
     start_load(&api, "steady", "http://web.shop.svc.cluster.local/", 30, 40);
@@ -316,6 +361,47 @@ spec:
     });
     let down = Instant::now();
     eprintln!("outage: operator down");
+    // A server pod's proxy dies meanwhile (SIGKILL to that process, found
+    // among the node's descendants by its POD_NAME): the node restarts the
+    // native sidecar (restartPolicy Always) and it starts from its state dir,
+    // the operator being down.
+    let victim = web_pods(&api)[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let pid = proxy_pid(node.child.id(), &victim).expect("the web pod's proxy process");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let config = wait_for(Duration::from_secs(60), "proxy restarted", &node, || {
+        let pod = api.get_json(&["-n", "shop", "pod", &victim])?;
+        let proxy = pod["status"]["initContainerStatuses"]
+            .as_array()?
+            .iter()
+            .find(|c| c["name"] == "outrigger-proxy")?
+            .clone();
+        if proxy["restartCount"].as_i64()? < 1 || proxy["started"] != true {
+            return None;
+        }
+        let ip = pod["status"]["podIP"].as_str()?;
+        let out = std::process::Command::new("curl")
+            .args(["-sS", "--max-time", "5"])
+            .arg(format!("http://{ip}:4191/config"))
+            .output()
+            .expect("curl runs");
+        let config = String::from_utf8_lossy(&out.stdout).into_owned();
+        config.contains("\"control\"").then_some(config)
+    });
+    eprintln!(
+        "outage: {victim}'s proxy killed (pid {pid}), restarted after {:?}; /config: {config}",
+        down.elapsed()
+    );
+    assert!(
+        config.contains("\"state-dir\""),
+        "the restarted proxy loaded its state dir: {config}"
+    );
     // Policy edits while the operator is down reach nobody.
     api.kubectl_ok(&[
         "-n",
