@@ -298,12 +298,13 @@ async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
             .collect();
         assert_eq!(names.len(), 2, "{pods:#}");
         // One replica leads (its pod name in the Lease).
+        // The leader election Lease (the replicas' proxy-report Leases carry
+        // holders too).
         let holder = wait_for(Duration::from_secs(60), "a leader", &node, || {
-            let leases = api.get_json(&["-n", RELEASE_NS, "leases"])?;
-            leases["items"]
-                .as_array()?
-                .iter()
-                .find_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            let lease = api.get_json(&["-n", RELEASE_NS, "lease", "outrigger-operator"])?;
+            lease["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_string)
                 .filter(|h| names.contains(h))
         });
         eprintln!("leader: {holder}");
@@ -345,11 +346,10 @@ async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
         let began = Instant::now();
         api.kubectl_ok(&["-n", RELEASE_NS, "delete", "pod", &holder, "--wait=false"]);
         let next = wait_for(Duration::from_secs(60), "a new leader", &node, || {
-            let leases = api.get_json(&["-n", RELEASE_NS, "leases"])?;
-            leases["items"]
-                .as_array()?
-                .iter()
-                .find_map(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string))
+            let lease = api.get_json(&["-n", RELEASE_NS, "lease", "outrigger-operator"])?;
+            lease["spec"]["holderIdentity"]
+                .as_str()
+                .map(str::to_string)
                 .filter(|h| *h != holder)
         });
         eprintln!("leadership moved to {next} after {:?}", began.elapsed());

@@ -224,14 +224,11 @@ fn soak() {
             next_delete += Duration::from_secs(30);
         }
         if now >= next_leader {
-            let holder = api.get_json(&["-n", RELEASE_NS, "leases"]).and_then(|l| {
-                l["items"].as_array()?.iter().find_map(|l| {
-                    l["spec"]["holderIdentity"]
-                        .as_str()
-                        .filter(|h| h.starts_with("outrigger-operator-"))
-                        .map(str::to_string)
-                })
-            });
+            // The leader election Lease's holder (the replicas'
+            // proxy-report Leases carry holders too).
+            let holder = api
+                .get_json(&["-n", RELEASE_NS, "lease", "outrigger-operator"])
+                .and_then(|l| l["spec"]["holderIdentity"].as_str().map(str::to_string));
             if let Some(holder) = holder {
                 let out =
                     api.kubectl(&["-n", RELEASE_NS, "delete", "pod", &holder, "--wait=false"]);
