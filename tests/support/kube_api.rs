@@ -70,6 +70,24 @@ pub struct KubeApi {
     pub dir: PathBuf,
 }
 
+/// Stops both processes, then removes the directory: etcd preallocates over
+/// 100 MiB, and a test run starts dozens of API servers. A failed test keeps
+/// its logs (set OUTRIGGER_KEEP_KUBE=1 to keep every directory).
+impl Drop for KubeApi {
+    fn drop(&mut self) {
+        for process in [&mut self._apiserver.0, &mut self._etcd.0] {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+        if std::thread::panicking() || std::env::var_os("OUTRIGGER_KEEP_KUBE").is_some() {
+            eprintln!("API server files kept in {}", self.dir.display());
+            let _ = std::fs::remove_dir_all(self.dir.join("etcd"));
+        } else {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
 impl KubeApi {
     /// Starts a fresh API server. A missing harness fails the test (a test
     /// that cannot run must not pass); `tests/run.sh` builds it. Always
