@@ -2,96 +2,17 @@
 //! with kubectl run as processes in their own network namespaces, reach a
 //! Service by its DNS names through the node's Service rules, and follow the
 //! kubelet's order (init containers, native sidecars, apps).
-//! Needs root, `ip` and `iptables`; skipped without them outside CI.
+//! Needs root, `ip`, `iptables` and `curl`; fails without them.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{require_node_tools, wait_for, NodeProcess};
 use outrigger_e2e::kube_api::KubeApi;
 use serde_json::Value;
-
-/// The node process: SIGTERM on drop, so it removes its network.
-struct NodeProcess {
-    child: Child,
-    log: PathBuf,
-}
-
-impl NodeProcess {
-    fn start(api: &KubeApi, state: &Path) -> NodeProcess {
-        let log = api.dir.join("logs/node.log");
-        let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
-            .args(["run", "--state-dir"])
-            .arg(state)
-            .env("KUBECONFIG", &api.kubeconfig)
-            .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .expect("the node starts");
-        NodeProcess { child, log }
-    }
-
-    /// Stops the node the way an operator would; true if it exited in time.
-    fn stop(&mut self) -> bool {
-        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        false
-    }
-}
-
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            self.stop();
-        }
-    }
-}
-
-/// Root and iproute2/iptables, or a skip (a failure in CI).
-fn can_make_namespaces() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && outrigger_e2e::require_tool("ip")
-        && outrigger_e2e::require_tool("iptables");
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the test node needs root, ip and iptables in CI"
-        );
-        eprintln!("SKIPPED: the test node needs root, ip and iptables");
-    }
-    ok
-}
-
-/// Polls `f` until it returns Some, for at most `limit`.
-fn wait_for<T>(
-    limit: Duration,
-    what: &str,
-    node: &NodeProcess,
-    mut f: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{what}: not within {limit:?}; node log:\n{}",
-            std::fs::read_to_string(&node.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 fn condition(pod: &Value, kind: &str) -> bool {
     pod["status"]["conditions"]
@@ -191,9 +112,7 @@ spec:
 
 #[test]
 fn pods_run_reach_a_service_by_dns_name_and_are_removed_on_deletion() {
-    if !can_make_namespaces() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode") else {
         return;
     };
@@ -394,9 +313,7 @@ spec:
 
 #[test]
 fn failing_containers_restart_per_policy_and_liveness() {
-    if !can_make_namespaces() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-restarts") else {
         return;
     };
@@ -430,16 +347,15 @@ fn failing_containers_restart_per_policy_and_liveness() {
     );
 }
 
-/// Whether the test API server serves `resource` (kubectl api-resources).
-fn served(api: &KubeApi, resource: &str) -> bool {
+/// Fails unless the test API server serves `resource` (kubectl api-resources).
+fn require_served(api: &KubeApi, resource: &str) {
     let out = api.kubectl(&["api-resources", "-o", "name"]);
-    let ok = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l == resource);
-    if !ok {
-        eprintln!("SKIPPED: the test API server does not serve {resource} yet");
-    }
-    ok
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l == resource),
+        "the test API server does not serve {resource}"
+    );
 }
 
 /// The pod's log file for `container`.
@@ -565,15 +481,11 @@ fn ready_endpoints(api: &KubeApi) -> usize {
 
 #[test]
 fn deployments_scale_and_roll_out_without_a_failed_request() {
-    if !can_make_namespaces() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-deploy") else {
         return;
     };
-    if !served(&api, "deployments.apps") {
-        return;
-    }
+    require_served(&api, "deployments.apps");
     let state = api.dir.join("node");
     let node = NodeProcess::start(&api, &state);
     let began = Instant::now();
@@ -708,15 +620,11 @@ spec:
 
 #[test]
 fn a_job_runs_its_pods_to_completion() {
-    if !can_make_namespaces() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-job") else {
         return;
     };
-    if !served(&api, "jobs.batch") {
-        return;
-    }
+    require_served(&api, "jobs.batch");
     let state = api.dir.join("node");
     let node = NodeProcess::start(&api, &state);
     api.apply(JOB);
@@ -775,9 +683,7 @@ spec:
 
 #[test]
 fn pods_reach_the_api_server_through_the_kubernetes_service() {
-    if !can_make_namespaces() || !outrigger_e2e::require_tool("curl") {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-inside") else {
         return;
     };
@@ -828,9 +734,7 @@ spec:
 
 #[test]
 fn a_token_that_cannot_be_issued_keeps_the_pod_pending_with_an_event() {
-    if !can_make_namespaces() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-tokenless") else {
         return;
     };

@@ -157,13 +157,13 @@ fn soak() {
         .ok()
         .and_then(|m| m.parse().ok())
         .unwrap_or(500);
-    assert!(can_run(), "the soak needs root, ip, iptables and curl");
+    require_node_tools();
     let api = outrigger_e2e::kube_api::KubeApi::start("testnode-soak").expect("the API server");
     let helm = outrigger_e2e::kube_api::helm().expect("helm");
     binary("outrigger-proxy", "outrigger-proxy").expect("the proxy builds");
     binary("outrigger-operator", "outrigger-operator").expect("the operator builds");
     let state = api.dir.join("node");
-    let node = start_node(&api, &state);
+    let node = NodeProcess::start(&api, &state);
     let root = node.child.id();
     helm_install(&api, &node, &helm);
     api.apply(APPS);

@@ -106,21 +106,16 @@ fn descends(mut pid: u32, root: u32) -> bool {
 
 #[test]
 fn the_users_path_on_one_machine() {
-    if !can_run() {
-        return;
-    }
+    require_node_tools();
     let Some(api) = KubeApi::start("testnode-user-path") else {
         return;
     };
-    let Some(helm) = outrigger_e2e::kube_api::helm() else {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "helm in CI");
-        eprintln!("SKIPPED: no helm");
-        return;
-    };
+    let helm = outrigger_e2e::kube_api::helm()
+        .expect("no helm: run bash tests/apiserver/install-kubectl.sh (tests/run.sh does)");
     binary("outrigger-proxy", "outrigger-proxy").expect("the proxy builds");
     binary("outrigger-operator", "outrigger-operator").expect("the operator builds");
     let state = api.dir.join("node");
-    let node = start_node(&api, &state);
+    let node = NodeProcess::start(&api, &state);
     let took = helm_install(&api, &node, &helm);
     eprintln!("helm install to 2 ready operator pods: {took:?}");
     api.apply(APPS);

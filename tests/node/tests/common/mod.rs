@@ -17,19 +17,45 @@ pub struct NodeProcess {
     pub log: PathBuf,
 }
 
-impl Drop for NodeProcess {
-    fn drop(&mut self) {
+impl NodeProcess {
+    /// Runs the node against `api`, its pods' files under `state`.
+    pub fn start(api: &KubeApi, state: &Path) -> NodeProcess {
+        let log = api.dir.join("logs/node.log");
+        let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
+            .args(["run", "--state-dir"])
+            .arg(state)
+            .env("KUBECONFIG", &api.kubeconfig)
+            .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("the node starts");
+        NodeProcess { child, log }
+    }
+
+    /// Stops the node the way an operator would (SIGTERM, so it removes its
+    /// network); true if it exited within a minute, else it is killed.
+    pub fn stop(&mut self) -> bool {
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                return true;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
         let _ = self.child.wait();
+        false
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.stop();
+        }
     }
 }
 
@@ -109,33 +135,16 @@ pub fn sample(metrics: &str, name: &str, label: &str) -> f64 {
         .sum()
 }
 
-pub fn start_node(api: &KubeApi, state: &Path) -> NodeProcess {
-    let log = api.dir.join("logs/node.log");
-    let child = Command::new(env!("CARGO_BIN_EXE_outrigger-testnode"))
-        .args(["run", "--state-dir"])
-        .arg(state)
-        .env("KUBECONFIG", &api.kubeconfig)
-        .env("OUTRIGGER_LOG", "info,kube=warn,outrigger_testnode=debug")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("the node starts");
-    NodeProcess { child, log }
-}
-
-pub fn can_run() -> bool {
-    let ok = nix::unistd::geteuid().is_root()
-        && outrigger_e2e::require_tool("ip")
-        && outrigger_e2e::require_tool("iptables")
-        && outrigger_e2e::require_tool("curl");
-    if !ok {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "needs root, ip, iptables and curl in CI"
-        );
-        eprintln!("SKIPPED: needs root, ip, iptables and curl");
+/// Fails the test without root, ip, iptables and curl: a test that cannot
+/// run must not pass (`bash tests/setup.sh` installs the tools).
+pub fn require_node_tools() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "the test node needs root (network namespaces)"
+    );
+    for tool in ["ip", "iptables", "curl"] {
+        outrigger_e2e::require_tool(tool);
     }
-    ok
 }
 
 /// `helm install` of the chart into RELEASE_NS (helm's caches under the API
