@@ -217,10 +217,17 @@ async fn backoff_gaps_and_total_time_are_bounded() {
     }
 
     // The whole call, retries and backoff included, stays within `request`.
+    // Each attempt takes 40 ms to fail, so eleven attempts cannot fit in
+    // 300 ms whatever the jitter draws (full jitter may pick zero backoff
+    // every time: without the delay the deadline would cut nothing).
     let spec = "  timeouts: {request: 300ms}\n  retry: {attempts: 10, backoff: {base: 100ms, max: 100ms}}\n";
     let slow_app = upstream().await;
     let (proxy, _file) = caller_proxy(&slow_app, spec).await;
-    slow_app.set_script(statuses(20, 503));
+    slow_app.set_script(
+        (0..20)
+            .map(|_| Fault::parse("status=503; delay=40ms").unwrap())
+            .collect(),
+    );
     let started = Instant::now();
     let (status, _, _) = get(&proxy).await;
     let took = started.elapsed();
