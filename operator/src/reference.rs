@@ -18,8 +18,57 @@ pub fn policy_reference() -> String {
     walk(&mut out, "spec", schema);
     out.push_str("\n## Cross-field rules (checked by the API server)\n\n");
     rules(&mut out, "spec", schema);
+    out.push_str(SEMANTICS);
     out
 }
+
+/// What the schema cannot say: where a policy's state lives, and what
+/// `mode: DryRun` covers.
+const SEMANTICS: &str = "
+## Where a policy's state lives
+
+Each proxy keeps one state per Service port a policy applies to: one circuit
+breaker, retry budget, outlier detector and set of latency estimates in each
+calling pod's proxy, one concurrency limit and rate-limit bucket in each of
+the Service's pods' proxies. Metrics name it in their `destination` label.
+
+- Outbound (calling side), every way of reaching the Service port is the same
+  state: `web`, `web.shop`, `web.shop.svc`, `web.shop.svc.cluster.local`
+  and, with the control plane, its ClusterIP. The label is the canonical
+  `web.shop.svc.cluster.local:80`. A destination that is not a known Service
+  (an external host) has a state of its own, named by the address connected
+  to; the number of such labels is capped (`--max-destination-labels`, then
+  `other`).
+- Inbound (the Service's pods), the state belongs to the pod's own Service and
+  the port traffic came to. The request's Host header never selects it: a
+  client cannot get a fresh rate-limit bucket, another policy or another
+  metric series by changing it.
+- WebSocket upgrades and CONNECT tunnels pass the same rate limit and
+  concurrency limit as plain requests, and hold their concurrency slot while
+  open.
+- State survives policy edits that leave its parameters unchanged, and
+  endpoints that stay in a changing endpoint set keep their ejection, failure
+  streak and latency estimate.
+
+## DryRun
+
+`mode: DryRun` lets everything through and counts what Enforce would have
+done in `outrigger_dry_run_would_reject_total{reason}`:
+
+| field | reason | counted when |
+|---|---|---|
+| `rateLimit` | `rate-limited` | a request finds the bucket empty |
+| `limits` | `queue-full`, `pending-timeout` | a request would be shed |
+| `circuitBreaker` | `circuit-open` | an attempt meets an open (or full half-open) breaker |
+| `retry.budget` | `budget-exhausted` | a retry exceeds the budget (it is sent) |
+| `outlierDetection` | `outlier-ejected` | an attempt goes to an ejected endpoint while another is available |
+
+The breaker and the outlier detector run as under Enforce, so
+`outrigger_circuit_state`, `outrigger_circuit_transitions_total`,
+`outrigger_ejections_total` and `outrigger_ejected_endpoints` show what
+Enforce would do; each DryRun ejection is also logged. Timeouts and retries
+act under DryRun as under Enforce.
+";
 
 fn type_of(schema: &Value) -> String {
     match schema["type"].as_str() {

@@ -1,5 +1,6 @@
-//! Where a request goes: the address to connect to, and the name policies and
-//! metrics know the destination by.
+//! Where a request goes: the address to connect to, and the name the request
+//! used (outbound, the engine finds the Service, its policy and its state
+//! from it; see `outrigger_engine::cache::locate`).
 
 use std::net::SocketAddr;
 

@@ -12,13 +12,12 @@ use crate::connection::ConnectionContext;
 use crate::destination;
 use crate::state::ProxyState;
 use crate::upgrade;
-use outrigger_engine::call::call;
+use outrigger_engine::call::{admit, call};
 use outrigger_engine::route_memo::Resolved;
 use outrigger_engine::stack::DestinationStack;
 use outrigger_http::body::ProxyBody;
 use outrigger_http::error_response::{grpc_error, is_grpc, ErrorResponse, ERROR_HEADER};
 use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
-use outrigger_proxy_core::addr::Destination;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::status_class;
 
@@ -105,9 +104,8 @@ impl Answered {
     }
 }
 
-/// The destination's metric label, the stack that served the request
-/// (tunnels and upgrades are forwarded without one), the response, and who
-/// answered it.
+/// The destination's metric label, the stack that served the request, the
+/// response, and who answered it.
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
@@ -120,38 +118,37 @@ async fn route(
     Response<ProxyBody>,
     Answered,
 ) {
-    let destination = &resolved.destination;
-    if request.method() == Method::CONNECT {
-        let label = destination_label(state, destination);
-        let destination = destination.clone();
-        let response = match conn.direction {
-            // An explicit proxy's CONNECT opens a tunnel to the named authority.
-            Direction::Outbound => upgrade::tunnel(state, destination, request).await,
-            // Towards the app, CONNECT is the app's business: pass it through.
-            Direction::Inbound => upgrade::forward_upgrade(state, destination, request).await,
+    let stack = state.engine.stack(conn.direction, &resolved).await;
+    let label = stack.label.clone();
+    let connect = request.method() == Method::CONNECT;
+    if connect || (request.version() <= Version::HTTP_11 && wants_upgrade(request.headers())) {
+        // Upgrades and tunnels meet the same rate and concurrency limits as
+        // plain requests, and hold their slot while they are open.
+        let slot = match admit(&stack).await {
+            Ok(slot) => slot,
+            Err(served) => {
+                let cause = served.error.map_or("other", |c| c.as_str());
+                return (label, Some(stack), served.response, Answered::Proxy(cause));
+            }
         };
-        return (label, None, response, Answered::Tunnel);
-    }
-    if request.version() <= Version::HTTP_11 && wants_upgrade(request.headers()) {
-        let label = destination_label(state, destination);
-        let response = upgrade::forward_upgrade(state, destination.clone(), request).await;
-        return (label, None, response, Answered::Tunnel);
+        let destination = resolved.destination.clone();
+        let response = match (connect, conn.direction) {
+            // An explicit proxy's CONNECT opens a tunnel to the named authority.
+            (true, Direction::Outbound) => {
+                upgrade::tunnel(state, destination, label.clone(), request, slot).await
+            }
+            // Towards the app, CONNECT is the app's business: pass it through.
+            _ => upgrade::forward_upgrade(state, destination, request, slot).await,
+        };
+        return (label, Some(stack), response, Answered::Tunnel);
     }
 
-    let stack = state.engine.stack(conn.direction, &resolved).await;
     let served = call(stack.clone(), request, started).await;
     let answered = match served.error {
         Some(cause) => Answered::Proxy(cause.as_str()),
         None => Answered::Upstream,
     };
-    (stack.label.clone(), Some(stack), served.response, answered)
-}
-
-fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> {
-    state
-        .engine
-        .metrics
-        .destination_label(&destination.name.to_string())
+    (label, Some(stack), served.response, answered)
 }
 
 fn record(

@@ -1,12 +1,16 @@
 //! Protocol switches and tunnels: WebSocket (and any HTTP/1.1 `Upgrade`) and
 //! CONNECT. After the handshake both sides are spliced byte for byte.
 
+use std::sync::Arc;
+
 use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tokio::sync::OwnedSemaphorePermit;
 
 use crate::state::ProxyState;
+use outrigger_engine::guarded_body::with_guard;
 use outrigger_http::body::{empty, incoming, ProxyBody};
 use outrigger_http::error_response::{ErrorResponse, ProxyError};
 use outrigger_http::headers::strip_hop_by_hop;
@@ -19,7 +23,9 @@ use outrigger_transport::tcp_forward::splice_counted;
 pub async fn tunnel(
     state: &ProxyState,
     destination: Destination,
+    label: Arc<str>,
     mut request: Request<Incoming>,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Response<ProxyBody> {
     let upstream = match state
         .engine
@@ -31,12 +37,10 @@ pub async fn tunnel(
         Err(err) => return ProxyError::ConnectFailure.response(&err.to_string()),
     };
     let client = hyper::upgrade::on(&mut request);
-    let label = state
-        .engine
-        .metrics
-        .destination_label(&destination.name.to_string());
     let metrics = state.engine.metrics.clone();
     state.tunnels.spawn(async move {
+        // The concurrency slot, if any, is held until the tunnel closes.
+        let _slot = slot;
         let Ok(client) = client.await else { return };
         splice_counted(
             &metrics,
@@ -57,6 +61,7 @@ pub async fn forward_upgrade(
     state: &ProxyState,
     destination: Destination,
     mut request: Request<Incoming>,
+    slot: Option<OwnedSemaphorePermit>,
 ) -> Response<ProxyBody> {
     let stream = match state
         .engine
@@ -87,18 +92,26 @@ pub async fn forward_upgrade(
     };
     let switched = response.status() == StatusCode::SWITCHING_PROTOCOLS
         || (is_connect && response.status().is_success());
+    let mut slot = slot;
     if switched {
         let upstream_upgrade = hyper::upgrade::on(&mut response);
+        // The concurrency slot, if any, is held while the upgraded
+        // connection is open.
         state
             .tunnels
-            .spawn(splice(client_upgrade, upstream_upgrade));
+            .spawn(splice(client_upgrade, upstream_upgrade, slot.take()));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, switched);
-    Response::from_parts(parts, incoming(body))
+    let response = Response::from_parts(parts, incoming(body));
+    match slot {
+        // Not switched: an ordinary response, whose body ends the request.
+        Some(slot) => with_guard(response, slot),
+        None => response,
+    }
 }
 
-async fn splice(client: OnUpgrade, upstream: OnUpgrade) {
+async fn splice(client: OnUpgrade, upstream: OnUpgrade, _slot: Option<OwnedSemaphorePermit>) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(err) => {

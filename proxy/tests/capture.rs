@@ -100,7 +100,10 @@ async fn pod_traffic_is_captured_both_ways_without_loops() {
         metric_value(
             &metrics,
             "outrigger_requests_total",
-            &["direction=\"outbound\"", "destination=\"web.demo:80\""]
+            &[
+                "direction=\"outbound\"",
+                "destination=\"web.demo.svc.cluster.local:80\""
+            ]
         ),
         20.0,
         "{metrics}"

@@ -274,7 +274,7 @@ async fn breaker_opens_rejects_probes_and_recovers() {
             metric_value(
                 &text,
                 "outrigger_circuit_state",
-                &["destination=\"web:80\""],
+                &["destination=\"web.default.svc.cluster.local:80\""],
             )
         }
     };
@@ -447,6 +447,65 @@ async fn outlier_ejection_and_return() {
         assert!(Instant::now() < deadline, "never returned");
         send(5).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_outlier_ejection_is_counted_but_the_endpoint_keeps_its_traffic() {
+    let good = upstream().await;
+    let bad = failing_upstream().await;
+    // The failing endpoint answers at once, the good one in 20ms: the
+    // balancer prefers the failing one, so only an ejection keeps traffic off
+    // it (two endpoints, P2C always compares both).
+    let slow = Fault {
+        delay: Some(Duration::from_millis(20)),
+        ..Fault::default()
+    };
+    good.set_script(vec![slow; 500]);
+    let yaml = format!(
+        "{}{}",
+        policy(
+            "pool",
+            "  mode: DryRun\n  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 30s, maxEjectionPercent: 50}\n"
+        ),
+        endpoint_slice("pool", &[good.addr.port(), bad.addr.port()])
+    );
+    let file = PolicyFile::new("pool-dry-run", &yaml);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let send = |n: usize| {
+        let outbound = proxy.outbound;
+        async move {
+            for _ in 0..n {
+                request(outbound, "GET", "/", &[("host", "pool")], b"").await;
+            }
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(&proxy, "outrigger_ejections_total", &[]).await < 1.0 {
+        assert!(Instant::now() < deadline, "never ejected");
+        send(5).await;
+    }
+    assert_eq!(
+        metric(&proxy, "outrigger_ejected_endpoints", &[]).await,
+        1.0
+    );
+    // Ejected, for 30s: under Enforce it would get nothing now.
+    let before = bad.hits();
+    send(60).await;
+    let during = bad.hits() - before;
+    assert!(
+        during >= 50,
+        "the ejected endpoint keeps its traffic: {during} of 60"
+    );
+    // Every attempt to it since the ejection is counted (those of the last
+    // batch above included).
+    let counted = metric(
+        &proxy,
+        "outrigger_dry_run_would_reject_total",
+        &["reason=\"outlier-ejected\""],
+    )
+    .await;
+    assert!(counted >= during as f64, "{counted} < {during}");
+    assert!(counted <= during as f64 + 5.0, "{counted} > {during} + 5");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

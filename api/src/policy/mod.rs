@@ -57,8 +57,9 @@ pub use timeouts::Timeouts;
 pub struct ResiliencePolicySpec {
     /// The Service (and optionally one of its ports) this policy applies to.
     pub target_ref: TargetRef,
-    /// Enforce: the policy acts. DryRun: what the breaker, limits and rate
-    /// limit would reject is counted in metrics but let through. Default Enforce.
+    /// Enforce: the policy acts. DryRun: what the breaker, limits, rate limit,
+    /// retry budget and outlier detection would reject or eject is counted in
+    /// metrics (ejections also logged) but let through. Default Enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
     /// Timeouts of calls to the target, enforced by the calling pod's proxy.

@@ -22,7 +22,7 @@ use serde::Serialize;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_core::metrics::{LabelBudget, Metrics};
 
 /// Where a subscription's current value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -117,9 +117,17 @@ pub struct ControlMetrics {
     pub snapshot_version: IntGaugeVec,
     pub snapshot_timestamp: IntGaugeVec,
     pub decode_errors: IntCounter,
+    /// Subscriptions follow the names an app calls (outbound), which an
+    /// attacker may choose: their label values are capped like destinations.
+    subscription_labels: Arc<LabelBudget>,
 }
 
 impl ControlMetrics {
+    /// The `subscription` label of `subscription`, within the label budget.
+    fn subscription_label(&self, subscription: &Subscription) -> Arc<str> {
+        self.subscription_labels.label(&subscription.key())
+    }
+
     fn new(metrics: &Metrics) -> Self {
         let connected = IntGauge::new(
             "outrigger_control_streams_connected",
@@ -167,6 +175,7 @@ impl ControlMetrics {
             snapshot_version,
             snapshot_timestamp,
             decode_errors,
+            subscription_labels: Arc::new(LabelBudget::new(metrics.max_destination_labels())),
         }
     }
 }
@@ -256,17 +265,17 @@ impl ControlPlane {
             source: Source::ControlPlane,
             received_at: SystemTime::now(),
         });
-        let key = subscription.key();
+        let key = self.metrics.subscription_label(subscription);
         self.metrics
             .snapshot_version
-            .with_label_values(&[&key])
+            .with_label_values(&[&*key])
             .set(applied.snapshot.version as i64);
         let unix = SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs() as i64);
         self.metrics
             .snapshot_timestamp
-            .with_label_values(&[&key])
+            .with_label_values(&[&*key])
             .set(unix);
         if let Some(dir) = &self.config.state_dir {
             if let Err(err) = state_dir::save(dir, subscription, &applied.snapshot) {
@@ -301,5 +310,27 @@ impl ControlPlane {
             "proxy": self.config.proxy_id,
             "subscriptions": list,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscription_labels_are_bounded() {
+        let metrics = Metrics::new(2);
+        let control = ControlMetrics::new(&metrics);
+        let label = |name: &str| {
+            let subscription = Subscription::Destination(format!("{name}.svc.cluster.local:80"));
+            control.subscription_label(&subscription).to_string()
+        };
+        assert_eq!(label("a.x"), "dst:a.x.svc.cluster.local:80");
+        assert_eq!(label("b.x"), "dst:b.x.svc.cluster.local:80");
+        // Names an app (or whoever steers it) makes up share one series.
+        for i in 0..50 {
+            assert_eq!(label(&format!("made-up-{i}.x")), "other");
+        }
+        assert_eq!(label("a.x"), "dst:a.x.svc.cluster.local:80");
     }
 }

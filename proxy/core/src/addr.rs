@@ -60,7 +60,9 @@ impl HostPort {
 pub struct Destination {
     /// Where the proxy connects.
     pub connect: HostPort,
-    /// The name the request used for its destination (the authority), which
-    /// selects the policy; equals `connect` when the request named none.
+    /// The name the request used for its destination (the authority); equals
+    /// `connect` when the request named none. Outbound it names the Service
+    /// whose policy and state apply (any spelling of one Service port finds
+    /// the same state); inbound it is the client's and selects nothing.
     pub name: HostPort,
 }

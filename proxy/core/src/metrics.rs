@@ -15,7 +15,7 @@ const OVERFLOW_DESTINATION: &str = "other";
 
 pub struct Metrics {
     registry: Registry,
-    destinations: DestinationLabels,
+    destinations: LabelBudget,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
     pub proxy_errors: IntCounterVec,
@@ -152,12 +152,12 @@ impl Metrics {
             ),
             dry_run_would_reject: f.counters(
                 "outrigger_dry_run_would_reject_total",
-                "Requests a DryRun policy would have rejected, by reason",
+                "Requests (attempts, for circuit-open and outlier-ejected) a DryRun policy would have rejected or sent elsewhere, by reason",
                 &["direction", "destination", "reason"],
             ),
         };
         Arc::new(Metrics {
-            destinations: DestinationLabels::new(max_destination_labels),
+            destinations: LabelBudget::new(max_destination_labels),
             requests: f.counters(
                 "outrigger_requests_total",
                 "HTTP requests proxied, by outcome",
@@ -240,6 +240,12 @@ impl Metrics {
         self.destinations.label(destination)
     }
 
+    /// How many destinations get a label value of their own
+    /// (`--max-destination-labels`).
+    pub fn max_destination_labels(&self) -> usize {
+        self.destinations.max
+    }
+
     /// Prometheus text exposition of every metric.
     pub fn render(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(16 * 1024);
@@ -285,24 +291,25 @@ pub fn status_class(status: u16) -> (usize, &'static str) {
     }
 }
 
-/// Remembers which destinations may appear as label values, so that a client
-/// naming endless hosts cannot grow the metric set without bound.
-struct DestinationLabels {
+/// Remembers which values (destinations, subscriptions) may appear as label
+/// values, so that a client naming endless hosts cannot grow the metric set
+/// without bound: past `max` distinct values, every new one is "other".
+pub struct LabelBudget {
     max: usize,
     known: RwLock<HashSet<Arc<str>>>,
     overflow: Arc<str>,
 }
 
-impl DestinationLabels {
-    fn new(max: usize) -> Self {
-        DestinationLabels {
+impl LabelBudget {
+    pub fn new(max: usize) -> Self {
+        LabelBudget {
             max,
             known: RwLock::new(HashSet::new()),
             overflow: Arc::from(OVERFLOW_DESTINATION),
         }
     }
 
-    fn label(&self, destination: &str) -> Arc<str> {
+    pub fn label(&self, destination: &str) -> Arc<str> {
         if let Some(known) = self.known.read().expect("not poisoned").get(destination) {
             return known.clone();
         }

@@ -26,8 +26,10 @@ const MIN_COST_NS: f64 = 1_000.0;
 pub struct Endpoint {
     /// Shared with the connections kept to it.
     pub target: Arc<HostPort>,
-    ewma: Mutex<PeakEwma>,
-    pending: AtomicU32,
+    /// Shared with the same endpoint in the next generation's list (see
+    /// [`Endpoint::carried`]), so a new endpoint set keeps what is known.
+    ewma: Arc<Mutex<PeakEwma>>,
+    pending: Arc<AtomicU32>,
 }
 
 struct PeakEwma {
@@ -39,11 +41,22 @@ impl Endpoint {
     pub fn new(target: HostPort, now: Instant) -> Self {
         Endpoint {
             target: Arc::new(target),
-            ewma: Mutex::new(PeakEwma {
+            ewma: Arc::new(Mutex::new(PeakEwma {
                 cost_ns: INITIAL_COST.as_nanos() as f64,
                 stamp: now,
-            }),
-            pending: AtomicU32::new(0),
+            })),
+            pending: Arc::new(AtomicU32::new(0)),
+        }
+    }
+
+    /// The same endpoint for a rebuilt list (new policy or endpoint set): it
+    /// shares this one's latency estimate and in-flight count, so an endpoint
+    /// that stays is neither forgotten nor flooded as if it were new.
+    pub fn carried(&self) -> Self {
+        Endpoint {
+            target: self.target.clone(),
+            ewma: self.ewma.clone(),
+            pending: self.pending.clone(),
         }
     }
 
@@ -71,6 +84,17 @@ impl Endpoint {
             ewma.cost_ns * weight + rtt_ns * (1.0 - weight)
         };
         ewma.stamp = now;
+    }
+
+    /// The latency estimate now (decayed since the last observation).
+    pub fn estimate(&self, now: Instant) -> Duration {
+        let ewma = self.ewma.lock().expect("not poisoned");
+        Duration::from_nanos(decayed(&ewma, now) as u64)
+    }
+
+    /// Requests in flight to this endpoint.
+    pub fn pending(&self) -> u32 {
+        self.pending.load(Ordering::Relaxed)
     }
 
     /// Counts a request in flight until the guard drops.

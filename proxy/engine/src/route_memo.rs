@@ -30,9 +30,12 @@ impl std::fmt::Debug for RouteMemo {
 pub struct Resolved {
     pub destination: Destination,
     pub subscription: OnceLock<Option<Subscription>>,
-    /// The stack the last request used; valid while its source is current.
-    pub stack: Mutex<Option<Arc<DestinationStack>>>,
+    /// The stack the last request used; valid while its versions are current.
+    pub stack: Mutex<Option<StackMemo>>,
 }
+
+/// The policy-file and snapshot versions a stack was found under, and the stack.
+pub type StackMemo = ((u64, u64), Arc<DestinationStack>);
 
 impl Resolved {
     pub fn new(destination: Destination) -> Self {

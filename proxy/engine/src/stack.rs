@@ -4,6 +4,7 @@
 //! new generation leaves unchanged carries over, so a policy edit does not
 //! reset an open breaker or a spent budget.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -15,7 +16,7 @@ use outrigger_proxy_core::metrics::{Metrics, RequestMetrics};
 use outrigger_resilience::{CircuitBreaker, OutlierDetector, RetryBudget, TokenBucket};
 use outrigger_transport::connect::Connector;
 
-use super::balancer::Endpoint;
+use super::balancer::{self, Endpoint};
 use super::config::{BreakerSettings, BudgetConfig, DestinationConfig, OutlierSettings};
 use super::limits::ConcurrencyLimit;
 
@@ -61,18 +62,46 @@ pub struct Endpoints {
 }
 
 impl Endpoints {
-    fn new(targets: Vec<HostPort>, outlier: Option<OutlierSettings>, now: Instant) -> Self {
+    /// The endpoints `targets`. Those that `previous` also lists keep their
+    /// latency estimate, in-flight count and, when the outlier settings are
+    /// unchanged, their ejection and failure streak: a new endpoint set (a
+    /// pod added or gone) or a policy edit forgets nothing about the others.
+    fn new(
+        targets: Vec<HostPort>,
+        outlier: Option<OutlierSettings>,
+        now: Instant,
+        previous: Option<&Endpoints>,
+    ) -> Self {
+        let known: HashMap<&HostPort, usize> = previous
+            .map(|p| p.targets.iter().enumerate().map(|(i, t)| (t, i)).collect())
+            .unwrap_or_default();
+        let old_index = |target: &HostPort| known.get(target).copied();
         let list = targets
             .iter()
-            .map(|t| Endpoint::new(t.clone(), now))
+            .map(|t| match (previous, old_index(t)) {
+                (Some(p), Some(i)) => p.list[i].carried(),
+                _ => Endpoint::new(t.clone(), now),
+            })
             .collect();
         let outlier = outlier.map(|settings| {
-            let mut detector = OutlierDetector::new(
-                settings.consecutive_failures,
-                settings.base_ejection_time,
-                settings.max_ejection_percent,
-            );
-            detector.set_endpoints((0..targets.len()).collect::<Vec<_>>());
+            let carried = previous
+                .and_then(|p| p.outlier.as_ref())
+                .filter(|(old, _)| *old == settings);
+            let detector = match carried {
+                Some((_, detector)) => detector
+                    .lock()
+                    .expect("not poisoned")
+                    .rekeyed(targets.iter().enumerate().map(|(i, t)| (i, old_index(t)))),
+                None => {
+                    let mut detector = OutlierDetector::new(
+                        settings.consecutive_failures,
+                        settings.base_ejection_time,
+                        settings.max_ejection_percent,
+                    );
+                    detector.set_endpoints(0..targets.len());
+                    detector
+                }
+            };
             (settings, Mutex::new(detector))
         });
         Endpoints {
@@ -106,7 +135,12 @@ impl DestinationStack {
                 && p.endpoints.outlier.as_ref().map(|o| &o.0) == config.outlier.as_ref()
         }) {
             Some(p) => p.endpoints.clone(),
-            None => Arc::new(Endpoints::new(inputs.targets, config.outlier.clone(), now)),
+            None => Arc::new(Endpoints::new(
+                inputs.targets,
+                config.outlier.clone(),
+                now,
+                previous.map(|p| &*p.endpoints),
+            )),
         };
         let gauge =
             |family: &IntGaugeVec| family.with_label_values(&[inputs.direction, &inputs.label]);
@@ -198,7 +232,78 @@ impl DestinationStack {
             metrics: inputs.metrics,
         };
         stack.publish_circuit_state(now);
+        if let (Some((_, detector)), Some(gauge)) =
+            (&stack.endpoints.outlier, &stack.ejected_endpoints_gauge)
+        {
+            gauge.set(detector.lock().expect("not poisoned").ejected_count(now) as i64);
+        }
         stack
+    }
+
+    /// The endpoint for the next attempt: power of two choices, skipping
+    /// endpoints outlier detection ejected. Under `DryRun` an ejected
+    /// endpoint keeps its traffic; an attempt Enforce would have sent
+    /// elsewhere is counted (`dry_run_would_reject{reason="outlier-ejected"}`).
+    /// `None` only without endpoints.
+    pub fn choose_endpoint(&self, now: Instant) -> Option<usize> {
+        let endpoints = &self.endpoints;
+        let detector = endpoints
+            .outlier
+            .as_ref()
+            .map(|(_, d)| d.lock().expect("not poisoned"));
+        let ejected = |i: usize| detector.as_ref().is_some_and(|d| d.is_ejected(now, &i));
+        let enforce = !self.config.dry_run;
+        let index = balancer::pick(
+            &endpoints.list,
+            |i| enforce && ejected(i),
+            now,
+            &mut rand::rng(),
+        )?;
+        if !enforce && ejected(index) && (0..endpoints.list.len()).any(|i| !ejected(i)) {
+            self.metrics
+                .resilience
+                .dry_run_would_reject
+                .with_label_values(&[self.direction, &self.label, "outlier-ejected"])
+                .inc();
+        }
+        Some(index)
+    }
+
+    /// An attempt's result for the outlier detector: a failure (5xx,
+    /// connection error, timeout) extends the endpoint's streak, and enough of
+    /// them eject it (counted and logged; under `DryRun` too, where the
+    /// endpoint nevertheless keeps its traffic).
+    pub fn record_endpoint_result(&self, index: usize, failure: bool, now: Instant) {
+        let Some((_, detector)) = &self.endpoints.outlier else {
+            return;
+        };
+        let mut detector = detector.lock().expect("not poisoned");
+        if let Some(ejection) = detector.record(now, &index, failure) {
+            self.metrics
+                .resilience
+                .ejections
+                .with_label_values(&[self.direction, &self.label])
+                .inc();
+            let endpoint = &self.endpoints.list[index].target;
+            if self.config.dry_run {
+                tracing::warn!(
+                    destination = %self.label,
+                    %endpoint,
+                    duration = ?ejection.duration,
+                    "DryRun: endpoint would be ejected after consecutive failures; it keeps its traffic"
+                );
+            } else {
+                tracing::warn!(
+                    destination = %self.label,
+                    %endpoint,
+                    duration = ?ejection.duration,
+                    "endpoint ejected after consecutive failures"
+                );
+            }
+        }
+        if let Some(gauge) = &self.ejected_endpoints_gauge {
+            gauge.set(detector.ejected_count(now) as i64);
+        }
     }
 
     pub fn publish_circuit_state(&self, now: Instant) {
@@ -212,4 +317,165 @@ impl DestinationStack {
 /// Breaker state may carry over when everything but the fallback is unchanged.
 fn same_thresholds(a: &BreakerSettings, b: &BreakerSettings) -> bool {
     a.thresholds == b.thresholds && a.failure_on == b.failure_on
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn target(port: u16) -> HostPort {
+        HostPort {
+            host: "10.0.0.1".into(),
+            port,
+        }
+    }
+
+    fn config(dry_run: bool) -> DestinationConfig {
+        let mut config =
+            DestinationConfig::without_policy(Duration::from_secs(1), Duration::from_secs(60));
+        config.dry_run = dry_run;
+        config.outlier = Some(OutlierSettings {
+            consecutive_failures: 2,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_percent: 50,
+        });
+        config
+    }
+
+    fn build(
+        config: DestinationConfig,
+        ports: &[u16],
+        metrics: &Arc<Metrics>,
+        previous: Option<&DestinationStack>,
+    ) -> DestinationStack {
+        let connector = Connector {
+            connect_timeout: config.connect_timeout,
+            mark: None,
+        };
+        DestinationStack::build(
+            StackInputs {
+                source: (0, 0),
+                direction: "outbound",
+                label: "web.shop.svc.cluster.local:80".into(),
+                config,
+                targets: ports.iter().map(|p| target(*p)).collect(),
+                connector: &connector,
+                metrics: metrics.clone(),
+            },
+            previous,
+        )
+    }
+
+    fn index_of(stack: &DestinationStack, port: u16) -> usize {
+        stack
+            .endpoints
+            .targets
+            .iter()
+            .position(|t| t.port == port)
+            .unwrap()
+    }
+
+    fn ejected(stack: &DestinationStack, port: u16, now: Instant) -> bool {
+        let (_, detector) = stack.endpoints.outlier.as_ref().unwrap();
+        let detector = detector.lock().unwrap();
+        detector.is_ejected(now, &index_of(stack, port))
+    }
+
+    fn counter(metrics: &Metrics, name: &str, fragment: &str) -> f64 {
+        let text = String::from_utf8(metrics.render()).unwrap();
+        text.lines()
+            .filter(|l| l.starts_with(name) && l.contains(fragment))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    #[tokio::test]
+    async fn a_new_endpoint_set_keeps_what_is_known_of_endpoints_that_stay() {
+        let metrics = Metrics::new(10);
+        let now = Instant::now();
+        let old = build(config(false), &[9000, 9001, 9002], &metrics, None);
+        // 9001 is ejected, 9002 has one failure of two, 9000 is slow and busy.
+        for _ in 0..2 {
+            old.record_endpoint_result(index_of(&old, 9001), true, now);
+        }
+        old.record_endpoint_result(index_of(&old, 9002), true, now);
+        old.endpoints.list[0].observe(Duration::from_millis(400), now);
+        let in_flight = old.endpoints.list[0].start();
+
+        // A pod is added (9003), another removed (9000 stays, in a new order).
+        let new = build(
+            config(false),
+            &[9003, 9002, 9001, 9000],
+            &metrics,
+            Some(&old),
+        );
+        assert!(ejected(&new, 9001, now), "the ejection survives");
+        assert!(!ejected(&new, 9003, now) && !ejected(&new, 9002, now));
+        // The streak survived: one more failure ejects 9002 (now 2 of 4).
+        new.record_endpoint_result(index_of(&new, 9002), true, now);
+        assert!(ejected(&new, 9002, now));
+        let slow = &new.endpoints.list[index_of(&new, 9000)];
+        assert!(slow.estimate(now) >= Duration::from_millis(399));
+        assert_eq!(slow.pending(), 1, "requests in flight still count");
+        drop(in_flight);
+        assert_eq!(slow.pending(), 0);
+        assert_eq!(new.endpoints.list[0].estimate(now), Duration::ZERO);
+        assert_eq!(
+            counter(&metrics, "outrigger_ejected_endpoints", "outbound"),
+            2.0
+        );
+        // Ejected endpoints are (all but) skipped by the new list's balancer
+        // too: P2C draws a few times to avoid them, so rarely lands on one.
+        let to_ejected = (0..1000)
+            .map(|_| new.endpoints.targets[new.choose_endpoint(now).unwrap()].port)
+            .filter(|port| [9001, 9002].contains(port))
+            .count();
+        assert!(to_ejected < 50, "{to_ejected} of 1000 to ejected endpoints");
+    }
+
+    #[tokio::test]
+    async fn dry_run_counts_ejections_but_keeps_sending_to_the_endpoint() {
+        let metrics = Metrics::new(10);
+        let now = Instant::now();
+        let stack = build(config(true), &[9000, 9001], &metrics, None);
+        for _ in 0..2 {
+            stack.record_endpoint_result(index_of(&stack, 9001), true, now);
+        }
+        assert!(ejected(&stack, 9001, now), "the detector still decides");
+        assert_eq!(
+            counter(&metrics, "outrigger_ejections_total", "outbound"),
+            1.0
+        );
+        assert_eq!(
+            counter(&metrics, "outrigger_ejected_endpoints", "outbound"),
+            1.0
+        );
+        let mut to_ejected = 0;
+        for _ in 0..400 {
+            let i = stack.choose_endpoint(now).unwrap();
+            to_ejected += usize::from(stack.endpoints.targets[i].port == 9001);
+        }
+        assert!(
+            to_ejected > 100,
+            "the ejected endpoint keeps its traffic: {to_ejected}"
+        );
+        assert_eq!(
+            counter(
+                &metrics,
+                "outrigger_dry_run_would_reject_total",
+                "outlier-ejected"
+            ),
+            to_ejected as f64
+        );
+        // Enforced, the same ejection takes it out of rotation.
+        let enforced = build(config(false), &[9000, 9001], &metrics, None);
+        for _ in 0..2 {
+            enforced.record_endpoint_result(index_of(&enforced, 9001), true, now);
+        }
+        for _ in 0..200 {
+            let i = enforced.choose_endpoint(now).unwrap();
+            assert_eq!(enforced.endpoints.targets[i].port, 9000);
+        }
+    }
 }

@@ -147,6 +147,14 @@ impl EndpointIndex {
         Ok(())
     }
 
+    /// Whether the file lists endpoints for `service` (whether `lookup`
+    /// answers), without collecting them.
+    pub fn lists(&self, namespace: &str, service: &str) -> bool {
+        self.services
+            .get(&key(Some(namespace), service))
+            .is_some_and(|entry| !entry.slices.is_empty())
+    }
+
     /// Ready endpoints of `service` for the Service port `port`, or `None`
     /// when the file says nothing about this Service.
     pub fn lookup(&self, namespace: &str, service: &str, port: u16) -> Option<Vec<SocketAddr>> {
@@ -218,6 +226,7 @@ mod tests {
             ]
         );
         assert_eq!(index.lookup("shop", "other", 80), None);
+        assert!(index.lists("shop", "web") && !index.lists("shop", "other"));
     }
 
     #[test]

@@ -87,6 +87,31 @@ impl<K: Hash + Eq> OutlierDetector<K> {
         self.endpoints = next;
     }
 
+    /// This detector under new keys, for an endpoint list whose order or
+    /// members changed: `keys` pairs each new key with the key the same
+    /// endpoint had here, if any. Endpoints that stay keep their ejection and
+    /// streak; new ones start clean; the rest are forgotten.
+    pub fn rekeyed<J: Hash + Eq>(
+        &self,
+        keys: impl IntoIterator<Item = (J, Option<K>)>,
+    ) -> OutlierDetector<J> {
+        OutlierDetector {
+            consecutive_failures: self.consecutive_failures,
+            base_ejection_time: self.base_ejection_time,
+            max_ejection_time: self.max_ejection_time,
+            max_ejection_percent: self.max_ejection_percent,
+            endpoints: keys
+                .into_iter()
+                .map(|(key, old)| {
+                    let state = old.and_then(|old| self.endpoints.get(&old).copied());
+                    (key, state.unwrap_or_default())
+                })
+                .collect(),
+            ejections: self.ejections,
+            overflow: self.overflow,
+        }
+    }
+
     /// Reports one result for `key`. Unknown endpoints and results arriving while the
     /// endpoint is ejected (requests sent before the ejection) are ignored.
     pub fn record(&mut self, now: Instant, key: &K, failure: bool) -> Option<Ejection> {
@@ -307,6 +332,26 @@ mod tests {
             assert_eq!(d.record(t0 + secs(30), &1, true), None);
         }
         assert!(d.record(t0 + secs(30), &1, true).is_some());
+    }
+
+    #[test]
+    fn rekeyed_endpoints_keep_their_state() {
+        let t0 = Instant::now();
+        let mut d = detector(3, 50);
+        fail(&mut d, t0, 1, 5);
+        fail(&mut d, t0, 2, 4);
+        // New order: old 2 is now 0, old 1 is now 1, 2 is new; old 0 is gone.
+        let mut r: OutlierDetector<u32> = d.rekeyed([(0, Some(2)), (1, Some(1)), (2, None)]);
+        assert!(r.is_ejected(t0, &1));
+        assert!(!r.is_ejected(t0, &0) && !r.is_ejected(t0, &2));
+        assert_eq!(r.ejections_total(), 1);
+        // The streak came along: one more failure ejects old 2 (1 of 3 ejected
+        // already, 2 of 3 is above 50%: overflow), while new 2 needs five.
+        assert_eq!(r.record(t0, &0, true), None);
+        assert_eq!(r.overflow_total(), 1);
+        assert_eq!(fail(&mut r, t0, 2, 4), None);
+        // After old 1 returns, a single failure of old 2 ejects it.
+        assert!(r.record(t0 + secs(30), &0, true).is_some());
     }
 
     #[test]

@@ -25,6 +25,10 @@ use crate::fault_upstream::{FaultConfig, FaultUpstream};
 use outrigger_proxy::app::{self, RunningProxy};
 use outrigger_proxy::cli::Cli;
 
+/// Service `flaky`'s port as its metrics name it (whatever spelling a
+/// client used): the canonical name.
+const FLAKY: &str = "flaky.demo.svc.cluster.local:80";
+
 /// The demo's policy, built in so the demo runs from any directory.
 const DEMO_POLICY: &str = include_str!("../../../examples/policies/demo.yaml");
 
@@ -90,10 +94,10 @@ pub async fn run(args: DemoArgs) -> anyhow::Result<()> {
     let metrics = &proxy.metrics.resilience;
     println!(
         "retries sent: {}, retries refused by the budget: {}\n",
-        counter_sum(&metrics.retries, "flaky.demo:80"),
+        counter_sum(&metrics.retries, FLAKY),
         metrics
             .retry_budget_exhausted
-            .with_label_values(&["outbound", "flaky.demo:80"])
+            .with_label_values(&["outbound", FLAKY])
             .get()
     );
 
@@ -129,7 +133,7 @@ async fn outage(proxy: &RunningProxy, upstream: &FaultUpstream, concurrency: usi
     let state = || {
         metrics
             .circuit_state
-            .with_label_values(&["outbound", "flaky.demo:80"])
+            .with_label_values(&["outbound", FLAKY])
             .get()
     };
     upstream.set_failure_rate(1.0);
@@ -148,13 +152,13 @@ async fn outage(proxy: &RunningProxy, upstream: &FaultUpstream, concurrency: usi
         proxy
             .metrics
             .requests
-            .with_label_values(&["outbound", "flaky.demo:80", "2xx"])
+            .with_label_values(&["outbound", FLAKY, "2xx"])
             .get()
     };
     let fallback_total = || {
         metrics
             .fallbacks
-            .with_label_values(&["outbound", "flaky.demo:80"])
+            .with_label_values(&["outbound", FLAKY])
             .get()
     };
     let mut last = (ok_total(), fallback_total(), upstream.hits());
@@ -186,7 +190,7 @@ async fn outage(proxy: &RunningProxy, upstream: &FaultUpstream, concurrency: usi
     let transitions = |from: &str, to: &str| {
         metrics
             .circuit_transitions
-            .with_label_values(&["outbound", "flaky.demo:80", from, to])
+            .with_label_values(&["outbound", FLAKY, from, to])
             .get()
     };
     println!(

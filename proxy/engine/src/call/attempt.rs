@@ -29,7 +29,7 @@ pub async fn attempt<U: Upstream>(
     deadline: Option<Instant>,
 ) -> Result<(Outcome, usize), CallError> {
     let permit = breaker::admit(stack)?;
-    let Some(index) = choose(stack) else {
+    let Some(index) = stack.choose_endpoint(now()) else {
         return Err(CallError::new(
             ProxyError::NoEndpoints,
             format!("{} has no ready endpoints", stack.label),
@@ -65,22 +65,6 @@ pub async fn attempt<U: Upstream>(
     Ok((outcome, index))
 }
 
-/// P2C among the endpoints, outlier-aware.
-fn choose(stack: &DestinationStack) -> Option<usize> {
-    let endpoints = &stack.endpoints;
-    let now = now();
-    let outlier = endpoints
-        .outlier
-        .as_ref()
-        .map(|(_, d)| d.lock().expect("not poisoned"));
-    crate::balancer::pick(
-        &endpoints.list,
-        |i| outlier.as_ref().is_some_and(|d| d.is_ejected(now, &i)),
-        now,
-        &mut rand::rng(),
-    )
-}
-
 fn record(
     stack: &DestinationStack,
     index: usize,
@@ -109,24 +93,7 @@ fn record(
         Outcome::ConnectFailure(detail) if detail.contains("timed out") => timeout("connect"),
         _ => {}
     }
-    if let Some((_, detector)) = &endpoints.outlier {
-        let mut detector = detector.lock().expect("not poisoned");
-        if let Some(ejection) = detector.record(now, &index, outcome.is_endpoint_failure()) {
-            metrics
-                .ejections
-                .with_label_values(&[stack.direction, &stack.label])
-                .inc();
-            tracing::warn!(
-                destination = %stack.label,
-                endpoint = %endpoints.list[index].target,
-                duration = ?ejection.duration,
-                "endpoint ejected after consecutive failures"
-            );
-        }
-        if let Some(gauge) = &stack.ejected_endpoints_gauge {
-            gauge.set(detector.ejected_count(now) as i64);
-        }
-    }
+    stack.record_endpoint_result(index, outcome.is_endpoint_failure(), now);
     breaker::record(stack, permit, outcome, elapsed, now);
 }
 

@@ -82,6 +82,18 @@ pub async fn serve<U: Upstream, B: RequestBody>(
     }
 }
 
+/// Admission alone (the rate limit, then the concurrency limit), for traffic
+/// that does not go through [`serve`]: WebSocket and other upgrades, and
+/// CONNECT tunnels. They meet the same limits as plain requests and hold
+/// their slot while open; `Err` is the proxy's answer (429, 503 `overloaded`).
+pub async fn admit(
+    stack: &DestinationStack,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Served> {
+    admission::admit(stack)
+        .await
+        .map_err(|error| edge(Err(error)))
+}
+
 /// The edge: a typed error becomes its response here, and only here.
 fn edge(result: Result<Response<ProxyBody>, CallError>) -> Served {
     match result {
