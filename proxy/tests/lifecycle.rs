@@ -91,6 +91,36 @@ async fn invalid_policy_at_start_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `kubectl logs` and log files show what the proxy writes to a pipe: plain
+/// text, no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .arg("--inbound-addr=127.0.0.1:0")
+        .arg("--outbound-addr=127.0.0.1:0")
+        .arg("--admin-addr=127.0.0.1:0")
+        .arg("--log-format=plain")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("proxy ready") {
+                return line;
+            }
+        }
+        panic!("stderr closed before the proxy was ready");
+    })
+    .await
+    .expect("proxy ready within 10 s");
+    assert!(!ready.contains('\x1b'), "colour codes in a pipe: {ready:?}");
+    assert!(ready.contains("INFO"), "{ready}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
