@@ -255,7 +255,7 @@ impl Body for AttemptBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.shared.lock().expect("not poisoned").hint.clone()
+        self.shared.lock().expect("not poisoned").hint
     }
 }
 
