@@ -30,8 +30,8 @@ use outrigger_http::replay::{NotReplayable, Replay};
 use outrigger_resilience::{parse_retry_after, Backoff};
 
 /// A request body the proxy can forward: hyper's `Incoming`, or a test's.
-pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
-impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static> RequestBody for B {}
+pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static> RequestBody for B {}
 
 /// The longest `Retry-After` the proxy waits out before a retry; a longer one
 /// (or one past the request deadline) ends retrying, and the caller gets the

@@ -130,6 +130,9 @@ pub enum Step {
     Reset,
     /// No answer, ever.
     Hang,
+    /// 200 and a body that never ends, declared with a Content-Length (true)
+    /// or not.
+    Stall(bool),
 }
 
 type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
@@ -240,6 +243,18 @@ impl Upstream for Scripted {
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::Stall(declared) => {
+                let (tx, body) = chunked();
+                // The sender lives in the body: it never ends.
+                let body = Stalled(body, tx).map_err(|never| match never {});
+                let mut response = Response::new(body.boxed_unsync());
+                if declared {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, 100.into());
+                }
+                Outcome::Response(response)
+            }
         }
     }
 }
@@ -262,5 +277,23 @@ impl Body for ChannelBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+/// A body that never ends: it holds its own sender.
+struct Stalled(
+    ChannelBody,
+    #[allow(dead_code)] mpsc::UnboundedSender<Frame<Bytes>>,
+);
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
     }
 }
