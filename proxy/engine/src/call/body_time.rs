@@ -177,11 +177,12 @@ pub fn limit(
     stack: &DestinationStack,
     response: Response<ProxyBody>,
     limits: Limits,
-    activity: Activity,
+    activity: Option<Activity>,
 ) -> Response<ProxyBody> {
     if limits.deadline.is_none() && limits.idle.is_none() {
         return response;
     }
+    let activity = activity.unwrap_or_default();
     let counter = Counter {
         timeouts: stack.metrics.resilience.timeouts.clone(),
         direction: stack.direction,
@@ -282,10 +283,9 @@ impl Body for Limited {
         }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                // The idle timer is not moved on each frame: when it fires,
+                // `passed` re-arms it from the last activity.
                 this.activity.touch();
-                if let Some((idle, timer)) = &mut this.idle {
-                    timer.as_mut().reset(this.activity.last() + *idle);
-                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
@@ -365,7 +365,7 @@ mod tests {
             idle: None,
             grpc: false,
         };
-        let mut body = limit(&stack, response, limits, Activity::new()).into_body();
+        let mut body = limit(&stack, response, limits, None).into_body();
         tx.send(data("12345")).unwrap();
         let started = tokio::time::Instant::now();
         assert!(body.frame().await.unwrap().is_ok());
@@ -388,7 +388,7 @@ mod tests {
             idle: Some(Duration::from_secs(5)),
             grpc: false,
         };
-        let mut body = limit(&stack, response, limits, Activity::new()).into_body();
+        let mut body = limit(&stack, response, limits, None).into_body();
         let started = tokio::time::Instant::now();
         // Events every 4s keep it alive well past any deadline.
         let feeder = tokio::spawn(async move {
@@ -421,7 +421,7 @@ mod tests {
             idle: Some(Duration::from_secs(5)),
             grpc: false,
         };
-        let mut body = limit(&stack, response, limits, activity.clone()).into_body();
+        let mut body = limit(&stack, response, limits, Some(activity.clone())).into_body();
         let (up, upload) = super::super::testing::chunked();
         let mut upload = activity.watch_request(upload);
         let started = tokio::time::Instant::now();
@@ -448,7 +448,7 @@ mod tests {
             idle: Some(Duration::from_secs(1)),
             grpc: true,
         };
-        let body = limit(&stack, response, limits, Activity::new()).into_body();
+        let body = limit(&stack, response, limits, None).into_body();
         tx.send(data("message")).unwrap();
         let collected = body.collect().await.expect("ends cleanly, with trailers");
         let trailers = collected.trailers().cloned().unwrap();

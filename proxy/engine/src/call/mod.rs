@@ -100,9 +100,9 @@ async fn exchange<U: Upstream, B: RequestBody>(
         .policy
         .is_some()
         .then_some(stack.config.idle_timeout);
-    let activity = Activity::new();
-    let request = request.map(|body| match idle {
-        Some(_) => activity.watch_request(body),
+    let activity = idle.map(|_| Activity::new());
+    let request = request.map(|body| match &activity {
+        Some(activity) => activity.watch_request(body),
         None => Touching::unwatched(body),
     });
     let attempts = retry::with_retries(stack, upstream, route, request, deadline);
