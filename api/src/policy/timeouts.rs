@@ -13,7 +13,8 @@ use crate::duration::Duration;
 ]))]
 pub struct Timeouts {
     /// The whole call, retries and backoff included; past it the caller gets
-    /// 504. 0s: no limit. Default 15s.
+    /// 504 (a gRPC caller DEADLINE_EXCEEDED). A gRPC request's grpc-timeout
+    /// header shortens it, never lengthens it. 0s: no limit. Default 15s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
     /// Each attempt (per-try timeout); at most request. 0s: no limit.

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::breaker::{self, BreakerPermit};
 use super::error::CallError;
+use super::grpc;
 use super::now;
 use super::outcome::Outcome;
 use super::upstream::{upstream_request, Head, Upstream};
@@ -36,7 +37,8 @@ pub async fn attempt<U: Upstream>(
         ));
     };
     let endpoint = &stack.endpoints.list[index];
-    let request = upstream_request(head, body, &endpoint.target);
+    let mut request = upstream_request(head, body, &endpoint.target);
+    grpc::pass_on_deadline(request.headers_mut(), deadline, now());
     let per_try = match (route.backend_timeout, deadline) {
         (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(now()))),
         (Some(t), None) => Some(t),
@@ -109,9 +111,10 @@ fn record(
         Outcome::ConnectFailure(detail) if detail.contains("timed out") => timeout("connect"),
         _ => {}
     }
-    if let Some((_, detector)) = &endpoints.outlier {
+    if let Some((settings, detector)) = &endpoints.outlier {
+        let failure = outcome.is_endpoint_failure(settings.grpc_codes);
         let mut detector = detector.lock().expect("not poisoned");
-        if let Some(ejection) = detector.record(now, &index, outcome.is_endpoint_failure()) {
+        if let Some(ejection) = detector.record(now, &index, failure) {
             metrics
                 .ejections
                 .with_label_values(&[stack.direction, &stack.label])
@@ -178,6 +181,7 @@ mod tests {
             consecutive_failures: 1,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 50,
+            grpc_codes: Default::default(),
         });
         let stack = stack(config, 2);
         // Endpoint 1 refuses connections; endpoint 0 answers.

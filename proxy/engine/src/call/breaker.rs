@@ -79,7 +79,8 @@ pub fn record(
     let (Some(breaker), Some(mut held)) = (&stack.breaker, held) else {
         return;
     };
-    let failure = outcome.is_breaker_failure(&breaker.settings.failure_on);
+    let settings = &breaker.settings;
+    let failure = outcome.is_breaker_failure(&settings.failure_on, settings.grpc_codes);
     if let Some(permit) = held.permit.take() {
         let transition = breaker
             .state

@@ -16,6 +16,9 @@ mod attempt;
 mod breaker;
 mod deadline;
 mod error;
+mod grpc;
+#[cfg(test)]
+mod grpc_tests;
 mod outcome;
 mod retry;
 #[cfg(test)]
@@ -69,7 +72,8 @@ pub async fn serve<U: Upstream, B: RequestBody>(
     let route = stack
         .config
         .route(request.method(), request.uri().path(), request.headers());
-    let deadline = route.request_timeout.map(|t| started + t);
+    // The route's request timeout, shortened by a gRPC client's grpc-timeout.
+    let deadline = grpc::deadline(route.request_timeout, request.headers(), started);
     let attempts = retry::with_retries(stack, upstream, route, request, deadline);
     let served = edge(deadline::within(stack, route, deadline, attempts).await);
     // The concurrency slot is held until the response body has been sent.

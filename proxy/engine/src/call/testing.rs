@@ -57,6 +57,7 @@ pub fn retry_settings(attempts: u32) -> RetrySettings {
         backoff_max: Duration::from_secs(1),
         non_idempotent: NonIdempotent::Never,
         max_buffered_body_bytes: 1024,
+        grpc_codes: [14].into_iter().collect(),
     }
 }
 
@@ -78,6 +79,7 @@ pub fn breaker_config(dry_run: bool) -> DestinationConfig {
         fallback_status: StatusCode::SERVICE_UNAVAILABLE,
         fallback_content_type: "text/plain".into(),
         fallback_body: "later".into(),
+        grpc_codes: [14, 13].into_iter().collect(),
     });
     config
 }
@@ -120,6 +122,8 @@ pub enum Step {
     Reset,
     /// No answer, ever.
     Hang,
+    /// A trailers-only gRPC response with this `grpc-status`.
+    GrpcStatus(u32),
 }
 
 type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
@@ -130,6 +134,8 @@ pub struct Scripted {
     steps: Mutex<VecDeque<Step>>,
     by_endpoint: Option<ByEndpoint>,
     seen: Mutex<Vec<(u16, tokio::time::Instant, Bytes)>>,
+    /// The `grpc-timeout` each request carried.
+    grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
 
 impl Scripted {
@@ -138,6 +144,7 @@ impl Scripted {
             steps: Mutex::new(steps.into_iter().collect()),
             by_endpoint: None,
             seen: Mutex::default(),
+            grpc_timeouts: Mutex::default(),
         }
     }
 
@@ -157,6 +164,10 @@ impl Scripted {
         seen.iter()
             .map(|s| String::from_utf8_lossy(&s.2).into_owned())
             .collect()
+    }
+
+    pub fn grpc_timeouts(&self) -> Vec<Option<String>> {
+        self.grpc_timeouts.lock().unwrap().clone()
     }
 
     pub fn calls_to(&self, port: u16) -> usize {
@@ -181,6 +192,9 @@ impl Upstream for Scripted {
                 .unwrap_or(Step::Status(200)),
         };
         let arrived = tokio::time::Instant::now();
+        let timeout = request.headers().get("grpc-timeout");
+        let timeout = timeout.map(|v| v.to_str().unwrap().to_owned());
+        self.grpc_timeouts.lock().unwrap().push(timeout);
         let body = request.into_body().collect().await;
         let body = body.map(|b| b.to_bytes()).unwrap_or_default();
         self.seen.lock().unwrap().push((target.port, arrived, body));
@@ -201,6 +215,15 @@ impl Upstream for Scripted {
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::GrpcStatus(code) => {
+                let Outcome::Response(mut response) = status(200) else {
+                    unreachable!()
+                };
+                let headers = response.headers_mut();
+                headers.insert("content-type", "application/grpc".parse().unwrap());
+                headers.insert("grpc-status", code.into());
+                Outcome::Response(response)
+            }
         }
     }
 }
