@@ -155,7 +155,8 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
     pub pool_idle_timeout: Duration,
 
-    /// On SIGTERM/SIGINT or /shutdown, how long in-flight work may take to finish.
+    /// On SIGTERM/SIGINT or /shutdown, how long in-flight work may take to
+    /// finish; requests still waiting for a response then get 503 `shutdown`.
     #[arg(long, env = "OUTRIGGER_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
 

@@ -139,7 +139,8 @@ async fn route(
     }
 
     let stack = state.engine.stack(conn.direction, &resolved).await;
-    let served = call(stack.clone(), request, started).await;
+    let stop = state.drain_expired.cancelled();
+    let served = call(stack.clone(), request, started, stop).await;
     let answered = match served.error {
         Some(cause) => Answered::Proxy(cause.as_str()),
         None => Answered::Upstream,

@@ -161,6 +161,14 @@ async fn trailers_only_unavailable_is_retried_on_an_idempotent_route() {
         2.0
     );
 
+    // A grpcio client's call (its body has no declared length) is replayed
+    // the same way.
+    server.direct(&["script unavailable"]).await;
+    let out = client(proxy.outbound, "web-idem", &["unary m"]).await;
+    assert_eq!(out, "OK m\n");
+    assert_eq!(server.direct(&["stats"]).await, "unary=2 deadline=none\n");
+    assert_eq!(metric(&proxy, "outrigger_retries_total", &retried).await, 3.0);
+
     // On web (no such route) a gRPC call, a POST, is not replayed once the
     // server answered.
     server.direct(&["script unavailable"]).await;

@@ -157,3 +157,41 @@ where
     }
     panic!("condition not reached within 10s");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_waiting_when_the_drain_times_out_gets_503_shutdown() {
+    let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap();
+    let mut proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", upstream.addr),
+        "--drain-timeout=500ms",
+    ])
+    .await;
+    let inbound = proxy.inbound;
+    let waiting = tokio::spawn(async move {
+        request(
+            inbound,
+            "GET",
+            "/",
+            &[("host", "app"), ("x-fault", "delay=30s")],
+            b"",
+        )
+        .await
+    });
+    wait_until(|| async { upstream.hits() == 1 }).await;
+    let signalled = Instant::now();
+    kill(Pid::from_raw(proxy.pid()), Signal::SIGTERM).unwrap();
+    let (status, headers, _) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered after the drain timeout")
+        .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(headers["x-outrigger-error"], "shutdown");
+    assert!(signalled.elapsed() >= Duration::from_millis(450));
+    let status = tokio::time::timeout(Duration::from_secs(5), proxy.child.wait())
+        .await
+        .expect("exits soon after")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}

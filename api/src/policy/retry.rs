@@ -14,7 +14,9 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 10))]
     pub attempts: Option<u32>,
-    /// Response statuses that are retried, each 100-599. Default [502, 503, 504].
+    /// Response statuses that are retried, each 100-599; never one that
+    /// another Outrigger proxy made to shed load (x-outrigger-error:
+    /// overloaded, circuit-open or rate-limited). Default [502, 503, 504].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), extend("x-kubernetes-validations" = [
         {"rule": "self.all(c, c >= 100 && c <= 599)", "message": "codes must be HTTP statuses 100-599"}
@@ -32,7 +34,8 @@ pub struct Retry {
     ]))]
     pub on: Option<Vec<RetryOn>>,
     /// Wait between attempts: exponential with full jitter; a Retry-After
-    /// response header replaces it. Default base 25ms, max 1s.
+    /// response header replaces it, and one longer than 10s or than what is
+    /// left of the request timeout ends retrying. Default base 25ms, max 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     /// Caps retries to a share of recent requests, so retries cannot multiply
@@ -45,9 +48,10 @@ pub struct Retry {
     /// Always. Default Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub non_idempotent: Option<NonIdempotent>,
-    /// Request bodies are buffered up to this many bytes so they can be
-    /// replayed; a larger body is sent once and never retried. At most
-    /// 16777216 (16 MiB). Default 65536.
+    /// Request bodies (of any framing: Content-Length, chunked, HTTP/2,
+    /// trailers included) are copied up to this many bytes as they stream to
+    /// the first attempt, so they can be replayed; a larger body streams on
+    /// but is not retried. At most 16777216 (16 MiB). Default 65536.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 16777216))]
     pub max_buffered_body_bytes: Option<u64>,

@@ -13,8 +13,12 @@ use crate::duration::Duration;
 ]))]
 pub struct Timeouts {
     /// The whole call, retries and backoff included; past it the caller gets
-    /// 504 (a gRPC caller DEADLINE_EXCEEDED). A gRPC request's grpc-timeout
-    /// header shortens it, never lengthens it. 0s: no limit. Default 15s.
+    /// 504 (a gRPC caller DEADLINE_EXCEEDED). It covers the response body
+    /// too when its length is declared (Content-Length), cutting a body still
+    /// arriving; for a stream (chunked without a length, server-sent events,
+    /// gRPC) it ends at the response headers, and idle bounds the rest. A gRPC
+    /// request's grpc-timeout header shortens it, never lengthens it. 0s: no
+    /// limit. Default 15s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
     /// Each attempt (per-try timeout); at most request. 0s: no limit.
@@ -25,7 +29,9 @@ pub struct Timeouts {
     /// Default 1s (the proxy's --connect-timeout).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
-    /// A pooled connection idle this long is closed. Default 5m.
+    /// A pooled connection idle this long is closed, and a call whose body
+    /// moves in neither direction for this long is cut (a gRPC one ends with
+    /// grpc-status 4). Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
 }

@@ -112,7 +112,7 @@ impl Metrics {
             ),
             timeouts: f.counters(
                 "outrigger_timeouts_total",
-                "Timeouts, by kind (request, backend-request, connect)",
+                "Timeouts, by kind (request, backend-request, connect, idle)",
                 &["direction", "destination", "kind"],
             ),
             circuit_state: f.gauges(

@@ -47,7 +47,7 @@ async fn a_trailers_only_status_is_retried_where_replay_is_allowed() {
         Step::GrpcStatus(14),
         Step::Status(200),
     ]);
-    let served = serve(&stack, &upstream, call(&[]), now()).await;
+    let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     assert_eq!(served.response.status(), 200);
     assert_eq!(upstream.times().len(), 3);
     assert_eq!(
@@ -64,7 +64,7 @@ async fn a_trailers_only_status_is_retried_where_replay_is_allowed() {
 
     // A status the policy does not list is the client's answer at once.
     let upstream = Scripted::new([Step::GrpcStatus(4), Step::Status(200)]);
-    let served = serve(&stack, &upstream, call(&[]), now()).await;
+    let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     assert_eq!(served.response.headers()["grpc-status"], "4");
     assert_eq!(served.error, None, "the server's status, not the proxy's");
     assert_eq!(upstream.times().len(), 1);
@@ -74,7 +74,7 @@ async fn a_trailers_only_status_is_retried_where_replay_is_allowed() {
 async fn a_grpc_call_the_server_answered_is_not_replayed_by_default() {
     let stack = stack(retrying(NonIdempotent::Never), 1);
     let upstream = Scripted::new([Step::GrpcStatus(14), Step::Status(200)]);
-    let served = serve(&stack, &upstream, call(&[]), now()).await;
+    let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     assert_eq!(served.response.headers()["grpc-status"], "14");
     assert_eq!(upstream.times().len(), 1);
     let skipped = counter_with(
@@ -89,7 +89,7 @@ async fn a_grpc_call_the_server_answered_is_not_replayed_by_default() {
     retry.on = vec![outrigger_api::policy::RetryOn::ConnectFailure];
     let stack = super::testing::stack(config, 1);
     let upstream = Scripted::new([Step::Connect, Step::Status(200)]);
-    let served = serve(&stack, &upstream, call(&[]), now()).await;
+    let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     assert_eq!(served.response.status(), 200);
     assert_eq!(upstream.times().len(), 2);
 }
@@ -101,7 +101,14 @@ async fn grpc_timeout_is_the_deadline_and_is_passed_on_shrunk() {
     let stack = stack(config, 1);
     let upstream = Scripted::new([Step::GrpcStatus(14), Step::Hang]);
     let started = tokio::time::Instant::now();
-    let served = serve(&stack, &upstream, call(&[("grpc-timeout", "1S")]), now()).await;
+    let served = serve(
+        &stack,
+        &upstream,
+        call(&[("grpc-timeout", "1S")]),
+        now(),
+        std::future::pending(),
+    )
+    .await;
     // The client's 1s, not the policy's 10s.
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     assert_eq!(served.error, Some(Cause::Proxy(ProxyError::Timeout)));
@@ -123,7 +130,14 @@ async fn grpc_timeout_is_the_deadline_and_is_passed_on_shrunk() {
     // The policy's timeout, when it is the shorter one, is passed on.
     let upstream = Scripted::new([Step::Hang]);
     let started = tokio::time::Instant::now();
-    let served = serve(&stack, &upstream, call(&[("grpc-timeout", "1M")]), now()).await;
+    let served = serve(
+        &stack,
+        &upstream,
+        call(&[("grpc-timeout", "1M")]),
+        now(),
+        std::future::pending(),
+    )
+    .await;
     assert_eq!(started.elapsed(), Duration::from_secs(10));
     assert_eq!(served.error, Some(Cause::Proxy(ProxyError::Timeout)));
     assert_eq!(upstream.grpc_timeouts()[0].as_deref(), Some("10000000u"));
@@ -135,17 +149,22 @@ async fn the_breaker_counts_trailers_only_grpc_failures() {
     // NOT_FOUND is an answer, not a failure of the server.
     let upstream = Scripted::new([Step::GrpcStatus(5), Step::GrpcStatus(5)]);
     for _ in 0..2 {
-        serve(&stack, &upstream, call(&[]), now()).await;
+        serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     }
-    assert_eq!(serve(&stack, &upstream, call(&[]), now()).await.error, None);
+    assert_eq!(
+        serve(&stack, &upstream, call(&[]), now(), std::future::pending())
+            .await
+            .error,
+        None
+    );
 
     let stack = super::testing::stack(breaker_config(false), 1);
     let upstream = Scripted::new([Step::GrpcStatus(14), Step::GrpcStatus(13)]);
     for _ in 0..2 {
-        let served = serve(&stack, &upstream, call(&[]), now()).await;
+        let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
         assert_eq!(served.error, None);
     }
-    let open = serve(&stack, &upstream, call(&[]), now()).await;
+    let open = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     assert_eq!(open.error, Some(Cause::CircuitOpen));
     assert_eq!(upstream.times().len(), 2);
 }
@@ -165,12 +184,12 @@ async fn outlier_detection_ejects_an_endpoint_answering_grpc_failures() {
         _ => Step::Status(200),
     });
     for _ in 0..40 {
-        serve(&stack, &upstream, call(&[]), now()).await;
+        serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     }
     assert_eq!(counter(&stack.metrics, "outrigger_ejections_total"), 1.0);
     let before = upstream.calls_to(9001);
     for _ in 0..20 {
-        serve(&stack, &upstream, call(&[]), now()).await;
+        serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     }
     assert_eq!(upstream.calls_to(9001), before, "ejected");
 }

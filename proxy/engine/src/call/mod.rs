@@ -13,6 +13,7 @@
 
 mod admission;
 mod attempt;
+mod body_time;
 mod breaker;
 mod deadline;
 mod error;
@@ -27,6 +28,7 @@ mod testing;
 mod tests;
 mod upstream;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -35,7 +37,9 @@ use hyper::body::Incoming;
 
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
+use body_time::{Activity, Limits, RequestFacts, Shape, Touching};
 use outrigger_http::body::ProxyBody;
+use outrigger_http::error_response::ProxyError;
 
 pub use error::{CallError, Cause};
 pub use retry::RequestBody;
@@ -49,17 +53,36 @@ pub struct Served {
 }
 
 /// Runs one request through `stack`, sending through its kept-alive
-/// connections. `started` is when the proxy received it.
+/// connections. `started` is when the proxy received it; `stop` resolves when
+/// the proxy's drain timeout has run out, which answers a request still
+/// waiting for its response with 503 `shutdown`.
 pub async fn call(
     stack: Arc<DestinationStack>,
     request: Request<Incoming>,
     started: Instant,
+    stop: impl Future<Output = ()>,
 ) -> Served {
-    serve(&stack, &stack.clients, request, started).await
+    serve(&stack, &stack.clients, request, started, stop).await
 }
 
 /// [`call`] over any upstream.
 pub async fn serve<U: Upstream, B: RequestBody>(
+    stack: &DestinationStack,
+    upstream: &U,
+    request: Request<B>,
+    started: Instant,
+    stop: impl Future<Output = ()>,
+) -> Served {
+    tokio::select! {
+        served = exchange(stack, upstream, request, started) => served,
+        () = stop => edge(Err(CallError::new(
+            ProxyError::Shutdown,
+            "the proxy is shutting down and its drain timeout ran out before a response",
+        ))),
+    }
+}
+
+async fn exchange<U: Upstream, B: RequestBody>(
     stack: &DestinationStack,
     upstream: &U,
     request: Request<B>,
@@ -74,8 +97,32 @@ pub async fn serve<U: Upstream, B: RequestBody>(
         .route(request.method(), request.uri().path(), request.headers());
     // The route's request timeout, shortened by a gRPC client's grpc-timeout.
     let deadline = grpc::deadline(route.request_timeout, request.headers(), started);
+    let facts = RequestFacts::of(request.method(), request.headers());
+    // `timeouts.idle` bounds silence on the bodies of a policy's destinations.
+    let idle = stack
+        .config
+        .policy
+        .is_some()
+        .then_some(stack.config.idle_timeout);
+    let activity = idle.map(|_| Activity::new());
+    let request = request.map(|body| match &activity {
+        Some(activity) => activity.watch_request(body),
+        None => Touching::unwatched(body),
+    });
     let attempts = retry::with_retries(stack, upstream, route, request, deadline);
-    let served = edge(deadline::within(stack, route, deadline, attempts).await);
+    let result = deadline::within(stack, route, deadline, attempts).await;
+    let result = result.map(|response| {
+        // The deadline covers a bounded body to its end; a stream's stopped
+        // at its headers.
+        let bounded = body_time::shape(facts, &response) == Shape::Bounded;
+        let limits = Limits {
+            deadline: deadline.filter(|_| bounded),
+            idle,
+            grpc: facts.grpc,
+        };
+        body_time::limit(stack, response, limits, activity)
+    });
+    let served = edge(result);
     // The concurrency slot is held until the response body has been sent.
     match slot {
         Some(slot) => Served {

@@ -9,7 +9,7 @@ use super::grpc::trailers_only_status;
 use crate::config::RetrySettings;
 use crate::stack::DestinationStack;
 use outrigger_http::body::ProxyBody;
-use outrigger_http::error_response::ProxyError;
+use outrigger_http::error_response::{ProxyError, ERROR_HEADER};
 use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_resilience::grpc::{self, Codes};
@@ -72,8 +72,25 @@ impl Outcome {
             if trailers_only_status(r).is_some_and(|code| codes.contains(code)))
     }
 
+    /// What the retry loop should make of this outcome: the one place where
+    /// an outcome is classified for retries (a protocol-aware classifier,
+    /// gRPC's `grpc-status` say, plugs in here).
+    pub fn retry_verdict(&self, retry: &RetrySettings) -> RetryVerdict {
+        let Some(reason) = self.retry_reason(retry) else {
+            return RetryVerdict::Final;
+        };
+        match self {
+            // Another proxy refused the call to protect its Service: retrying
+            // would multiply the load it is shedding, hop after hop.
+            Outcome::Response(r) if refused_by_a_proxy(r.headers()) => {
+                RetryVerdict::Refused("proxy-overloaded")
+            }
+            _ => RetryVerdict::Retry(reason),
+        }
+    }
+
     /// The retry reason, if the policy retries this outcome.
-    pub fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
+    fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
         let on = |c: RetryOn| retry.on.contains(&c);
         match self {
             Outcome::Response(r) if retry.codes.contains(&r.status().as_u16()) => {
@@ -132,6 +149,33 @@ impl Outcome {
             }
         }
     }
+}
+
+/// Whether a retryable outcome is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryVerdict {
+    /// Not a failure the policy retries: the caller gets it.
+    Final,
+    /// A failure the policy retries, for this reason (counted in
+    /// `outrigger_retries_total{reason}`), if attempts, replay, budget and
+    /// deadline allow.
+    Retry(&'static str),
+    /// A failure the policy names that must not be retried, for this reason
+    /// (counted in `outrigger_retries_skipped_total{reason}`).
+    Refused(&'static str),
+}
+
+/// Whether a response is another Outrigger proxy's refusal to protect its
+/// Service (`x-outrigger-error: overloaded`, `circuit-open` or
+/// `rate-limited`), which a caller must not retry (Envoy's
+/// `x-envoy-overloaded`).
+pub fn refused_by_a_proxy(headers: &http::HeaderMap) -> bool {
+    headers.get(ERROR_HEADER).is_some_and(|v| {
+        matches!(
+            v.as_bytes(),
+            b"overloaded" | b"circuit-open" | b"rate-limited"
+        )
+    })
 }
 
 fn status_reason(status: StatusCode) -> &'static str {

@@ -5,10 +5,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use outrigger_api::policy::{FailureKind, NonIdempotent};
+use tokio::sync::mpsc;
 
 use super::outcome::Outcome;
 use super::upstream::Upstream;
@@ -116,6 +122,10 @@ pub enum Step {
     Status(u16),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, &'static str),
+    /// A status made by another Outrigger proxy (`x-outrigger-error`).
+    ProxyRefusal(u16, &'static str),
+    /// A status sent after reading only the first frame of the body.
+    Early(u16),
     /// Connection refused: the request was never seen.
     Connect,
     /// The connection broke after the request was sent.
@@ -124,6 +134,9 @@ pub enum Step {
     Hang,
     /// A trailers-only gRPC response with this `grpc-status`.
     GrpcStatus(u32),
+    /// 200 and a body that never ends, declared with a Content-Length (true)
+    /// or not.
+    Stall(bool),
 }
 
 type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
@@ -133,10 +146,14 @@ type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
 pub struct Scripted {
     steps: Mutex<VecDeque<Step>>,
     by_endpoint: Option<ByEndpoint>,
-    seen: Mutex<Vec<(u16, tokio::time::Instant, Bytes)>>,
+    seen: Mutex<Vec<Seen>>,
     /// The `grpc-timeout` each request carried.
     grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
+
+/// One request the scripted upstream got: endpoint port, arrival, body read,
+/// and the body's trailers.
+type Seen = (u16, tokio::time::Instant, Bytes, Option<http::HeaderMap>);
 
 impl Scripted {
     pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
@@ -170,6 +187,15 @@ impl Scripted {
         self.grpc_timeouts.lock().unwrap().clone()
     }
 
+    pub fn trailers(&self) -> Vec<Option<http::HeaderMap>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.3.clone())
+            .collect()
+    }
+
     pub fn calls_to(&self, port: u16) -> usize {
         self.seen
             .lock()
@@ -195,23 +221,39 @@ impl Upstream for Scripted {
         let timeout = request.headers().get("grpc-timeout");
         let timeout = timeout.map(|v| v.to_str().unwrap().to_owned());
         self.grpc_timeouts.lock().unwrap().push(timeout);
-        let body = request.into_body().collect().await;
-        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-        self.seen.lock().unwrap().push((target.port, arrived, body));
-        let respond = |code: u16, retry_after: Option<&'static str>| {
+        let mut body = request.into_body();
+        let (body, trailers) = match step {
+            // Never connected: nothing of the body was sent.
+            Step::Connect => (Bytes::new(), None),
+            Step::Early(_) => match body.frame().await {
+                Some(Ok(frame)) => (frame.into_data().unwrap_or_default(), None),
+                _ => (Bytes::new(), None),
+            },
+            _ => match body.collect().await {
+                Ok(collected) => {
+                    let trailers = collected.trailers().cloned();
+                    (collected.to_bytes(), trailers)
+                }
+                Err(_) => (Bytes::new(), None),
+            },
+        };
+        self.seen
+            .lock()
+            .unwrap()
+            .push((target.port, arrived, body, trailers));
+        let respond = |code: u16, header: Option<(&'static str, &'static str)>| {
             let Outcome::Response(mut response) = status(code) else {
                 unreachable!()
             };
-            if let Some(value) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            if let Some((name, value)) = header {
+                response.headers_mut().insert(name, value.parse().unwrap());
             }
             Outcome::Response(response)
         };
         match step {
-            Step::Status(code) => respond(code, None),
-            Step::RetryAfter(code, value) => respond(code, Some(value)),
+            Step::Status(code) | Step::Early(code) => respond(code, None),
+            Step::RetryAfter(code, value) => respond(code, Some(("retry-after", value))),
+            Step::ProxyRefusal(code, cause) => respond(code, Some(("x-outrigger-error", cause))),
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
@@ -224,6 +266,57 @@ impl Upstream for Scripted {
                 headers.insert("grpc-status", code.into());
                 Outcome::Response(response)
             }
+            Step::Stall(declared) => {
+                let (tx, body) = chunked();
+                // The sender lives in the body: it never ends.
+                let body = Stalled(body, tx).map_err(|never| match never {});
+                let mut response = Response::new(body.boxed_unsync());
+                if declared {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, 100.into());
+                }
+                Outcome::Response(response)
+            }
         }
+    }
+}
+
+/// A request body of unknown length (sent chunked), fed frame by frame
+/// through the sender; it ends when the sender is dropped.
+pub fn chunked() -> (mpsc::UnboundedSender<Frame<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, ChannelBody(rx))
+}
+
+pub struct ChannelBody(mpsc::UnboundedReceiver<Frame<Bytes>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+/// A body that never ends: it holds its own sender.
+struct Stalled(
+    ChannelBody,
+    #[allow(dead_code)] mpsc::UnboundedSender<Frame<Bytes>>,
+);
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
     }
 }
