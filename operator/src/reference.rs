@@ -42,7 +42,8 @@ A request is gRPC when its content-type is `application/grpc` or
   body buffered (`maxBufferedBodyBytes`).
 - `circuitBreaker.grpcCodes` and `outlierDetection.grpcCodes` (default
   `[unavailable, internal, unknown, deadline-exceeded]`): a trailers-only
-  response with one of these codes is a failure, as a 5xx is.
+  response with one of these codes is a failure, as a 5xx is. A status in
+  trailers after the response began is not counted.
 - Deadlines: a gRPC request's `grpc-timeout` header shortens the call's
   deadline (`timeouts.request`, or none on a route with `request: 0s`) and
   never lengthens it, on both the caller's and the server's proxy. The
@@ -54,11 +55,12 @@ A request is gRPC when its content-type is `application/grpc` or
   `grpc-status` and `x-outrigger-error`).
 - Streaming calls (server, client and bidirectional) pass through as they
   are, message by message. A response is never retried once it has begun
-  (after its first message or its headers), and a request is replayed only
-  if its body could be kept for it (`maxBufferedBodyBytes`). The request
-  and per-try timeouts can cut a long-lived stream (a quiet server stream
-  may not even send headers for a while): give such methods a route with
-  `timeouts: {request: 0s, backendRequest: 0s}`.
+  (a status in trailers), and a request is replayed only if its body could
+  be kept for it (`maxBufferedBodyBytes`). The request and per-try timeouts
+  run until the response headers, which a quiet server stream may send
+  late, and `timeouts.idle` cuts a stream silent in both directions for that
+  long: give long-lived streams a route with `timeouts: {request: 0s,
+  backendRequest: 0s}` and an idle timeout longer than their quiet spells.
 - `routes[].match.grpc` selects gRPC calls by `service` (fully qualified,
   `package.Service`) and `method`, read from the path `/package.Service/Method`;
   either may be left out, and `grpc: {}` selects every gRPC call.
