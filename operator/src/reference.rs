@@ -41,9 +41,13 @@ A request is gRPC when its content-type is `application/grpc` or
   (`retry.on`) is retried whatever the method. Replaying needs the request
   body buffered (`maxBufferedBodyBytes`).
 - `circuitBreaker.grpcCodes` and `outlierDetection.grpcCodes` (default
-  `[unavailable, internal, unknown, deadline-exceeded]`): a trailers-only
-  response with one of these codes is a failure, as a 5xx is. A status in
-  trailers after the response began is not counted.
+  `[unavailable, internal, unknown, deadline-exceeded]`): a response with
+  one of these codes is a failure, as a 5xx is, whether the code came in a
+  trailers-only response or in trailers after the headers. A call whose
+  response delivered a message first is a success (a stream that serves and
+  later fails is the app's business, and a long stream does not hold a
+  half-open probe); a body reset before either is a connection error, and
+  one the client dropped first counts for nothing (its probe is released).
 - Deadlines: a gRPC request's `grpc-timeout` header shortens the call's
   deadline (`timeouts.request`, or none on a route with `request: 0s`) and
   never lengthens it, on both the caller's and the server's proxy. The

@@ -167,7 +167,10 @@ async fn trailers_only_unavailable_is_retried_on_an_idempotent_route() {
     let out = client(proxy.outbound, "web-idem", &["unary m"]).await;
     assert_eq!(out, "OK m\n");
     assert_eq!(server.direct(&["stats"]).await, "unary=2 deadline=none\n");
-    assert_eq!(metric(&proxy, "outrigger_retries_total", &retried).await, 3.0);
+    assert_eq!(
+        metric(&proxy, "outrigger_retries_total", &retried).await,
+        3.0
+    );
 
     // On web (no such route) a gRPC call, a POST, is not replayed once the
     // server answered.
@@ -234,7 +237,7 @@ async fn grpc_timeout_sets_the_deadline_and_reaches_the_server_shrunk() {
 async fn the_breaker_counts_grpc_failures() {
     let server = GrpcServer::start().await;
     let spec = "  circuitBreaker: {minimumRequests: 2, failureRatePercent: 50, openFor: 30s}\n";
-    let (proxy, _file) = caller_proxy(&server, &[("web", spec)]).await;
+    let (proxy, _file) = caller_proxy(&server, &[("web", spec), ("web-late", spec)]).await;
     // NOT_FOUND is the service's answer, not its failure.
     server.direct(&["script not-found,not-found"]).await;
     let out = client(proxy.outbound, "web", &["unary a", "unary b"]).await;
@@ -260,5 +263,26 @@ async fn the_breaker_counts_grpc_failures() {
         )
         .await,
         1.0
+    );
+
+    // A status in trailers counts too, unless a message came first: streams
+    // that delivered messages and then failed are successes, and UNAVAILABLE
+    // and INTERNAL after the response headers open the circuit.
+    server
+        .direct(&["script late-unavailable,late-internal"])
+        .await;
+    let calls = [
+        "server-stream 2,fail",
+        "server-stream 2,fail",
+        "unary a",
+        "unary b",
+        "unary c",
+    ];
+    let out = client(proxy.outbound, "web-late", &calls).await;
+    assert_eq!(
+        out,
+        "0\n1\nUNAVAILABLE stream failed\n0\n1\nUNAVAILABLE stream failed\n\
+         UNAVAILABLE late failure\nINTERNAL late failure\n\
+         UNAVAILABLE outrigger: circuit-open\n"
     );
 }

@@ -61,10 +61,10 @@ pub struct CircuitBreaker {
     pub failure_on: Option<Vec<FailureKind>>,
     /// gRPC statuses that count as failures, without repeats (a gRPC error
     /// is an HTTP 200 response, so failureOn does not see it). Read from a
-    /// trailers-only response (grpc-status in the headers, how servers fail
-    /// a call before any message); a status in trailers after the response
-    /// began is not counted. Default [unavailable, internal, unknown,
-    /// deadline-exceeded]; [] counts none.
+    /// trailers-only response (grpc-status in the headers), else from the
+    /// trailers, unless a response message came first: a stream that
+    /// delivered a message counts as a success. Default [unavailable,
+    /// internal, unknown, deadline-exceeded]; [] counts none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
     pub grpc_codes: Option<Vec<GrpcCode>>,

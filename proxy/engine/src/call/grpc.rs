@@ -1,14 +1,21 @@
 //! What the request path reads and writes of gRPC: the client's deadline
 //! (`grpc-timeout`, which shortens the call's and is passed on shrunk by the
-//! time spent here) and a response's status when it is known at its headers
-//! (a trailers-only response, `grpc-status` among the headers).
+//! time spent here), a response's status when it is known at its headers
+//! (a trailers-only response, `grpc-status` among the headers), and else
+//! what its body shows first: a message, or the status in its trailers.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 
+use outrigger_http::body::{BoxError, ProxyBody};
 use outrigger_http::error_response::is_grpc;
-use outrigger_resilience::grpc::{format_timeout, parse_status, parse_timeout};
+use outrigger_resilience::grpc::{format_timeout, parse_status, parse_timeout, UNKNOWN};
 
 pub const TIMEOUT: &str = "grpc-timeout";
 pub const STATUS: &str = "grpc-status";
@@ -63,6 +70,101 @@ pub fn trailers_only_status<B>(response: &Response<B>) -> Option<u32> {
         return None;
     }
     parse_status(response.headers().get(STATUS)?.as_bytes())
+}
+
+/// Whether this is a gRPC response whose status is still to come (in its
+/// trailers): an HTTP 200 with a gRPC content type, no `grpc-status` among
+/// its headers and a body to read.
+pub fn status_pending(response: &Response<ProxyBody>) -> bool {
+    response.status() == http::StatusCode::OK
+        && is_grpc(response.headers())
+        && !response.headers().contains_key(STATUS)
+        && !response.body().is_end_stream()
+}
+
+/// What the body of a gRPC response showed first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A response message: the server is serving the call (what a stream
+    /// does after that is the app's business).
+    Message,
+    /// The status in the trailers (UNKNOWN when the body ended without one,
+    /// as a client reads it).
+    Status(u32),
+    /// The body broke (the stream was reset).
+    Broken,
+}
+
+/// `response` with `then` called once its body shows a [`Verdict`]. A body
+/// dropped first (the client went away, a proxy timeout cut it) drops
+/// `then` uncalled.
+pub fn on_verdict(
+    response: Response<ProxyBody>,
+    then: impl FnOnce(Verdict) + Send + Unpin + 'static,
+) -> Response<ProxyBody> {
+    response.map(|inner| {
+        Watch {
+            inner,
+            then: Some(then),
+        }
+        .boxed_unsync()
+    })
+}
+
+struct Watch<F> {
+    inner: ProxyBody,
+    then: Option<F>,
+}
+
+impl<F: FnOnce(Verdict)> Watch<F> {
+    fn decide(&mut self, verdict: Verdict) {
+        if let Some(then) = self.then.take() {
+            then(verdict);
+        }
+    }
+}
+
+impl<F: FnOnce(Verdict) + Send + Unpin> Body for Watch<F> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        if self.then.is_some() {
+            let verdict = match &polled {
+                Poll::Ready(Some(Ok(frame))) => match frame.trailers_ref() {
+                    Some(trailers) => Some(Verdict::Status(
+                        trailers
+                            .get(STATUS)
+                            .and_then(|v| parse_status(v.as_bytes()))
+                            .unwrap_or(UNKNOWN),
+                    )),
+                    None => frame
+                        .data_ref()
+                        .filter(|data| !data.is_empty())
+                        .map(|_| Verdict::Message),
+                },
+                Poll::Ready(Some(Err(_))) => Some(Verdict::Broken),
+                Poll::Ready(None) => Some(Verdict::Status(UNKNOWN)),
+                Poll::Pending => None,
+            };
+            if let Some(verdict) = verdict {
+                self.decide(verdict);
+            }
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
-use http_body_util::Full;
+use http_body_util::{BodyExt, Full};
 use outrigger_api::policy::NonIdempotent;
 
 use super::testing::{
@@ -192,4 +192,47 @@ async fn outlier_detection_ejects_an_endpoint_answering_grpc_failures() {
         serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
     }
     assert_eq!(upstream.calls_to(9001), before, "ejected");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_status_in_trailers_counts_unless_a_message_came_first() {
+    let mut config = breaker_config(false);
+    config.outlier = Some(OutlierSettings {
+        consecutive_failures: 2,
+        base_ejection_time: Duration::from_secs(30),
+        max_ejection_percent: 100,
+        grpc_codes: [14].into_iter().collect(),
+    });
+    // Streams that delivered a message before failing count as successes.
+    let stack = stack(config.clone(), 1);
+    let upstream = Scripted::new([Step::GrpcTrailers(14, true); 3]);
+    for _ in 0..3 {
+        let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
+        assert_eq!(served.error, None);
+        served.response.into_body().collect().await.unwrap();
+    }
+    assert_eq!(counter(&stack.metrics, "outrigger_ejections_total"), 0.0);
+
+    // A status in trailers after headers alone is the call's result: read
+    // to its end, two UNAVAILABLE open the circuit and eject the endpoint.
+    let stack = super::testing::stack(config.clone(), 1);
+    let upstream = Scripted::new([Step::GrpcTrailers(14, false); 2]);
+    for _ in 0..2 {
+        let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
+        let body = served.response.into_body().collect().await.unwrap();
+        assert_eq!(body.trailers().unwrap()["grpc-status"], "14");
+    }
+    assert_eq!(counter(&stack.metrics, "outrigger_ejections_total"), 1.0);
+    let open = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
+    assert_eq!(open.error, Some(Cause::CircuitOpen));
+
+    // Bodies dropped before their status count for nothing.
+    let stack = super::testing::stack(config, 1);
+    let upstream = Scripted::new([Step::GrpcTrailers(14, false); 3]);
+    for _ in 0..3 {
+        let served = serve(&stack, &upstream, call(&[]), now(), std::future::pending()).await;
+        assert_eq!(served.error, None);
+        drop(served);
+    }
+    assert_eq!(counter(&stack.metrics, "outrigger_ejections_total"), 0.0);
 }

@@ -134,6 +134,9 @@ pub enum Step {
     Hang,
     /// A trailers-only gRPC response with this `grpc-status`.
     GrpcStatus(u32),
+    /// A gRPC response whose `grpc-status` comes in trailers, after a
+    /// message (true) or not.
+    GrpcTrailers(u32, bool),
     /// 200 and a body that never ends, declared with a Content-Length (true)
     /// or not.
     Stall(bool),
@@ -257,6 +260,20 @@ impl Upstream for Scripted {
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::GrpcTrailers(code, message) => {
+                let mut frames = VecDeque::new();
+                if message {
+                    frames.push_back(Frame::data(Bytes::from_static(b"\0\0\0\0\x01m")));
+                }
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", code.into());
+                frames.push_back(Frame::trailers(trailers));
+                let mut response = Response::new(Frames(frames).boxed_unsync());
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                Outcome::Response(response)
+            }
             Step::GrpcStatus(code) => {
                 let Outcome::Response(mut response) = status(200) else {
                     unreachable!()
@@ -318,5 +335,24 @@ impl Body for Stalled {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+/// A body of the given frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = outrigger_http::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
     }
 }
