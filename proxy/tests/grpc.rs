@@ -286,3 +286,40 @@ async fn the_breaker_counts_grpc_failures() {
          UNAVAILABLE outrigger: circuit-open\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn time_spent_in_the_servers_proxy_comes_off_the_deadline() {
+    let server = GrpcServer::start().await;
+    // The server's proxy lets one call in at a time; the next one waits.
+    let limits =
+        "  limits: {maxConcurrentRequests: 1, maxPendingRequests: 1, pendingTimeout: 5s}\n";
+    let file = PolicyFile::new("web", &policy("web", limits));
+    let inbound = ProxyProcess::start(&[
+        &format!("--app-addr={}", loopback(server.port)),
+        "--service-name=web",
+        &file.flag(),
+    ])
+    .await;
+    server.direct(&["script sleep-2500,ok"]).await;
+    let first = tokio::spawn(client(inbound.inbound, "web", &["unary first timeout=5"]));
+    // Once the first call is with the server, the second queues behind it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !server.direct(&["stats"]).await.starts_with("unary=1 ") {
+        assert!(Instant::now() < deadline, "the first call never arrived");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let second = client(inbound.inbound, "web", &["unary second timeout=4", "stats"]).await;
+    assert_eq!(first.await.unwrap(), "OK first\n");
+    let (call, stats) = second.split_once('\n').unwrap();
+    assert_eq!(call, "OK second");
+    // It waited most of a second for the first: the server heard what was
+    // left of its 3s, not 3s.
+    let left: f64 = stats
+        .trim()
+        .rsplit("deadline=")
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(left > 1.0 && left < 2.7, "{stats}");
+}
