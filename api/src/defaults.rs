@@ -30,6 +30,9 @@ pub const RETRY_ON: [RetryOn; 3] = [
     RetryOn::RefusedStream,
     RetryOn::ResetBeforeRequest,
 ];
+/// retry.grpcCodes: the status a gRPC server (or its load balancer) answers
+/// when it cannot take the call; the rest say more about the call itself.
+pub const RETRY_GRPC_CODES: [GrpcCode; 1] = [GrpcCode::Unavailable];
 /// retry.backoff.base.
 pub const BACKOFF_BASE_MS: u64 = 25;
 /// retry.backoff.max.
@@ -70,6 +73,14 @@ pub const FAILURE_ON: [FailureKind; 3] = [
     FailureKind::ServerError,
     FailureKind::Timeout,
     FailureKind::ConnectionError,
+];
+/// circuitBreaker.grpcCodes and outlierDetection.grpcCodes: the statuses a
+/// failing server answers with (the gRPC counterparts of 5xx and timeouts).
+pub const GRPC_FAILURE_CODES: [GrpcCode; 4] = [
+    GrpcCode::Unavailable,
+    GrpcCode::Internal,
+    GrpcCode::Unknown,
+    GrpcCode::DeadlineExceeded,
 ];
 
 /// outlierDetection.consecutiveFailures.
@@ -128,11 +139,19 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
             half_open_requests: cb.half_open_requests.or(Some(HALF_OPEN_REQUESTS)),
             fallback: Some(fallback(cb.fallback.clone().unwrap_or_default())),
             failure_on: cb.failure_on.clone().or_else(|| Some(FAILURE_ON.to_vec())),
+            grpc_codes: cb
+                .grpc_codes
+                .clone()
+                .or_else(|| Some(GRPC_FAILURE_CODES.to_vec())),
         }),
         outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {
             consecutive_failures: o.consecutive_failures.or(Some(CONSECUTIVE_FAILURES)),
             base_ejection_time: o.base_ejection_time.or(secs(BASE_EJECTION_SECS)),
             max_ejection_percent: o.max_ejection_percent.or(Some(MAX_EJECTION_PERCENT)),
+            grpc_codes: o
+                .grpc_codes
+                .clone()
+                .or_else(|| Some(GRPC_FAILURE_CODES.to_vec())),
         }),
         limits: spec.limits.as_ref().map(|l| Limits {
             max_concurrent_requests: l.max_concurrent_requests,
@@ -192,6 +211,7 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
         }),
         non_idempotent: Some(NON_IDEMPOTENT),
         max_buffered_body_bytes: Some(MAX_BUFFERED_BODY_BYTES),
+        grpc_codes: Some(RETRY_GRPC_CODES.to_vec()),
     });
     let own_backoff = own.backoff.clone().unwrap_or_default();
     let parent_backoff = parent.backoff.clone().unwrap_or_default();
@@ -214,6 +234,7 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
         max_buffered_body_bytes: own
             .max_buffered_body_bytes
             .or(parent.max_buffered_body_bytes),
+        grpc_codes: own.grpc_codes.clone().or(parent.grpc_codes),
     }
 }
 
@@ -250,6 +271,7 @@ mod tests {
         let cb = s.circuit_breaker.unwrap();
         assert_eq!(cb.open_for, secs(30));
         assert_eq!(cb.failure_on, Some(FAILURE_ON.to_vec()));
+        assert_eq!(cb.grpc_codes, Some(GRPC_FAILURE_CODES.to_vec()));
         assert_eq!(
             cb.fallback,
             Some(Fallback {
@@ -275,5 +297,6 @@ mod tests {
         assert_eq!((t.request, t.backend_request), (secs(10), secs(1)));
         let r = route.retry.as_ref().unwrap();
         assert_eq!((r.attempts, r.codes.clone()), (Some(0), Some(vec![503])));
+        assert_eq!(r.grpc_codes, Some(vec![GrpcCode::Unavailable]));
     }
 }

@@ -18,8 +18,57 @@ pub fn policy_reference() -> String {
     walk(&mut out, "spec", schema);
     out.push_str("\n## Cross-field rules (checked by the API server)\n\n");
     rules(&mut out, "spec", schema);
+    out.push_str(GRPC);
     out
 }
+
+/// How the fields above apply to gRPC calls (not in the schema).
+const GRPC: &str = "
+## gRPC
+
+A request is gRPC when its content-type is `application/grpc` or
+`application/grpc+...`; gRPC errors travel as HTTP 200 responses with a
+`grpc-status`, so these rules read that instead of the HTTP status.
+
+- `retry.grpcCodes` (default `[unavailable]`): a status is retried only
+  while nothing of the response reached the client, that is from a
+  trailers-only response (`grpc-status` in the headers, as servers answer
+  a call that fails before any message). A status in trailers after the
+  response began is passed on as it is. gRPC calls are POSTs: a call the
+  server answered is replayed only under `nonIdempotent: Always` (or
+  `IfIdempotencyKey` with an `Idempotency-Key` header), typically on a route
+  matching the idempotent methods; a call that never reached a server
+  (`retry.on`) is retried whatever the method. Replaying needs the request
+  body buffered (`maxBufferedBodyBytes`).
+- `circuitBreaker.grpcCodes` and `outlierDetection.grpcCodes` (default
+  `[unavailable, internal, unknown, deadline-exceeded]`): a response with
+  one of these codes is a failure, as a 5xx is, whether the code came in a
+  trailers-only response or in trailers after the headers. A call whose
+  response delivered a message first is a success (a stream that serves and
+  later fails is the app's business, and a long stream does not hold a
+  half-open probe); a body reset before either is a connection error, and
+  one the client dropped first counts for nothing (its probe is released).
+- Deadlines: a gRPC request's `grpc-timeout` header shortens the call's
+  deadline (`timeouts.request`, or none on a route with `request: 0s`) and
+  never lengthens it, on both the caller's and the server's proxy. The
+  request leaves each proxy with `grpc-timeout` set to what is left of the
+  deadline when each attempt is sent, so deadlines shrink hop by hop; a
+  request that came without `grpc-timeout` gets none. A call past its
+  deadline is answered with `grpc-status: 4` (DEADLINE_EXCEEDED); other
+  errors the proxy answers take the gRPC form too (trailers-only, with
+  `grpc-status` and `x-outrigger-error`).
+- Streaming calls (server, client and bidirectional) pass through as they
+  are, message by message. A response is never retried once it has begun
+  (a status in trailers), and a request is replayed only if its body could
+  be kept for it (`maxBufferedBodyBytes`). The request and per-try timeouts
+  run until the response headers, which a quiet server stream may send
+  late, and `timeouts.idle` cuts a stream silent in both directions for that
+  long: give long-lived streams a route with `timeouts: {request: 0s,
+  backendRequest: 0s}` and an idle timeout longer than their quiet spells.
+- `routes[].match.grpc` selects gRPC calls by `service` (fully qualified,
+  `package.Service`) and `method`, read from the path `/package.Service/Method`;
+  either may be left out, and `grpc: {}` selects every gRPC call.
+";
 
 fn type_of(schema: &Value) -> String {
     match schema["type"].as_str() {

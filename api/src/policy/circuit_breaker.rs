@@ -1,6 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GrpcCode;
 use crate::duration::Duration;
 
 /// Circuit breaker for calls to the Service (resilience4j/opossum style):
@@ -58,6 +59,15 @@ pub struct CircuitBreaker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4))]
     pub failure_on: Option<Vec<FailureKind>>,
+    /// gRPC statuses that count as failures, without repeats (a gRPC error
+    /// is an HTTP 200 response, so failureOn does not see it). Read from a
+    /// trailers-only response (grpc-status in the headers), else from the
+    /// trailers, unless a response message came first: a stream that
+    /// delivered a message counts as a success. Default [unavailable,
+    /// internal, unknown, deadline-exceeded]; [] counts none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
+    pub grpc_codes: Option<Vec<GrpcCode>>,
 }
 
 /// Slow-call detection: opens the circuit when at least ratePercent of the

@@ -4,6 +4,7 @@
 //! user said nothing. Doc comments become the CRD's field descriptions.
 
 mod circuit_breaker;
+mod grpc;
 mod limits;
 mod outlier_detection;
 mod retry;
@@ -16,10 +17,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use circuit_breaker::{CircuitBreaker, FailureKind, Fallback, SlowCall};
+pub use grpc::GrpcCode;
 pub use limits::{Limits, RateLimit};
 pub use outlier_detection::OutlierDetection;
 pub use retry::{Backoff, NonIdempotent, Retry, RetryBudget, RetryOn, RetryRate};
-pub use routes::{HeaderMatch, Route, RouteMatch};
+pub use routes::{GrpcMatch, HeaderMatch, Route, RouteMatch};
 pub use status::{Condition, ProxyCount, ResiliencePolicyStatus};
 pub use target::TargetRef;
 pub use timeouts::Timeouts;

@@ -1,6 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GrpcCode;
 use crate::duration::Duration;
 
 /// Retries, with Gateway API meanings (GEP-1731 retry, GEP-3388 budget).
@@ -54,6 +55,17 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 16777216))]
     pub max_buffered_body_bytes: Option<u64>,
+    /// gRPC statuses that are retried, without repeats. Read where the status
+    /// is known before anything reached the caller: a trailers-only response
+    /// (grpc-status in the headers, how servers answer a call that fails
+    /// before sending a message); a status in trailers after a response began
+    /// is passed on, never retried. gRPC calls are POSTs, so one the server
+    /// answered is replayed only where nonIdempotent allows. Default
+    /// [unavailable]; cancelled, deadline-exceeded, resource-exhausted and the
+    /// rest are opt-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
+    pub grpc_codes: Option<Vec<GrpcCode>>,
 }
 
 /// A transport failure that may be retried (see `Retry::on`).

@@ -28,7 +28,11 @@ pub struct Route {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.pathPrefix) && has(self.pathExact))", "message": "set pathPrefix or pathExact, not both"}
+    {"rule": "!(has(self.pathPrefix) && has(self.pathExact))", "message": "set pathPrefix or pathExact, not both"},
+    {"rule": "!has(self.grpc) || !(has(self.pathPrefix) || has(self.pathExact))",
+     "message": "set grpc or a path match, not both", "fieldPath": ".grpc"},
+    {"rule": "!has(self.grpc) || !has(self.method) || self.method == 'POST'",
+     "message": "gRPC calls are POSTs: method must be POST or unset with grpc", "fieldPath": ".method"}
 ]))]
 pub struct RouteMatch {
     /// Path prefix, by whole segments: /charge matches /charge and /charge/1,
@@ -48,6 +52,34 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub headers: Vec<HeaderMatch>,
+    /// A gRPC method: selects gRPC requests (content-type application/grpc
+    /// or application/grpc+...) to /service/method; {} selects every gRPC
+    /// call. Not with pathPrefix or pathExact. Default: any request, gRPC or
+    /// not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcMatch>,
+}
+
+/// A gRPC method, as named in a call's path /package.Service/Method. An unset
+/// part matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcMatch {
+    /// The fully qualified service, package included, such as
+    /// helloworld.Greeter; compared exactly. Default: any service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    )]
+    pub service: Option<String>,
+    /// The method, such as SayHello; compared exactly. Default: any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub method: Option<String>,
 }
 
 /// A request header and the exact value it must have.

@@ -13,10 +13,12 @@ use crate::duration::Duration;
 ]))]
 pub struct Timeouts {
     /// The whole call, retries and backoff included; past it the caller gets
-    /// 504. It covers the response body too when its length is declared
-    /// (Content-Length), cutting a body still arriving; for a stream
-    /// (chunked without a length, server-sent events, gRPC) it ends at the
-    /// response headers, and idle bounds the rest. 0s: no limit. Default 15s.
+    /// 504 (a gRPC caller DEADLINE_EXCEEDED). It covers the response body
+    /// too when its length is declared (Content-Length), cutting a body still
+    /// arriving; for a stream (chunked without a length, server-sent events,
+    /// gRPC) it ends at the response headers, and idle bounds the rest. A gRPC
+    /// request's grpc-timeout header shortens it, never lengthens it. 0s: no
+    /// limit. Default 15s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub request: Option<Duration>,
     /// Each attempt (per-try timeout); at most request. 0s: no limit.

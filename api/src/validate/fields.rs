@@ -25,6 +25,7 @@ pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
         e.at_least_one(format!("{p}.consecutiveFailures"), od.consecutive_failures);
         e.positive(format!("{p}.baseEjectionTime"), od.base_ejection_time);
         e.percent(format!("{p}.maxEjectionPercent"), od.max_ejection_percent);
+        no_repeats(e, &format!("{p}.grpcCodes"), od.grpc_codes.as_deref());
     }
     if let Some(limits) = &spec.limits {
         e.at_least_one(
@@ -95,12 +96,8 @@ fn retry(e: &mut Errors, path: &str, r: &Retry, parent: Option<&Retry>) {
             );
         }
     }
-    let mut seen = HashSet::new();
-    for (i, on) in r.on.iter().flatten().enumerate() {
-        if !seen.insert(on) {
-            e.add(format!("{path}.on[{i}]"), "repeats an earlier entry");
-        }
-    }
+    no_repeats(e, &format!("{path}.on"), r.on.as_deref());
+    no_repeats(e, &format!("{path}.grpcCodes"), r.grpc_codes.as_deref());
     if let Some(b) = &r.backoff {
         backoff(
             e,
@@ -127,6 +124,16 @@ fn retry(e: &mut Errors, path: &str, r: &Retry, parent: Option<&Retry>) {
             format!("{path}.maxBufferedBodyBytes"),
             format!("must be at most {MAX_BUFFERED_BODY_BYTES} (16 MiB), got {bytes}"),
         );
+    }
+}
+
+/// A list of settings where each may appear once.
+fn no_repeats<T: Eq + std::hash::Hash>(e: &mut Errors, path: &str, list: Option<&[T]>) {
+    let mut seen = HashSet::new();
+    for (i, item) in list.into_iter().flatten().enumerate() {
+        if !seen.insert(item) {
+            e.add(format!("{path}[{i}]"), "repeats an earlier entry");
+        }
     }
 }
 
@@ -217,6 +224,7 @@ fn circuit_breaker(e: &mut Errors, cb: &CircuitBreaker) {
             );
         }
     }
+    no_repeats(e, &format!("{p}.grpcCodes"), cb.grpc_codes.as_deref());
 }
 
 fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
@@ -273,6 +281,37 @@ fn route_match(e: &mut Errors, path: &str, m: &RouteMatch) {
             e.add(
                 format!("{path}.headers[{j}].name"),
                 format!("must be an HTTP header name, got {:?}", header.name),
+            );
+        }
+    }
+    if let Some(grpc) = &m.grpc {
+        grpc_match(e, path, m, grpc);
+    }
+}
+
+fn grpc_match(e: &mut Errors, path: &str, m: &RouteMatch, grpc: &GrpcMatch) {
+    if m.path_prefix.is_some() || m.path_exact.is_some() {
+        e.add(format!("{path}.grpc"), "set grpc or a path match, not both");
+    }
+    if m.method.as_deref().is_some_and(|method| method != "POST") {
+        e.add(
+            format!("{path}.method"),
+            "gRPC calls are POSTs: method must be POST or unset with grpc",
+        );
+    }
+    if let Some(service) = grpc.service.as_deref() {
+        if !syntax::is_proto_full_name(service) || service.len() > 1024 {
+            e.add(
+                format!("{path}.grpc.service"),
+                format!("must be a fully qualified service name such as helloworld.Greeter, got {service:?}"),
+            );
+        }
+    }
+    if let Some(method) = grpc.method.as_deref() {
+        if !syntax::is_proto_ident(method) || method.len() > 1024 {
+            e.add(
+                format!("{path}.grpc.method"),
+                format!("must be a method name such as SayHello, got {method:?}"),
             );
         }
     }
@@ -369,6 +408,18 @@ mod tests {
                 "spec.routes[1].match.pathExact: must start with \"/\"",
             ]
         );
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - match: {grpc: {service: pkg.Svc, method: Get}}\n  - match: {grpc: {}, method: POST}\n  - match: {pathPrefix: /pkg.Svc, method: GET, grpc: {service: pkg..Svc, method: a/b}}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[2].match.grpc: set grpc or a path match, not both",
+                "spec.routes[2].match.method: gRPC calls are POSTs: method must be POST or unset with grpc",
+                "spec.routes[2].match.grpc.service: must be a fully qualified service name such as helloworld.Greeter, got \"pkg..Svc\"",
+                "spec.routes[2].match.grpc.method: must be a method name such as SayHello, got \"a/b\"",
+            ]
+        );
         let many = "  - match: {}\n".repeat(65);
         assert_eq!(
             errors(&format!("  targetRef: {{name: p}}\n  routes:\n{many}")),
@@ -385,6 +436,7 @@ mod tests {
   retry:
     attempts: 11
     on: [reset, reset]
+    grpcCodes: [unavailable, cancelled, unavailable]
     backoff: {{base: 0s}}
     budget: {{percent: 101, interval: 0s, minRetryRate: {{count: 1, interval: 0s}}}}
     maxBufferedBodyBytes: 16777217
@@ -394,7 +446,8 @@ mod tests {
     slowCall: {{duration: 0s, ratePercent: 101}}
     openFor: 0s
     fallback: {{status: 199, body: {body}}}
-  outlierDetection: {{consecutiveFailures: 0, baseEjectionTime: 0s, maxEjectionPercent: 101}}
+    grpcCodes: [internal, internal]
+  outlierDetection: {{consecutiveFailures: 0, baseEjectionTime: 0s, maxEjectionPercent: 101, grpcCodes: [unknown, unknown]}}
   limits: {{maxConcurrentRequests: 0, maxPendingRequests: 0}}
   rateLimit: {{requestsPerSecond: 0, burst: 0}}
 "
@@ -408,6 +461,7 @@ mod tests {
                 "spec.timeouts.connect: must be greater than 0s",
                 "spec.retry.attempts: must be at most 10, got 11",
                 "spec.retry.on[1]: repeats an earlier entry",
+                "spec.retry.grpcCodes[2]: repeats an earlier entry",
                 "spec.retry.backoff.base: must be greater than 0s",
                 "spec.retry.budget.percent: must be between 0 and 100, got 101",
                 "spec.retry.budget.interval: must be greater than 0s",
@@ -420,9 +474,11 @@ mod tests {
                 "spec.circuitBreaker.openFor: must be greater than 0s",
                 "spec.circuitBreaker.fallback.status: must be 200-599, got 199",
                 "spec.circuitBreaker.fallback.body: must be at most 4096 bytes, got 4097",
+                "spec.circuitBreaker.grpcCodes[1]: repeats an earlier entry",
                 "spec.outlierDetection.consecutiveFailures: must be at least 1",
                 "spec.outlierDetection.baseEjectionTime: must be greater than 0s",
                 "spec.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 101",
+                "spec.outlierDetection.grpcCodes[1]: repeats an earlier entry",
                 "spec.limits.maxConcurrentRequests: must be at least 1",
                 "spec.rateLimit.requestsPerSecond: must be at least 1",
                 "spec.rateLimit.burst: must be at least 1",

@@ -9,7 +9,8 @@
 //!   DNS-1123 label, targetRef.port 1-65535;
 //! - timeouts.backendRequest <= request unless request is 0s (no limit); on a
 //!   route, against the route's request or else the policy's; connect > 0s;
-//! - retry.attempts <= 10; codes each 100-599; `on` without repeats;
+//! - retry.attempts <= 10; codes each 100-599; `on` and grpcCodes without
+//!   repeats (grpcCodes of circuitBreaker and outlierDetection too);
 //!   backoff.base > 0s and base <= max, unset ones taking the inherited or
 //!   default value; budget.interval and minRetryRate.interval > 0s;
 //!   maxBufferedBodyBytes <= 16 MiB;
@@ -24,7 +25,9 @@
 //!   rateLimit.requestsPerSecond >= 1, burst >= 1;
 //! - routes: at most 64, names unique; match.pathPrefix and pathExact start
 //!   with "/" and are not both set; method an uppercase HTTP token; header
-//!   names HTTP tokens.
+//!   names HTTP tokens; grpc not with a path match, only with method POST,
+//!   its service a fully qualified protobuf name and its method an
+//!   identifier.
 
 mod fields;
 mod syntax;

@@ -28,6 +28,21 @@ pub(super) fn is_uppercase_method(s: &str) -> bool {
     is_token(s) && !s.bytes().any(|b| b.is_ascii_lowercase())
 }
 
+/// A protobuf identifier: what gRPC method names are.
+pub(super) fn is_proto_ident(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A fully qualified protobuf name (`package.sub.Service`): identifiers
+/// joined by dots.
+pub(super) fn is_proto_full_name(s: &str) -> bool {
+    s.split('.').all(is_proto_ident)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +65,17 @@ mod tests {
         assert!(is_uppercase_method("M-SEARCH"));
         assert!(!is_uppercase_method("Post"));
         assert!(!is_uppercase_method(""));
+    }
+
+    #[test]
+    fn protobuf_names() {
+        assert!(is_proto_ident("SayHello") && is_proto_ident("_x1"));
+        for bad in ["", "1a", "a-b", "a.b", "a/b"] {
+            assert!(!is_proto_ident(bad), "{bad:?}");
+        }
+        assert!(is_proto_full_name("helloworld.Greeter") && is_proto_full_name("Greeter"));
+        for bad in ["", ".a", "a.", "a..b", "a/b", "a.1b"] {
+            assert!(!is_proto_full_name(bad), "{bad:?}");
+        }
     }
 }

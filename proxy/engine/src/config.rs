@@ -8,9 +8,11 @@ use http::{HeaderMap, Method, StatusCode};
 use outrigger_api::defaults as d;
 
 use outrigger_api::policy::{
-    self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
+    self as spec, FailureKind, GrpcCode, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
 };
+use outrigger_http::error_response::is_grpc;
 use outrigger_proxy_core::direction::Direction;
+use outrigger_resilience::grpc::Codes;
 use outrigger_resilience::BreakerConfig;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -47,6 +49,8 @@ pub struct RetrySettings {
     pub backoff_max: Duration,
     pub non_idempotent: NonIdempotent,
     pub max_buffered_body_bytes: u64,
+    /// gRPC statuses retried (from trailers-only responses).
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +69,8 @@ pub struct BreakerSettings {
     pub fallback_status: StatusCode,
     pub fallback_content_type: String,
     pub fallback_body: String,
+    /// gRPC statuses counted as failures.
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +78,8 @@ pub struct OutlierSettings {
     pub consecutive_failures: u32,
     pub base_ejection_time: Duration,
     pub max_ejection_percent: u32,
+    /// gRPC statuses counted as an endpoint's failures.
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,11 +102,34 @@ pub struct RouteMatcher {
     pub path_exact: Option<String>,
     pub method: Option<Method>,
     pub headers: Vec<(String, String)>,
+    pub grpc: Option<GrpcMethod>,
+}
+
+/// A gRPC method match: gRPC requests whose path is `/service/method`; an
+/// unset part matches any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcMethod {
+    pub service: Option<String>,
+    pub method: Option<String>,
+}
+
+impl GrpcMethod {
+    pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        let Some((service, method)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/'))
+        else {
+            return false;
+        };
+        is_grpc(headers)
+            && !method.contains('/')
+            && self.service.as_deref().is_none_or(|s| s == service)
+            && self.method.as_deref().is_none_or(|m| m == method)
+    }
 }
 
 impl RouteMatcher {
     pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-        self.method.as_ref().is_none_or(|m| m == method)
+        self.grpc.as_ref().is_none_or(|g| g.matches(path, headers))
+            && self.method.as_ref().is_none_or(|m| m == method)
             && self.path_exact.as_deref().is_none_or(|p| p == path)
             && self
                 .path_prefix
@@ -202,6 +233,7 @@ impl DestinationConfig {
                     .base_ejection_time
                     .map_or(secs(d::BASE_EJECTION_SECS), |v| v.as_std()),
                 max_ejection_percent: o.max_ejection_percent.unwrap_or(d::MAX_EJECTION_PERCENT),
+                grpc_codes: codes(o.grpc_codes.as_deref(), &d::GRPC_FAILURE_CODES),
             }),
             limits: spec.limits.as_ref().and_then(|l| {
                 // Without a concurrency cap there is nothing to queue behind.
@@ -278,7 +310,20 @@ fn matcher(m: &spec::RouteMatch) -> RouteMatcher {
             .iter()
             .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
             .collect(),
+        grpc: m.grpc.as_ref().map(|g| GrpcMethod {
+            service: g.service.clone(),
+            method: g.method.clone(),
+        }),
     }
+}
+
+/// The set of gRPC codes a policy lists, or the default list's.
+fn codes(listed: Option<&[GrpcCode]>, default: &[GrpcCode]) -> Codes {
+    listed
+        .unwrap_or(default)
+        .iter()
+        .map(|c| c.number())
+        .collect()
 }
 
 /// Route settings: the route's own fields, else its parent's, else defaults.
@@ -354,6 +399,11 @@ fn retry_settings(r: &spec::Retry, parent: Option<&RetrySettings>) -> RetrySetti
             .max_buffered_body_bytes
             .or(parent.map(|p| p.max_buffered_body_bytes))
             .unwrap_or(d::MAX_BUFFERED_BODY_BYTES),
+        grpc_codes: match (&r.grpc_codes, parent) {
+            (Some(own), _) => codes(Some(own), &[]),
+            (None, Some(parent)) => parent.grpc_codes,
+            (None, None) => codes(None, &d::RETRY_GRPC_CODES),
+        },
     }
 }
 
@@ -391,6 +441,7 @@ fn breaker(cb: &spec::CircuitBreaker) -> BreakerSettings {
         fallback_body: fallback
             .body
             .unwrap_or_else(|| r#"{"error":"circuit open"}"#.into()),
+        grpc_codes: codes(cb.grpc_codes.as_deref(), &d::GRPC_FAILURE_CODES),
     }
 }
 
@@ -451,6 +502,7 @@ mod tests {
         assert_eq!(retry.codes, vec![502, 503, 504]);
         assert_eq!(retry.non_idempotent, NonIdempotent::Never);
         assert_eq!(retry.max_buffered_body_bytes, 65536);
+        assert!(retry.grpc_codes.contains(14) && !retry.grpc_codes.contains(4));
         assert_eq!(c.budget.as_ref().unwrap().percent, 20);
         let b = c.breaker.unwrap();
         let t = b.thresholds;
@@ -463,6 +515,46 @@ mod tests {
             (50, 20, 3)
         );
         assert_eq!(b.fallback_status, StatusCode::SERVICE_UNAVAILABLE);
+        for code in [14, 13, 2, 4] {
+            assert!(b.grpc_codes.contains(code), "{code}");
+        }
+        assert!(!b.grpc_codes.contains(1) && !b.grpc_codes.contains(5));
+    }
+
+    #[test]
+    fn grpc_routes_match_grpc_calls_to_their_method() {
+        let c = compile(concat!(
+            "  retry: {grpcCodes: [unavailable, resource-exhausted]}\n",
+            "  outlierDetection: {grpcCodes: []}\n",
+            "  routes:\n",
+            "  - name: get\n",
+            "    match: {grpc: {service: pkg.v1.Items, method: Get}}\n",
+            "    retry: {nonIdempotent: Always}\n",
+            "  - name: items\n",
+            "    match: {grpc: {service: pkg.v1.Items}}\n",
+            "    retry: {grpcCodes: [cancelled]}\n",
+            "  - name: any-grpc\n",
+            "    match: {grpc: {}}\n",
+        ));
+        let mut grpc = HeaderMap::new();
+        grpc.insert("content-type", "application/grpc+proto".parse().unwrap());
+        let route = |path: &str, h: &HeaderMap| c.route(&Method::POST, path, h).name.clone();
+        assert_eq!(route("/pkg.v1.Items/Get", &grpc), "get");
+        assert_eq!(route("/pkg.v1.Items/List", &grpc), "items");
+        assert_eq!(route("/pkg.v1.Other/Get", &grpc), "any-grpc");
+        // Not a gRPC path (/service/method): no gRPC match holds.
+        assert_eq!(route("/pkg.v1.Items/Get/x", &grpc), "default");
+        assert_eq!(route("/pkg.v1.Items", &grpc), "default");
+        // Not gRPC: the same path does not match.
+        assert_eq!(route("/pkg.v1.Items/Get", &HeaderMap::new()), "default");
+        let get = c.route(&Method::POST, "/pkg.v1.Items/Get", &grpc);
+        let retry = get.retry.as_ref().unwrap();
+        assert_eq!(retry.non_idempotent, NonIdempotent::Always);
+        assert!(retry.grpc_codes.contains(8), "inherited");
+        let items = c.route(&Method::POST, "/pkg.v1.Items/List", &grpc);
+        let codes = items.retry.as_ref().unwrap().grpc_codes;
+        assert!(codes.contains(1) && !codes.contains(14), "replaced");
+        assert!(c.outlier.as_ref().unwrap().grpc_codes.is_empty());
     }
 
     #[test]

@@ -17,6 +17,9 @@ mod body_time;
 mod breaker;
 mod deadline;
 mod error;
+mod grpc;
+#[cfg(test)]
+mod grpc_tests;
 mod outcome;
 mod retry;
 #[cfg(test)]
@@ -92,7 +95,8 @@ async fn exchange<U: Upstream, B: RequestBody>(
     let route = stack
         .config
         .route(request.method(), request.uri().path(), request.headers());
-    let deadline = route.request_timeout.map(|t| started + t);
+    // The route's request timeout, shortened by a gRPC client's grpc-timeout.
+    let deadline = grpc::deadline(route.request_timeout, request.headers(), started);
     let facts = RequestFacts::of(request.method(), request.headers());
     // `timeouts.idle` bounds silence on the bodies of a policy's destinations.
     let idle = stack

@@ -63,6 +63,7 @@ pub fn retry_settings(attempts: u32) -> RetrySettings {
         backoff_max: Duration::from_secs(1),
         non_idempotent: NonIdempotent::Never,
         max_buffered_body_bytes: 1024,
+        grpc_codes: [14].into_iter().collect(),
     }
 }
 
@@ -84,6 +85,7 @@ pub fn breaker_config(dry_run: bool) -> DestinationConfig {
         fallback_status: StatusCode::SERVICE_UNAVAILABLE,
         fallback_content_type: "text/plain".into(),
         fallback_body: "later".into(),
+        grpc_codes: [14, 13].into_iter().collect(),
     });
     config
 }
@@ -130,6 +132,11 @@ pub enum Step {
     Reset,
     /// No answer, ever.
     Hang,
+    /// A trailers-only gRPC response with this `grpc-status`.
+    GrpcStatus(u32),
+    /// A gRPC response whose `grpc-status` comes in trailers, after a
+    /// message (true) or not.
+    GrpcTrailers(u32, bool),
     /// 200 and a body that never ends, declared with a Content-Length (true)
     /// or not.
     Stall(bool),
@@ -143,6 +150,8 @@ pub struct Scripted {
     steps: Mutex<VecDeque<Step>>,
     by_endpoint: Option<ByEndpoint>,
     seen: Mutex<Vec<Seen>>,
+    /// The `grpc-timeout` each request carried.
+    grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
 
 /// One request the scripted upstream got: endpoint port, arrival, body read,
@@ -155,6 +164,7 @@ impl Scripted {
             steps: Mutex::new(steps.into_iter().collect()),
             by_endpoint: None,
             seen: Mutex::default(),
+            grpc_timeouts: Mutex::default(),
         }
     }
 
@@ -174,6 +184,10 @@ impl Scripted {
         seen.iter()
             .map(|s| String::from_utf8_lossy(&s.2).into_owned())
             .collect()
+    }
+
+    pub fn grpc_timeouts(&self) -> Vec<Option<String>> {
+        self.grpc_timeouts.lock().unwrap().clone()
     }
 
     pub fn trailers(&self) -> Vec<Option<http::HeaderMap>> {
@@ -207,6 +221,9 @@ impl Upstream for Scripted {
                 .unwrap_or(Step::Status(200)),
         };
         let arrived = tokio::time::Instant::now();
+        let timeout = request.headers().get("grpc-timeout");
+        let timeout = timeout.map(|v| v.to_str().unwrap().to_owned());
+        self.grpc_timeouts.lock().unwrap().push(timeout);
         let mut body = request.into_body();
         let (body, trailers) = match step {
             // Never connected: nothing of the body was sent.
@@ -243,6 +260,29 @@ impl Upstream for Scripted {
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::GrpcTrailers(code, message) => {
+                let mut frames = VecDeque::new();
+                if message {
+                    frames.push_back(Frame::data(Bytes::from_static(b"\0\0\0\0\x01m")));
+                }
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", code.into());
+                frames.push_back(Frame::trailers(trailers));
+                let mut response = Response::new(Frames(frames).boxed_unsync());
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                Outcome::Response(response)
+            }
+            Step::GrpcStatus(code) => {
+                let Outcome::Response(mut response) = status(200) else {
+                    unreachable!()
+                };
+                let headers = response.headers_mut();
+                headers.insert("content-type", "application/grpc".parse().unwrap());
+                headers.insert("grpc-status", code.into());
+                Outcome::Response(response)
+            }
             Step::Stall(declared) => {
                 let (tx, body) = chunked();
                 // The sender lives in the body: it never ends.
@@ -295,5 +335,24 @@ impl Body for Stalled {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+/// A body of the given frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = outrigger_http::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
     }
 }
