@@ -56,6 +56,7 @@ pub async fn attempt<U: Upstream>(
     let done = now();
     record(
         stack,
+        route,
         index,
         permit,
         &outcome,
@@ -83,6 +84,7 @@ fn choose(stack: &DestinationStack) -> Option<usize> {
 
 fn record(
     stack: &DestinationStack,
+    route: &RouteConfig,
     index: usize,
     permit: Option<BreakerPermit>,
     outcome: &Outcome,
@@ -101,7 +103,7 @@ fn record(
     let timeout = |kind: &str| {
         metrics
             .timeouts
-            .with_label_values(&[stack.direction, &stack.label, kind])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, kind])
             .inc()
     };
     match outcome {

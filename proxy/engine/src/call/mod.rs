@@ -30,6 +30,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::config::RouteConfig;
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
 use outrigger_http::body::ProxyBody;
@@ -43,6 +44,8 @@ pub struct Served {
     pub response: Response<ProxyBody>,
     /// Set when the proxy answered itself (the typed `x-outrigger-error`).
     pub error: Option<Cause>,
+    /// The `route` label of the route that served it.
+    pub route: Arc<str>,
 }
 
 /// Runs one request through `stack`, sending through its kept-alive
@@ -62,16 +65,19 @@ pub async fn serve<U: Upstream, B: RequestBody>(
     request: Request<B>,
     started: Instant,
 ) -> Served {
-    let slot = match admission::admit(stack).await {
-        Ok(slot) => slot,
-        Err(error) => return edge(Err(error)),
-    };
     let route = stack
         .config
         .route(request.method(), request.uri().path(), request.headers());
+    let slot = match admission::admit(stack).await {
+        Ok(slot) => slot,
+        Err(error) => return edge(Err(error), route),
+    };
     let deadline = route.request_timeout.map(|t| started + t);
     let attempts = retry::with_retries(stack, upstream, route, request, deadline);
-    let served = edge(deadline::within(stack, route, deadline, attempts).await);
+    let served = edge(
+        deadline::within(stack, route, deadline, attempts).await,
+        route,
+    );
     // The concurrency slot is held until the response body has been sent.
     match slot {
         Some(slot) => Served {
@@ -83,15 +89,18 @@ pub async fn serve<U: Upstream, B: RequestBody>(
 }
 
 /// The edge: a typed error becomes its response here, and only here.
-fn edge(result: Result<Response<ProxyBody>, CallError>) -> Served {
+fn edge(result: Result<Response<ProxyBody>, CallError>, route: &RouteConfig) -> Served {
+    let route = route.name.clone();
     match result {
         Ok(response) => Served {
             response,
             error: None,
+            route,
         },
         Err(error) => Served {
             error: Some(error.cause()),
             response: error.into_response(),
+            route,
         },
     }
 }

@@ -40,7 +40,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     let skip = |why: &str| {
         metrics
             .retries_skipped
-            .with_label_values(&[stack.direction, &stack.label, why])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
     };
     let (mut parts, body) = request.into_parts();
@@ -105,7 +105,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         }
         metrics
             .retries
-            .with_label_values(&[stack.direction, &stack.label, reason])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
             .inc();
         drop(outcome);
         tokio::time::sleep(delay).await;
