@@ -3,7 +3,60 @@
 
 use kube::CustomResourceExt;
 use outrigger_api::policy::ResiliencePolicy;
+use outrigger_api::semantics;
 use serde_json::Value;
+
+/// How a policy applies, the same whether the operator streams it to the
+/// proxies or a proxy reads it from `--policy` (`outrigger_api::semantics`).
+const SEMANTICS: &str = "\
+## How a policy applies (the same in both modes)
+
+A policy means the same whether the operator compiles it and streams it to the
+proxies or a proxy reads it from its `--policy` file: both go through one
+layer, `outrigger_api::semantics`, and a test compiles every example and
+generated policies both ways and compares the result field by field.
+
+- **Which policy.** A policy applies to calls to its Service (`targetRef.name`,
+  in the policy's own namespace) on `targetRef.port`, or, without a port, on
+  every port no port-specific policy names. Two policies on the same Service
+  and port (or both without one): the oldest wins (`creationTimestamp`; a
+  policy without one, as in a file, counts as oldest), then the first by
+  namespace/name. The operator marks the other `Accepted=False`, reason
+  `Conflicted`; a proxy reading a file logs a warning naming both and counts it
+  in `outrigger_policy_conflicts`. Inbound, the Service port is the one whose
+  `targetPort` (a number, or a name the EndpointSlice resolves) is the pod port
+  the traffic arrived at (in a file, when it holds the Service; a proxy
+  started with `--service-name` and a control plane gets the policy of the
+  Service's first port).
+- **Defaults.** Each field's default (the *Default* in its description)
+  applies where it is unset; routes inherit `request`, `backendRequest` and
+  every retry field from the policy. Timeouts apply even without a `timeouts`
+  section: a policy gives calls a 15s request timeout and a 1s connect
+  timeout whatever the proxy's flags. Without any policy a proxy just
+  forwards: its own `--connect-timeout` and `--pool-idle-timeout`, no request
+  timeout, no retries.
+- **Budget.** Every retry is under a budget: one per Service, from
+  `spec.retry.budget` or the default budget (also when only routes retry),
+  shared by all routes.
+- **Routes.** The first route whose match holds applies. Its name (else
+  `route-<index>`; `default` for requests no route matches) labels
+  `outrigger_requests_total`, `outrigger_request_duration_seconds`,
+  `outrigger_retries_total`, `outrigger_retries_skipped_total` and
+  `outrigger_timeouts_total` as `route`, and is the access log's `route`.
+- **Invalid policies.** Nothing accepted is ignored: a field that cannot act
+  where it is written is refused. The API server refuses an invalid policy
+  (the schema and the rules at the end); one the operator sees anyway is
+  `Accepted=False`, reason `Invalid`, with every error, and applies nowhere; a
+  policy file with an invalid policy is refused whole, and the proxy keeps the
+  last good file.
+- **Enforced by** (column below): `caller` is the calling pod's proxy
+  (outbound), `server` each of the Service's pods' proxies (inbound), `both`
+  each proxy for its own connections (`connect`, `idle`) or decisions
+  (`mode`), `selection` decides which policy applies. A call through two
+  proxies meets each field once: a failed call is retried `attempts` times in
+  all, not `attempts` × `attempts`.
+
+";
 
 pub fn policy_reference() -> String {
     let crd = serde_json::to_value(ResiliencePolicy::crd()).expect("a CRD serializes");
@@ -12,8 +65,12 @@ pub fn policy_reference() -> String {
         "# ResiliencePolicy reference\n\n\
          Generated from the CRD schema by `outrigger-operator policy-reference`; do not edit.\n\
          `apiVersion: outrigger.dev/v1alpha1`, `kind: ResiliencePolicy` (short name `rp`), namespaced.\n\
-         Durations are Gateway API durations: `250ms`, `5s`, `1m30s`.\n\n\
-         | field | type | constraints | description |\n|---|---|---|---|\n",
+         Durations are Gateway API durations: `250ms`, `5s`, `1m30s`.\n\n",
+    );
+    out.push_str(SEMANTICS);
+    out.push_str(
+        "## Fields\n\n\
+         | field | type | constraints | enforced by | description |\n|---|---|---|---|---|\n",
     );
     walk(&mut out, "spec", schema);
     out.push_str("\n## Cross-field rules (checked by the API server)\n\n");
@@ -119,6 +176,16 @@ fn walk(out: &mut String, path: &str, schema: &Value) {
         .collect();
     for (name, child) in properties {
         let field = format!("{path}.{name}");
+        let refused = semantics::NOT_ON_ROUTES
+            .iter()
+            .find(|(f, _, _)| field == format!("spec.routes[].{f}"));
+        if let Some((_, why, instead)) = refused {
+            out.push_str(&format!(
+                "| `{field}` | {} | refused | — | Not allowed on a route: {why}; set `{instead}`. |\n",
+                type_of(child)
+            ));
+            continue;
+        }
         let description = child["description"]
             .as_str()
             .unwrap_or("")
@@ -133,8 +200,9 @@ fn walk(out: &mut String, path: &str, schema: &Value) {
             };
         }
         out.push_str(&format!(
-            "| `{field}` | {} | {constraint} | {description} |\n",
-            type_of(child)
+            "| `{field}` | {} | {constraint} | {} | {description} |\n",
+            type_of(child),
+            semantics::enforced_by(&field).as_str(),
         ));
         walk(out, &field, child);
         if child["type"] == "array" {

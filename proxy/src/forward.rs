@@ -47,6 +47,11 @@ pub async fn handle(
         ),
         Ok(resolved) => route(&state, &conn, resolved, request, started).await,
     };
+    // The route that served it, by the policy's name for it; "" when none
+    // did (tunnels, upgrades, no destination).
+    let route_name = stack.as_ref().map(|(_, route)| route.clone());
+    let route_label = route_name.as_deref().unwrap_or("");
+    let stack = stack.map(|(stack, _)| stack);
 
     response
         .headers_mut()
@@ -57,6 +62,7 @@ pub async fn handle(
         &state,
         &conn,
         &label,
+        route_label,
         stack.as_deref(),
         status,
         cause,
@@ -69,6 +75,7 @@ pub async fn handle(
             direction = conn.direction.as_str(),
             client = %conn.client_addr,
             destination = &*label,
+            route = route_label,
             method = method.as_str(),
             path = path.as_deref().unwrap_or(""),
             status = response.status().as_u16(),
@@ -105,9 +112,9 @@ impl Answered {
     }
 }
 
-/// The destination's metric label, the stack that served the request
-/// (tunnels and upgrades are forwarded without one), the response, and who
-/// answered it.
+/// The destination's metric label, the stack and route that served the
+/// request (tunnels and upgrades are forwarded without one), the response,
+/// and who answered it.
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
@@ -116,7 +123,7 @@ async fn route(
     started: Instant,
 ) -> (
     Arc<str>,
-    Option<Arc<DestinationStack>>,
+    Option<(Arc<DestinationStack>, Arc<str>)>,
     Response<ProxyBody>,
     Answered,
 ) {
@@ -145,7 +152,12 @@ async fn route(
         Some(cause) => Answered::Proxy(cause.as_str()),
         None => Answered::Upstream,
     };
-    (stack.label.clone(), Some(stack), served.response, answered)
+    (
+        stack.label.clone(),
+        Some((stack, served.route)),
+        served.response,
+        answered,
+    )
 }
 
 fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> {
@@ -155,10 +167,12 @@ fn destination_label(state: &ProxyState, destination: &Destination) -> Arc<str> 
         .destination_label(&destination.name.to_string())
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     state: &ProxyState,
     conn: &ConnectionContext,
     destination: &str,
+    route: &str,
     stack: Option<&DestinationStack>,
     status: u16,
     cause: Option<&str>,
@@ -167,15 +181,17 @@ fn record(
     let metrics = &state.engine.metrics;
     let direction = conn.direction.as_str();
     match stack {
-        Some(stack) => stack.request_metrics.record(status, started.elapsed()),
+        Some(stack) => stack
+            .request_metrics
+            .record(route, status, started.elapsed()),
         None => {
             metrics
                 .requests
-                .with_label_values(&[direction, destination, status_class(status).1])
+                .with_label_values(&[direction, destination, route, status_class(status).1])
                 .inc();
             metrics
                 .request_duration
-                .with_label_values(&[direction, destination])
+                .with_label_values(&[direction, destination, route])
                 .observe(started.elapsed().as_secs_f64());
         }
     }

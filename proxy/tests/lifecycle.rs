@@ -225,3 +225,56 @@ async fn a_request_still_waiting_when_the_drain_times_out_gets_503_shutdown() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
 }
+
+/// Two policies for one Service in one file: the operator's rule picks one
+/// (the oldest, then the first by namespace/name), and the proxy says so in
+/// a warning naming both, a gauge, and /config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_policies_are_resolved_logged_and_counted() {
+    use tokio::io::AsyncBufReadExt;
+    let text = format!(
+        "{}\n---\n{}",
+        policy("web", "  timeouts: {request: 1s}\n")
+            .replace("name: web, namespace", "name: zeta, namespace"),
+        policy("web", "  timeouts: {request: 2s}\n")
+            .replace("name: web, namespace", "name: alpha, namespace"),
+    );
+    let file = PolicyFile::new("conflict", &text);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("outrigger_policy_conflicts 1"),
+        "{metrics}"
+    );
+    let config = proxy.config().await;
+    assert_eq!(config["conflicts"][0]["policy"], "default/zeta", "{config}");
+    assert_eq!(
+        config["conflicts"][0]["winner"], "default/alpha",
+        "{config}"
+    );
+
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .arg(file.flag())
+        .arg("--inbound-addr=127.0.0.1:0")
+        .arg("--outbound-addr=127.0.0.1:0")
+        .arg("--admin-addr=127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("WARN") && line.contains("default/zeta") {
+                return line;
+            }
+        }
+        panic!("no warning before stderr closed");
+    })
+    .await
+    .expect("a warning within 10s");
+    assert!(
+        warning.contains("default/alpha applies and default/zeta is ignored"),
+        "{warning}"
+    );
+}

@@ -1033,3 +1033,123 @@ async fn the_deadline_covers_a_bounded_body_and_idle_bounds_a_stream() {
         1.0
     );
 }
+
+/// Route names label the request, retry and timeout series and the access
+/// log line; an unnamed route is `route-<index>`, requests no route matches
+/// `default`. A route's retries draw on the Service's budget (here one that
+/// allows none, set in spec.retry, which itself does not retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_named_in_metrics_and_logs_and_retry_within_the_budget() {
+    use tokio::io::AsyncBufReadExt;
+    let app = upstream().await;
+    let spec = concat!(
+        "  retry: {attempts: 0, budget: {percent: 0, minRetryRate: {count: 0, interval: 1s}}}\n",
+        "  routes:\n",
+        "  - name: charge\n",
+        "    match: {pathPrefix: /charge}\n",
+        "    retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n",
+        "  - match: {pathPrefix: /slow}\n",
+        "    timeouts: {request: 200ms}\n",
+    );
+    let file = PolicyFile::new(
+        "web",
+        &format!(
+            "{}{}",
+            policy("web", spec),
+            endpoint_slice("web", &[app.addr.port()])
+        ),
+    );
+    let mut proxy = ProxyProcess::start(&[&file.flag(), "--access-log"]).await;
+
+    // The charge route retries, but the budget allows no retry at all.
+    app.set_script(statuses(3, 503));
+    let (status, _, _) = request(proxy.outbound, "GET", "/charge/1", &[("host", "web")], b"").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        app.hits(),
+        1,
+        "the Service's budget holds the route's retries"
+    );
+    assert_eq!(
+        metric(&proxy, "outrigger_retry_budget_exhausted_total", &[]).await,
+        1.0
+    );
+    // The unnamed route's request timeout, labelled by its index.
+    app.set_script(vec![Fault {
+        delay: Some(Duration::from_secs(2)),
+        ..Fault::default()
+    }]);
+    let (status, _, _) = request(proxy.outbound, "GET", "/slow", &[("host", "web")], b"").await;
+    assert_eq!(status, 504);
+    app.set_script(vec![]);
+    let (status, _, _) = get(&proxy).await;
+    assert_eq!(status, 200);
+
+    let text = proxy.metrics().await;
+    for (route, class) in [("charge", "5xx"), ("route-1", "5xx"), ("default", "2xx")] {
+        assert_eq!(
+            metric_value(
+                &text,
+                "outrigger_requests_total",
+                &[
+                    &format!("route=\"{route}\""),
+                    &format!("status_class=\"{class}\"")
+                ]
+            ),
+            1.0,
+            "{route}: {text}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &text,
+            "outrigger_timeouts_total",
+            &["route=\"route-1\"", "kind=\"request\""]
+        ),
+        1.0,
+        "{text}"
+    );
+
+    let stdout = proxy.child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut routes = Vec::new();
+    while routes.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        routes.push(entry["route"].as_str().unwrap().to_string());
+    }
+    assert_eq!(routes, ["charge", "route-1", "default"]);
+}
+
+/// From a file that holds the Service, an inbound request finds its policy
+/// by the Service port whose targetPort is the pod port it came to (as the
+/// operator does), whatever port the client's Host header names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_policy_is_chosen_by_the_service_port_leading_to_the_pod() {
+    let app = upstream().await;
+    let service = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {}}}\n",
+        app.addr.port()
+    );
+    let spec = "  rateLimit: {requestsPerSecond: 1, burst: 1}\n";
+    let limited = policy("web", spec).replace(
+        "targetRef: {kind: Service, name: web}",
+        "targetRef: {kind: Service, name: web, port: 80}",
+    );
+    let file = PolicyFile::new("web", &format!("{limited}{service}"));
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", app.addr),
+        "--service-name=web",
+        &file.flag(),
+    ])
+    .await;
+    let host = [("host", "web.default.svc.cluster.local:9999")];
+    let (first, _, _) = request(proxy.inbound, "GET", "/", &host, b"").await;
+    let (second, headers, _) = request(proxy.inbound, "GET", "/", &host, b"").await;
+    assert_eq!((first, second), (200, 429), "the port-80 policy applies");
+    assert_eq!(headers["x-outrigger-error"], "rate-limited");
+}

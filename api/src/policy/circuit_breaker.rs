@@ -90,8 +90,10 @@ pub struct Fallback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 200, max = 599))]
     pub status: Option<u16>,
-    /// Content-Type of the body. Default application/json.
+    /// Content-Type of the body: a header value (visible ASCII, spaces and
+    /// tabs), at most 256 characters. Default application/json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = r"^[\t -~]*$"))]
     pub content_type: Option<String>,
     /// The body, at most 4096 bytes. Default {"error":"circuit open"}.
     #[serde(default, skip_serializing_if = "Option::is_none")]

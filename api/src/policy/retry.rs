@@ -39,8 +39,9 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     /// Caps retries to a share of recent requests, so retries cannot multiply
-    /// the load on a struggling Service. Default 20% over 10s, and always
-    /// 10 per second.
+    /// the load on a struggling Service; one budget per Service, which every
+    /// route's retries draw on. In spec.retry only. Default 20% over 10s,
+    /// and always 10 per second (also when only routes retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudget>,
     /// Whether requests with non-idempotent methods (POST, PATCH) are replayed:
@@ -125,14 +126,15 @@ pub struct RetryRate {
     pub interval: Duration,
 }
 
-/// Whether requests with non-idempotent methods may be replayed.
+/// Whether requests with non-idempotent methods may be replayed: Never (POST
+/// and PATCH are sent once), IfIdempotencyKey (replayed only when they carry
+/// an Idempotency-Key header), Always (every method is replayed).
+// No doc comments on the variants: they would make the schema a oneOf whose
+// description replaces the field's (and its default) in the CRD.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum NonIdempotent {
-    /// POST and PATCH are sent once.
     #[default]
     Never,
-    /// POST and PATCH are replayed only when they carry an Idempotency-Key header.
     IfIdempotencyKey,
-    /// Every method is replayed.
     Always,
 }

@@ -6,20 +6,43 @@ use super::{Retry, Timeouts};
 /// Overrides for the requests a match selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.timeouts) || !has(self.timeouts.connect)",
+     "message": "not allowed on a route: a connection serves every route, so set spec.timeouts.connect",
+     "fieldPath": ".timeouts.connect"},
+    {"rule": "!has(self.timeouts) || !has(self.timeouts.idle)",
+     "message": "not allowed on a route: a connection serves every route, so set spec.timeouts.idle",
+     "fieldPath": ".timeouts.idle"},
+    {"rule": "!has(self.retry) || !has(self.retry.budget)",
+     "message": "not allowed on a route: every route's retries draw on the Service's budget, so set spec.retry.budget",
+     "fieldPath": ".retry.budget"},
+    {"rule": "!has(self.name) || (self.name != 'default' && !self.name.matches('^route-[0-9]+$'))",
+     "message": "default and route-<n> are reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+     "fieldPath": ".name"}
+]))]
 pub struct Route {
-    /// Names the route in metrics and logs; unique within the policy.
-    /// Default route-<index>.
+    /// Names the route: the `route` label of its requests, retries and
+    /// timeouts in metrics, and the route field of the access log. A
+    /// DNS-1123 label, unique within the policy; not `default` (requests no
+    /// route matches) or `route-<n>`. Default route-<index>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: Option<String>,
     /// Which requests the route applies to.
     #[serde(rename = "match")]
     pub r#match: RouteMatch,
-    /// Timeouts for this route; unset fields inherit the policy's.
-    /// Default: the policy's timeouts.
+    /// request and backendRequest for this route; unset ones inherit the
+    /// policy's. Not connect or idle (a connection serves every route: set
+    /// them in spec.timeouts). Default: the policy's timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     /// Retry for this route; unset fields inherit the policy's retry, and
-    /// {attempts: 0} turns retries off. Default: the policy's retry.
+    /// {attempts: 0} turns retries off. Not budget: every route's retries
+    /// draw on the Service's budget (spec.retry.budget, or the default
+    /// budget when spec.retry sets none). Default: the policy's retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
 }

@@ -25,13 +25,15 @@ pub struct Timeouts {
     /// Default: none (an attempt may use what request leaves).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend_request: Option<Duration>,
-    /// Establishing a TCP connection to an endpoint; more than 0s.
-    /// Default 1s (the proxy's --connect-timeout).
+    /// Establishing a TCP connection to an endpoint; more than 0s. In
+    /// spec.timeouts only (a connection serves every route). Default 1s
+    /// (the proxy's --connect-timeout applies only where no policy does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connect: Option<Duration>,
     /// A pooled connection idle this long is closed, and a call whose body
     /// moves in neither direction for this long is cut (a gRPC one ends with
-    /// grpc-status 4). Default 5m.
+    /// grpc-status 4). In spec.timeouts only (a connection serves every
+    /// route). Default 5m.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Duration>,
 }

@@ -8,6 +8,7 @@ use super::{
 use crate::defaults;
 use crate::duration::Duration;
 use crate::policy::*;
+use crate::semantics;
 
 pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
     target_ref(e, &spec.target_ref);
@@ -32,6 +33,20 @@ pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
             "spec.limits.maxConcurrentRequests",
             limits.max_concurrent_requests,
         );
+        // Without a cap nothing waits: the queue's settings would be ignored.
+        if limits.max_concurrent_requests.is_none() {
+            for (field, set) in [
+                ("maxPendingRequests", limits.max_pending_requests.is_some()),
+                ("pendingTimeout", limits.pending_timeout.is_some()),
+            ] {
+                if set {
+                    e.add(
+                        format!("spec.limits.{field}"),
+                        "needs maxConcurrentRequests: without a limit nothing waits",
+                    );
+                }
+            }
+        }
     }
     if let Some(rl) = &spec.rate_limit {
         e.at_least_one(
@@ -212,6 +227,15 @@ fn circuit_breaker(e: &mut Errors, cb: &CircuitBreaker) {
                 format!("must be 200-599, got {s}"),
             );
         }
+        if let Some(ct) = &fb.content_type {
+            // The proxy could not send it, and would answer without one.
+            if ct.len() > 256 || !ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                e.add(
+                    format!("{p}.fallback.contentType"),
+                    format!("must be a header value (visible ASCII, spaces and tabs), at most 256 characters, got {ct:?}"),
+                );
+            }
+        }
         if let Some(len) = fb
             .body
             .as_ref()
@@ -242,20 +266,63 @@ fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
     for (i, route) in spec.routes.iter().enumerate() {
         let path = format!("spec.routes[{i}]");
         if let Some(name) = &route.name {
-            if !names.insert(name) {
+            route_name(e, &format!("{path}.name"), name, &mut names);
+        }
+        route_match(e, &format!("{path}.match"), &route.r#match);
+        // Per connection or per Service: a route cannot have its own.
+        let set = |field: &str| match field {
+            "timeouts.connect" => route.timeouts.as_ref().is_some_and(|t| t.connect.is_some()),
+            "timeouts.idle" => route.timeouts.as_ref().is_some_and(|t| t.idle.is_some()),
+            "retry.budget" => route.retry.as_ref().is_some_and(|r| r.budget.is_some()),
+            _ => false,
+        };
+        for (field, why, instead) in semantics::NOT_ON_ROUTES {
+            if set(field) {
                 e.add(
-                    format!("{path}.name"),
-                    format!("repeats route name {name:?}"),
+                    format!("{path}.{field}"),
+                    semantics::not_on_route(why, instead),
                 );
             }
         }
-        route_match(e, &format!("{path}.match"), &route.r#match);
         if let Some(t) = &route.timeouts {
-            timeouts(e, &format!("{path}.timeouts"), t, request);
+            let own = Timeouts {
+                connect: None,
+                idle: None,
+                ..t.clone()
+            };
+            timeouts(e, &format!("{path}.timeouts"), &own, request);
         }
         if let Some(r) = &route.retry {
-            retry(e, &format!("{path}.retry"), r, spec.retry.as_ref());
+            let own = Retry {
+                budget: None,
+                ..r.clone()
+            };
+            retry(e, &format!("{path}.retry"), &own, spec.retry.as_ref());
         }
+    }
+}
+
+/// A route's name is its `route` label in metrics and logs: a DNS label
+/// (as Gateway API names route rules), unique, and not one the proxy gives
+/// to what has no name of its own.
+fn route_name<'a>(e: &mut Errors, path: &str, name: &'a str, names: &mut HashSet<&'a str>) {
+    if !syntax::is_dns_label(name) {
+        e.add(
+            path,
+            format!(
+                "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63), got {name:?}"
+            ),
+        );
+    } else if name == semantics::DEFAULT_ROUTE || syntax::is_generated_route_name(name) {
+        e.add(
+            path,
+            format!(
+                "{name:?} is reserved: requests no route matches are labelled default, unnamed routes route-<index>"
+            ),
+        );
+    }
+    if !names.insert(name) {
+        e.add(path, format!("repeats route name {name:?}"));
     }
 }
 
@@ -420,6 +487,17 @@ mod tests {
                 "spec.routes[2].match.grpc.method: must be a method name such as SayHello, got \"a/b\"",
             ]
         );
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - name: Charge\n    match: {}\n  - name: default\n    match: {}\n  - name: route-3\n    match: {}\n  - name: route-x\n    match: {}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].name: must be a DNS-1123 label (lowercase letters, digits and '-', at most 63), got \"Charge\"",
+                "spec.routes[1].name: \"default\" is reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+                "spec.routes[2].name: \"route-3\" is reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+            ]
+        );
         let many = "  - match: {}\n".repeat(65);
         assert_eq!(
             errors(&format!("  targetRef: {{name: p}}\n  routes:\n{many}")),
@@ -483,6 +561,55 @@ mod tests {
                 "spec.rateLimit.requestsPerSecond: must be at least 1",
                 "spec.rateLimit.burst: must be at least 1",
             ]
+        );
+    }
+
+    #[test]
+    fn a_fallback_content_type_is_a_header_value() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {fallback: {contentType: \"text/plain\\nx: y\"}}\n"),
+            ["spec.circuitBreaker.fallback.contentType: must be a header value (visible ASCII, spaces and tabs), at most 256 characters, got \"text/plain\\nx: y\""]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {fallback: {contentType: \"text/plain; charset=utf-8\"}}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_queue_needs_a_limit() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  limits: {maxPendingRequests: 3, pendingTimeout: 1s}\n"),
+            [
+                "spec.limits.maxPendingRequests: needs maxConcurrentRequests: without a limit nothing waits",
+                "spec.limits.pendingTimeout: needs maxConcurrentRequests: without a limit nothing waits",
+            ]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  limits: {}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    /// Fields a route cannot have: per-connection timeouts and a budget of
+    /// its own, each refused pointing at where it belongs.
+    #[test]
+    fn per_service_fields_are_refused_on_routes() {
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - match: {}\n    timeouts: {request: 1s, connect: 0s, idle: 1m}\n    retry: {attempts: 1, budget: {percent: 101}}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].timeouts.connect: not allowed on a route: a connection serves every route, so set spec.timeouts.connect",
+                "spec.routes[0].timeouts.idle: not allowed on a route: a connection serves every route, so set spec.timeouts.idle",
+                "spec.routes[0].retry.budget: not allowed on a route: every route's retries draw on the Service's budget, so set spec.retry.budget",
+            ]
+        );
+        // The same fields in the policy's own sections are fine.
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  timeouts: {connect: 2s, idle: 1m}\n  retry: {budget: {percent: 5}}\n  routes:\n  - name: charge\n    match: {}\n    retry: {attempts: 1}\n"),
+            Vec::<String>::new()
         );
     }
 }

@@ -10,6 +10,12 @@ pub(super) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// `route-<digits>`: what an unnamed route is called.
+pub(super) fn is_generated_route_name(s: &str) -> bool {
+    s.strip_prefix("route-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// RFC 1123 subdomain: dot-separated labels, as for most object names.
 pub(super) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)

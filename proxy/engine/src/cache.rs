@@ -228,24 +228,22 @@ fn from_policy_file(
         (Direction::Outbound, _) => matcher.service_of(&destination.name.host),
     };
     let port = destination.name.port;
-    let policy = service
-        .as_ref()
-        .and_then(|s| matcher.find(&active.policies, s, port));
-    let config = match policy {
-        Some(p) => DestinationConfig::compile(
-            format!(
-                "{}/{}",
-                p.metadata.namespace.as_deref().unwrap_or("default"),
-                p.metadata.name
-            ),
-            &p.spec,
-            engine.connector.connect_timeout,
-        ),
-        None => DestinationConfig::without_policy(
-            engine.connector.connect_timeout,
-            engine.pool_idle_timeout,
-        ),
+    // Inbound traffic arrives at the pod's port: its Service port, when the
+    // file holds the Service, is the one the policy is chosen by.
+    let policy_port = match (direction, &service) {
+        (Direction::Inbound, Some(s)) => active
+            .endpoints
+            .service_port_of(&s.namespace, &s.name, destination.connect.port)
+            .unwrap_or(port),
+        _ => port,
     };
+    let config = DestinationConfig::from_policy_file(
+        &active,
+        service.as_ref(),
+        policy_port,
+        engine.connector.connect_timeout,
+        engine.pool_idle_timeout,
+    );
     // Outbound to a Service the policy source lists endpoints for: balance over
     // them. Otherwise one target: the app, the original destination, or DNS.
     let targets: Vec<HostPort> = match (direction, &service) {
@@ -266,13 +264,11 @@ fn from_snapshot(
     destination: &Destination,
     snapshot: &DestinationSnapshot,
 ) -> (DestinationConfig, Vec<HostPort>) {
-    let default_connect = engine.connector.connect_timeout;
-    let config = match &snapshot.policy {
-        Some(policy) => {
-            DestinationConfig::compile(policy.name.clone(), &policy.spec, default_connect)
-        }
-        None => DestinationConfig::without_policy(default_connect, engine.pool_idle_timeout),
-    };
+    let config = DestinationConfig::from_snapshot(
+        snapshot,
+        engine.connector.connect_timeout,
+        engine.pool_idle_timeout,
+    );
     let targets = match direction {
         Direction::Inbound => vec![destination.connect.clone()],
         Direction::Outbound => snapshot

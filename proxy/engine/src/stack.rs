@@ -174,9 +174,11 @@ impl DestinationStack {
                 UpstreamClients::new(connector, config.idle_timeout)
             }
         };
-        let request_metrics = inputs
-            .metrics
-            .request_metrics(inputs.direction, inputs.label.clone());
+        let request_metrics = inputs.metrics.request_metrics(
+            inputs.direction,
+            inputs.label.clone(),
+            &config.route_names(),
+        );
         let ejected_endpoints_gauge = endpoints
             .outlier
             .as_ref()

@@ -64,6 +64,7 @@ pub async fn attempt<U: Upstream>(
     let done = now();
     record(
         stack,
+        route,
         index,
         permit,
         &mut outcome,
@@ -95,6 +96,7 @@ fn choose(stack: &DestinationStack) -> Option<usize> {
 /// ([`grpc::Verdict`]).
 fn record(
     stack: &DestinationStack,
+    route: &RouteConfig,
     index: usize,
     permit: Option<BreakerPermit>,
     outcome: &mut Outcome,
@@ -113,7 +115,7 @@ fn record(
     let timeout = |kind: &str| {
         metrics
             .timeouts
-            .with_label_values(&[stack.direction, &stack.label, kind])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, kind])
             .inc()
     };
     match outcome {

@@ -170,6 +170,8 @@ pub struct Limits {
     /// The longest silence, for a destination under a policy.
     pub idle: Option<Duration>,
     pub grpc: bool,
+    /// The `route` label of a cut.
+    pub route: Arc<str>,
 }
 
 /// The response, its body cut at the limits (unchanged when there are none).
@@ -187,6 +189,7 @@ pub fn limit(
         timeouts: stack.metrics.resilience.timeouts.clone(),
         direction: stack.direction,
         label: stack.label.clone(),
+        route: limits.route,
     };
     activity.touch();
     response.map(|inner| {
@@ -214,6 +217,7 @@ struct Counter {
     timeouts: IntCounterVec,
     direction: &'static str,
     label: Arc<str>,
+    route: Arc<str>,
 }
 
 struct Limited {
@@ -250,7 +254,12 @@ impl Limited {
         self.done = true;
         self.counter
             .timeouts
-            .with_label_values(&[self.counter.direction, &self.counter.label, kind])
+            .with_label_values(&[
+                self.counter.direction,
+                &self.counter.label,
+                &self.counter.route,
+                kind,
+            ])
             .inc();
         let what = match kind {
             "request" => "the request timeout passed",
@@ -364,6 +373,7 @@ mod tests {
             deadline,
             idle: None,
             grpc: false,
+            route: "default".into(),
         };
         let mut body = limit(&stack, response, limits, None).into_body();
         tx.send(data("12345")).unwrap();
@@ -387,6 +397,7 @@ mod tests {
             deadline: None,
             idle: Some(Duration::from_secs(5)),
             grpc: false,
+            route: "default".into(),
         };
         let mut body = limit(&stack, response, limits, None).into_body();
         let started = tokio::time::Instant::now();
@@ -420,6 +431,7 @@ mod tests {
             deadline: None,
             idle: Some(Duration::from_secs(5)),
             grpc: false,
+            route: "default".into(),
         };
         let mut body = limit(&stack, response, limits, Some(activity.clone())).into_body();
         let (up, upload) = super::super::testing::chunked();
@@ -447,6 +459,7 @@ mod tests {
             deadline: None,
             idle: Some(Duration::from_secs(1)),
             grpc: true,
+            route: "default".into(),
         };
         let body = limit(&stack, response, limits, None).into_body();
         tx.send(data("message")).unwrap();

@@ -35,6 +35,7 @@ use std::time::Instant;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::config::RouteConfig;
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
 use body_time::{Activity, Limits, RequestFacts, Shape, Touching};
@@ -50,6 +51,8 @@ pub struct Served {
     pub response: Response<ProxyBody>,
     /// Set when the proxy answered itself (the typed `x-outrigger-error`).
     pub error: Option<Cause>,
+    /// The `route` label of the route that served it.
+    pub route: Arc<str>,
 }
 
 /// Runs one request through `stack`, sending through its kept-alive
@@ -73,28 +76,31 @@ pub async fn serve<U: Upstream, B: RequestBody>(
     started: Instant,
     stop: impl Future<Output = ()>,
 ) -> Served {
+    // Matched first, so every answer (a refusal at admission, a shutdown)
+    // is labelled by its route.
+    let route = stack
+        .config
+        .route(request.method(), request.uri().path(), request.headers());
     tokio::select! {
-        served = exchange(stack, upstream, request, started) => served,
+        served = exchange(stack, upstream, route, request, started) => served,
         () = stop => edge(Err(CallError::new(
             ProxyError::Shutdown,
             "the proxy is shutting down and its drain timeout ran out before a response",
-        ))),
+        )), route),
     }
 }
 
 async fn exchange<U: Upstream, B: RequestBody>(
     stack: &DestinationStack,
     upstream: &U,
+    route: &RouteConfig,
     request: Request<B>,
     started: Instant,
 ) -> Served {
     let slot = match admission::admit(stack).await {
         Ok(slot) => slot,
-        Err(error) => return edge(Err(error)),
+        Err(error) => return edge(Err(error), route),
     };
-    let route = stack
-        .config
-        .route(request.method(), request.uri().path(), request.headers());
     // The route's request timeout, shortened by a gRPC client's grpc-timeout.
     let deadline = grpc::deadline(route.request_timeout, request.headers(), started);
     let facts = RequestFacts::of(request.method(), request.headers());
@@ -119,10 +125,11 @@ async fn exchange<U: Upstream, B: RequestBody>(
             deadline: deadline.filter(|_| bounded),
             idle,
             grpc: facts.grpc,
+            route: route.name.clone(),
         };
         body_time::limit(stack, response, limits, activity)
     });
-    let served = edge(result);
+    let served = edge(result, route);
     // The concurrency slot is held until the response body has been sent.
     match slot {
         Some(slot) => Served {
@@ -134,15 +141,18 @@ async fn exchange<U: Upstream, B: RequestBody>(
 }
 
 /// The edge: a typed error becomes its response here, and only here.
-fn edge(result: Result<Response<ProxyBody>, CallError>) -> Served {
+fn edge(result: Result<Response<ProxyBody>, CallError>, route: &RouteConfig) -> Served {
+    let route = route.name.clone();
     match result {
         Ok(response) => Served {
             response,
             error: None,
+            route,
         },
         Err(error) => Served {
             error: Some(error.cause()),
             response: error.into_response(),
+            route,
         },
     }
 }

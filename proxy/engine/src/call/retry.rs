@@ -72,7 +72,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     let skip = |why: &str| {
         metrics
             .retries_skipped
-            .with_label_values(&[stack.direction, &stack.label, why])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
     };
     let body = Replay::new(body, retry.max_buffered_body_bytes);
@@ -132,7 +132,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         }
         metrics
             .retries
-            .with_label_values(&[stack.direction, &stack.label, reason])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
             .inc();
         drop(outcome);
         tokio::time::sleep(delay).await;
