@@ -285,6 +285,47 @@ async fn invalid_policies_are_refused_with_the_field_and_the_reason() {
             "Invalid value",
         ),
         ("mode: Sometimes", "spec.mode", "Unsupported value"),
+        // Fields a route cannot have, refused with where they belong.
+        (
+            "routes: [{match: {}, timeouts: {connect: 1s}}]",
+            "spec.routes[0].timeouts.connect: Invalid value",
+            "not allowed on a route: a connection serves every route, so set spec.timeouts.connect",
+        ),
+        (
+            "routes: [{match: {}, timeouts: {idle: 1m}}]",
+            "spec.routes[0].timeouts.idle: Invalid value",
+            "so set spec.timeouts.idle",
+        ),
+        (
+            "routes: [{match: {}, retry: {budget: {percent: 5}}}]",
+            "spec.routes[0].retry.budget: Invalid value",
+            "so set spec.retry.budget",
+        ),
+        (
+            "routes: [{name: Charge, match: {}}]",
+            "spec.routes[0].name",
+            "should match",
+        ),
+        (
+            "routes: [{name: default, match: {}}]",
+            "spec.routes[0].name: Invalid value",
+            "reserved",
+        ),
+        (
+            "routes: [{name: a, match: {}}, {name: a, match: {}}]",
+            "spec.routes: Invalid value",
+            "route names must be unique",
+        ),
+        (
+            "circuitBreaker: {fallback: {contentType: \"text/plain\\u00e9\"}}",
+            "spec.circuitBreaker.fallback.contentType",
+            "should match",
+        ),
+        (
+            "limits: {maxPendingRequests: 3}",
+            "spec.limits.maxPendingRequests: Invalid value",
+            "needs maxConcurrentRequests",
+        ),
         (
             "retry: {attemps: 3}",
             "unknown field \"spec.retry.attemps\"",

@@ -30,8 +30,9 @@ python3 -m pip --version >/dev/null 2>&1 || {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends python3-pip
 }
-python3 -c 'import websockets' 2>/dev/null || {
-  echo "== pip install websockets"
+# Every module the Python peers (tests/peers/) import: websockets, grpc (grpcio).
+python3 -c 'import websockets, grpc' 2>/dev/null || {
+  echo "== pip install -r tests/peers/requirements.txt"
   python3 -m pip install -q -r tests/peers/requirements.txt
 }
 

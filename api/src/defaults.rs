@@ -30,6 +30,9 @@ pub const RETRY_ON: [RetryOn; 3] = [
     RetryOn::RefusedStream,
     RetryOn::ResetBeforeRequest,
 ];
+/// retry.grpcCodes: the status a gRPC server (or its load balancer) answers
+/// when it cannot take the call; the rest say more about the call itself.
+pub const RETRY_GRPC_CODES: [GrpcCode; 1] = [GrpcCode::Unavailable];
 /// retry.backoff.base.
 pub const BACKOFF_BASE_MS: u64 = 25;
 /// retry.backoff.max.
@@ -71,6 +74,14 @@ pub const FAILURE_ON: [FailureKind; 3] = [
     FailureKind::Timeout,
     FailureKind::ConnectionError,
 ];
+/// circuitBreaker.grpcCodes and outlierDetection.grpcCodes: the statuses a
+/// failing server answers with (the gRPC counterparts of 5xx and timeouts).
+pub const GRPC_FAILURE_CODES: [GrpcCode; 4] = [
+    GrpcCode::Unavailable,
+    GrpcCode::Internal,
+    GrpcCode::Unknown,
+    GrpcCode::DeadlineExceeded,
+];
 
 /// outlierDetection.consecutiveFailures.
 pub const CONSECUTIVE_FAILURES: u32 = 5;
@@ -93,24 +104,39 @@ fn secs(v: u64) -> Option<Duration> {
 }
 
 /// The effective policy: every field of every section the user set, with the
-/// defaults above where they left it unset; routes inherit unset timeout and
-/// retry fields from the policy's own. Sections the user did not write stay
-/// absent (no retries, breaker or limits nobody asked for), except timeouts,
-/// which always apply.
+/// defaults above where they left it unset; routes inherit unset request,
+/// backendRequest and retry fields from the policy's own. Sections the user
+/// did not write stay absent (no retries, breaker or limits nobody asked
+/// for), except timeouts, which always apply. A route carries no connect or
+/// idle timeout and no retry budget of its own (a connection and the budget
+/// serve every route): those are the policy's.
+///
+/// Idempotent, so the operator can send its result and the proxy apply it
+/// again: [`crate::semantics::effective`] reads policies through it in both
+/// modes.
 pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
     let timeouts = timeouts(spec.timeouts.as_ref(), None);
     let retry = spec.retry.as_ref().map(|r| retry(r, None));
     let routes = spec
         .routes
         .iter()
-        .map(|route| Route {
-            name: route.name.clone(),
-            r#match: route.r#match.clone(),
-            timeouts: Some(self::timeouts(route.timeouts.as_ref(), Some(&timeouts))),
-            retry: match (&route.retry, &retry) {
-                (Some(own), parent) => Some(self::retry(own, parent.as_ref())),
-                (None, parent) => parent.clone(),
-            },
+        .map(|route| {
+            let own = route.timeouts.clone().unwrap_or_default();
+            Route {
+                name: route.name.clone(),
+                r#match: route.r#match.clone(),
+                timeouts: Some(Timeouts {
+                    request: own.request.or(timeouts.request),
+                    backend_request: own.backend_request.or(timeouts.backend_request),
+                    connect: None,
+                    idle: None,
+                }),
+                retry: match (&route.retry, &retry) {
+                    (Some(own), parent) => Some(self::retry(own, parent.as_ref())),
+                    (None, parent) => parent.clone(),
+                }
+                .map(|r| Retry { budget: None, ..r }),
+            }
         })
         .collect();
     ResiliencePolicySpec {
@@ -128,22 +154,50 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
             half_open_requests: cb.half_open_requests.or(Some(HALF_OPEN_REQUESTS)),
             fallback: Some(fallback(cb.fallback.clone().unwrap_or_default())),
             failure_on: cb.failure_on.clone().or_else(|| Some(FAILURE_ON.to_vec())),
+            grpc_codes: cb
+                .grpc_codes
+                .clone()
+                .or_else(|| Some(GRPC_FAILURE_CODES.to_vec())),
         }),
         outlier_detection: spec.outlier_detection.as_ref().map(|o| OutlierDetection {
             consecutive_failures: o.consecutive_failures.or(Some(CONSECUTIVE_FAILURES)),
             base_ejection_time: o.base_ejection_time.or(secs(BASE_EJECTION_SECS)),
             max_ejection_percent: o.max_ejection_percent.or(Some(MAX_EJECTION_PERCENT)),
+            grpc_codes: o
+                .grpc_codes
+                .clone()
+                .or_else(|| Some(GRPC_FAILURE_CODES.to_vec())),
         }),
-        limits: spec.limits.as_ref().map(|l| Limits {
-            max_concurrent_requests: l.max_concurrent_requests,
-            max_pending_requests: l.max_pending_requests.or(Some(MAX_PENDING_REQUESTS)),
-            pending_timeout: l.pending_timeout.or(secs(PENDING_TIMEOUT_SECS)),
-        }),
+        // The queue exists only behind a concurrency limit.
+        limits: spec
+            .limits
+            .as_ref()
+            .map(|l| match l.max_concurrent_requests {
+                Some(max) => Limits {
+                    max_concurrent_requests: Some(max),
+                    max_pending_requests: l.max_pending_requests.or(Some(MAX_PENDING_REQUESTS)),
+                    pending_timeout: l.pending_timeout.or(secs(PENDING_TIMEOUT_SECS)),
+                },
+                None => l.clone(),
+            }),
         rate_limit: spec.rate_limit.as_ref().map(|r| RateLimit {
             requests_per_second: r.requests_per_second,
             burst: r.burst.or(Some(r.requests_per_second)),
         }),
         routes,
+    }
+}
+
+/// The retry budget of a Service whose policy sets none: what spec.retry
+/// gets without a budget, and what retries only routes make draw on.
+pub fn budget() -> RetryBudget {
+    RetryBudget {
+        percent: Some(BUDGET_PERCENT),
+        interval: secs(BUDGET_INTERVAL_SECS),
+        min_retry_rate: Some(RetryRate {
+            count: MIN_RETRIES_PER_SECOND,
+            interval: Duration::from_secs(MIN_RETRY_INTERVAL_SECS),
+        }),
     }
 }
 
@@ -182,16 +236,10 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
             base: ms(BACKOFF_BASE_MS),
             max: ms(BACKOFF_MAX_MS),
         }),
-        budget: Some(RetryBudget {
-            percent: Some(BUDGET_PERCENT),
-            interval: secs(BUDGET_INTERVAL_SECS),
-            min_retry_rate: Some(RetryRate {
-                count: MIN_RETRIES_PER_SECOND,
-                interval: Duration::from_secs(MIN_RETRY_INTERVAL_SECS),
-            }),
-        }),
+        budget: Some(budget()),
         non_idempotent: Some(NON_IDEMPOTENT),
         max_buffered_body_bytes: Some(MAX_BUFFERED_BODY_BYTES),
+        grpc_codes: Some(RETRY_GRPC_CODES.to_vec()),
     });
     let own_backoff = own.backoff.clone().unwrap_or_default();
     let parent_backoff = parent.backoff.clone().unwrap_or_default();
@@ -214,6 +262,7 @@ fn retry(own: &Retry, parent: Option<&Retry>) -> Retry {
         max_buffered_body_bytes: own
             .max_buffered_body_bytes
             .or(parent.max_buffered_body_bytes),
+        grpc_codes: own.grpc_codes.clone().or(parent.grpc_codes),
     }
 }
 
@@ -250,6 +299,7 @@ mod tests {
         let cb = s.circuit_breaker.unwrap();
         assert_eq!(cb.open_for, secs(30));
         assert_eq!(cb.failure_on, Some(FAILURE_ON.to_vec()));
+        assert_eq!(cb.grpc_codes, Some(GRPC_FAILURE_CODES.to_vec()));
         assert_eq!(
             cb.fallback,
             Some(Fallback {
@@ -275,5 +325,6 @@ mod tests {
         assert_eq!((t.request, t.backend_request), (secs(10), secs(1)));
         let r = route.retry.as_ref().unwrap();
         assert_eq!((r.attempts, r.codes.clone()), (Some(0), Some(vec![503])));
+        assert_eq!(r.grpc_codes, Some(vec![GrpcCode::Unavailable]));
     }
 }

@@ -6,6 +6,7 @@ pub mod defaults;
 pub mod duration;
 pub mod manifest;
 pub mod policy;
+pub mod semantics;
 pub mod sidecar;
 pub mod stream;
 pub mod validate;

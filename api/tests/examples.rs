@@ -8,6 +8,7 @@ use outrigger_api::validate::validate_manifest;
 
 const PAYMENTS: &str = include_str!("../../examples/policies/payments.yaml");
 const MINIMAL: &str = include_str!("../../examples/policies/minimal.yaml");
+const GRPC: &str = include_str!("../../examples/policies/grpc.yaml");
 
 fn d(text: &str) -> Option<Duration> {
     Some(Duration::parse(text).unwrap())
@@ -57,6 +58,7 @@ fn payments() -> PolicyManifest {
                 }),
                 non_idempotent: Some(NonIdempotent::IfIdempotencyKey),
                 max_buffered_body_bytes: Some(65536),
+                grpc_codes: None,
             }),
             circuit_breaker: Some(CircuitBreaker {
                 failure_rate_percent: Some(50),
@@ -75,11 +77,13 @@ fn payments() -> PolicyManifest {
                     body: Some(r#"{"error":"payments unavailable"}"#.into()),
                 }),
                 failure_on: None,
+                grpc_codes: None,
             }),
             outlier_detection: Some(OutlierDetection {
                 consecutive_failures: Some(5),
                 base_ejection_time: d("30s"),
                 max_ejection_percent: Some(50),
+                grpc_codes: None,
             }),
             limits: Some(Limits {
                 max_concurrent_requests: Some(512),
@@ -121,6 +125,32 @@ fn payments_example_is_the_design_policy() {
 fn examples_are_valid() {
     assert_eq!(validate_manifest(&only_policy(PAYMENTS)), Ok(()));
     assert_eq!(validate_manifest(&only_policy(MINIMAL)), Ok(()));
+    assert_eq!(validate_manifest(&only_policy(GRPC)), Ok(()));
+}
+
+#[test]
+fn grpc_example_names_methods_and_codes() {
+    let spec = only_policy(GRPC).spec;
+    let reads = &spec.routes[0];
+    assert_eq!(
+        reads.r#match.grpc,
+        Some(GrpcMatch {
+            service: Some("inventory.v1.Inventory".into()),
+            method: Some("GetItem".into()),
+        })
+    );
+    let retry = reads.retry.as_ref().unwrap();
+    assert_eq!(
+        retry.grpc_codes,
+        Some(vec![GrpcCode::Unavailable, GrpcCode::ResourceExhausted])
+    );
+    assert_eq!(retry.non_idempotent, Some(NonIdempotent::Always));
+    assert_eq!(
+        spec.outlier_detection.unwrap().grpc_codes,
+        Some(vec![GrpcCode::Unavailable, GrpcCode::Internal])
+    );
+    let watch = &spec.routes[1];
+    assert_eq!(watch.timeouts.as_ref().unwrap().request, d("0s"));
 }
 
 #[test]

@@ -35,7 +35,7 @@ fn shape_errors_name_the_field_and_its_position() {
         (
             "  retry: {attempts: 2, budgett: {}}\n",
             "spec.retry.budgett: unknown field `budgett`, expected one of `attempts`, `codes`, \
-             `on`, `backoff`, `budget`, `nonIdempotent`, `maxBufferedBodyBytes` at line 6 column 33",
+             `on`, `backoff`, `budget`, `nonIdempotent`, `maxBufferedBodyBytes`, `grpcCodes` at line 6 column 33",
         ),
         (
             "  timeouts: {request: 1.5s}\n",

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
+use outrigger_api::semantics::{self, Claim, Standing};
 use outrigger_api::validate::validate_spec;
 use serde::Serialize;
 
@@ -30,15 +31,10 @@ impl std::fmt::Display for ObjectKey {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct ServicePort {
-    pub name: String,
-    pub port: u16,
-    /// The endpoint port: a number, or resolved through the EndpointSlice port
-    /// of the same name.
-    pub target_port: Option<u16>,
-}
+/// A Service port; its endpoint port is a number, or resolved through the
+/// EndpointSlice port of the same name (the proxy's file mode reads Service
+/// documents into the same type, by the same rules).
+pub use outrigger_api::semantics::ServicePort;
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Endpoint {
@@ -122,7 +118,8 @@ pub fn compile(
         .collect();
     attach_endpoints(&mut destinations, slices);
 
-    // Oldest first, so the first claim on a target wins (name breaks ties).
+    // In the conflict rule's order (oldest, then by namespace/name), so the
+    // view is the same whatever order the cache lists policies in.
     let mut ordered: Vec<&ResiliencePolicy> = policies.iter().collect();
     ordered.sort_by(|a, b| {
         let age = |p: &ResiliencePolicy| p.metadata.creation_timestamp.clone().map(|t| t.0);
@@ -130,39 +127,58 @@ pub fn compile(
             .cmp(&age(b))
             .then_with(|| key_of(&a.metadata).cmp(&key_of(&b.metadata)))
     });
+    let keys: Vec<ObjectKey> = ordered.iter().map(|p| key_of(&p.metadata)).collect();
+    let validity: Vec<Result<(), String>> = ordered
+        .iter()
+        .map(|p| validate_spec(&p.spec).map_err(|e| e.to_string().replace('\n', "; ")))
+        .collect();
+    // The conflict rule, shared with the proxy's file mode; only valid
+    // policies claim their target.
+    let valid: Vec<usize> = (0..ordered.len())
+        .filter(|&i| validity[i].is_ok())
+        .collect();
+    let claims: Vec<Claim<'_, _>> = valid
+        .iter()
+        .map(|&i| Claim {
+            namespace: &keys[i].namespace,
+            name: &keys[i].name,
+            created: ordered[i].metadata.creation_timestamp.as_ref().map(|t| t.0),
+            target: &ordered[i].spec.target_ref,
+        })
+        .collect();
+    let standings: BTreeMap<usize, Standing> = valid
+        .iter()
+        .copied()
+        .zip(semantics::arbitrate(&claims))
+        .collect();
 
     let mut verdicts = BTreeMap::new();
-    let mut claims: BTreeMap<(ObjectKey, Option<u16>), ObjectKey> = BTreeMap::new();
-    for policy in ordered {
-        let key = key_of(&policy.metadata);
+    for (i, policy) in ordered.into_iter().enumerate() {
+        let key = keys[i].clone();
         let target = ObjectKey {
             namespace: key.namespace.clone(),
             name: policy.spec.target_ref.name.clone(),
         };
         let port = policy.spec.target_ref.port;
-        let accepted = match validate_spec(&policy.spec) {
-            Err(errors) => ConditionState {
+        let accepted = match (&validity[i], standings.get(&i)) {
+            (Err(errors), _) => ConditionState {
                 status: false,
                 reason: "Invalid",
-                message: errors.to_string().replace('\n', "; "),
+                message: errors.clone(),
             },
-            Ok(()) => match claims.get(&(target.clone(), port)) {
-                Some(winner) => ConditionState {
-                    status: false,
-                    reason: "Conflicted",
-                    message: format!(
-                        "policy {winner} already targets Service {target}{}; the oldest policy wins",
-                        port.map(|p| format!(" port {p}")).unwrap_or_default()
-                    ),
-                },
-                None => {
-                    claims.insert((target.clone(), port), key.clone());
-                    ConditionState {
-                        status: true,
-                        reason: "Accepted",
-                        message: "policy is valid and the only one on its target".into(),
-                    }
-                }
+            (Ok(()), Some(Standing::Conflicted { winner })) => ConditionState {
+                status: false,
+                reason: "Conflicted",
+                message: format!(
+                    "policy {} already targets Service {target}{}; the oldest policy wins (then the first by namespace/name)",
+                    keys[valid[*winner]],
+                    port.map(|p| format!(" port {p}")).unwrap_or_default()
+                ),
+            },
+            (Ok(()), _) => ConditionState {
+                status: true,
+                reason: "Accepted",
+                message: "policy is valid and the only one on its target".into(),
             },
         };
         let resolved_refs = resolve(&destinations, &target, port);
@@ -177,7 +193,7 @@ pub fn compile(
                     policy: key.clone(),
                     generation: policy.metadata.generation,
                     port,
-                    spec: outrigger_api::defaults::with_defaults(&policy.spec),
+                    spec: semantics::with_defaults(&policy.spec),
                 });
             }
         }
@@ -232,18 +248,15 @@ fn destination(service: &Service) -> Destination {
         .into_iter()
         .filter_map(|p| {
             let port = u16::try_from(p.port).ok()?;
-            let target_port = match p.target_port {
-                Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(n)) => {
-                    u16::try_from(n).ok()
-                }
-                // A named target port is resolved per endpoint from the slice.
-                Some(_) => None,
-                None => Some(port),
-            };
+            // A named target port is resolved per endpoint from the slice.
+            let target = p
+                .target_port
+                .as_ref()
+                .and_then(|t| serde_json::to_value(t).ok());
             Some(ServicePort {
                 name: p.name.unwrap_or_default(),
                 port,
-                target_port,
+                target_port: semantics::target_port(port, target.as_ref()),
             })
         })
         .collect();
@@ -493,6 +506,28 @@ mod tests {
         assert!(without.destinations.is_empty());
         let with = compile(&policies, &[service("payments")], &[]);
         assert!(with.verdicts[&key].is_programmed());
+    }
+
+    /// A route field the CRD now refuses, in a policy stored before it did:
+    /// Invalid, with the message the API server and the proxy's file mode give.
+    #[test]
+    fn a_route_with_a_per_service_field_is_invalid() {
+        let compiled = compile(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"routes": [{"match": {}, "timeouts": {"connect": "1s"}}]}),
+            )],
+            &[service("payments")],
+            &[],
+        );
+        let v = compiled.verdicts.values().next().unwrap();
+        assert_eq!((v.accepted.status, v.accepted.reason), (false, "Invalid"));
+        assert_eq!(
+            v.accepted.message,
+            "spec.routes[0].timeouts.connect: not allowed on a route: a connection serves every route, so set spec.timeouts.connect"
+        );
     }
 
     #[test]

@@ -3,7 +3,60 @@
 
 use kube::CustomResourceExt;
 use outrigger_api::policy::ResiliencePolicy;
+use outrigger_api::semantics;
 use serde_json::Value;
+
+/// How a policy applies, the same whether the operator streams it to the
+/// proxies or a proxy reads it from `--policy` (`outrigger_api::semantics`).
+const SEMANTICS: &str = "\
+## How a policy applies (the same in both modes)
+
+A policy means the same whether the operator compiles it and streams it to the
+proxies or a proxy reads it from its `--policy` file: both go through one
+layer, `outrigger_api::semantics`, and a test compiles every example and
+generated policies both ways and compares the result field by field.
+
+- **Which policy.** A policy applies to calls to its Service (`targetRef.name`,
+  in the policy's own namespace) on `targetRef.port`, or, without a port, on
+  every port no port-specific policy names. Two policies on the same Service
+  and port (or both without one): the oldest wins (`creationTimestamp`; a
+  policy without one, as in a file, counts as oldest), then the first by
+  namespace/name. The operator marks the other `Accepted=False`, reason
+  `Conflicted`; a proxy reading a file logs a warning naming both and counts it
+  in `outrigger_policy_conflicts`. Inbound, the Service port is the one whose
+  `targetPort` (a number, or a name the EndpointSlice resolves) is the pod port
+  the traffic arrived at (in a file, when it holds the Service; a proxy
+  started with `--service-name` and a control plane gets the policy of the
+  Service's first port).
+- **Defaults.** Each field's default (the *Default* in its description)
+  applies where it is unset; routes inherit `request`, `backendRequest` and
+  every retry field from the policy. Timeouts apply even without a `timeouts`
+  section: a policy gives calls a 15s request timeout and a 1s connect
+  timeout whatever the proxy's flags. Without any policy a proxy just
+  forwards: its own `--connect-timeout` and `--pool-idle-timeout`, no request
+  timeout, no retries.
+- **Budget.** Every retry is under a budget: one per Service, from
+  `spec.retry.budget` or the default budget (also when only routes retry),
+  shared by all routes.
+- **Routes.** The first route whose match holds applies. Its name (else
+  `route-<index>`; `default` for requests no route matches) labels
+  `outrigger_requests_total`, `outrigger_request_duration_seconds`,
+  `outrigger_retries_total`, `outrigger_retries_skipped_total` and
+  `outrigger_timeouts_total` as `route`, and is the access log's `route`.
+- **Invalid policies.** Nothing accepted is ignored: a field that cannot act
+  where it is written is refused. The API server refuses an invalid policy
+  (the schema and the rules at the end); one the operator sees anyway is
+  `Accepted=False`, reason `Invalid`, with every error, and applies nowhere; a
+  policy file with an invalid policy is refused whole, and the proxy keeps the
+  last good file.
+- **Enforced by** (column below): `caller` is the calling pod's proxy
+  (outbound), `server` each of the Service's pods' proxies (inbound), `both`
+  each proxy for its own connections (`connect`, `idle`) or decisions
+  (`mode`), `selection` decides which policy applies. A call through two
+  proxies meets each field once: a failed call is retried `attempts` times in
+  all, not `attempts` × `attempts`.
+
+";
 
 pub fn policy_reference() -> String {
     let crd = serde_json::to_value(ResiliencePolicy::crd()).expect("a CRD serializes");
@@ -12,19 +65,24 @@ pub fn policy_reference() -> String {
         "# ResiliencePolicy reference\n\n\
          Generated from the CRD schema by `outrigger-operator policy-reference`; do not edit.\n\
          `apiVersion: outrigger.dev/v1alpha1`, `kind: ResiliencePolicy` (short name `rp`), namespaced.\n\
-         Durations are Gateway API durations: `250ms`, `5s`, `1m30s`.\n\n\
-         | field | type | constraints | description |\n|---|---|---|---|\n",
+         Durations are Gateway API durations: `250ms`, `5s`, `1m30s`.\n\n",
+    );
+    out.push_str(SEMANTICS);
+    out.push_str(
+        "## Fields\n\n\
+         | field | type | constraints | enforced by | description |\n|---|---|---|---|---|\n",
     );
     walk(&mut out, "spec", schema);
     out.push_str("\n## Cross-field rules (checked by the API server)\n\n");
     rules(&mut out, "spec", schema);
-    out.push_str(SEMANTICS);
+    out.push_str(STATE);
+    out.push_str(GRPC);
     out
 }
 
 /// What the schema cannot say: where a policy's state lives, and what
 /// `mode: DryRun` covers.
-const SEMANTICS: &str = "
+const STATE: &str = "
 ## Where a policy's state lives
 
 Each proxy keeps one state per Service port a policy applies to: one circuit
@@ -68,6 +126,54 @@ The breaker and the outlier detector run as under Enforce, so
 `outrigger_ejections_total` and `outrigger_ejected_endpoints` show what
 Enforce would do; each DryRun ejection is also logged. Timeouts and retries
 act under DryRun as under Enforce.
+";
+
+/// How the fields above apply to gRPC calls (not in the schema).
+const GRPC: &str = "
+## gRPC
+
+A request is gRPC when its content-type is `application/grpc` or
+`application/grpc+...`; gRPC errors travel as HTTP 200 responses with a
+`grpc-status`, so these rules read that instead of the HTTP status.
+
+- `retry.grpcCodes` (default `[unavailable]`): a status is retried only
+  while nothing of the response reached the client, that is from a
+  trailers-only response (`grpc-status` in the headers, as servers answer
+  a call that fails before any message). A status in trailers after the
+  response began is passed on as it is. gRPC calls are POSTs: a call the
+  server answered is replayed only under `nonIdempotent: Always` (or
+  `IfIdempotencyKey` with an `Idempotency-Key` header), typically on a route
+  matching the idempotent methods; a call that never reached a server
+  (`retry.on`) is retried whatever the method. Replaying needs the request
+  body buffered (`maxBufferedBodyBytes`).
+- `circuitBreaker.grpcCodes` and `outlierDetection.grpcCodes` (default
+  `[unavailable, internal, unknown, deadline-exceeded]`): a response with
+  one of these codes is a failure, as a 5xx is, whether the code came in a
+  trailers-only response or in trailers after the headers. A call whose
+  response delivered a message first is a success (a stream that serves and
+  later fails is the app's business, and a long stream does not hold a
+  half-open probe); a body reset before either is a connection error, and
+  one the client dropped first counts for nothing (its probe is released).
+- Deadlines: a gRPC request's `grpc-timeout` header shortens the call's
+  deadline (`timeouts.request`, or none on a route with `request: 0s`) and
+  never lengthens it, on both the caller's and the server's proxy. The
+  request leaves each proxy with `grpc-timeout` set to what is left of the
+  deadline when each attempt is sent, so deadlines shrink hop by hop; a
+  request that came without `grpc-timeout` gets none. A call past its
+  deadline is answered with `grpc-status: 4` (DEADLINE_EXCEEDED); other
+  errors the proxy answers take the gRPC form too (trailers-only, with
+  `grpc-status` and `x-outrigger-error`).
+- Streaming calls (server, client and bidirectional) pass through as they
+  are, message by message. A response is never retried once it has begun
+  (a status in trailers), and a request is replayed only if its body could
+  be kept for it (`maxBufferedBodyBytes`). The request and per-try timeouts
+  run until the response headers, which a quiet server stream may send
+  late, and `timeouts.idle` cuts a stream silent in both directions for that
+  long: give long-lived streams a route with `timeouts: {request: 0s,
+  backendRequest: 0s}` and an idle timeout longer than their quiet spells.
+- `routes[].match.grpc` selects gRPC calls by `service` (fully qualified,
+  `package.Service`) and `method`, read from the path `/package.Service/Method`;
+  either may be left out, and `grpc: {}` selects every gRPC call.
 ";
 
 fn type_of(schema: &Value) -> String {
@@ -119,6 +225,16 @@ fn walk(out: &mut String, path: &str, schema: &Value) {
         .collect();
     for (name, child) in properties {
         let field = format!("{path}.{name}");
+        let refused = semantics::NOT_ON_ROUTES
+            .iter()
+            .find(|(f, _, _)| field == format!("spec.routes[].{f}"));
+        if let Some((_, why, instead)) = refused {
+            out.push_str(&format!(
+                "| `{field}` | {} | refused | — | Not allowed on a route: {why}; set `{instead}`. |\n",
+                type_of(child)
+            ));
+            continue;
+        }
         let description = child["description"]
             .as_str()
             .unwrap_or("")
@@ -133,8 +249,9 @@ fn walk(out: &mut String, path: &str, schema: &Value) {
             };
         }
         out.push_str(&format!(
-            "| `{field}` | {} | {constraint} | {description} |\n",
-            type_of(child)
+            "| `{field}` | {} | {constraint} | {} | {description} |\n",
+            type_of(child),
+            semantics::enforced_by(&field).as_str(),
         ));
         walk(out, &field, child);
         if child["type"] == "array" {

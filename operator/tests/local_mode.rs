@@ -122,3 +122,28 @@ fn editing_files_changes_the_compiled_view() {
     drop(op);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// `kubectl logs` and log files show what the operator writes to a pipe:
+/// plain text, no terminal colour codes.
+#[test]
+fn logs_to_a_pipe_have_no_colour_codes() {
+    let dir = std::env::temp_dir().join(format!("outrigger-nocolour-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let admin = free_addr();
+    let mut child = Command::new(BINARY)
+        .args(["run", "--manifests"])
+        .arg(&dir)
+        .arg(format!("--admin-addr={admin}"))
+        .env_remove("NO_COLOR")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let _op = Operator { child, admin };
+    let first = lines.next().expect("a log line").unwrap();
+    assert!(!first.contains('\x1b'), "colour codes in a pipe: {first:?}");
+    assert!(first.contains("INFO"), "{first}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

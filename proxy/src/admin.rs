@@ -105,6 +105,7 @@ fn route(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Re
                     .map(|d| d.as_secs_f64())
                     .unwrap_or(0.0),
                 "policies": active.policies,
+                "conflicts": active.conflicts,
                 "listeners": state.listeners,
                 "control": state.control.as_ref().map(|c| c.describe()),
             });

@@ -22,6 +22,10 @@ use outrigger_proxy_policy::{
     activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore,
 };
 
+/// How long, once the drain timeout has run out, the proxy waits for the 503
+/// `shutdown` answers to requests still waiting to be written out.
+const ANSWER_AFTER_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// A proxy that is serving. Dropping it does not stop it: call `shutdown`.
 pub struct RunningProxy {
     pub inbound_addr: SocketAddr,
@@ -61,6 +65,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
     let connections = TaskTracker::new();
     let tunnels = TaskTracker::new();
     let stop_background = CancellationToken::new();
+    let drain_expired = CancellationToken::new();
     let control = match args.control_plane.clone() {
         None => None,
         Some(base) => {
@@ -97,6 +102,7 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         policy.clone(),
         vec![inbound_addr, outbound_addr, admin_addr],
         tunnels.clone(),
+        drain_expired.clone(),
         control.clone(),
     );
     // The pod's own inbound policy is wanted at once, not on first request.
@@ -179,10 +185,16 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         .await;
         match drained {
             Ok(()) => tracing::info!("drained; exiting"),
-            Err(_) => tracing::warn!(
-                open = connections.len() + tunnels.len(),
-                "drain timeout reached; closing remaining connections"
-            ),
+            Err(_) => {
+                tracing::warn!(
+                    open = connections.len() + tunnels.len(),
+                    "drain timeout reached; closing remaining connections"
+                );
+                // Requests still waiting for a response get 503 `shutdown`
+                // rather than a bare close; a moment to write those out.
+                drain_expired.cancel();
+                let _ = tokio::time::timeout(ANSWER_AFTER_DRAIN, connections.wait()).await;
+            }
         }
         stop_background.cancel();
     });

@@ -130,7 +130,8 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_DETECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
     pub detect_timeout: Duration,
 
-    /// Connect timeout to upstreams when the policy sets none.
+    /// Connect timeout to upstreams no policy covers (a policy sets its own
+    /// `timeouts.connect`, 1s by default, the same from a file or the operator).
     #[arg(long, env = "OUTRIGGER_CONNECT_TIMEOUT", value_parser = parse_duration, default_value = "1s")]
     pub connect_timeout: Duration,
 
@@ -155,7 +156,8 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_POOL_IDLE_TIMEOUT", value_parser = parse_duration, default_value = "90s")]
     pub pool_idle_timeout: Duration,
 
-    /// On SIGTERM/SIGINT or /shutdown, how long in-flight work may take to finish.
+    /// On SIGTERM/SIGINT or /shutdown, how long in-flight work may take to
+    /// finish; requests still waiting for a response then get 503 `shutdown`.
     #[arg(long, env = "OUTRIGGER_DRAIN_TIMEOUT", value_parser = parse_duration, default_value = "10s")]
     pub drain_timeout: Duration,
 

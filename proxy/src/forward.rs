@@ -46,6 +46,11 @@ pub async fn handle(
         ),
         Ok(resolved) => route(&state, &conn, resolved, request, started).await,
     };
+    // The route that served it, by the policy's name for it; "" when none
+    // did (tunnels, upgrades, no destination).
+    let route_name = stack.as_ref().map(|(_, route)| route.clone());
+    let route_label = route_name.as_deref().unwrap_or("");
+    let stack = stack.map(|(stack, _)| stack);
 
     response
         .headers_mut()
@@ -56,6 +61,7 @@ pub async fn handle(
         &state,
         &conn,
         &label,
+        route_label,
         stack.as_deref(),
         status,
         cause,
@@ -68,6 +74,7 @@ pub async fn handle(
             direction = conn.direction.as_str(),
             client = %conn.client_addr,
             destination = &*label,
+            route = route_label,
             method = method.as_str(),
             path = path.as_deref().unwrap_or(""),
             status = response.status().as_u16(),
@@ -104,8 +111,9 @@ impl Answered {
     }
 }
 
-/// The destination's metric label, the stack that served the request, the
-/// response, and who answered it.
+/// The destination's metric label, the stack and route that served the
+/// request (tunnels and upgrades have no route: an empty one), the response,
+/// and who answered it.
 async fn route(
     state: &ProxyState,
     conn: &ConnectionContext,
@@ -114,7 +122,7 @@ async fn route(
     started: Instant,
 ) -> (
     Arc<str>,
-    Option<Arc<DestinationStack>>,
+    Option<(Arc<DestinationStack>, Arc<str>)>,
     Response<ProxyBody>,
     Answered,
 ) {
@@ -128,7 +136,13 @@ async fn route(
             Ok(slot) => slot,
             Err(served) => {
                 let cause = served.error.map_or("other", |c| c.as_str());
-                return (label, Some(stack), served.response, Answered::Proxy(cause));
+                let route = served.route;
+                return (
+                    label,
+                    Some((stack, route)),
+                    served.response,
+                    Answered::Proxy(cause),
+                );
             }
         };
         let destination = resolved.destination.clone();
@@ -140,21 +154,29 @@ async fn route(
             // Towards the app, CONNECT is the app's business: pass it through.
             _ => upgrade::forward_upgrade(state, destination, request, slot).await,
         };
-        return (label, Some(stack), response, Answered::Tunnel);
+        return (label, Some((stack, "".into())), response, Answered::Tunnel);
     }
 
-    let served = call(stack.clone(), request, started).await;
+    let stop = state.drain_expired.cancelled();
+    let served = call(stack.clone(), request, started, stop).await;
     let answered = match served.error {
         Some(cause) => Answered::Proxy(cause.as_str()),
         None => Answered::Upstream,
     };
-    (label, Some(stack), served.response, answered)
+    (
+        label,
+        Some((stack, served.route)),
+        served.response,
+        answered,
+    )
 }
 
+#[allow(clippy::too_many_arguments)]
 fn record(
     state: &ProxyState,
     conn: &ConnectionContext,
     destination: &str,
+    route: &str,
     stack: Option<&DestinationStack>,
     status: u16,
     cause: Option<&str>,
@@ -163,15 +185,17 @@ fn record(
     let metrics = &state.engine.metrics;
     let direction = conn.direction.as_str();
     match stack {
-        Some(stack) => stack.request_metrics.record(status, started.elapsed()),
+        Some(stack) => stack
+            .request_metrics
+            .record(route, status, started.elapsed()),
         None => {
             metrics
                 .requests
-                .with_label_values(&[direction, destination, status_class(status).1])
+                .with_label_values(&[direction, destination, route, status_class(status).1])
                 .inc();
             metrics
                 .request_duration
-                .with_label_values(&[direction, destination])
+                .with_label_values(&[direction, destination, route])
                 .observe(started.elapsed().as_secs_f64());
         }
     }

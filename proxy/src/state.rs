@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::cli::{OutboundMode, RunArgs};
@@ -26,6 +27,9 @@ pub struct ProxyState {
     /// Tunnels (upgrades, CONNECT, opaque TCP) outlive their request; the drain
     /// waits for them through this tracker.
     pub tunnels: TaskTracker,
+    /// Cancelled when the drain timeout runs out: requests still waiting for
+    /// a response are answered with 503 `shutdown` before the proxy exits.
+    pub drain_expired: CancellationToken,
 }
 
 impl ProxyState {
@@ -35,6 +39,7 @@ impl ProxyState {
         policy: Arc<PolicyStore>,
         own_addrs: Vec<SocketAddr>,
         tunnels: TaskTracker,
+        drain_expired: CancellationToken,
         control: Option<Arc<ControlPlane>>,
     ) -> Arc<Self> {
         Arc::new(ProxyState {
@@ -61,6 +66,7 @@ impl ProxyState {
             access_log: args.access_log,
             own_addrs,
             tunnels,
+            drain_expired,
         })
     }
 

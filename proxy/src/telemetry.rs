@@ -10,6 +10,13 @@ use crate::cli::LogFormat;
 
 const ACCESS_TARGET: &str = "outrigger::access";
 
+/// Colour codes only for a person at a terminal: in files, pipes and
+/// `kubectl logs` they are noise (`NO_COLOR` turns them off everywhere).
+fn colour_on_stderr() -> bool {
+    use std::io::IsTerminal;
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none()
+}
+
 pub fn init(format: LogFormat, filter: &str, access_log: bool) {
     let filter = EnvFilter::try_new(filter).unwrap_or_else(|err| {
         eprintln!("invalid log filter {filter:?} ({err}); using info");
@@ -18,6 +25,7 @@ pub fn init(format: LogFormat, filter: &str, access_log: bool) {
     let not_access = filter_fn(|meta| meta.target() != ACCESS_TARGET);
     let diagnostics = match format {
         LogFormat::Plain => tracing_subscriber::fmt::layer()
+            .with_ansi(colour_on_stderr())
             .with_writer(std::io::stderr)
             .with_filter(not_access)
             .boxed(),

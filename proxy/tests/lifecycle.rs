@@ -91,6 +91,36 @@ async fn invalid_policy_at_start_is_a_clear_error() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// `kubectl logs` and log files show what the proxy writes to a pipe: plain
+/// text, no terminal colour codes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_to_a_pipe_have_no_colour_codes() {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .arg("--inbound-addr=127.0.0.1:0")
+        .arg("--outbound-addr=127.0.0.1:0")
+        .arg("--admin-addr=127.0.0.1:0")
+        .arg("--log-format=plain")
+        .env_remove("NO_COLOR")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("proxy ready") {
+                return line;
+            }
+        }
+        panic!("stderr closed before the proxy was ready");
+    })
+    .await
+    .expect("proxy ready within 10 s");
+    assert!(!ready.contains('\x1b'), "colour codes in a pipe: {ready:?}");
+    assert!(ready.contains("INFO"), "{ready}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
@@ -156,4 +186,95 @@ where
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     panic!("condition not reached within 10s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_still_waiting_when_the_drain_times_out_gets_503_shutdown() {
+    let upstream = FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap();
+    let mut proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", upstream.addr),
+        "--drain-timeout=500ms",
+    ])
+    .await;
+    let inbound = proxy.inbound;
+    let waiting = tokio::spawn(async move {
+        request(
+            inbound,
+            "GET",
+            "/",
+            &[("host", "app"), ("x-fault", "delay=30s")],
+            b"",
+        )
+        .await
+    });
+    wait_until(|| async { upstream.hits() == 1 }).await;
+    let signalled = Instant::now();
+    kill(Pid::from_raw(proxy.pid()), Signal::SIGTERM).unwrap();
+    let (status, headers, _) = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("answered after the drain timeout")
+        .unwrap();
+    assert_eq!(status, 503);
+    assert_eq!(headers["x-outrigger-error"], "shutdown");
+    assert!(signalled.elapsed() >= Duration::from_millis(450));
+    let status = tokio::time::timeout(Duration::from_secs(5), proxy.child.wait())
+        .await
+        .expect("exits soon after")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+/// Two policies for one Service in one file: the operator's rule picks one
+/// (the oldest, then the first by namespace/name), and the proxy says so in
+/// a warning naming both, a gauge, and /config.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicting_policies_are_resolved_logged_and_counted() {
+    use tokio::io::AsyncBufReadExt;
+    let text = format!(
+        "{}\n---\n{}",
+        policy("web", "  timeouts: {request: 1s}\n")
+            .replace("name: web, namespace", "name: zeta, namespace"),
+        policy("web", "  timeouts: {request: 2s}\n")
+            .replace("name: web, namespace", "name: alpha, namespace"),
+    );
+    let file = PolicyFile::new("conflict", &text);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains("outrigger_policy_conflicts 1"),
+        "{metrics}"
+    );
+    let config = proxy.config().await;
+    assert_eq!(config["conflicts"][0]["policy"], "default/zeta", "{config}");
+    assert_eq!(
+        config["conflicts"][0]["winner"], "default/alpha",
+        "{config}"
+    );
+
+    let mut child = tokio::process::Command::new(proxy_binary())
+        .arg(file.flag())
+        .arg("--inbound-addr=127.0.0.1:0")
+        .arg("--outbound-addr=127.0.0.1:0")
+        .arg("--admin-addr=127.0.0.1:0")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let warning = tokio::time::timeout(Duration::from_secs(10), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("WARN") && line.contains("default/zeta") {
+                return line;
+            }
+        }
+        panic!("no warning before stderr closed");
+    })
+    .await
+    .expect("a warning within 10s");
+    assert!(
+        warning.contains("default/alpha applies and default/zeta is ignored"),
+        "{warning}"
+    );
 }

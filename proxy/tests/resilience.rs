@@ -873,3 +873,342 @@ async fn retry_after_is_honoured_within_the_deadline() {
         1.0
     );
 }
+
+/// A body of unknown length: sent with `Transfer-Encoding: chunked` over
+/// HTTP/1.1, as DATA frames over HTTP/2; trailers after the data, if any.
+fn streamed_body(
+    parts: &[&'static [u8]],
+    trailers: Option<http::HeaderMap>,
+) -> http_body_util::combinators::UnsyncBoxBody<bytes::Bytes, std::convert::Infallible> {
+    use http_body_util::BodyExt;
+    let mut frames: Vec<Result<hyper::body::Frame<bytes::Bytes>, std::convert::Infallible>> = parts
+        .iter()
+        .map(|p| Ok(hyper::body::Frame::data(bytes::Bytes::from_static(p))))
+        .collect();
+    frames.extend(trailers.map(|t| Ok(hyper::body::Frame::trailers(t))));
+    http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+}
+
+/// POST `path` to Service `web` through `proxy`, HTTP/1.1 with a chunked body.
+async fn chunked_post(proxy: &ProxyProcess, path: &str, parts: &[&'static [u8]]) -> u16 {
+    use hyper_util::rt::TokioIo;
+    let stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(path)
+        .header("host", "web")
+        .body(streamed_body(parts, None))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.status().as_u16()
+}
+
+/// POST `path` to Service `web` through `proxy` over HTTP/2 (prior knowledge).
+async fn h2_post(
+    proxy: &ProxyProcess,
+    path: &str,
+    parts: &[&'static [u8]],
+    trailers: Option<http::HeaderMap>,
+) -> u16 {
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let request = http::Request::post(format!("http://web{path}"))
+        .body(streamed_body(parts, trailers))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    response.status().as_u16()
+}
+
+fn read_body(status: Option<u16>) -> Fault {
+    Fault {
+        status,
+        read_body: true,
+        ..Fault::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chunked_http1_body_is_replayed_after_a_503() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}, nonIdempotent: Always, maxBufferedBodyBytes: 1024}\n";
+    let (proxy, _file) = caller_proxy(&app, spec).await;
+    app.set_script(vec![read_body(Some(503)), read_body(None)]);
+    let status = chunked_post(&proxy, "/", &[b"first chunk, ", b"second chunk"]).await;
+    assert_eq!(status, 200);
+    let received = app.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[0].0, "first chunk, second chunk");
+    assert_eq!(
+        received[0].0, received[1].0,
+        "the upstream saw the same body twice"
+    );
+
+    // Past maxBufferedBodyBytes: forwarded in full once, not retried.
+    app.set_script(vec![read_body(Some(503)), read_body(None)]);
+    let big: &'static [u8] = Box::leak(vec![b'z'; 800].into_boxed_slice());
+    let status = chunked_post(&proxy, "/", &[big, big]).await;
+    assert_eq!(status, 503);
+    assert_eq!(app.received().len(), 3);
+    assert_eq!(app.received()[2].0.len(), 1600);
+    let skipped = |proxy: &ProxyProcess| {
+        let admin = proxy.admin;
+        async move {
+            let text = raw_get(admin, "/metrics").await.unwrap().1;
+            metric_value(
+                &text,
+                "outrigger_retries_skipped_total",
+                &["reason=\"body-too-large\""],
+            )
+        }
+    };
+    assert_eq!(skipped(&proxy).await, 1.0);
+    // A large body that needs no retry is not counted as a skipped retry.
+    app.set_script(vec![read_body(None)]);
+    assert_eq!(chunked_post(&proxy, "/", &[big, big]).await, 200);
+    assert_eq!(skipped(&proxy).await, 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_body_and_trailers_are_replayed_after_a_503() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}, nonIdempotent: Always}\n";
+    let (proxy, _file) = caller_proxy(&app, spec).await;
+    app.set_script(vec![read_body(Some(503)), read_body(None)]);
+    let mut trailers = http::HeaderMap::new();
+    trailers.insert("x-checksum", "c0ffee".parse().unwrap());
+    let status = h2_post(&proxy, "/", &[b"over ", b"h2"], Some(trailers.clone())).await;
+    assert_eq!(status, 200);
+    let received = app.received();
+    assert_eq!(received.len(), 2);
+    for (body, got_trailers) in &received {
+        assert_eq!(body, "over h2");
+        assert_eq!(got_trailers.as_ref(), Some(&trailers));
+    }
+    assert_eq!(
+        metric(
+            &proxy,
+            "outrigger_retries_total",
+            &["reason=\"status-503\""]
+        )
+        .await,
+        1.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shed_503_from_the_servers_proxy_is_not_retried_by_the_caller() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 1ms}}\n  limits: {maxConcurrentRequests: 1}\n";
+    let mesh = mesh(&app, spec).await;
+    // One slow call holds the server's only slot.
+    app.set_script(vec![Fault::parse("delay=2s").unwrap()]);
+    let caller = mesh.caller.outbound;
+    let slow =
+        tokio::spawn(async move { request(caller, "GET", "/", &[("host", "web")], b"").await });
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while app.hits() == 0 {
+        assert!(Instant::now() < deadline, "the slow call never arrived");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let (status, headers, _) = get(&mesh.caller).await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["x-outrigger-error"], "overloaded");
+    assert_eq!(
+        metric(&mesh.server, "outrigger_shed_requests_total", &[]).await,
+        1.0,
+        "shed once: not retried into the overloaded pod"
+    );
+    assert_eq!(
+        metric(
+            &mesh.caller,
+            "outrigger_retries_skipped_total",
+            &["reason=\"proxy-overloaded\""]
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(slow.await.unwrap().0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_covers_a_bounded_body_and_idle_bounds_a_stream() {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::TokioIo;
+    let app = upstream().await;
+    let spec = "  timeouts: {request: 500ms, idle: 1500ms}\n";
+    let (proxy, _file) = caller_proxy(&app, spec).await;
+    let stalled = |fault: &'static str| {
+        let outbound = proxy.outbound;
+        async move {
+            let stream = tokio::net::TcpStream::connect(outbound).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let request = http::Request::get("/")
+                .header("host", "web")
+                .header("x-fault", fault)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let started = Instant::now();
+            let response = sender.send_request(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+            let body = tokio::time::timeout(Duration::from_secs(10), response.collect()).await;
+            (
+                body.expect("cut, not left hanging").is_err(),
+                started.elapsed(),
+            )
+        }
+    };
+    // Content-Length declared: the request deadline cuts the body.
+    let (cut, took) = stalled("stall=length").await;
+    assert!(cut, "the client sees a truncated body");
+    assert!(took >= Duration::from_millis(450), "{took:?}");
+    assert!(took < Duration::from_millis(1400), "{took:?}");
+    // No length: a stream outlives the deadline; idle silence ends it.
+    let (cut, took) = stalled("stall=chunked").await;
+    assert!(cut);
+    assert!(took >= Duration::from_millis(1400), "{took:?}");
+    assert!(took < Duration::from_millis(3000), "{took:?}");
+    let metrics = proxy.metrics().await;
+    assert_eq!(
+        metric_value(&metrics, "outrigger_timeouts_total", &["kind=\"request\""]),
+        1.0
+    );
+    assert_eq!(
+        metric_value(&metrics, "outrigger_timeouts_total", &["kind=\"idle\""]),
+        1.0
+    );
+}
+
+/// Route names label the request, retry and timeout series and the access
+/// log line; an unnamed route is `route-<index>`, requests no route matches
+/// `default`. A route's retries draw on the Service's budget (here one that
+/// allows none, set in spec.retry, which itself does not retry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_are_named_in_metrics_and_logs_and_retry_within_the_budget() {
+    use tokio::io::AsyncBufReadExt;
+    let app = upstream().await;
+    let spec = concat!(
+        "  retry: {attempts: 0, budget: {percent: 0, minRetryRate: {count: 0, interval: 1s}}}\n",
+        "  routes:\n",
+        "  - name: charge\n",
+        "    match: {pathPrefix: /charge}\n",
+        "    retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n",
+        "  - match: {pathPrefix: /slow}\n",
+        "    timeouts: {request: 200ms}\n",
+    );
+    let file = PolicyFile::new(
+        "web",
+        &format!(
+            "{}{}",
+            policy("web", spec),
+            endpoint_slice("web", &[app.addr.port()])
+        ),
+    );
+    let mut proxy = ProxyProcess::start(&[&file.flag(), "--access-log"]).await;
+
+    // The charge route retries, but the budget allows no retry at all.
+    app.set_script(statuses(3, 503));
+    let (status, _, _) = request(proxy.outbound, "GET", "/charge/1", &[("host", "web")], b"").await;
+    assert_eq!(status, 503);
+    assert_eq!(
+        app.hits(),
+        1,
+        "the Service's budget holds the route's retries"
+    );
+    assert_eq!(
+        metric(&proxy, "outrigger_retry_budget_exhausted_total", &[]).await,
+        1.0
+    );
+    // The unnamed route's request timeout, labelled by its index.
+    app.set_script(vec![Fault {
+        delay: Some(Duration::from_secs(2)),
+        ..Fault::default()
+    }]);
+    let (status, _, _) = request(proxy.outbound, "GET", "/slow", &[("host", "web")], b"").await;
+    assert_eq!(status, 504);
+    app.set_script(vec![]);
+    let (status, _, _) = get(&proxy).await;
+    assert_eq!(status, 200);
+
+    let text = proxy.metrics().await;
+    for (route, class) in [("charge", "5xx"), ("route-1", "5xx"), ("default", "2xx")] {
+        assert_eq!(
+            metric_value(
+                &text,
+                "outrigger_requests_total",
+                &[
+                    &format!("route=\"{route}\""),
+                    &format!("status_class=\"{class}\"")
+                ]
+            ),
+            1.0,
+            "{route}: {text}"
+        );
+    }
+    assert_eq!(
+        metric_value(
+            &text,
+            "outrigger_timeouts_total",
+            &["route=\"route-1\"", "kind=\"request\""]
+        ),
+        1.0,
+        "{text}"
+    );
+
+    let stdout = proxy.child.stdout.take().unwrap();
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let mut routes = Vec::new();
+    while routes.len() < 3 {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        routes.push(entry["route"].as_str().unwrap().to_string());
+    }
+    assert_eq!(routes, ["charge", "route-1", "default"]);
+}
+
+/// From a file that holds the Service, an inbound request finds its policy
+/// by the Service port whose targetPort is the pod port it came to (as the
+/// operator does), whatever port the client's Host header names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inbound_policy_is_chosen_by_the_service_port_leading_to_the_pod() {
+    let app = upstream().await;
+    let service = format!(
+        "---\napiVersion: v1\nkind: Service\nmetadata: {{name: web, namespace: default}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {}}}\n",
+        app.addr.port()
+    );
+    let spec = "  rateLimit: {requestsPerSecond: 1, burst: 1}\n";
+    let limited = policy("web", spec).replace(
+        "targetRef: {kind: Service, name: web}",
+        "targetRef: {kind: Service, name: web, port: 80}",
+    );
+    let file = PolicyFile::new("web", &format!("{limited}{service}"));
+    let proxy = ProxyProcess::start(&[
+        &format!("--app-addr={}", app.addr),
+        "--service-name=web",
+        &file.flag(),
+    ])
+    .await;
+    let host = [("host", "web.default.svc.cluster.local:9999")];
+    let (first, _, _) = request(proxy.inbound, "GET", "/", &host, b"").await;
+    let (second, headers, _) = request(proxy.inbound, "GET", "/", &host, b"").await;
+    assert_eq!((first, second), (200, 429), "the port-80 policy applies");
+    assert_eq!(headers["x-outrigger-error"], "rate-limited");
+}

@@ -270,3 +270,63 @@ pub async fn request(
         .to_vec();
     (status, headers, body)
 }
+
+/// A gRPC response as it came: headers, body and trailers.
+pub struct GrpcReply {
+    pub headers: http::HeaderMap,
+    pub body: Vec<u8>,
+    pub trailers: Option<http::HeaderMap>,
+}
+
+impl GrpcReply {
+    /// `grpc-status` from the trailers, or from the headers of a
+    /// trailers-only response.
+    pub fn status(&self) -> Option<&str> {
+        self.trailers
+            .as_ref()
+            .and_then(|t| t.get("grpc-status"))
+            .or_else(|| self.headers.get("grpc-status"))
+            .and_then(|v| v.to_str().ok())
+    }
+}
+
+/// One unary gRPC call over HTTP/2 (prior knowledge) on a fresh connection:
+/// `message` framed as one uncompressed gRPC message, sent with a
+/// content-length (which grpcio's clients do not send), plus `headers`.
+pub async fn grpc_unary(
+    addr: SocketAddr,
+    authority: &str,
+    path: &str,
+    message: &[u8],
+    headers: &[(&str, &str)],
+) -> GrpcReply {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut framed = vec![0u8];
+    framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+    framed.extend_from_slice(message);
+    let mut builder = http::Request::post(format!("http://{authority}{path}"))
+        .version(http::Version::HTTP_2)
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("content-length", framed.len());
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let request = builder.body(Full::new(bytes::Bytes::from(framed))).unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let headers = response.headers().clone();
+    let collected = response.into_body().collect().await.unwrap();
+    let trailers = collected.trailers().cloned();
+    GrpcReply {
+        headers,
+        body: collected.to_bytes().to_vec(),
+        trailers,
+    }
+}

@@ -241,7 +241,7 @@ mod tests {
             error(&text),
             "document 1 (p): spec.retry.attemps: unknown field `attemps`, expected one of \
              `attempts`, `codes`, `on`, `backoff`, `budget`, `nonIdempotent`, \
-             `maxBufferedBodyBytes` at line 7 column 14"
+             `maxBufferedBodyBytes`, `grpcCodes` at line 7 column 14"
         );
     }
 

@@ -1,6 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GrpcCode;
 use crate::duration::Duration;
 
 /// Circuit breaker for calls to the Service (resilience4j/opossum style):
@@ -58,6 +59,15 @@ pub struct CircuitBreaker {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 4))]
     pub failure_on: Option<Vec<FailureKind>>,
+    /// gRPC statuses that count as failures, without repeats (a gRPC error
+    /// is an HTTP 200 response, so failureOn does not see it). Read from a
+    /// trailers-only response (grpc-status in the headers), else from the
+    /// trailers, unless a response message came first: a stream that
+    /// delivered a message counts as a success. Default [unavailable,
+    /// internal, unknown, deadline-exceeded]; [] counts none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
+    pub grpc_codes: Option<Vec<GrpcCode>>,
 }
 
 /// Slow-call detection: opens the circuit when at least ratePercent of the
@@ -80,8 +90,10 @@ pub struct Fallback {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 200, max = 599))]
     pub status: Option<u16>,
-    /// Content-Type of the body. Default application/json.
+    /// Content-Type of the body: a header value (visible ASCII, spaces and
+    /// tabs), at most 256 characters. Default application/json.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 256), regex(pattern = r"^[\t -~]*$"))]
     pub content_type: Option<String>,
     /// The body, at most 4096 bytes. Default {"error":"circuit open"}.
     #[serde(default, skip_serializing_if = "Option::is_none")]

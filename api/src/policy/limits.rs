@@ -7,16 +7,26 @@ use crate::duration::Duration;
 /// short queue, then are shed with 503.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "has(self.maxConcurrentRequests) || !has(self.maxPendingRequests)",
+     "message": "needs maxConcurrentRequests: without a limit nothing waits",
+     "fieldPath": ".maxPendingRequests"},
+    {"rule": "has(self.maxConcurrentRequests) || !has(self.pendingTimeout)",
+     "message": "needs maxConcurrentRequests: without a limit nothing waits",
+     "fieldPath": ".pendingTimeout"}
+]))]
 pub struct Limits {
     /// Requests in flight at once; at least 1. Default: no limit (and then
     /// nothing waits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_concurrent_requests: Option<u32>,
-    /// Requests that may wait for a free slot; 0 sheds at once. Default 0.
+    /// Requests that may wait for a free slot; 0 sheds at once. Only with
+    /// maxConcurrentRequests. Default 0.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_pending_requests: Option<u32>,
-    /// How long a request waits for a slot before it is shed. Default 1s.
+    /// How long a request waits for a slot before it is shed. Only with
+    /// maxConcurrentRequests. Default 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending_timeout: Option<Duration>,
 }

@@ -4,6 +4,7 @@
 //! user said nothing. Doc comments become the CRD's field descriptions.
 
 mod circuit_breaker;
+mod grpc;
 mod limits;
 mod outlier_detection;
 mod retry;
@@ -16,10 +17,11 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 pub use circuit_breaker::{CircuitBreaker, FailureKind, Fallback, SlowCall};
+pub use grpc::GrpcCode;
 pub use limits::{Limits, RateLimit};
 pub use outlier_detection::OutlierDetection;
 pub use retry::{Backoff, NonIdempotent, Retry, RetryBudget, RetryOn, RetryRate};
-pub use routes::{HeaderMatch, Route, RouteMatch};
+pub use routes::{GrpcMatch, HeaderMatch, Route, RouteMatch};
 pub use status::{Condition, ProxyCount, ResiliencePolicyStatus};
 pub use target::TargetRef;
 pub use timeouts::Timeouts;
@@ -62,9 +64,10 @@ pub struct ResiliencePolicySpec {
     /// metrics (ejections also logged) but let through. Default Enforce.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<Mode>,
-    /// Timeouts of calls to the target, enforced by the calling pod's proxy.
-    /// Unset fields default to request 15s, connect 1s, idle 5m and no
-    /// per-attempt limit, even without this section.
+    /// Timeouts of calls to the target, enforced by the calling pod's proxy
+    /// (connect and idle also by the Service's pods' proxies, for their
+    /// connections to the app). Unset fields default to request 15s, connect
+    /// 1s, idle 5m and no per-attempt limit, even without this section.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     /// Retries of failed calls, made by the calling pod's proxy only (the
@@ -90,11 +93,15 @@ pub struct ResiliencePolicySpec {
     /// with 429 and Retry-After past it. Absent: not rate limited.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<RateLimit>,
-    /// Per-route overrides of timeouts and retry; the first route whose match
-    /// holds applies, and its unset fields inherit the policy's. At most 64.
-    /// Default: none (every request uses the policy's settings).
+    /// Per-route overrides of request timeouts and retry, enforced by the
+    /// calling pod's proxy; the first route whose match holds applies, and
+    /// its unset fields inherit the policy's. At most 64. Default: none
+    /// (every request uses the policy's settings, labelled route default).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 64))]
+    #[schemars(length(max = 64), extend("x-kubernetes-validations" = [
+        {"rule": "self.all(r, !has(r.name) || self.exists_one(s, has(s.name) && s.name == r.name))",
+         "message": "route names must be unique"}
+    ]))]
     pub routes: Vec<Route>,
 }
 
@@ -187,6 +194,22 @@ mod tests {
         assert_eq!(status.conditions[0].type_, "Accepted");
         assert_eq!(status.conditions[0].reason, "");
         assert_eq!(status.proxies.as_ref().map(|p| p.current), Some(11));
+    }
+
+    /// The API server refuses what validation refuses on a route, with the
+    /// same message, pointing at the field.
+    #[test]
+    fn the_schema_refuses_per_service_fields_on_routes() {
+        let schema = serde_json::to_value(schemars::schema_for!(Route)).unwrap();
+        let rules = schema["x-kubernetes-validations"].as_array().unwrap();
+        for (field, why, instead) in crate::semantics::NOT_ON_ROUTES {
+            let message = crate::semantics::not_on_route(why, instead);
+            assert!(
+                rules.iter().any(|r| r["message"] == message.as_str()
+                    && r["fieldPath"] == format!(".{field}").as_str()),
+                "no rule for {field}: {rules:?}"
+            );
+        }
     }
 
     /// Doc comments are the CRD's field descriptions: none may be missing.

@@ -1,6 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GrpcCode;
 use crate::duration::Duration;
 
 /// Envoy-style outlier detection: an endpoint that fails repeatedly is taken
@@ -12,8 +13,8 @@ use crate::duration::Duration;
      "message": "baseEjectionTime must be greater than 0s", "fieldPath": ".baseEjectionTime"}
 ]))]
 pub struct OutlierDetection {
-    /// Consecutive failures (5xx, connection errors, timeouts) that eject an
-    /// endpoint; at least 1. Default 5.
+    /// Consecutive failures (5xx, connection errors, timeouts, the gRPC
+    /// statuses of grpcCodes) that eject an endpoint; at least 1. Default 5.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub consecutive_failures: Option<u32>,
@@ -26,4 +27,10 @@ pub struct OutlierDetection {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 100))]
     pub max_ejection_percent: Option<u32>,
+    /// gRPC statuses that count as an endpoint's failures, without repeats;
+    /// read as for circuitBreaker.grpcCodes. Default [unavailable, internal,
+    /// unknown, deadline-exceeded]; [] counts none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
+    pub grpc_codes: Option<Vec<GrpcCode>>,
 }

@@ -1,6 +1,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::GrpcCode;
 use crate::duration::Duration;
 
 /// Retries, with Gateway API meanings (GEP-1731 retry, GEP-3388 budget).
@@ -13,7 +14,9 @@ pub struct Retry {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 10))]
     pub attempts: Option<u32>,
-    /// Response statuses that are retried, each 100-599. Default [502, 503, 504].
+    /// Response statuses that are retried, each 100-599; never one that
+    /// another Outrigger proxy made to shed load (x-outrigger-error:
+    /// overloaded, circuit-open or rate-limited). Default [502, 503, 504].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), extend("x-kubernetes-validations" = [
         {"rule": "self.all(c, c >= 100 && c <= 599)", "message": "codes must be HTTP statuses 100-599"}
@@ -31,12 +34,14 @@ pub struct Retry {
     ]))]
     pub on: Option<Vec<RetryOn>>,
     /// Wait between attempts: exponential with full jitter; a Retry-After
-    /// response header replaces it. Default base 25ms, max 1s.
+    /// response header replaces it, and one longer than 10s or than what is
+    /// left of the request timeout ends retrying. Default base 25ms, max 1s.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backoff: Option<Backoff>,
     /// Caps retries to a share of recent requests, so retries cannot multiply
-    /// the load on a struggling Service. Default 20% over 10s, and always
-    /// 10 per second.
+    /// the load on a struggling Service; one budget per Service, which every
+    /// route's retries draw on. In spec.retry only. Default 20% over 10s,
+    /// and always 10 per second (also when only routes retry).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<RetryBudget>,
     /// Whether requests with non-idempotent methods (POST, PATCH) are replayed:
@@ -44,12 +49,24 @@ pub struct Retry {
     /// Always. Default Never.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub non_idempotent: Option<NonIdempotent>,
-    /// Request bodies are buffered up to this many bytes so they can be
-    /// replayed; a larger body is sent once and never retried. At most
-    /// 16777216 (16 MiB). Default 65536.
+    /// Request bodies (of any framing: Content-Length, chunked, HTTP/2,
+    /// trailers included) are copied up to this many bytes as they stream to
+    /// the first attempt, so they can be replayed; a larger body streams on
+    /// but is not retried. At most 16777216 (16 MiB). Default 65536.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(max = 16777216))]
     pub max_buffered_body_bytes: Option<u64>,
+    /// gRPC statuses that are retried, without repeats. Read where the status
+    /// is known before anything reached the caller: a trailers-only response
+    /// (grpc-status in the headers, how servers answer a call that fails
+    /// before sending a message); a status in trailers after a response began
+    /// is passed on, never retried. gRPC calls are POSTs, so one the server
+    /// answered is replayed only where nonIdempotent allows. Default
+    /// [unavailable]; cancelled, deadline-exceeded, resource-exhausted and the
+    /// rest are opt-in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 16), extend("x-kubernetes-list-type" = "set"))]
+    pub grpc_codes: Option<Vec<GrpcCode>>,
 }
 
 /// A transport failure that may be retried (see `Retry::on`).
@@ -109,14 +126,15 @@ pub struct RetryRate {
     pub interval: Duration,
 }
 
-/// Whether requests with non-idempotent methods may be replayed.
+/// Whether requests with non-idempotent methods may be replayed: Never (POST
+/// and PATCH are sent once), IfIdempotencyKey (replayed only when they carry
+/// an Idempotency-Key header), Always (every method is replayed).
+// No doc comments on the variants: they would make the schema a oneOf whose
+// description replaces the field's (and its default) in the CRD.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 pub enum NonIdempotent {
-    /// POST and PATCH are sent once.
     #[default]
     Never,
-    /// POST and PATCH are replayed only when they carry an Idempotency-Key header.
     IfIdempotencyKey,
-    /// Every method is replayed.
     Always,
 }

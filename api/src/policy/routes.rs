@@ -6,20 +6,43 @@ use super::{Retry, Timeouts};
 /// Overrides for the requests a match selects.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {"rule": "!has(self.timeouts) || !has(self.timeouts.connect)",
+     "message": "not allowed on a route: a connection serves every route, so set spec.timeouts.connect",
+     "fieldPath": ".timeouts.connect"},
+    {"rule": "!has(self.timeouts) || !has(self.timeouts.idle)",
+     "message": "not allowed on a route: a connection serves every route, so set spec.timeouts.idle",
+     "fieldPath": ".timeouts.idle"},
+    {"rule": "!has(self.retry) || !has(self.retry.budget)",
+     "message": "not allowed on a route: every route's retries draw on the Service's budget, so set spec.retry.budget",
+     "fieldPath": ".retry.budget"},
+    {"rule": "!has(self.name) || (self.name != 'default' && !self.name.matches('^route-[0-9]+$'))",
+     "message": "default and route-<n> are reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+     "fieldPath": ".name"}
+]))]
 pub struct Route {
-    /// Names the route in metrics and logs; unique within the policy.
-    /// Default route-<index>.
+    /// Names the route: the `route` label of its requests, retries and
+    /// timeouts in metrics, and the route field of the access log. A
+    /// DNS-1123 label, unique within the policy; not `default` (requests no
+    /// route matches) or `route-<n>`. Default route-<index>.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 63),
+        regex(pattern = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+    )]
     pub name: Option<String>,
     /// Which requests the route applies to.
     #[serde(rename = "match")]
     pub r#match: RouteMatch,
-    /// Timeouts for this route; unset fields inherit the policy's.
-    /// Default: the policy's timeouts.
+    /// request and backendRequest for this route; unset ones inherit the
+    /// policy's. Not connect or idle (a connection serves every route: set
+    /// them in spec.timeouts). Default: the policy's timeouts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeouts: Option<Timeouts>,
     /// Retry for this route; unset fields inherit the policy's retry, and
-    /// {attempts: 0} turns retries off. Default: the policy's retry.
+    /// {attempts: 0} turns retries off. Not budget: every route's retries
+    /// draw on the Service's budget (spec.retry.budget, or the default
+    /// budget when spec.retry sets none). Default: the policy's retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
 }
@@ -28,7 +51,11 @@ pub struct Route {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(extend("x-kubernetes-validations" = [
-    {"rule": "!(has(self.pathPrefix) && has(self.pathExact))", "message": "set pathPrefix or pathExact, not both"}
+    {"rule": "!(has(self.pathPrefix) && has(self.pathExact))", "message": "set pathPrefix or pathExact, not both"},
+    {"rule": "!has(self.grpc) || !(has(self.pathPrefix) || has(self.pathExact))",
+     "message": "set grpc or a path match, not both", "fieldPath": ".grpc"},
+    {"rule": "!has(self.grpc) || !has(self.method) || self.method == 'POST'",
+     "message": "gRPC calls are POSTs: method must be POST or unset with grpc", "fieldPath": ".method"}
 ]))]
 pub struct RouteMatch {
     /// Path prefix, by whole segments: /charge matches /charge and /charge/1,
@@ -48,6 +75,34 @@ pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 16))]
     pub headers: Vec<HeaderMatch>,
+    /// A gRPC method: selects gRPC requests (content-type application/grpc
+    /// or application/grpc+...) to /service/method; {} selects every gRPC
+    /// call. Not with pathPrefix or pathExact. Default: any request, gRPC or
+    /// not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc: Option<GrpcMatch>,
+}
+
+/// A gRPC method, as named in a call's path /package.Service/Method. An unset
+/// part matches any.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GrpcMatch {
+    /// The fully qualified service, package included, such as
+    /// helloworld.Greeter; compared exactly. Default: any service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+    )]
+    pub service: Option<String>,
+    /// The method, such as SayHello; compared exactly. Default: any method.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(
+        length(min = 1, max = 1024),
+        regex(pattern = r"^[A-Za-z_][A-Za-z0-9_]*$")
+    )]
+    pub method: Option<String>,
 }
 
 /// A request header and the exact value it must have.

@@ -8,6 +8,7 @@ use super::{
 use crate::defaults;
 use crate::duration::Duration;
 use crate::policy::*;
+use crate::semantics;
 
 pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
     target_ref(e, &spec.target_ref);
@@ -25,12 +26,27 @@ pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
         e.at_least_one(format!("{p}.consecutiveFailures"), od.consecutive_failures);
         e.positive(format!("{p}.baseEjectionTime"), od.base_ejection_time);
         e.percent(format!("{p}.maxEjectionPercent"), od.max_ejection_percent);
+        no_repeats(e, &format!("{p}.grpcCodes"), od.grpc_codes.as_deref());
     }
     if let Some(limits) = &spec.limits {
         e.at_least_one(
             "spec.limits.maxConcurrentRequests",
             limits.max_concurrent_requests,
         );
+        // Without a cap nothing waits: the queue's settings would be ignored.
+        if limits.max_concurrent_requests.is_none() {
+            for (field, set) in [
+                ("maxPendingRequests", limits.max_pending_requests.is_some()),
+                ("pendingTimeout", limits.pending_timeout.is_some()),
+            ] {
+                if set {
+                    e.add(
+                        format!("spec.limits.{field}"),
+                        "needs maxConcurrentRequests: without a limit nothing waits",
+                    );
+                }
+            }
+        }
     }
     if let Some(rl) = &spec.rate_limit {
         e.at_least_one(
@@ -95,12 +111,8 @@ fn retry(e: &mut Errors, path: &str, r: &Retry, parent: Option<&Retry>) {
             );
         }
     }
-    let mut seen = HashSet::new();
-    for (i, on) in r.on.iter().flatten().enumerate() {
-        if !seen.insert(on) {
-            e.add(format!("{path}.on[{i}]"), "repeats an earlier entry");
-        }
-    }
+    no_repeats(e, &format!("{path}.on"), r.on.as_deref());
+    no_repeats(e, &format!("{path}.grpcCodes"), r.grpc_codes.as_deref());
     if let Some(b) = &r.backoff {
         backoff(
             e,
@@ -127,6 +139,16 @@ fn retry(e: &mut Errors, path: &str, r: &Retry, parent: Option<&Retry>) {
             format!("{path}.maxBufferedBodyBytes"),
             format!("must be at most {MAX_BUFFERED_BODY_BYTES} (16 MiB), got {bytes}"),
         );
+    }
+}
+
+/// A list of settings where each may appear once.
+fn no_repeats<T: Eq + std::hash::Hash>(e: &mut Errors, path: &str, list: Option<&[T]>) {
+    let mut seen = HashSet::new();
+    for (i, item) in list.into_iter().flatten().enumerate() {
+        if !seen.insert(item) {
+            e.add(format!("{path}[{i}]"), "repeats an earlier entry");
+        }
     }
 }
 
@@ -205,6 +227,15 @@ fn circuit_breaker(e: &mut Errors, cb: &CircuitBreaker) {
                 format!("must be 200-599, got {s}"),
             );
         }
+        if let Some(ct) = &fb.content_type {
+            // The proxy could not send it, and would answer without one.
+            if ct.len() > 256 || !ct.bytes().all(|b| b == b'\t' || (b' '..=b'~').contains(&b)) {
+                e.add(
+                    format!("{p}.fallback.contentType"),
+                    format!("must be a header value (visible ASCII, spaces and tabs), at most 256 characters, got {ct:?}"),
+                );
+            }
+        }
         if let Some(len) = fb
             .body
             .as_ref()
@@ -217,6 +248,7 @@ fn circuit_breaker(e: &mut Errors, cb: &CircuitBreaker) {
             );
         }
     }
+    no_repeats(e, &format!("{p}.grpcCodes"), cb.grpc_codes.as_deref());
 }
 
 fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
@@ -234,20 +266,63 @@ fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
     for (i, route) in spec.routes.iter().enumerate() {
         let path = format!("spec.routes[{i}]");
         if let Some(name) = &route.name {
-            if !names.insert(name) {
+            route_name(e, &format!("{path}.name"), name, &mut names);
+        }
+        route_match(e, &format!("{path}.match"), &route.r#match);
+        // Per connection or per Service: a route cannot have its own.
+        let set = |field: &str| match field {
+            "timeouts.connect" => route.timeouts.as_ref().is_some_and(|t| t.connect.is_some()),
+            "timeouts.idle" => route.timeouts.as_ref().is_some_and(|t| t.idle.is_some()),
+            "retry.budget" => route.retry.as_ref().is_some_and(|r| r.budget.is_some()),
+            _ => false,
+        };
+        for (field, why, instead) in semantics::NOT_ON_ROUTES {
+            if set(field) {
                 e.add(
-                    format!("{path}.name"),
-                    format!("repeats route name {name:?}"),
+                    format!("{path}.{field}"),
+                    semantics::not_on_route(why, instead),
                 );
             }
         }
-        route_match(e, &format!("{path}.match"), &route.r#match);
         if let Some(t) = &route.timeouts {
-            timeouts(e, &format!("{path}.timeouts"), t, request);
+            let own = Timeouts {
+                connect: None,
+                idle: None,
+                ..t.clone()
+            };
+            timeouts(e, &format!("{path}.timeouts"), &own, request);
         }
         if let Some(r) = &route.retry {
-            retry(e, &format!("{path}.retry"), r, spec.retry.as_ref());
+            let own = Retry {
+                budget: None,
+                ..r.clone()
+            };
+            retry(e, &format!("{path}.retry"), &own, spec.retry.as_ref());
         }
+    }
+}
+
+/// A route's name is its `route` label in metrics and logs: a DNS label
+/// (as Gateway API names route rules), unique, and not one the proxy gives
+/// to what has no name of its own.
+fn route_name<'a>(e: &mut Errors, path: &str, name: &'a str, names: &mut HashSet<&'a str>) {
+    if !syntax::is_dns_label(name) {
+        e.add(
+            path,
+            format!(
+                "must be a DNS-1123 label (lowercase letters, digits and '-', at most 63), got {name:?}"
+            ),
+        );
+    } else if name == semantics::DEFAULT_ROUTE || syntax::is_generated_route_name(name) {
+        e.add(
+            path,
+            format!(
+                "{name:?} is reserved: requests no route matches are labelled default, unnamed routes route-<index>"
+            ),
+        );
+    }
+    if !names.insert(name) {
+        e.add(path, format!("repeats route name {name:?}"));
     }
 }
 
@@ -273,6 +348,37 @@ fn route_match(e: &mut Errors, path: &str, m: &RouteMatch) {
             e.add(
                 format!("{path}.headers[{j}].name"),
                 format!("must be an HTTP header name, got {:?}", header.name),
+            );
+        }
+    }
+    if let Some(grpc) = &m.grpc {
+        grpc_match(e, path, m, grpc);
+    }
+}
+
+fn grpc_match(e: &mut Errors, path: &str, m: &RouteMatch, grpc: &GrpcMatch) {
+    if m.path_prefix.is_some() || m.path_exact.is_some() {
+        e.add(format!("{path}.grpc"), "set grpc or a path match, not both");
+    }
+    if m.method.as_deref().is_some_and(|method| method != "POST") {
+        e.add(
+            format!("{path}.method"),
+            "gRPC calls are POSTs: method must be POST or unset with grpc",
+        );
+    }
+    if let Some(service) = grpc.service.as_deref() {
+        if !syntax::is_proto_full_name(service) || service.len() > 1024 {
+            e.add(
+                format!("{path}.grpc.service"),
+                format!("must be a fully qualified service name such as helloworld.Greeter, got {service:?}"),
+            );
+        }
+    }
+    if let Some(method) = grpc.method.as_deref() {
+        if !syntax::is_proto_ident(method) || method.len() > 1024 {
+            e.add(
+                format!("{path}.grpc.method"),
+                format!("must be a method name such as SayHello, got {method:?}"),
             );
         }
     }
@@ -369,6 +475,29 @@ mod tests {
                 "spec.routes[1].match.pathExact: must start with \"/\"",
             ]
         );
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - match: {grpc: {service: pkg.Svc, method: Get}}\n  - match: {grpc: {}, method: POST}\n  - match: {pathPrefix: /pkg.Svc, method: GET, grpc: {service: pkg..Svc, method: a/b}}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[2].match.grpc: set grpc or a path match, not both",
+                "spec.routes[2].match.method: gRPC calls are POSTs: method must be POST or unset with grpc",
+                "spec.routes[2].match.grpc.service: must be a fully qualified service name such as helloworld.Greeter, got \"pkg..Svc\"",
+                "spec.routes[2].match.grpc.method: must be a method name such as SayHello, got \"a/b\"",
+            ]
+        );
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - name: Charge\n    match: {}\n  - name: default\n    match: {}\n  - name: route-3\n    match: {}\n  - name: route-x\n    match: {}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].name: must be a DNS-1123 label (lowercase letters, digits and '-', at most 63), got \"Charge\"",
+                "spec.routes[1].name: \"default\" is reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+                "spec.routes[2].name: \"route-3\" is reserved: requests no route matches are labelled default, unnamed routes route-<index>",
+            ]
+        );
         let many = "  - match: {}\n".repeat(65);
         assert_eq!(
             errors(&format!("  targetRef: {{name: p}}\n  routes:\n{many}")),
@@ -385,6 +514,7 @@ mod tests {
   retry:
     attempts: 11
     on: [reset, reset]
+    grpcCodes: [unavailable, cancelled, unavailable]
     backoff: {{base: 0s}}
     budget: {{percent: 101, interval: 0s, minRetryRate: {{count: 1, interval: 0s}}}}
     maxBufferedBodyBytes: 16777217
@@ -394,7 +524,8 @@ mod tests {
     slowCall: {{duration: 0s, ratePercent: 101}}
     openFor: 0s
     fallback: {{status: 199, body: {body}}}
-  outlierDetection: {{consecutiveFailures: 0, baseEjectionTime: 0s, maxEjectionPercent: 101}}
+    grpcCodes: [internal, internal]
+  outlierDetection: {{consecutiveFailures: 0, baseEjectionTime: 0s, maxEjectionPercent: 101, grpcCodes: [unknown, unknown]}}
   limits: {{maxConcurrentRequests: 0, maxPendingRequests: 0}}
   rateLimit: {{requestsPerSecond: 0, burst: 0}}
 "
@@ -408,6 +539,7 @@ mod tests {
                 "spec.timeouts.connect: must be greater than 0s",
                 "spec.retry.attempts: must be at most 10, got 11",
                 "spec.retry.on[1]: repeats an earlier entry",
+                "spec.retry.grpcCodes[2]: repeats an earlier entry",
                 "spec.retry.backoff.base: must be greater than 0s",
                 "spec.retry.budget.percent: must be between 0 and 100, got 101",
                 "spec.retry.budget.interval: must be greater than 0s",
@@ -420,13 +552,64 @@ mod tests {
                 "spec.circuitBreaker.openFor: must be greater than 0s",
                 "spec.circuitBreaker.fallback.status: must be 200-599, got 199",
                 "spec.circuitBreaker.fallback.body: must be at most 4096 bytes, got 4097",
+                "spec.circuitBreaker.grpcCodes[1]: repeats an earlier entry",
                 "spec.outlierDetection.consecutiveFailures: must be at least 1",
                 "spec.outlierDetection.baseEjectionTime: must be greater than 0s",
                 "spec.outlierDetection.maxEjectionPercent: must be between 0 and 100, got 101",
+                "spec.outlierDetection.grpcCodes[1]: repeats an earlier entry",
                 "spec.limits.maxConcurrentRequests: must be at least 1",
                 "spec.rateLimit.requestsPerSecond: must be at least 1",
                 "spec.rateLimit.burst: must be at least 1",
             ]
+        );
+    }
+
+    #[test]
+    fn a_fallback_content_type_is_a_header_value() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {fallback: {contentType: \"text/plain\\nx: y\"}}\n"),
+            ["spec.circuitBreaker.fallback.contentType: must be a header value (visible ASCII, spaces and tabs), at most 256 characters, got \"text/plain\\nx: y\""]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  circuitBreaker: {fallback: {contentType: \"text/plain; charset=utf-8\"}}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    #[test]
+    fn a_queue_needs_a_limit() {
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  limits: {maxPendingRequests: 3, pendingTimeout: 1s}\n"),
+            [
+                "spec.limits.maxPendingRequests: needs maxConcurrentRequests: without a limit nothing waits",
+                "spec.limits.pendingTimeout: needs maxConcurrentRequests: without a limit nothing waits",
+            ]
+        );
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  limits: {}\n"),
+            Vec::<String>::new()
+        );
+    }
+
+    /// Fields a route cannot have: per-connection timeouts and a budget of
+    /// its own, each refused pointing at where it belongs.
+    #[test]
+    fn per_service_fields_are_refused_on_routes() {
+        let errs = errors(
+            "  targetRef: {name: p}\n  routes:\n  - match: {}\n    timeouts: {request: 1s, connect: 0s, idle: 1m}\n    retry: {attempts: 1, budget: {percent: 101}}\n",
+        );
+        assert_eq!(
+            errs,
+            [
+                "spec.routes[0].timeouts.connect: not allowed on a route: a connection serves every route, so set spec.timeouts.connect",
+                "spec.routes[0].timeouts.idle: not allowed on a route: a connection serves every route, so set spec.timeouts.idle",
+                "spec.routes[0].retry.budget: not allowed on a route: every route's retries draw on the Service's budget, so set spec.retry.budget",
+            ]
+        );
+        // The same fields in the policy's own sections are fine.
+        assert_eq!(
+            errors("  targetRef: {name: p}\n  timeouts: {connect: 2s, idle: 1m}\n  retry: {budget: {percent: 5}}\n  routes:\n  - name: charge\n    match: {}\n    retry: {attempts: 1}\n"),
+            Vec::<String>::new()
         );
     }
 }

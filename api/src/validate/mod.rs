@@ -9,22 +9,30 @@
 //!   DNS-1123 label, targetRef.port 1-65535;
 //! - timeouts.backendRequest <= request unless request is 0s (no limit); on a
 //!   route, against the route's request or else the policy's; connect > 0s;
-//! - retry.attempts <= 10; codes each 100-599; `on` without repeats;
+//!   connect and idle not on a route (a connection serves every route);
+//! - retry.attempts <= 10; codes each 100-599; `on` and grpcCodes without
+//!   repeats (grpcCodes of circuitBreaker and outlierDetection too);
 //!   backoff.base > 0s and base <= max, unset ones taking the inherited or
-//!   default value; budget.interval and minRetryRate.interval > 0s;
+//!   default value; budget.interval and minRetryRate.interval > 0s; budget
+//!   not on a route (every route's retries draw on the Service's budget);
 //!   maxBufferedBodyBytes <= 16 MiB;
 //! - percentages 0-100: budget.percent, failureRatePercent,
 //!   slowCall.ratePercent, maxEjectionPercent;
 //! - circuitBreaker: minimumRequests >= 1, halfOpenRequests >= 1, window
 //!   1s-10m (it is kept in buckets), slowCall.duration > 0s, openFor > 0s and
 //!   openFor <= maxOpenFor (defaults for unset ones), fallback.status 200-599,
-//!   fallback.body <= 4096 bytes;
+//!   fallback.contentType a header value, fallback.body <= 4096 bytes;
 //! - outlierDetection: consecutiveFailures >= 1, baseEjectionTime > 0s;
-//! - limits.maxConcurrentRequests >= 1 (maxPendingRequests may be 0);
+//! - limits.maxConcurrentRequests >= 1 (maxPendingRequests may be 0), and
+//!   maxPendingRequests and pendingTimeout only with it;
 //!   rateLimit.requestsPerSecond >= 1, burst >= 1;
-//! - routes: at most 64, names unique; match.pathPrefix and pathExact start
+//! - routes: at most 64; names DNS-1123 labels, unique, and neither
+//!   `default` nor `route-<n>` (the labels of requests no route matches and
+//!   of unnamed routes); match.pathPrefix and pathExact start
 //!   with "/" and are not both set; method an uppercase HTTP token; header
-//!   names HTTP tokens.
+//!   names HTTP tokens; grpc not with a path match, only with method POST,
+//!   its service a fully qualified protobuf name and its method an
+//!   identifier.
 
 mod fields;
 mod syntax;

@@ -10,6 +10,12 @@ pub(super) fn is_dns_label(s: &str) -> bool {
         && !s.ends_with('-')
 }
 
+/// `route-<digits>`: what an unnamed route is called.
+pub(super) fn is_generated_route_name(s: &str) -> bool {
+    s.strip_prefix("route-")
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
 /// RFC 1123 subdomain: dot-separated labels, as for most object names.
 pub(super) fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
@@ -26,6 +32,21 @@ pub(super) fn is_token(s: &str) -> bool {
 /// one in a policy is almost surely a mistake that would match nothing.
 pub(super) fn is_uppercase_method(s: &str) -> bool {
     is_token(s) && !s.bytes().any(|b| b.is_ascii_lowercase())
+}
+
+/// A protobuf identifier: what gRPC method names are.
+pub(super) fn is_proto_ident(s: &str) -> bool {
+    let mut bytes = s.bytes();
+    bytes
+        .next()
+        .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
+        && bytes.all(|b| b.is_ascii_alphanumeric() || b == b'_')
+}
+
+/// A fully qualified protobuf name (`package.sub.Service`): identifiers
+/// joined by dots.
+pub(super) fn is_proto_full_name(s: &str) -> bool {
+    s.split('.').all(is_proto_ident)
 }
 
 #[cfg(test)]
@@ -50,5 +71,17 @@ mod tests {
         assert!(is_uppercase_method("M-SEARCH"));
         assert!(!is_uppercase_method("Post"));
         assert!(!is_uppercase_method(""));
+    }
+
+    #[test]
+    fn protobuf_names() {
+        assert!(is_proto_ident("SayHello") && is_proto_ident("_x1"));
+        for bad in ["", "1a", "a-b", "a.b", "a/b"] {
+            assert!(!is_proto_ident(bad), "{bad:?}");
+        }
+        assert!(is_proto_full_name("helloworld.Greeter") && is_proto_full_name("Greeter"));
+        for bad in ["", ".a", "a.", "a..b", "a/b", "a.1b"] {
+            assert!(!is_proto_full_name(bad), "{bad:?}");
+        }
     }
 }

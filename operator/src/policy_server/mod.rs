@@ -8,4 +8,5 @@ mod resolve;
 mod server;
 
 pub use hub::Hub;
+pub use resolve::resolve;
 pub use server::{serve, ServerConfig};

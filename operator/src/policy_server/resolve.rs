@@ -1,5 +1,6 @@
 //! What a subscription resolves to in the compiled view.
 
+use outrigger_api::semantics;
 use outrigger_api::stream::{parse_pod_port, DestinationSnapshot, PolicySnapshot, Subscription};
 
 use crate::compile::{Compiled, Destination, ObjectKey};
@@ -40,8 +41,9 @@ fn service_for<'a>(
 }
 
 /// The Service that sends traffic to `port` of a pod: one whose EndpointSlices
-/// list the pod with that port (ready or not). When several Services do, the
-/// first by name with a policy for that port wins, else the first by name.
+/// list the pod with that port (ready or not), through the Service port
+/// [`semantics::service_port_of`] finds. When several Services do, the first
+/// by name with a policy for that port wins, else the first by name.
 fn service_for_pod<'a>(
     compiled: &'a Compiled,
     pod_port: &str,
@@ -57,19 +59,17 @@ fn service_for_pod<'a>(
         .take_while(|(key, _)| key.namespace == namespace)
         .filter_map(|(key, destination)| {
             let pod_ports = destination.pods.get(pod)?;
-            // The slice names its ports after the Service's: the Service port
-            // whose endpoint port on this pod is `port`.
-            let service_port = destination.ports.iter().find(|sp| {
-                pod_ports.get(&sp.name) == Some(&port)
-                    || (sp.target_port == Some(port) && pod_ports.values().any(|p| *p == port))
-            })?;
-            Some((key, destination, service_port.port))
+            // The pod must listen there, and a Service port lead there.
+            if !pod_ports.values().any(|p| *p == port) {
+                return None;
+            }
+            let ports = pod_ports.iter().map(|(name, p)| (name.as_str(), *p));
+            let service_port = semantics::service_port_of(&destination.ports, ports, port)?;
+            Some((key, destination, service_port))
         });
     let first = candidates.next()?;
     let has_policy = |(_, d, port): &(&ObjectKey, &Destination, u16)| {
-        d.policies
-            .iter()
-            .any(|p| p.port.is_none_or(|policy_port| policy_port == *port))
+        semantics::select(d.policies.iter().map(|p| (p.port, p)), *port).is_some()
     };
     if has_policy(&first) {
         return Some(first);
@@ -106,23 +106,8 @@ pub fn resolve(
         .endpoints
         .iter()
         .filter_map(|endpoint| {
-            let target = match service_port {
-                Some(sp) => endpoint
-                    .ports
-                    .get(&sp.name)
-                    .copied()
-                    .or(sp.target_port)
-                    .or_else(|| {
-                        // A single unnamed endpoint port serves any Service port.
-                        let mut ports = endpoint.ports.values();
-                        match (ports.next(), ports.next()) {
-                            (Some(only), None) => Some(*only),
-                            _ => None,
-                        }
-                    })?,
-                // A port the Service does not declare: the endpoints' own.
-                None => endpoint.ports.values().copied().find(|p| *p == port)?,
-            };
+            let ports = endpoint.ports.iter().map(|(name, p)| (name.as_str(), *p));
+            let target = semantics::endpoint_port(service_port, ports, port)?;
             Some(if endpoint.ip.contains(':') {
                 format!("[{}]:{target}", endpoint.ip)
             } else {
@@ -132,15 +117,13 @@ pub fn resolve(
         .collect();
     endpoints.sort();
     endpoints.dedup();
-    let policy = destination
-        .policies
-        .iter()
-        .find(|p| p.port == Some(port))
-        .or_else(|| destination.policies.iter().find(|p| p.port.is_none()))
-        .map(|p| PolicySnapshot {
-            name: p.policy.to_string(),
-            generation: p.generation,
-            spec: p.spec.clone(),
+    let policy =
+        semantics::select(destination.policies.iter().map(|p| (p.port, p)), port).map(|p| {
+            PolicySnapshot {
+                name: p.policy.to_string(),
+                generation: p.generation,
+                spec: p.spec.clone(),
+            }
         });
     Some(DestinationSnapshot {
         service: key.to_string(),

@@ -26,6 +26,9 @@ pub enum ProxyError {
     RateLimited,
     /// The destination is known but has no ready endpoints.
     NoEndpoints,
+    /// The proxy is shutting down and its drain timeout ran out before the
+    /// upstream answered.
+    Shutdown,
 }
 
 impl ProxyError {
@@ -40,6 +43,7 @@ impl ProxyError {
             ProxyError::Overloaded => "overloaded",
             ProxyError::RateLimited => "rate-limited",
             ProxyError::NoEndpoints => "no-endpoints",
+            ProxyError::Shutdown => "shutdown",
         }
     }
 
@@ -49,7 +53,9 @@ impl ProxyError {
             ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::NoDestination | ProxyError::BadRequest => StatusCode::BAD_REQUEST,
             ProxyError::Loop => StatusCode::LOOP_DETECTED,
-            ProxyError::Overloaded | ProxyError::NoEndpoints => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::Overloaded | ProxyError::NoEndpoints | ProxyError::Shutdown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
         }
     }

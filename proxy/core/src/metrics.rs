@@ -1,5 +1,9 @@
 //! Prometheus metrics of the proxy. Every family has the `outrigger_` prefix and a
-//! bounded label set: destinations beyond a configured count share the label "other".
+//! bounded label set: destinations beyond a configured count share the label
+//! "other", and `route` takes its values from the policy (a route's name,
+//! `route-<index>`, `default` for requests no route matches, "" for requests
+//! served without a stack: tunnels, upgrades, unknown destinations), never
+//! from the client.
 
 use std::collections::HashSet;
 use std::sync::{Arc, OnceLock, RwLock};
@@ -27,6 +31,7 @@ pub struct Metrics {
     pub policy_loaded_timestamp: IntGauge,
     pub policy_reload_errors: IntCounter,
     pub policy_last_reload_ok: IntGauge,
+    pub policy_conflicts: IntGauge,
     pub resilience: ResilienceMetrics,
 }
 
@@ -75,6 +80,7 @@ impl Families<'_> {
 }
 
 const DEST: [&str; 2] = ["direction", "destination"];
+const ROUTE: [&str; 3] = ["direction", "destination", "route"];
 
 impl Metrics {
     pub fn new(max_destination_labels: usize) -> Arc<Self> {
@@ -90,7 +96,7 @@ impl Metrics {
                     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
                     10.0, 30.0,
                 ]),
-                &DEST,
+                &ROUTE,
             )
             .expect("valid metric"),
         );
@@ -98,7 +104,7 @@ impl Metrics {
             retries: f.counters(
                 "outrigger_retries_total",
                 "Retries sent, by the reason the previous attempt failed",
-                &["direction", "destination", "reason"],
+                &["direction", "destination", "route", "reason"],
             ),
             retry_budget_exhausted: f.counters(
                 "outrigger_retry_budget_exhausted_total",
@@ -108,12 +114,12 @@ impl Metrics {
             retries_skipped: f.counters(
                 "outrigger_retries_skipped_total",
                 "Failed attempts not retried although the policy retries them, by why",
-                &["direction", "destination", "reason"],
+                &["direction", "destination", "route", "reason"],
             ),
             timeouts: f.counters(
                 "outrigger_timeouts_total",
-                "Timeouts, by kind (request, backend-request, connect)",
-                &["direction", "destination", "kind"],
+                "Timeouts, by kind (request, backend-request, connect, idle)",
+                &["direction", "destination", "route", "kind"],
             ),
             circuit_state: f.gauges(
                 "outrigger_circuit_state",
@@ -161,7 +167,7 @@ impl Metrics {
             requests: f.counters(
                 "outrigger_requests_total",
                 "HTTP requests proxied, by outcome",
-                &["direction", "destination", "status_class"],
+                &["direction", "destination", "route", "status_class"],
             ),
             request_duration,
             proxy_errors: f.counters(
@@ -205,6 +211,11 @@ impl Metrics {
                 "outrigger_policy_last_reload_success",
                 "1 when the last policy load succeeded, 0 when it was rejected",
             ),
+            policy_conflicts: f.gauge(
+                "outrigger_policy_conflicts",
+                "Policies in the active policy file that apply nowhere: another policy targets \
+                 the same Service and port (the oldest wins, then the first by namespace/name)",
+            ),
             resilience,
             registry,
         })
@@ -217,19 +228,26 @@ impl Metrics {
             .expect("metric names are unique");
     }
 
-    /// Request counters and histogram of one destination, resolved once so
-    /// that recording a request hashes no label values.
+    /// Request counters and histograms of one destination and its routes
+    /// (`routes`: their `route` labels), resolved once so that recording a
+    /// request hashes no label values.
     pub fn request_metrics(
         &self,
         direction: &'static str,
         destination: Arc<str>,
+        routes: &[Arc<str>],
     ) -> RequestMetrics {
         RequestMetrics {
-            duration: self
-                .request_duration
-                .with_label_values(&[direction, &destination]),
+            duration: self.request_duration.clone(),
             requests: self.requests.clone(),
-            by_class: Default::default(),
+            routes: routes
+                .iter()
+                .map(|name| RouteSeries {
+                    name: name.clone(),
+                    duration: OnceLock::new(),
+                    by_class: Default::default(),
+                })
+                .collect(),
             direction,
             destination,
         }
@@ -256,27 +274,47 @@ impl Metrics {
     }
 }
 
-/// The request series of one direction and destination.
+/// The request series of one direction and destination, by route.
 pub struct RequestMetrics {
-    duration: Histogram,
+    duration: HistogramVec,
     requests: IntCounterVec,
-    /// One counter per status class, resolved on first use so that classes a
-    /// destination never answered do not appear as zero series.
-    by_class: [OnceLock<IntCounter>; 5],
+    routes: Vec<RouteSeries>,
     direction: &'static str,
     destination: Arc<str>,
 }
 
+/// One route's series, each resolved on first use so that routes and status
+/// classes never seen do not appear as zero series.
+struct RouteSeries {
+    name: Arc<str>,
+    duration: OnceLock<Histogram>,
+    by_class: [OnceLock<IntCounter>; 5],
+}
+
 impl RequestMetrics {
-    pub fn record(&self, status: u16, elapsed: Duration) {
+    /// Records a request the route labelled `route` served.
+    pub fn record(&self, route: &str, status: u16, elapsed: Duration) {
         let (index, class) = status_class(status);
-        self.by_class[index]
-            .get_or_init(|| {
-                self.requests
-                    .with_label_values(&[self.direction, &self.destination, class])
-            })
-            .inc();
-        self.duration.observe(elapsed.as_secs_f64());
+        let labels = [self.direction, &*self.destination, route];
+        let with_class = [self.direction, &*self.destination, route, class];
+        match self.routes.iter().find(|r| &*r.name == route) {
+            Some(series) => {
+                series.by_class[index]
+                    .get_or_init(|| self.requests.with_label_values(&with_class))
+                    .inc();
+                series
+                    .duration
+                    .get_or_init(|| self.duration.with_label_values(&labels))
+                    .observe(elapsed.as_secs_f64());
+            }
+            // Not one of the stack's routes (none is): resolved each time.
+            None => {
+                self.requests.with_label_values(&with_class).inc();
+                self.duration
+                    .with_label_values(&labels)
+                    .observe(elapsed.as_secs_f64());
+            }
+        }
     }
 }
 
@@ -333,21 +371,37 @@ mod tests {
     #[test]
     fn request_metrics_count_by_class_and_show_only_classes_seen() {
         let metrics = Metrics::new(10);
-        let web = metrics.request_metrics("outbound", "web:80".into());
-        web.record(200, Duration::from_millis(3));
-        web.record(204, Duration::from_millis(1));
-        web.record(503, Duration::from_millis(2));
+        let web = metrics.request_metrics(
+            "outbound",
+            "web:80".into(),
+            &["default".into(), "charge".into()],
+        );
+        web.record("default", 200, Duration::from_millis(3));
+        web.record("default", 204, Duration::from_millis(1));
+        web.record("default", 503, Duration::from_millis(2));
+        web.record("charge", 503, Duration::from_millis(2));
         let text = String::from_utf8(metrics.render()).unwrap();
-        let series = |class: &str| {
+        let series = |route: &str, class: &str| {
             format!(
-                "outrigger_requests_total{{destination=\"web:80\",direction=\"outbound\",status_class=\"{class}\"}}"
+                "outrigger_requests_total{{destination=\"web:80\",direction=\"outbound\",route=\"{route}\",status_class=\"{class}\"}}"
             )
         };
-        assert!(text.contains(&format!("{} 2", series("2xx"))), "{text}");
-        assert!(text.contains(&format!("{} 1", series("5xx"))), "{text}");
-        assert!(!text.contains(&series("4xx")), "{text}");
+        assert!(
+            text.contains(&format!("{} 2", series("default", "2xx"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", series("default", "5xx"))),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{} 1", series("charge", "5xx"))),
+            "{text}"
+        );
+        assert!(!text.contains(&series("default", "4xx")), "{text}");
+        assert!(!text.contains(&series("charge", "2xx")), "{text}");
         assert!(text.contains(
-            "outrigger_request_duration_seconds_count{destination=\"web:80\",direction=\"outbound\"} 3"
+            "outrigger_request_duration_seconds_count{destination=\"web:80\",direction=\"outbound\",route=\"default\"} 3"
         ));
     }
 
@@ -365,12 +419,13 @@ mod tests {
         let metrics = Metrics::new(10);
         metrics
             .requests
-            .with_label_values(&["inbound", "app", "2xx"])
+            .with_label_values(&["inbound", "app", "default", "2xx"])
             .inc();
         let text = String::from_utf8(metrics.render()).unwrap();
         assert!(text.contains(
-            "outrigger_requests_total{destination=\"app\",direction=\"inbound\",status_class=\"2xx\"} 1"
+            "outrigger_requests_total{destination=\"app\",direction=\"inbound\",route=\"default\",status_class=\"2xx\"} 1"
         ));
         assert!(text.contains("outrigger_policy_reload_errors_total 0"));
+        assert!(text.contains("outrigger_policy_conflicts 0"));
     }
 }

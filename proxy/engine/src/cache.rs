@@ -316,7 +316,7 @@ pub fn locate(
                 return unknown();
             };
             let listed = active.endpoints.lists(&service.namespace, &service.name);
-            let has_policy = matcher.find(&active.policies, &service, port).is_some();
+            let has_policy = active.policy_for(&service, port).is_some();
             if !listed && !has_policy {
                 return unknown();
             }
@@ -396,17 +396,13 @@ fn build(
     source: (u64, u64),
     previous: Option<&DestinationStack>,
 ) -> DestinationStack {
-    let default_connect = engine.connector.connect_timeout;
-    let without_policy =
-        || DestinationConfig::without_policy(default_connect, engine.pool_idle_timeout);
     let (config, listed) = match snapshot {
         Some(snapshot) => {
-            let config = match &snapshot.policy {
-                Some(policy) => {
-                    DestinationConfig::compile(policy.name.clone(), &policy.spec, default_connect)
-                }
-                None => without_policy(),
-            };
+            let config = DestinationConfig::from_snapshot(
+                snapshot,
+                engine.connector.connect_timeout,
+                engine.pool_idle_timeout,
+            );
             let endpoints = snapshot
                 .endpoints
                 .iter()
@@ -416,22 +412,23 @@ fn build(
             (config, endpoints)
         }
         None => {
-            let policy = location
-                .service
-                .as_ref()
-                .and_then(|s| engine.matcher.find(&active.policies, s, location.port));
-            let config = match policy {
-                Some(p) => DestinationConfig::compile(
-                    format!(
-                        "{}/{}",
-                        p.metadata.namespace.as_deref().unwrap_or("default"),
-                        p.metadata.name
-                    ),
-                    &p.spec,
-                    default_connect,
-                ),
-                None => without_policy(),
+            // Inbound traffic arrives at the pod's port: its Service port,
+            // when the file holds the Service, is the one the policy is
+            // chosen by (as the operator does).
+            let policy_port = match (direction, &location.service) {
+                (Direction::Inbound, Some(s)) => active
+                    .endpoints
+                    .service_port_of(&s.namespace, &s.name, location.port)
+                    .unwrap_or(location.port),
+                _ => location.port,
             };
+            let config = DestinationConfig::from_policy_file(
+                active,
+                location.service.as_ref(),
+                policy_port,
+                engine.connector.connect_timeout,
+                engine.pool_idle_timeout,
+            );
             // Explicit requests to a Service the file lists endpoints for.
             let listed = match (&location.via, &location.service) {
                 (None, Some(s)) => active

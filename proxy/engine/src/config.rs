@@ -1,16 +1,21 @@
-//! A policy compiled for the hot path: every default filled in, durations as
-//! `std::time::Duration`, routes ready to match. Built once per destination and
-//! policy generation, never per request.
+//! A policy compiled for the hot path: [`semantics::effective`] (every default
+//! filled in, the same in file mode and from the operator) in the engine's
+//! types, routes ready to match. Built once per destination and policy
+//! generation, never per request.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
-use outrigger_api::defaults as d;
-
 use outrigger_api::policy::{
-    self as spec, FailureKind, Mode, NonIdempotent, ResiliencePolicySpec, RetryOn,
+    self as spec, FailureKind, GrpcCode, NonIdempotent, ResiliencePolicySpec, RetryOn,
 };
+use outrigger_api::semantics;
+use outrigger_api::stream::DestinationSnapshot;
+use outrigger_http::error_response::is_grpc;
 use outrigger_proxy_core::direction::Direction;
+use outrigger_proxy_policy::{ActivePolicy, ServiceRef};
+use outrigger_resilience::grpc::Codes;
 use outrigger_resilience::BreakerConfig;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -32,7 +37,8 @@ pub struct DestinationConfig {
 /// What varies per route: timeouts and retries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
-    pub name: String,
+    /// The `route` label of metrics and the access log.
+    pub name: Arc<str>,
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
     pub retry: Option<RetrySettings>,
@@ -47,6 +53,8 @@ pub struct RetrySettings {
     pub backoff_max: Duration,
     pub non_idempotent: NonIdempotent,
     pub max_buffered_body_bytes: u64,
+    /// gRPC statuses retried (from trailers-only responses).
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -65,6 +73,8 @@ pub struct BreakerSettings {
     pub fallback_status: StatusCode,
     pub fallback_content_type: String,
     pub fallback_body: String,
+    /// gRPC statuses counted as failures.
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -72,6 +82,8 @@ pub struct OutlierSettings {
     pub consecutive_failures: u32,
     pub base_ejection_time: Duration,
     pub max_ejection_percent: u32,
+    /// gRPC statuses counted as an endpoint's failures.
+    pub grpc_codes: Codes,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -94,11 +106,34 @@ pub struct RouteMatcher {
     pub path_exact: Option<String>,
     pub method: Option<Method>,
     pub headers: Vec<(String, String)>,
+    pub grpc: Option<GrpcMethod>,
+}
+
+/// A gRPC method match: gRPC requests whose path is `/service/method`; an
+/// unset part matches any.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GrpcMethod {
+    pub service: Option<String>,
+    pub method: Option<String>,
+}
+
+impl GrpcMethod {
+    pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
+        let Some((service, method)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/'))
+        else {
+            return false;
+        };
+        is_grpc(headers)
+            && !method.contains('/')
+            && self.service.as_deref().is_none_or(|s| s == service)
+            && self.method.as_deref().is_none_or(|m| m == method)
+    }
 }
 
 impl RouteMatcher {
     pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-        self.method.as_ref().is_none_or(|m| m == method)
+        self.grpc.as_ref().is_none_or(|g| g.matches(path, headers))
+            && self.method.as_ref().is_none_or(|m| m == method)
             && self.path_exact.as_deref().is_none_or(|p| p == path)
             && self
                 .path_prefix
@@ -121,17 +156,10 @@ fn path_has_prefix(path: &str, prefix: &str) -> bool {
         || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
 }
 
-fn ms(v: u64) -> Duration {
-    Duration::from_millis(v)
-}
-
-fn secs(v: u64) -> Duration {
-    Duration::from_secs(v)
-}
-
 impl DestinationConfig {
     /// Behaviour without any policy: plain forwarding with the proxy's connect
-    /// and idle timeouts; no retries, breaker or limits the user did not ask for.
+    /// and idle timeouts; no request timeout, retries, breaker or limits the
+    /// user did not ask for. The same in both modes.
     pub fn without_policy(connect_timeout: Duration, idle_timeout: Duration) -> Self {
         DestinationConfig {
             policy: None,
@@ -139,7 +167,7 @@ impl DestinationConfig {
             connect_timeout,
             idle_timeout,
             default_route: RouteConfig {
-                name: "default".into(),
+                name: semantics::DEFAULT_ROUTE.into(),
                 request_timeout: None,
                 backend_timeout: None,
                 retry: None,
@@ -153,72 +181,90 @@ impl DestinationConfig {
         }
     }
 
-    pub fn compile(name: String, spec: &ResiliencePolicySpec, default_connect: Duration) -> Self {
-        let timeouts = spec.timeouts.clone().unwrap_or_default();
-        let default_route =
-            route_config("default".into(), Some(&timeouts), spec.retry.as_ref(), None);
-        let routes = spec
-            .routes
-            .iter()
-            .enumerate()
-            .map(|(i, route)| {
-                let name = route.name.clone().unwrap_or_else(|| format!("route-{i}"));
-                let config = route_config(
-                    name,
-                    route.timeouts.as_ref(),
-                    route.retry.as_ref(),
-                    Some(&default_route),
-                );
-                (matcher(&route.r#match), config)
-            })
-            .collect();
-        let retry = spec.retry.clone().unwrap_or_default();
-        let budget = spec.retry.as_ref().map(|_| {
-            let b = retry.budget.clone().unwrap_or_default();
-            let min = b.min_retry_rate.clone();
-            BudgetConfig {
-                percent: b.percent.unwrap_or(d::BUDGET_PERCENT),
-                interval: b
-                    .interval
-                    .map_or(secs(d::BUDGET_INTERVAL_SECS), |v| v.as_std()),
-                min_retries: min.as_ref().map_or(d::MIN_RETRIES_PER_SECOND, |m| m.count),
-                min_interval: min.map_or(secs(1), |m| m.interval.as_std()),
-            }
-        });
+    /// A policy compiled for the hot path. What it means (defaults,
+    /// inheritance, what is off) is [`semantics::effective`]'s, the same
+    /// whether the spec came from a file or, already with its defaults, from
+    /// the operator; this only converts types.
+    pub fn compile(name: String, spec: &ResiliencePolicySpec) -> Self {
+        let e = semantics::effective(spec);
         DestinationConfig {
             policy: Some(name),
-            dry_run: spec.mode == Some(Mode::DryRun),
-            connect_timeout: timeouts.connect.map_or(default_connect, |v| v.as_std()),
-            idle_timeout: timeouts
-                .idle
-                .map_or(secs(d::IDLE_TIMEOUT_SECS), |v| v.as_std()),
-            default_route,
-            routes,
-            budget,
-            breaker: spec.circuit_breaker.as_ref().map(breaker),
-            outlier: spec.outlier_detection.as_ref().map(|o| OutlierSettings {
-                consecutive_failures: o.consecutive_failures.unwrap_or(d::CONSECUTIVE_FAILURES),
-                base_ejection_time: o
-                    .base_ejection_time
-                    .map_or(secs(d::BASE_EJECTION_SECS), |v| v.as_std()),
-                max_ejection_percent: o.max_ejection_percent.unwrap_or(d::MAX_EJECTION_PERCENT),
+            dry_run: e.dry_run,
+            connect_timeout: e.connect_timeout,
+            idle_timeout: e.idle_timeout,
+            default_route: route_config(e.default_route),
+            routes: e
+                .routes
+                .into_iter()
+                .map(|(m, route)| (matcher(&m), route_config(route)))
+                .collect(),
+            budget: e.retry_budget.map(|b| BudgetConfig {
+                percent: b.percent,
+                interval: b.interval,
+                min_retries: b.min_retries,
+                min_interval: b.min_retry_interval,
             }),
-            limits: spec.limits.as_ref().and_then(|l| {
-                // Without a concurrency cap there is nothing to queue behind.
-                let max_concurrent = l.max_concurrent_requests?;
-                Some(LimitSettings {
-                    max_concurrent,
-                    max_pending: l.max_pending_requests.unwrap_or(0),
-                    pending_timeout: l
-                        .pending_timeout
-                        .map_or(secs(d::PENDING_TIMEOUT_SECS), |v| v.as_std()),
-                })
+            breaker: e.circuit_breaker.map(breaker),
+            outlier: e.outlier_detection.map(|o| OutlierSettings {
+                consecutive_failures: o.consecutive_failures,
+                base_ejection_time: o.base_ejection_time,
+                max_ejection_percent: o.max_ejection_percent,
+                grpc_codes: codes(&o.grpc_codes),
             }),
-            rate_limit: spec.rate_limit.as_ref().map(|r| RateLimitSettings {
+            limits: e.limits.map(|l| LimitSettings {
+                max_concurrent: l.max_concurrent,
+                max_pending: l.max_pending,
+                pending_timeout: l.pending_timeout,
+            }),
+            rate_limit: e.rate_limit.map(|r| RateLimitSettings {
                 requests_per_second: r.requests_per_second,
-                burst: r.burst.unwrap_or(r.requests_per_second).max(1),
+                burst: r.burst,
             }),
         }
+    }
+
+    /// File mode: the policy the active policy file holds for calls to
+    /// `service` on Service port `port` (the conflict rule and the choice by
+    /// port are [`semantics`]'), else the proxy's own settings.
+    pub fn from_policy_file(
+        active: &ActivePolicy,
+        service: Option<&ServiceRef>,
+        port: u16,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        match service.and_then(|s| active.policy_for(s, port)) {
+            Some(p) => DestinationConfig::compile(
+                format!(
+                    "{}/{}",
+                    p.metadata.namespace.as_deref().unwrap_or("default"),
+                    p.metadata.name
+                ),
+                &p.spec,
+            ),
+            None => DestinationConfig::without_policy(connect_timeout, idle_timeout),
+        }
+    }
+
+    /// Operator mode: the policy a snapshot carries (the operator chose it
+    /// by the same rules), compiled here as a file's would be, else the
+    /// proxy's own settings.
+    pub fn from_snapshot(
+        snapshot: &DestinationSnapshot,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+    ) -> Self {
+        match &snapshot.policy {
+            Some(policy) => DestinationConfig::compile(policy.name.clone(), &policy.spec),
+            None => DestinationConfig::without_policy(connect_timeout, idle_timeout),
+        }
+    }
+
+    /// The `route` label of every route, the default one first.
+    pub fn route_names(&self) -> Vec<Arc<str>> {
+        std::iter::once(self.default_route.name.clone())
+            .chain(self.routes.iter().map(|(_, r)| r.name.clone()))
+            .collect()
     }
 
     /// The part of the policy this side enforces, so that a call through two
@@ -278,119 +324,54 @@ fn matcher(m: &spec::RouteMatch) -> RouteMatcher {
             .iter()
             .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
             .collect(),
+        grpc: m.grpc.as_ref().map(|g| GrpcMethod {
+            service: g.service.clone(),
+            method: g.method.clone(),
+        }),
     }
 }
 
-/// Route settings: the route's own fields, else its parent's, else defaults.
-fn route_config(
-    name: String,
-    timeouts: Option<&spec::Timeouts>,
-    retry: Option<&spec::Retry>,
-    parent: Option<&RouteConfig>,
-) -> RouteConfig {
-    let t = timeouts.cloned().unwrap_or_default();
-    let request_timeout = t
-        .request
-        .map(|v| v.as_std())
-        .or_else(|| parent.and_then(|p| p.request_timeout))
-        .filter(|v| !v.is_zero());
-    let backend_timeout = t
-        .backend_request
-        .map(|v| v.as_std())
-        .or_else(|| parent.and_then(|p| p.backend_timeout))
-        .filter(|v| !v.is_zero());
-    let parent_retry = parent.and_then(|p| p.retry.as_ref());
-    let retry = match (retry, parent_retry) {
-        (None, inherited) => inherited.cloned(),
-        (Some(r), inherited) => Some(retry_settings(r, inherited)),
-    }
-    .filter(|r| r.attempts > 0);
+/// The set of gRPC codes a policy lists.
+fn codes(listed: &[GrpcCode]) -> Codes {
+    listed.iter().map(|c| c.number()).collect()
+}
+
+fn route_config(route: semantics::EffectiveRoute) -> RouteConfig {
     RouteConfig {
-        name,
-        request_timeout,
-        backend_timeout,
-        retry,
+        name: route.name.into(),
+        request_timeout: route.request_timeout,
+        backend_timeout: route.backend_request_timeout,
+        retry: route.retry.map(|r| RetrySettings {
+            attempts: r.attempts,
+            codes: r.codes,
+            on: r.on,
+            backoff_base: r.backoff_base,
+            backoff_max: r.backoff_max,
+            non_idempotent: r.non_idempotent,
+            max_buffered_body_bytes: r.max_buffered_body_bytes,
+            grpc_codes: codes(&r.grpc_codes),
+        }),
     }
 }
 
-fn retry_settings(r: &spec::Retry, parent: Option<&RetrySettings>) -> RetrySettings {
-    let backoff = r.backoff.clone().unwrap_or_default();
-    RetrySettings {
-        attempts: r
-            .attempts
-            .or(parent.map(|p| p.attempts))
-            .unwrap_or(d::RETRY_ATTEMPTS),
-        codes: r
-            .codes
-            .clone()
-            .or_else(|| parent.map(|p| p.codes.clone()))
-            .unwrap_or_else(|| d::RETRY_CODES.to_vec()),
-        on: r
-            .on
-            .clone()
-            .or_else(|| parent.map(|p| p.on.clone()))
-            .unwrap_or_else(|| {
-                vec![
-                    RetryOn::ConnectFailure,
-                    RetryOn::RefusedStream,
-                    RetryOn::ResetBeforeRequest,
-                ]
-            }),
-        backoff_base: backoff
-            .base
-            .map(|v| v.as_std())
-            .or(parent.map(|p| p.backoff_base))
-            .unwrap_or(ms(d::BACKOFF_BASE_MS)),
-        backoff_max: backoff
-            .max
-            .map(|v| v.as_std())
-            .or(parent.map(|p| p.backoff_max))
-            .unwrap_or(ms(d::BACKOFF_MAX_MS)),
-        non_idempotent: r
-            .non_idempotent
-            .or(parent.map(|p| p.non_idempotent))
-            .unwrap_or_default(),
-        max_buffered_body_bytes: r
-            .max_buffered_body_bytes
-            .or(parent.map(|p| p.max_buffered_body_bytes))
-            .unwrap_or(d::MAX_BUFFERED_BODY_BYTES),
-    }
-}
-
-fn breaker(cb: &spec::CircuitBreaker) -> BreakerSettings {
-    let fallback = cb.fallback.clone().unwrap_or_default();
+fn breaker(cb: semantics::EffectiveBreaker) -> BreakerSettings {
     BreakerSettings {
         thresholds: BreakerConfig {
-            failure_rate_percent: cb.failure_rate_percent.unwrap_or(d::FAILURE_RATE_PERCENT),
-            minimum_requests: cb.minimum_requests.unwrap_or(d::MINIMUM_REQUESTS),
-            window: cb.window.map_or(secs(d::WINDOW_SECS), |v| v.as_std()),
-            slow_call: cb
-                .slow_call
-                .as_ref()
-                .map(|s| (s.duration.as_std(), s.rate_percent)),
-            open_for: cb.open_for.map_or(secs(d::OPEN_FOR_SECS), |v| v.as_std()),
-            max_open_for: cb
-                .max_open_for
-                .map_or(secs(d::MAX_OPEN_FOR_SECS), |v| v.as_std()),
-            half_open_requests: cb.half_open_requests.unwrap_or(d::HALF_OPEN_REQUESTS),
+            failure_rate_percent: cb.failure_rate_percent,
+            minimum_requests: cb.minimum_requests,
+            window: cb.window,
+            slow_call: cb.slow_call,
+            open_for: cb.open_for,
+            max_open_for: cb.max_open_for,
+            half_open_requests: cb.half_open_requests,
         },
-        failure_on: cb.failure_on.clone().unwrap_or_else(|| {
-            vec![
-                FailureKind::ServerError,
-                FailureKind::Timeout,
-                FailureKind::ConnectionError,
-            ]
-        }),
-        fallback_status: fallback
-            .status
-            .and_then(|s| StatusCode::from_u16(s).ok())
+        failure_on: cb.failure_on,
+        // Validation keeps it 200-599.
+        fallback_status: StatusCode::from_u16(cb.fallback_status)
             .unwrap_or(StatusCode::SERVICE_UNAVAILABLE),
-        fallback_content_type: fallback
-            .content_type
-            .unwrap_or_else(|| "application/json".into()),
-        fallback_body: fallback
-            .body
-            .unwrap_or_else(|| r#"{"error":"circuit open"}"#.into()),
+        fallback_content_type: cb.fallback_content_type,
+        fallback_body: cb.fallback_body,
+        grpc_codes: codes(&cb.grpc_codes),
     }
 }
 
@@ -399,6 +380,10 @@ mod tests {
     use super::*;
     use outrigger_api::manifest::{parse_documents, Document};
 
+    fn secs(v: u64) -> Duration {
+        Duration::from_secs(v)
+    }
+
     fn compile(yaml: &str) -> DestinationConfig {
         let text = format!(
             "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: p}}\nspec:\n  targetRef: {{name: p}}\n{yaml}"
@@ -406,7 +391,7 @@ mod tests {
         let Document::Policy(p) = parse_documents(&text).unwrap().remove(0) else {
             panic!()
         };
-        DestinationConfig::compile("default/p".into(), &p.spec, Duration::from_secs(1))
+        DestinationConfig::compile("default/p".into(), &p.spec)
     }
 
     #[test]
@@ -451,6 +436,7 @@ mod tests {
         assert_eq!(retry.codes, vec![502, 503, 504]);
         assert_eq!(retry.non_idempotent, NonIdempotent::Never);
         assert_eq!(retry.max_buffered_body_bytes, 65536);
+        assert!(retry.grpc_codes.contains(14) && !retry.grpc_codes.contains(4));
         assert_eq!(c.budget.as_ref().unwrap().percent, 20);
         let b = c.breaker.unwrap();
         let t = b.thresholds;
@@ -463,6 +449,46 @@ mod tests {
             (50, 20, 3)
         );
         assert_eq!(b.fallback_status, StatusCode::SERVICE_UNAVAILABLE);
+        for code in [14, 13, 2, 4] {
+            assert!(b.grpc_codes.contains(code), "{code}");
+        }
+        assert!(!b.grpc_codes.contains(1) && !b.grpc_codes.contains(5));
+    }
+
+    #[test]
+    fn grpc_routes_match_grpc_calls_to_their_method() {
+        let c = compile(concat!(
+            "  retry: {grpcCodes: [unavailable, resource-exhausted]}\n",
+            "  outlierDetection: {grpcCodes: []}\n",
+            "  routes:\n",
+            "  - name: get\n",
+            "    match: {grpc: {service: pkg.v1.Items, method: Get}}\n",
+            "    retry: {nonIdempotent: Always}\n",
+            "  - name: items\n",
+            "    match: {grpc: {service: pkg.v1.Items}}\n",
+            "    retry: {grpcCodes: [cancelled]}\n",
+            "  - name: any-grpc\n",
+            "    match: {grpc: {}}\n",
+        ));
+        let mut grpc = HeaderMap::new();
+        grpc.insert("content-type", "application/grpc+proto".parse().unwrap());
+        let route = |path: &str, h: &HeaderMap| c.route(&Method::POST, path, h).name.to_string();
+        assert_eq!(route("/pkg.v1.Items/Get", &grpc), "get");
+        assert_eq!(route("/pkg.v1.Items/List", &grpc), "items");
+        assert_eq!(route("/pkg.v1.Other/Get", &grpc), "any-grpc");
+        // Not a gRPC path (/service/method): no gRPC match holds.
+        assert_eq!(route("/pkg.v1.Items/Get/x", &grpc), "default");
+        assert_eq!(route("/pkg.v1.Items", &grpc), "default");
+        // Not gRPC: the same path does not match.
+        assert_eq!(route("/pkg.v1.Items/Get", &HeaderMap::new()), "default");
+        let get = c.route(&Method::POST, "/pkg.v1.Items/Get", &grpc);
+        let retry = get.retry.as_ref().unwrap();
+        assert_eq!(retry.non_idempotent, NonIdempotent::Always);
+        assert!(retry.grpc_codes.contains(8), "inherited");
+        let items = c.route(&Method::POST, "/pkg.v1.Items/List", &grpc);
+        let codes = items.retry.as_ref().unwrap().grpc_codes;
+        assert!(codes.contains(1) && !codes.contains(14), "replaced");
+        assert!(c.outlier.as_ref().unwrap().grpc_codes.is_empty());
     }
 
     #[test]
@@ -476,8 +502,8 @@ mod tests {
         assert_eq!(charge.backend_timeout, Some(secs(1)), "inherited");
         assert!(charge.retry.is_none(), "attempts: 0 disables retries");
         // GET /charge does not match the POST route.
-        assert_eq!(c.route(&Method::GET, "/charge", &h).name, "default");
-        assert_eq!(c.route(&Method::POST, "/charges", &h).name, "default");
+        assert_eq!(&*c.route(&Method::GET, "/charge", &h).name, "default");
+        assert_eq!(&*c.route(&Method::POST, "/charges", &h).name, "default");
         let slow = c.route(&Method::GET, "/slow", &h).retry.as_ref().unwrap();
         assert_eq!((slow.attempts, slow.codes.clone()), (3, vec![503]));
         assert_eq!(slow.backoff_base, secs(1));
@@ -492,5 +518,39 @@ mod tests {
             .limits
             .unwrap();
         assert_eq!((l.max_concurrent, l.max_pending), (2, 0));
+    }
+
+    #[test]
+    fn every_retry_is_under_the_services_budget() {
+        // Only a route retries: the default budget still caps it.
+        let c = compile("  routes: [{name: reads, match: {method: GET}, retry: {attempts: 1}}]\n");
+        assert!(c.default_route.retry.is_none());
+        let budget = c.budget.as_ref().expect("a route's retries have a budget");
+        assert_eq!((budget.percent, budget.min_retries), (20, 10));
+        // Nothing retries: no budget to keep.
+        assert!(compile("  retry: {attempts: 0}\n").budget.is_none());
+    }
+
+    #[test]
+    fn routes_are_labelled_by_name_or_index() {
+        let c = compile(
+            "  routes:\n  - {name: charge, match: {pathPrefix: /charge}}\n  - match: {pathPrefix: /x}\n",
+        );
+        let names: Vec<String> = c.route_names().iter().map(|n| n.to_string()).collect();
+        assert_eq!(names, ["default", "charge", "route-1"]);
+    }
+
+    #[test]
+    fn the_policys_defaults_not_the_proxys_apply() {
+        let c = compile("");
+        assert_eq!(c.connect_timeout, secs(1));
+        assert_eq!(c.idle_timeout, secs(300));
+        assert_eq!(c.default_route.request_timeout, Some(secs(15)));
+        let none = DestinationConfig::without_policy(Duration::from_millis(250), secs(90));
+        assert_eq!(
+            (none.connect_timeout, none.idle_timeout),
+            (Duration::from_millis(250), secs(90))
+        );
+        assert_eq!(none.default_route.request_timeout, None);
     }
 }

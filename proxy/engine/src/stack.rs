@@ -61,7 +61,62 @@ pub struct Endpoints {
     pub outlier: Option<(OutlierSettings, Mutex<OutlierDetector<usize>>)>,
 }
 
+/// Where an endpoint's result is reported: what of a stack the outlier
+/// bookkeeping needs, borrowed, so a gRPC attempt settled after its call
+/// returned (from owned copies) reports the same way.
+pub struct EndpointReport<'a> {
+    pub direction: &'static str,
+    pub label: &'a str,
+    pub metrics: &'a Metrics,
+    pub gauge: Option<&'a IntGauge>,
+    pub dry_run: bool,
+}
+
 impl Endpoints {
+    /// An attempt's result for the outlier detector (when it is on): a
+    /// failure extends the endpoint's streak, and enough of them eject it
+    /// (counted and logged; under `DryRun` too, where the endpoint
+    /// nevertheless keeps its traffic).
+    pub fn record_result(
+        &self,
+        report: &EndpointReport<'_>,
+        index: usize,
+        failure: bool,
+        now: Instant,
+    ) {
+        let Some((_, detector)) = &self.outlier else {
+            return;
+        };
+        let mut detector = detector.lock().expect("not poisoned");
+        if let Some(ejection) = detector.record(now, &index, failure) {
+            report
+                .metrics
+                .resilience
+                .ejections
+                .with_label_values(&[report.direction, report.label])
+                .inc();
+            let endpoint = &self.list[index].target;
+            if report.dry_run {
+                tracing::warn!(
+                    destination = %report.label,
+                    %endpoint,
+                    duration = ?ejection.duration,
+                    "DryRun: endpoint would be ejected after consecutive failures; it keeps its traffic"
+                );
+            } else {
+                tracing::warn!(
+                    destination = %report.label,
+                    %endpoint,
+                    duration = ?ejection.duration,
+                    "endpoint ejected after consecutive failures"
+                );
+            }
+        }
+        if let Some(gauge) = report.gauge {
+            gauge.set(detector.ejected_count(now) as i64);
+        }
+    }
+
     /// The endpoints `targets`. Those that `previous` also lists keep their
     /// latency estimate, in-flight count and, when the outlier settings are
     /// unchanged, their ejection and failure streak: a new endpoint set (a
@@ -208,9 +263,11 @@ impl DestinationStack {
                 UpstreamClients::new(connector, config.idle_timeout)
             }
         };
-        let request_metrics = inputs
-            .metrics
-            .request_metrics(inputs.direction, inputs.label.clone());
+        let request_metrics = inputs.metrics.request_metrics(
+            inputs.direction,
+            inputs.label.clone(),
+            &config.route_names(),
+        );
         let ejected_endpoints_gauge = endpoints
             .outlier
             .as_ref()
@@ -269,41 +326,17 @@ impl DestinationStack {
         Some(index)
     }
 
-    /// An attempt's result for the outlier detector: a failure (5xx,
-    /// connection error, timeout) extends the endpoint's streak, and enough of
-    /// them eject it (counted and logged; under `DryRun` too, where the
-    /// endpoint nevertheless keeps its traffic).
+    /// An attempt's result for the outlier detector (see
+    /// [`Endpoints::record_result`]).
     pub fn record_endpoint_result(&self, index: usize, failure: bool, now: Instant) {
-        let Some((_, detector)) = &self.endpoints.outlier else {
-            return;
+        let report = EndpointReport {
+            direction: self.direction,
+            label: &self.label,
+            metrics: &self.metrics,
+            gauge: self.ejected_endpoints_gauge.as_ref(),
+            dry_run: self.config.dry_run,
         };
-        let mut detector = detector.lock().expect("not poisoned");
-        if let Some(ejection) = detector.record(now, &index, failure) {
-            self.metrics
-                .resilience
-                .ejections
-                .with_label_values(&[self.direction, &self.label])
-                .inc();
-            let endpoint = &self.endpoints.list[index].target;
-            if self.config.dry_run {
-                tracing::warn!(
-                    destination = %self.label,
-                    %endpoint,
-                    duration = ?ejection.duration,
-                    "DryRun: endpoint would be ejected after consecutive failures; it keeps its traffic"
-                );
-            } else {
-                tracing::warn!(
-                    destination = %self.label,
-                    %endpoint,
-                    duration = ?ejection.duration,
-                    "endpoint ejected after consecutive failures"
-                );
-            }
-        }
-        if let Some(gauge) = &self.ejected_endpoints_gauge {
-            gauge.set(detector.ejected_count(now) as i64);
-        }
+        self.endpoints.record_result(&report, index, failure, now);
     }
 
     pub fn publish_circuit_state(&self, now: Instant) {
@@ -339,6 +372,7 @@ mod tests {
             consecutive_failures: 2,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 50,
+            grpc_codes: Default::default(),
         });
         config
     }

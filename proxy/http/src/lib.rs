@@ -11,4 +11,5 @@ pub mod client;
 pub mod error_response;
 pub mod h1_pool;
 pub mod headers;
+pub mod replay;
 pub mod server;

@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
+use outrigger_api::semantics::{self, ServicePort};
 use serde::{Deserialize, Serialize};
 
 /// Ready endpoints per Service, keyed by (namespace, service name).
@@ -15,8 +16,7 @@ pub struct EndpointIndex {
 
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
 struct ServiceEndpoints {
-    /// Service ports: (name, port, targetPort when numeric).
-    ports: Vec<(String, u16, Option<u16>)>,
+    ports: Vec<ServicePort>,
     slices: Vec<Slice>,
 }
 
@@ -106,9 +106,10 @@ impl EndpointIndex {
                     .spec
                     .ports
                     .into_iter()
-                    .map(|p| {
-                        let target = p.target_port.and_then(|t| t.as_u64()).map(|t| t as u16);
-                        (p.name, p.port, target)
+                    .map(|p| ServicePort {
+                        target_port: semantics::target_port(p.port, p.target_port.as_ref()),
+                        name: p.name,
+                        port: p.port,
                     })
                     .collect();
             }
@@ -156,37 +157,45 @@ impl EndpointIndex {
     }
 
     /// Ready endpoints of `service` for the Service port `port`, or `None`
-    /// when the file says nothing about this Service.
+    /// when the file says nothing about this Service. Each slice's port is
+    /// [`semantics::endpoint_port`]'s, as the operator resolves it.
     pub fn lookup(&self, namespace: &str, service: &str, port: u16) -> Option<Vec<SocketAddr>> {
         let entry = self.services.get(&key(Some(namespace), service))?;
         if entry.slices.is_empty() {
             return None;
         }
-        let service_port = entry.ports.iter().find(|(_, p, _)| *p == port);
+        let service_port = entry.ports.iter().find(|sp| sp.port == port);
         let mut endpoints = Vec::new();
         for slice in &entry.slices {
-            let endpoint_port = match service_port {
-                // The Service names its port: the slice port of that name.
-                Some((name, _, target)) => slice
-                    .ports
-                    .iter()
-                    .find(|(n, _)| n == name)
-                    .map(|(_, p)| *p)
-                    .or(*target),
-                None => slice
-                    .ports
-                    .iter()
-                    .find(|(_, p)| *p == port)
-                    .or_else(|| (slice.ports.len() == 1).then(|| &slice.ports[0]))
-                    .map(|(_, p)| *p),
-            };
-            if let Some(p) = endpoint_port {
+            let ports = slice.ports.iter().map(|(n, p)| (n.as_str(), *p));
+            if let Some(p) = semantics::endpoint_port(service_port, ports, port) {
                 endpoints.extend(slice.ready.iter().map(|ip| SocketAddr::new(*ip, p)));
             }
         }
         endpoints.sort();
         endpoints.dedup();
         Some(endpoints)
+    }
+
+    /// The Service port of `service` whose traffic arrives at endpoint port
+    /// `endpoint_port` ([`semantics::service_port_of`]), when the file holds
+    /// the Service (and, for a named targetPort, its EndpointSlices).
+    pub fn service_port_of(
+        &self,
+        namespace: &str,
+        service: &str,
+        endpoint_port: u16,
+    ) -> Option<u16> {
+        let entry = self.services.get(&key(Some(namespace), service))?;
+        let by_target = || semantics::service_port_of(&entry.ports, [], endpoint_port);
+        entry
+            .slices
+            .iter()
+            .find_map(|slice| {
+                let ports = slice.ports.iter().map(|(n, p)| (n.as_str(), *p));
+                semantics::service_port_of(&entry.ports, ports, endpoint_port)
+            })
+            .or_else(by_target)
     }
 }
 
@@ -248,5 +257,38 @@ mod tests {
             .add("EndpointSlice", &json!({"metadata": {}, "endpoints": []}))
             .unwrap_err();
         assert!(err.contains("kubernetes.io/service-name"), "{err}");
+    }
+
+    #[test]
+    fn inbound_traffic_finds_its_service_port() {
+        let mut index = EndpointIndex::default();
+        index
+            .add(
+                "Service",
+                &json!({"metadata": {"name": "web", "namespace": "shop"},
+                        "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "web"},
+                                           {"name": "admin", "port": 9000, "targetPort": 9090},
+                                           {"name": "plain", "port": 7000}]}}),
+            )
+            .unwrap();
+        // Without slices: numeric and unset targetPorts only.
+        assert_eq!(index.service_port_of("shop", "web", 9090), Some(9000));
+        assert_eq!(index.service_port_of("shop", "web", 7000), Some(7000));
+        assert_eq!(index.service_port_of("shop", "web", 8080), None);
+        index
+            .add(
+                "EndpointSlice",
+                &json!({"metadata": {"name": "web-1", "namespace": "shop",
+                                     "labels": {"kubernetes.io/service-name": "web"}},
+                        "ports": [{"name": "http", "port": 8080}, {"name": "admin", "port": 9090}],
+                        "endpoints": [{"addresses": ["10.0.0.1"]}]}),
+            )
+            .unwrap();
+        assert_eq!(
+            index.service_port_of("shop", "web", 8080),
+            Some(80),
+            "named targetPort"
+        );
+        assert_eq!(index.service_port_of("other", "web", 8080), None);
     }
 }

@@ -11,7 +11,7 @@ use outrigger_api::validate::validate_manifest;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
-use super::{ActivePolicy, EndpointIndex, PolicyStore};
+use super::{conflicts, ActivePolicy, EndpointIndex, PolicyConflict, PolicyStore};
 use outrigger_proxy_core::metrics::Metrics;
 
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,8 @@ pub enum PolicyLoadError {
 pub struct LoadedFile {
     pub checksum: String,
     pub policies: Vec<PolicyManifest>,
+    /// Policies that lose to another on the same Service and port.
+    pub conflicts: Vec<PolicyConflict>,
     pub endpoints: EndpointIndex,
 }
 
@@ -77,6 +79,7 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
     }
     Ok(LoadedFile {
         checksum: checksum(text),
+        conflicts: conflicts(&policies),
         policies,
         endpoints,
     })
@@ -87,16 +90,34 @@ fn checksum(text: &str) -> String {
     digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Installs a loaded file as the next policy generation.
+/// Installs a loaded file as the next policy generation, saying which
+/// policies lost a conflict (a warning each, and the
+/// `outrigger_policy_conflicts` gauge).
 pub fn activate(store: &PolicyStore, metrics: &Metrics, path: &Path, loaded: LoadedFile) {
     let version = store.current().version + 1;
     let loaded_at = SystemTime::now();
+    for c in &loaded.conflicts {
+        let port = c
+            .port
+            .map_or("every port".to_string(), |p| format!("port {p}"));
+        tracing::warn!(
+            policy = %c.policy,
+            winner = %c.winner,
+            service = %c.service,
+            port = c.port,
+            "policies {} and {} both target Service {} ({port}): {} applies and {} is ignored \
+             (the oldest policy wins, then the first by namespace/name, as the operator decides)",
+            c.winner, c.policy, c.service, c.winner, c.policy,
+        );
+    }
+    metrics.policy_conflicts.set(loaded.conflicts.len() as i64);
     store.replace(ActivePolicy {
         version,
         source: format!("file:{}", path.display()),
         checksum: loaded.checksum,
         loaded_at,
         policies: loaded.policies,
+        conflicts: loaded.conflicts,
         endpoints: loaded.endpoints,
     });
     metrics.policy_version.set(version as i64);
@@ -234,6 +255,34 @@ spec:
         stop.cancel();
         watcher.await.unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_conflict_is_counted_and_the_winner_applies() {
+        let loser = GOOD.replace("name: payments, namespace", "name: zeta, namespace");
+        let text = format!("{GOOD}---\n{}", loser.replace("2s", "9s"));
+        let loaded = parse_policy_text(Path::new("/p.yaml"), &text).unwrap();
+        let metrics = Metrics::new(10);
+        let store = PolicyStore::new(ActivePolicy::defaults());
+        activate(&store, &metrics, Path::new("/p.yaml"), loaded);
+        assert_eq!(metrics.policy_conflicts.get(), 1);
+        let active = store.current();
+        assert_eq!(active.conflicts[0].policy, "shop/zeta");
+        assert_eq!(active.conflicts[0].winner, "shop/payments");
+        let service = crate::ServiceRef {
+            namespace: "shop".into(),
+            name: "payments".into(),
+        };
+        let chosen = active.policy_for(&service, 80).unwrap();
+        assert_eq!(chosen.metadata.name, "payments");
+        // A file without the conflict clears the gauge.
+        activate(
+            &store,
+            &metrics,
+            Path::new("/p.yaml"),
+            parse_policy_text(Path::new("/p.yaml"), GOOD).unwrap(),
+        );
+        assert_eq!(metrics.policy_conflicts.get(), 0);
     }
 
     async fn wait_for(mut condition: impl FnMut() -> bool) {

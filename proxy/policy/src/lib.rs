@@ -2,10 +2,12 @@
 //! plane), swapped atomically, and matched to destinations.
 #![forbid(unsafe_code)]
 
+mod conflicts;
 mod endpoints;
 mod file_source;
 mod matcher;
 
+pub use conflicts::{conflicts, PolicyConflict};
 pub use endpoints::EndpointIndex;
 pub use file_source::{activate, load_policy_file, watch_policy_file, LoadedFile, PolicyLoadError};
 pub use matcher::{DestinationMatcher, ServiceRef};
@@ -15,6 +17,7 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use outrigger_api::manifest::PolicyManifest;
+use outrigger_api::semantics;
 use serde::Serialize;
 
 /// One loaded generation of policy. Immutable: requests hold an `Arc` to the
@@ -29,7 +32,12 @@ pub struct ActivePolicy {
     pub checksum: String,
     #[serde(serialize_with = "serialize_unix_time")]
     pub loaded_at: SystemTime,
+    /// Every policy of the file, in file order.
     pub policies: Vec<PolicyManifest>,
+    /// Policies that lost a conflict to another on the same Service and
+    /// port, and apply nowhere (the operator marks such a policy
+    /// Conflicted).
+    pub conflicts: Vec<PolicyConflict>,
     /// Endpoints from Service/EndpointSlice documents in the same source.
     pub endpoints: EndpointIndex,
 }
@@ -42,9 +50,31 @@ impl ActivePolicy {
             checksum: String::new(),
             loaded_at: SystemTime::now(),
             policies: Vec::new(),
+            conflicts: Vec::new(),
             endpoints: EndpointIndex::default(),
         }
     }
+
+    /// The policy governing calls to `service` on Service port `port`: of
+    /// the policies that won their conflicts, the one naming that port, else
+    /// the one naming none ([`semantics::select`], as the operator chooses).
+    pub fn policy_for(&self, service: &ServiceRef, port: u16) -> Option<&PolicyManifest> {
+        let lost = |i: usize| self.conflicts.iter().any(|c| c.index == i);
+        let candidates = self
+            .policies
+            .iter()
+            .enumerate()
+            .filter(|(i, p)| !lost(*i) && targets(p, service))
+            .map(|(_, p)| (p.spec.target_ref.port, p));
+        semantics::select(candidates, port)
+    }
+}
+
+/// Whether `policy` targets `service` (its targetRef names a Service in the
+/// policy's own namespace, "default" when it has none).
+fn targets(policy: &PolicyManifest, service: &ServiceRef) -> bool {
+    policy.spec.target_ref.name == service.name
+        && policy.metadata.namespace.as_deref().unwrap_or("default") == service.namespace
 }
 
 fn serialize_unix_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
@@ -73,5 +103,66 @@ impl PolicyStore {
 
     pub fn replace(&self, policy: ActivePolicy) {
         self.current.store(Arc::new(policy));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use outrigger_api::manifest::{parse_documents, Document};
+
+    const TWO: &str = r#"
+apiVersion: outrigger.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: any-port, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: payments}
+---
+apiVersion: outrigger.dev/v1alpha1
+kind: ResiliencePolicy
+metadata: {name: port-8080, namespace: shop}
+spec:
+  targetRef: {kind: Service, name: payments, port: 8080}
+"#;
+
+    fn active(yaml: &str) -> ActivePolicy {
+        let policies: Vec<PolicyManifest> = parse_documents(yaml)
+            .unwrap()
+            .into_iter()
+            .filter_map(|d| match d {
+                Document::Policy(p) => Some(*p),
+                _ => None,
+            })
+            .collect();
+        ActivePolicy {
+            conflicts: conflicts(&policies),
+            policies,
+            ..ActivePolicy::defaults()
+        }
+    }
+
+    fn service(namespace: &str) -> ServiceRef {
+        ServiceRef {
+            namespace: namespace.into(),
+            name: "payments".into(),
+        }
+    }
+
+    #[test]
+    fn port_specific_policy_wins_its_port() {
+        let active = active(TWO);
+        let name = |port| {
+            active
+                .policy_for(&service("shop"), port)
+                .map(|p| p.metadata.name.clone())
+        };
+        assert_eq!(name(8080).as_deref(), Some("port-8080"));
+        assert_eq!(name(80).as_deref(), Some("any-port"));
+        assert_eq!(active.policy_for(&service("other"), 80), None);
+        assert_eq!(
+            active.policy_for(&service("default"), 80),
+            None,
+            "a policy's namespace is its own"
+        );
     }
 }

@@ -1,9 +1,7 @@
-//! Which Service a destination names, and which policy applies to it. A policy
-//! targets a Service by name in its namespace; a request names its destination
-//! the way Kubernetes DNS allows (`payments`, `payments.shop`,
-//! `payments.shop.svc`, `payments.shop.svc.cluster.local`), with a port.
-
-use outrigger_api::manifest::PolicyManifest;
+//! Which Service a destination names: a request names it the way Kubernetes
+//! DNS allows (`payments`, `payments.shop`, `payments.shop.svc`,
+//! `payments.shop.svc.cluster.local`), with a port. Which policy applies to a
+//! Service port is [`crate::ActivePolicy::policy_for`].
 
 #[derive(Debug, Clone)]
 pub struct DestinationMatcher {
@@ -49,64 +47,11 @@ impl DestinationMatcher {
             name: name.to_string(),
         }
     }
-
-    /// The policy for `service` on `port`. A policy whose targetRef names the
-    /// port wins over one that does not; among equals the first wins.
-    pub fn find<'a>(
-        &self,
-        policies: &'a [PolicyManifest],
-        service: &ServiceRef,
-        port: u16,
-    ) -> Option<&'a PolicyManifest> {
-        let mut portless = None;
-        for policy in policies {
-            let target = &policy.spec.target_ref;
-            let policy_ns = policy.metadata.namespace.as_deref().unwrap_or("default");
-            if target.name != service.name || policy_ns != service.namespace {
-                continue;
-            }
-            match target.port {
-                Some(p) if p == port => return Some(policy),
-                Some(_) => {}
-                None => {
-                    portless.get_or_insert(policy);
-                }
-            }
-        }
-        portless
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use outrigger_api::manifest::{parse_documents, Document};
-
-    fn policies(yaml: &str) -> Vec<PolicyManifest> {
-        parse_documents(yaml)
-            .unwrap()
-            .into_iter()
-            .filter_map(|d| match d {
-                Document::Policy(p) => Some(*p),
-                _ => None,
-            })
-            .collect()
-    }
-
-    const TWO: &str = r#"
-apiVersion: outrigger.dev/v1alpha1
-kind: ResiliencePolicy
-metadata: {name: any-port, namespace: shop}
-spec:
-  targetRef: {kind: Service, name: payments}
----
-apiVersion: outrigger.dev/v1alpha1
-kind: ResiliencePolicy
-metadata: {name: port-8080, namespace: shop}
-spec:
-  targetRef: {kind: Service, name: payments, port: 8080}
-"#;
-
     fn matcher(namespace: &str) -> DestinationMatcher {
         DestinationMatcher {
             namespace: namespace.into(),
@@ -132,27 +77,5 @@ spec:
         }
         assert_eq!(m.service_of("payments.shop.svc.example.org"), None);
         assert_eq!(m.service_of("10.0.0.1"), None);
-    }
-
-    #[test]
-    fn port_specific_policy_wins() {
-        let policies = policies(TWO);
-        let m = matcher("default");
-        let service = m.service_of("payments.shop").unwrap();
-        assert_eq!(
-            m.find(&policies, &service, 8080).unwrap().metadata.name,
-            "port-8080"
-        );
-        assert_eq!(
-            m.find(&policies, &service, 80).unwrap().metadata.name,
-            "any-port"
-        );
-        let other = m.service_of("payments.other").unwrap();
-        assert_eq!(m.find(&policies, &other, 80), None);
-        assert_eq!(
-            m.find(&policies, &m.own_service("payments"), 80),
-            None,
-            "own namespace is default"
-        );
     }
 }

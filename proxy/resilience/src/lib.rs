@@ -1,4 +1,5 @@
-//! Pure resilience state machines: no I/O, no clocks, no global randomness.
+//! Pure resilience state machines (and the gRPC wire values they read):
+//! no I/O, no clocks, no global randomness.
 //!
 //! Every function takes the current time (`now`) and, where needed, an RNG from the
 //! caller, so behaviour is deterministic under test and the types can sit behind a
@@ -8,6 +9,7 @@
 pub mod backoff;
 pub mod breaker;
 pub mod budget;
+pub mod grpc;
 pub mod outlier;
 pub mod rate_limit;
 pub mod window;

@@ -3,7 +3,10 @@
 //! script, an `x-fault` request header, or a random failure rate.
 //!
 //! `x-fault: status=503; delay=100ms; retry-after=2; reset=before-headers`
-//! (`reset=after-headers` aborts mid-body; `hang` never answers).
+//! (`reset=after-headers` aborts mid-body; `hang` never answers;
+//! `stall=length` or `stall=chunked` sends 200 and part of a body, declared
+//! with a Content-Length or not, then nothing more; `read-body` reads the
+//! whole request body first and keeps it for [`FaultUpstream::received`]).
 //!
 //! Paths: `/echo` streams the request body back, `/sha256` answers the body's
 //! digest, `/bytes/N` streams N bytes, `/trailers` ends with trailers; anything
@@ -45,6 +48,17 @@ pub struct Fault {
     pub retry_after: Option<String>,
     pub reset: Option<ResetPoint>,
     pub hang: bool,
+    pub stall: Option<Stall>,
+    pub read_body: bool,
+}
+
+/// A response body that stops after its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stall {
+    /// Declared with a Content-Length.
+    Length,
+    /// Of unknown length (chunked on HTTP/1.1).
+    Chunked,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +102,14 @@ impl Fault {
                     })
                 }
                 "hang" => fault.hang = true,
+                "stall" => {
+                    fault.stall = Some(match value {
+                        "length" => Stall::Length,
+                        "chunked" => Stall::Chunked,
+                        other => return Err(format!("bad stall {other:?}")),
+                    })
+                }
+                "read-body" => fault.read_body = true,
                 other => return Err(format!("unknown fault {other:?}")),
             }
         }
@@ -119,8 +141,12 @@ pub struct FaultUpstream {
     hits: Arc<AtomicU64>,
     arrivals: Arc<Mutex<Vec<Instant>>>,
     script: Arc<Mutex<VecDeque<Fault>>>,
+    received: Arc<Mutex<Vec<Received>>>,
     stop: CancellationToken,
 }
+
+/// A request body read under `read-body`, with its trailers.
+pub type Received = (Bytes, Option<HeaderMap>);
 
 impl FaultUpstream {
     pub async fn start(addr: SocketAddr, config: FaultConfig) -> std::io::Result<FaultUpstream> {
@@ -132,6 +158,7 @@ impl FaultUpstream {
             script: Arc::new(Mutex::new(config.script.into())),
             failure_rate: Arc::new(AtomicU64::new(config.failure_rate.to_bits())),
             body: Bytes::from(vec![b'x'; config.body_bytes]),
+            received: Arc::default(),
         });
         let stop = CancellationToken::new();
         tokio::spawn(accept(listener, shared.clone(), stop.clone()));
@@ -141,6 +168,7 @@ impl FaultUpstream {
             hits: shared.hits.clone(),
             arrivals: shared.arrivals.clone(),
             script: shared.script.clone(),
+            received: shared.received.clone(),
             stop,
         })
     }
@@ -158,6 +186,11 @@ impl FaultUpstream {
     /// When each request arrived, in order.
     pub fn arrivals(&self) -> Vec<Instant> {
         self.arrivals.lock().expect("not poisoned").clone()
+    }
+
+    /// The request bodies read under `read-body`, in order.
+    pub fn received(&self) -> Vec<Received> {
+        self.received.lock().expect("not poisoned").clone()
     }
 
     /// Replaces the script: the next requests get these faults, in order.
@@ -179,6 +212,7 @@ struct Shared {
     /// An f64 as bits, so the rate can change while serving.
     failure_rate: Arc<AtomicU64>,
     body: Bytes,
+    received: Arc<Mutex<Vec<Received>>>,
 }
 
 async fn accept(listener: TcpListener, shared: Arc<Shared>, stop: CancellationToken) {
@@ -225,6 +259,19 @@ async fn respond(
         }
     }
     let fault = next_fault(&shared, request.headers())?;
+    let request = if fault.read_body {
+        let (parts, body) = request.into_parts();
+        let collected = body.collect().await?;
+        let trailers = collected.trailers().cloned();
+        let mut received = shared.received.lock().expect("not poisoned");
+        // Bounded, like the arrivals.
+        if received.len() < 1000 {
+            received.push((collected.to_bytes(), trailers));
+        }
+        Request::from_parts(parts, outrigger_http::body::empty())
+    } else {
+        request.map(|body| body.map_err(BoxError::from).boxed_unsync())
+    };
     if let Some(delay) = fault.delay {
         tokio::time::sleep(delay).await;
     }
@@ -235,6 +282,20 @@ async fn respond(
         // An error from the service makes hyper abort the connection (h1) or
         // reset the stream (h2) without a response.
         return Err("injected reset before headers".into());
+    }
+    if let Some(stall) = fault.stall {
+        use futures_util::StreamExt;
+        let first = futures_util::stream::iter([Ok::<_, BoxError>(Frame::data(
+            Bytes::from_static(b"partial"),
+        ))]);
+        let stalled = first.chain(futures_util::stream::pending());
+        let mut response = Response::new(StreamBody::new(stalled).boxed_unsync());
+        if stall == Stall::Length {
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_LENGTH, HeaderValue::from(100));
+        }
+        return Ok(response);
     }
     let mut response = match fault.status {
         Some(status) => {
@@ -277,12 +338,11 @@ fn next_fault(shared: &Shared, headers: &HeaderMap) -> Result<Fault, BoxError> {
 
 async fn serve_path(
     shared: &Shared,
-    request: Request<Incoming>,
+    request: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, BoxError> {
     let path = request.uri().path().to_owned();
     if path == "/echo" {
-        let body = request.into_body().map_err(BoxError::from).boxed_unsync();
-        return Ok(Response::new(body));
+        return Ok(Response::new(request.into_body()));
     }
     if path == "/sha256" {
         let mut hasher = Sha256::new();

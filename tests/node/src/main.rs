@@ -97,6 +97,8 @@ fn main() -> Result<()> {
                     tracing_subscriber::EnvFilter::try_from_env("OUTRIGGER_LOG")
                         .unwrap_or_else(|_| "info".into()),
                 )
+                // Its logs go to files: colour only at a terminal.
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .with_writer(std::io::stderr)
                 .init();
             let bin_dir = match bin_dir {

@@ -420,7 +420,7 @@ fn apps_run_injected(api: &KubeApi, node: &NodeProcess, state: &Path) {
         sample(
             &out,
             "outrigger_requests_total",
-            "direction=\"outbound\",status_class=\"2xx\""
+            "direction=\"outbound\",route=\"default\",status_class=\"2xx\""
         ) >= 1.0,
         "client proxy metrics:\n{out}"
     );
@@ -429,7 +429,7 @@ fn apps_run_injected(api: &KubeApi, node: &NodeProcess, state: &Path) {
         sample(
             &inb,
             "outrigger_requests_total",
-            "web.shop.svc.cluster.local:80\",direction=\"inbound\",status_class=\"2xx\""
+            "web.shop.svc.cluster.local:80\",direction=\"inbound\",route=\"default\",status_class=\"2xx\""
         ) >= 1.0,
         "server proxy metrics:\n{inb}"
     );

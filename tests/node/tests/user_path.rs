@@ -177,7 +177,7 @@ fn the_users_path_on_one_machine() {
             sample(
                 &metrics(ip),
                 "outrigger_requests_total",
-                "direction=\"inbound\",status_class=\"4xx\"",
+                "direction=\"inbound\",route=\"default\",status_class=\"4xx\"",
             )
         })
         .sum();
@@ -192,7 +192,7 @@ fn the_users_path_on_one_machine() {
             sample(
                 &metrics(ip),
                 "outrigger_requests_total",
-                "direction=\"inbound\",status_class=\"4xx\"",
+                "direction=\"inbound\",route=\"default\",status_class=\"4xx\"",
             )
         })
         .sum();

@@ -3,17 +3,24 @@
 //! (`backendRequest`, cut to the request deadline), and the bookkeeping of
 //! its outcome: latency estimate, outlier detector, breaker.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::breaker::{self, BreakerPermit};
+use http::Response;
+use prometheus::IntGauge;
+
+use super::breaker::{self, BreakerPermit, Site};
 use super::error::CallError;
+use super::grpc;
 use super::now;
 use super::outcome::Outcome;
 use super::upstream::{upstream_request, Head, Upstream};
 use crate::config::RouteConfig;
-use crate::stack::DestinationStack;
-use outrigger_http::body::ProxyBody;
+use crate::stack::{Breaker, DestinationStack, EndpointReport, Endpoints};
+use outrigger_api::policy::FailureKind;
+use outrigger_http::body::{empty, ProxyBody};
 use outrigger_http::error_response::ProxyError;
+use outrigger_proxy_core::metrics::Metrics;
 
 /// Latency the balancer charges an endpoint for a transport failure.
 const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
@@ -36,14 +43,15 @@ pub async fn attempt<U: Upstream>(
         ));
     };
     let endpoint = &stack.endpoints.list[index];
-    let request = upstream_request(head, body, &endpoint.target);
+    let mut request = upstream_request(head, body, &endpoint.target);
+    grpc::pass_on_deadline(request.headers_mut(), deadline, now());
     let per_try = match (route.backend_timeout, deadline) {
         (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(now()))),
         (Some(t), None) => Some(t),
         (None, _) => None,
     };
     let sent = now();
-    let outcome = {
+    let mut outcome = {
         let _pending = endpoint.start();
         let exchange = upstream.send(&endpoint.target, request);
         match per_try {
@@ -56,20 +64,26 @@ pub async fn attempt<U: Upstream>(
     let done = now();
     record(
         stack,
+        route,
         index,
         permit,
-        &outcome,
+        &mut outcome,
         done.duration_since(sent),
         done,
     );
     Ok((outcome, index))
 }
 
+/// Records an attempt: its latency at once; its result in the outlier
+/// detector and the breaker at once too, except for a gRPC response whose
+/// status is still to come, recorded when its body shows it
+/// ([`grpc::Verdict`]).
 fn record(
     stack: &DestinationStack,
+    route: &RouteConfig,
     index: usize,
     permit: Option<BreakerPermit>,
-    outcome: &Outcome,
+    outcome: &mut Outcome,
     elapsed: Duration,
     now: Instant,
 ) {
@@ -85,7 +99,7 @@ fn record(
     let timeout = |kind: &str| {
         metrics
             .timeouts
-            .with_label_values(&[stack.direction, &stack.label, kind])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, kind])
             .inc()
     };
     match outcome {
@@ -93,8 +107,80 @@ fn record(
         Outcome::ConnectFailure(detail) if detail.contains("timed out") => timeout("connect"),
         _ => {}
     }
-    stack.record_endpoint_result(index, outcome.is_endpoint_failure(), now);
+    let counted = stack.breaker.is_some() || endpoints.outlier.is_some();
+    if let Outcome::Response(response) = outcome {
+        if counted && grpc::status_pending(response) {
+            let later = Later {
+                direction: stack.direction,
+                label: stack.label.clone(),
+                metrics: stack.metrics.clone(),
+                breaker: stack.breaker.clone().zip(permit),
+                endpoints: endpoints.clone(),
+                gauge: stack.ejected_endpoints_gauge.clone(),
+                dry_run: stack.config.dry_run,
+                index,
+                elapsed,
+            };
+            let taken = std::mem::replace(response, Response::new(empty()));
+            *response = grpc::on_verdict(taken, move |verdict| later.settle(verdict));
+            return;
+        }
+    }
+    if let Some((settings, _)) = &endpoints.outlier {
+        let failure = outcome.is_endpoint_failure(settings.grpc_codes);
+        stack.record_endpoint_result(index, failure, now);
+    }
     breaker::record(stack, permit, outcome, elapsed, now);
+}
+
+/// An attempt's result to record once its gRPC status shows: what the
+/// recording needs, owned, since the call has returned by then. Dropped
+/// unsettled (the body never showed a verdict), its breaker admission is
+/// released and the outlier detector hears nothing.
+struct Later {
+    direction: &'static str,
+    label: Arc<str>,
+    metrics: Arc<Metrics>,
+    breaker: Option<(Arc<Breaker>, BreakerPermit)>,
+    endpoints: Arc<Endpoints>,
+    gauge: Option<IntGauge>,
+    dry_run: bool,
+    index: usize,
+    elapsed: Duration,
+}
+
+impl Later {
+    fn settle(self, verdict: grpc::Verdict) {
+        let now = now();
+        let site = Site {
+            direction: self.direction,
+            label: &self.label,
+            metrics: &self.metrics,
+        };
+        let failure = |codes: outrigger_resilience::grpc::Codes, broken: bool| match verdict {
+            grpc::Verdict::Message => false,
+            grpc::Verdict::Status(code) => codes.contains(code),
+            grpc::Verdict::Broken => broken,
+        };
+        if let Some((settings, _)) = &self.endpoints.outlier {
+            let failed = failure(settings.grpc_codes, true);
+            let report = EndpointReport {
+                direction: self.direction,
+                label: &self.label,
+                metrics: &self.metrics,
+                gauge: self.gauge.as_ref(),
+                dry_run: self.dry_run,
+            };
+            self.endpoints
+                .record_result(&report, self.index, failed, now);
+        }
+        if let Some((breaker, held)) = self.breaker {
+            let settings = &breaker.settings;
+            let broken = settings.failure_on.contains(&FailureKind::ConnectionError);
+            let failed = failure(settings.grpc_codes, broken);
+            breaker::settle(&site, &breaker, held, failed, self.elapsed, now);
+        }
+    }
 }
 
 #[cfg(test)]
@@ -145,6 +231,7 @@ mod tests {
             consecutive_failures: 1,
             base_ejection_time: Duration::from_secs(30),
             max_ejection_percent: 50,
+            grpc_codes: Default::default(),
         });
         let stack = stack(config, 2);
         // Endpoint 1 refuses connections; endpoint 0 answers.

@@ -10,7 +10,8 @@ use outrigger_resilience::{Admission, CircuitBreaker, Permit, Transition};
 use super::error::CallError;
 use super::now;
 use super::outcome::Outcome;
-use crate::stack::DestinationStack;
+use crate::stack::{Breaker, DestinationStack};
+use outrigger_proxy_core::metrics::Metrics;
 
 /// A breaker admission that must be answered: recorded with the outcome, or
 /// released if the attempt is abandoned (the caller went away, the request
@@ -39,7 +40,7 @@ pub fn admit(stack: &DestinationStack) -> Result<Option<BreakerPermit>, CallErro
         .expect("not poisoned")
         .try_acquire_with_transition(now());
     if let Some(t) = transition {
-        report_transition(stack, t);
+        report_transition(&Site::of(stack), t);
     }
     stack.publish_circuit_state(now());
     let metrics = &stack.metrics.resilience;
@@ -76,37 +77,58 @@ pub fn record(
     elapsed: Duration,
     now: Instant,
 ) {
-    let (Some(breaker), Some(mut held)) = (&stack.breaker, held) else {
+    let (Some(breaker), Some(held)) = (&stack.breaker, held) else {
         return;
     };
-    let failure = outcome.is_breaker_failure(&breaker.settings.failure_on);
-    if let Some(permit) = held.permit.take() {
-        let transition = breaker
-            .state
-            .lock()
-            .expect("not poisoned")
-            .record(now, permit, failure, elapsed);
-        if let Some(t) = transition {
-            report_transition(stack, t);
-        }
-    }
-    stack.publish_circuit_state(now);
+    let settings = &breaker.settings;
+    let failure = outcome.is_breaker_failure(&settings.failure_on, settings.grpc_codes);
+    settle(&Site::of(stack), breaker, held, failure, elapsed, now);
 }
 
-fn report_transition(stack: &DestinationStack, t: Transition) {
-    stack
-        .metrics
+/// Where results are reported: the destination's metrics and label.
+pub struct Site<'a> {
+    pub direction: &'static str,
+    pub label: &'a str,
+    pub metrics: &'a Metrics,
+}
+
+impl<'a> Site<'a> {
+    pub fn of(stack: &'a DestinationStack) -> Self {
+        Site {
+            direction: stack.direction,
+            label: &stack.label,
+            metrics: &stack.metrics,
+        }
+    }
+}
+
+/// Records a result, a failure or not, under its admission (also when it
+/// is known only after the call returned: a gRPC status in trailers).
+pub fn settle(
+    site: &Site<'_>,
+    breaker: &Breaker,
+    mut held: BreakerPermit,
+    failure: bool,
+    elapsed: Duration,
+    now: Instant,
+) {
+    let mut state = breaker.state.lock().expect("not poisoned");
+    if let Some(permit) = held.permit.take() {
+        if let Some(t) = state.record(now, permit, failure, elapsed) {
+            report_transition(site, t);
+        }
+    }
+    breaker.gauge.set(state.state(now).state_gauge_value());
+}
+
+fn report_transition(site: &Site<'_>, t: Transition) {
+    site.metrics
         .resilience
         .circuit_transitions
-        .with_label_values(&[
-            stack.direction,
-            &stack.label,
-            t.from.as_str(),
-            t.to.as_str(),
-        ])
+        .with_label_values(&[site.direction, site.label, t.from.as_str(), t.to.as_str()])
         .inc();
     tracing::warn!(
-        destination = %stack.label,
+        destination = %site.label,
         from = t.from.as_str(),
         to = t.to.as_str(),
         reason = t.reason,

@@ -29,7 +29,7 @@ pub async fn within(
                 .metrics
                 .resilience
                 .timeouts
-                .with_label_values(&[stack.direction, &stack.label, "request"])
+                .with_label_values(&[stack.direction, &stack.label, &route.name, "request"])
                 .inc();
             Err(CallError::new(
                 ProxyError::Timeout,

@@ -13,9 +13,13 @@
 
 mod admission;
 mod attempt;
+mod body_time;
 mod breaker;
 mod deadline;
 mod error;
+mod grpc;
+#[cfg(test)]
+mod grpc_tests;
 mod outcome;
 mod retry;
 #[cfg(test)]
@@ -24,15 +28,19 @@ mod testing;
 mod tests;
 mod upstream;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::config::RouteConfig;
 use super::guarded_body::with_guard;
 use super::stack::DestinationStack;
+use body_time::{Activity, Limits, RequestFacts, Shape, Touching};
 use outrigger_http::body::ProxyBody;
+use outrigger_http::error_response::ProxyError;
 
 pub use error::{CallError, Cause};
 pub use retry::RequestBody;
@@ -43,16 +51,21 @@ pub struct Served {
     pub response: Response<ProxyBody>,
     /// Set when the proxy answered itself (the typed `x-outrigger-error`).
     pub error: Option<Cause>,
+    /// The `route` label of the route that served it.
+    pub route: Arc<str>,
 }
 
 /// Runs one request through `stack`, sending through its kept-alive
-/// connections. `started` is when the proxy received it.
+/// connections. `started` is when the proxy received it; `stop` resolves when
+/// the proxy's drain timeout has run out, which answers a request still
+/// waiting for its response with 503 `shutdown`.
 pub async fn call(
     stack: Arc<DestinationStack>,
     request: Request<Incoming>,
     started: Instant,
+    stop: impl Future<Output = ()>,
 ) -> Served {
-    serve(&stack, &stack.clients, request, started).await
+    serve(&stack, &stack.clients, request, started, stop).await
 }
 
 /// [`call`] over any upstream.
@@ -61,17 +74,62 @@ pub async fn serve<U: Upstream, B: RequestBody>(
     upstream: &U,
     request: Request<B>,
     started: Instant,
+    stop: impl Future<Output = ()>,
 ) -> Served {
-    let slot = match admission::admit(stack).await {
-        Ok(slot) => slot,
-        Err(error) => return edge(Err(error)),
-    };
+    // Matched first, so every answer (a refusal at admission, a shutdown)
+    // is labelled by its route.
     let route = stack
         .config
         .route(request.method(), request.uri().path(), request.headers());
-    let deadline = route.request_timeout.map(|t| started + t);
+    tokio::select! {
+        served = exchange(stack, upstream, route, request, started) => served,
+        () = stop => edge(Err(CallError::new(
+            ProxyError::Shutdown,
+            "the proxy is shutting down and its drain timeout ran out before a response",
+        )), route),
+    }
+}
+
+async fn exchange<U: Upstream, B: RequestBody>(
+    stack: &DestinationStack,
+    upstream: &U,
+    route: &RouteConfig,
+    request: Request<B>,
+    started: Instant,
+) -> Served {
+    let slot = match admission::admit(stack).await {
+        Ok(slot) => slot,
+        Err(error) => return edge(Err(error), route),
+    };
+    // The route's request timeout, shortened by a gRPC client's grpc-timeout.
+    let deadline = grpc::deadline(route.request_timeout, request.headers(), started);
+    let facts = RequestFacts::of(request.method(), request.headers());
+    // `timeouts.idle` bounds silence on the bodies of a policy's destinations.
+    let idle = stack
+        .config
+        .policy
+        .is_some()
+        .then_some(stack.config.idle_timeout);
+    let activity = idle.map(|_| Activity::new());
+    let request = request.map(|body| match &activity {
+        Some(activity) => activity.watch_request(body),
+        None => Touching::unwatched(body),
+    });
     let attempts = retry::with_retries(stack, upstream, route, request, deadline);
-    let served = edge(deadline::within(stack, route, deadline, attempts).await);
+    let result = deadline::within(stack, route, deadline, attempts).await;
+    let result = result.map(|response| {
+        // The deadline covers a bounded body to its end; a stream's stopped
+        // at its headers.
+        let bounded = body_time::shape(facts, &response) == Shape::Bounded;
+        let limits = Limits {
+            deadline: deadline.filter(|_| bounded),
+            idle,
+            grpc: facts.grpc,
+            route: route.name.clone(),
+        };
+        body_time::limit(stack, response, limits, activity)
+    });
+    let served = edge(result, route);
     // The concurrency slot is held until the response body has been sent.
     match slot {
         Some(slot) => Served {
@@ -89,21 +147,27 @@ pub async fn serve<U: Upstream, B: RequestBody>(
 pub async fn admit(
     stack: &DestinationStack,
 ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Served> {
-    admission::admit(stack)
-        .await
-        .map_err(|error| edge(Err(error)))
+    admission::admit(stack).await.map_err(|error| Served {
+        error: Some(error.cause()),
+        response: error.into_response(),
+        // Not a route's: upgrades and tunnels are matched by none.
+        route: "".into(),
+    })
 }
 
 /// The edge: a typed error becomes its response here, and only here.
-fn edge(result: Result<Response<ProxyBody>, CallError>) -> Served {
+fn edge(result: Result<Response<ProxyBody>, CallError>, route: &RouteConfig) -> Served {
+    let route = route.name.clone();
     match result {
         Ok(response) => Served {
             response,
             error: None,
+            route,
         },
         Err(error) => Served {
             error: Some(error.cause()),
             response: error.into_response(),
+            route,
         },
     }
 }

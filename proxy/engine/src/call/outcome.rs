@@ -5,12 +5,14 @@ use http::{Response, StatusCode};
 use outrigger_api::policy::{FailureKind, RetryOn};
 
 use super::error::CallError;
+use super::grpc::trailers_only_status;
 use crate::config::RetrySettings;
 use crate::stack::DestinationStack;
 use outrigger_http::body::ProxyBody;
-use outrigger_http::error_response::ProxyError;
+use outrigger_http::error_response::{ProxyError, ERROR_HEADER};
 use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::HostPort;
+use outrigger_resilience::grpc::{self, Codes};
 
 pub enum Outcome {
     Response(Response<ProxyBody>),
@@ -36,38 +38,68 @@ impl Outcome {
         )
     }
 
-    /// Whether the breaker counts this as a failure under `failure_on`.
-    pub fn is_breaker_failure(&self, failure_on: &[FailureKind]) -> bool {
-        failure_on.iter().any(|kind| match (kind, self) {
-            (FailureKind::ServerError, Outcome::Response(r)) => r.status().is_server_error(),
-            (FailureKind::GatewayError, Outcome::Response(r)) => {
-                matches!(r.status().as_u16(), 502..=504)
-            }
-            (FailureKind::Timeout, Outcome::AttemptTimeout) => true,
-            (FailureKind::ConnectionError, o) => {
-                !matches!(o, Outcome::Response(_) | Outcome::AttemptTimeout)
-            }
-            _ => false,
-        })
+    /// Whether the breaker counts this as a failure under `failure_on`, or
+    /// as a trailers-only gRPC response with one of `grpc_codes`.
+    pub fn is_breaker_failure(&self, failure_on: &[FailureKind], grpc_codes: Codes) -> bool {
+        self.is_grpc_failure(grpc_codes)
+            || failure_on.iter().any(|kind| match (kind, self) {
+                (FailureKind::ServerError, Outcome::Response(r)) => r.status().is_server_error(),
+                (FailureKind::GatewayError, Outcome::Response(r)) => {
+                    matches!(r.status().as_u16(), 502..=504)
+                }
+                (FailureKind::Timeout, Outcome::AttemptTimeout) => true,
+                (FailureKind::ConnectionError, o) => {
+                    !matches!(o, Outcome::Response(_) | Outcome::AttemptTimeout)
+                }
+                _ => false,
+            })
     }
 
     /// Outlier detection counts 5xx, connection errors and timeouts (Envoy's
-    /// consecutive-5xx, where local failures count as 503).
-    pub fn is_endpoint_failure(&self) -> bool {
+    /// consecutive-5xx, where local failures count as 503), and trailers-only
+    /// gRPC responses with one of `grpc_codes`.
+    pub fn is_endpoint_failure(&self, grpc_codes: Codes) -> bool {
         match self {
-            Outcome::Response(r) => r.status().is_server_error(),
+            Outcome::Response(r) => {
+                r.status().is_server_error() || self.is_grpc_failure(grpc_codes)
+            }
             _ => true,
         }
     }
 
+    fn is_grpc_failure(&self, codes: Codes) -> bool {
+        matches!(self, Outcome::Response(r)
+            if trailers_only_status(r).is_some_and(|code| codes.contains(code)))
+    }
+
+    /// What the retry loop should make of this outcome: the one place where
+    /// an outcome is classified for retries (a protocol-aware classifier,
+    /// gRPC's `grpc-status` say, plugs in here).
+    pub fn retry_verdict(&self, retry: &RetrySettings) -> RetryVerdict {
+        let Some(reason) = self.retry_reason(retry) else {
+            return RetryVerdict::Final;
+        };
+        match self {
+            // Another proxy refused the call to protect its Service: retrying
+            // would multiply the load it is shedding, hop after hop.
+            Outcome::Response(r) if refused_by_a_proxy(r.headers()) => {
+                RetryVerdict::Refused("proxy-overloaded")
+            }
+            _ => RetryVerdict::Retry(reason),
+        }
+    }
+
     /// The retry reason, if the policy retries this outcome.
-    pub fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
+    fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
         let on = |c: RetryOn| retry.on.contains(&c);
         match self {
             Outcome::Response(r) if retry.codes.contains(&r.status().as_u16()) => {
                 Some(status_reason(r.status()))
             }
-            Outcome::Response(_) => None,
+            // Known before anything reached the client: a trailers-only answer.
+            Outcome::Response(r) => trailers_only_status(r)
+                .filter(|code| retry.grpc_codes.contains(*code))
+                .map(grpc::retry_reason),
             Outcome::ConnectFailure(_) => on(RetryOn::ConnectFailure).then_some("connect-failure"),
             Outcome::RefusedStream(_) => on(RetryOn::RefusedStream).then_some("refused-stream"),
             Outcome::ResetBeforeRequest(_) => (on(RetryOn::ResetBeforeRequest)
@@ -117,6 +149,33 @@ impl Outcome {
             }
         }
     }
+}
+
+/// Whether a retryable outcome is retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryVerdict {
+    /// Not a failure the policy retries: the caller gets it.
+    Final,
+    /// A failure the policy retries, for this reason (counted in
+    /// `outrigger_retries_total{reason}`), if attempts, replay, budget and
+    /// deadline allow.
+    Retry(&'static str),
+    /// A failure the policy names that must not be retried, for this reason
+    /// (counted in `outrigger_retries_skipped_total{reason}`).
+    Refused(&'static str),
+}
+
+/// Whether a response is another Outrigger proxy's refusal to protect its
+/// Service (`x-outrigger-error: overloaded`, `circuit-open` or
+/// `rate-limited`), which a caller must not retry (Envoy's
+/// `x-envoy-overloaded`).
+pub fn refused_by_a_proxy(headers: &http::HeaderMap) -> bool {
+    headers.get(ERROR_HEADER).is_some_and(|v| {
+        matches!(
+            v.as_bytes(),
+            b"overloaded" | b"circuit-open" | b"rate-limited"
+        )
+    })
 }
 
 fn status_reason(status: StatusCode) -> &'static str {

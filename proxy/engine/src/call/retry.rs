@@ -1,11 +1,15 @@
 //! The retry loop: attempts until one answers or a rule says stop. An outcome
-//! is retried when the policy names its reason (`codes`, `on`), attempts are
+//! is retried when the policy names its reason (`codes`, `on`) and it is not
+//! another proxy's refusal (`x-outrigger-error: overloaded`...), attempts are
 //! left, the request may be replayed (idempotent method, `nonIdempotent`, or
-//! the upstream provably never saw it), its body was buffered, the budget
-//! allows, and the wait (Retry-After, else jittered backoff) ends before the
-//! request deadline.
+//! the upstream provably never saw it), its body is still whole in the replay
+//! buffer, the wait (Retry-After up to [`RETRY_AFTER_CAP`], else jittered
+//! backoff) ends before the request deadline, and the budget allows.
+//!
+//! The body is not read ahead: the first attempt streams it while a copy of
+//! up to `maxBufferedBodyBytes` is kept for replay ([`Replay`]).
 
-use std::time::{Instant, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
@@ -17,17 +21,22 @@ use outrigger_api::policy::NonIdempotent;
 use super::attempt::attempt;
 use super::error::CallError;
 use super::now;
-use super::outcome::Outcome;
+use super::outcome::{Outcome, RetryVerdict};
 use super::upstream::{Head, Upstream};
 use crate::config::{RetrySettings, RouteConfig};
 use crate::stack::DestinationStack;
-use outrigger_http::body::{empty, full, BoxError, ProxyBody};
-use outrigger_http::error_response::ProxyError;
+use outrigger_http::body::{empty, BoxError, ProxyBody};
+use outrigger_http::replay::{NotReplayable, Replay};
 use outrigger_resilience::{parse_retry_after, Backoff};
 
 /// A request body the proxy can forward: hyper's `Incoming`, or a test's.
-pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
-impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static> RequestBody for B {}
+pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
+impl<B: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static> RequestBody for B {}
+
+/// The longest `Retry-After` the proxy waits out before a retry; a longer one
+/// (or one past the request deadline) ends retrying, and the caller gets the
+/// response with its `Retry-After`.
+pub const RETRY_AFTER_CAP: Duration = Duration::from_secs(10);
 
 pub async fn with_retries<U: Upstream, B: RequestBody>(
     stack: &DestinationStack,
@@ -36,46 +45,52 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     request: Request<B>,
     deadline: Option<Instant>,
 ) -> Result<Response<ProxyBody>, CallError> {
+    if let Some(budget) = &stack.budget {
+        // Every request counts towards the budget, retried or not.
+        let mut budget = budget.state.lock().expect("not poisoned");
+        budget.record_request(now());
+    }
+    let (mut parts, body) = request.into_parts();
+    let Some(retry) = route.retry.as_ref() else {
+        // The only attempt: it takes the head and the body as they are.
+        let body = match body.is_end_stream() {
+            true => empty(),
+            false => body.map_err(Into::into).boxed_unsync(),
+        };
+        let (outcome, index) = attempt(
+            stack,
+            upstream,
+            route,
+            Head::Once(&mut parts),
+            body,
+            deadline,
+        )
+        .await?;
+        return outcome.into_result(stack, &stack.endpoints.list[index].target);
+    };
     let metrics = &stack.metrics.resilience;
     let skip = |why: &str| {
         metrics
             .retries_skipped
-            .with_label_values(&[stack.direction, &stack.label, why])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
     };
-    let (mut parts, body) = request.into_parts();
-    let retry = route.retry.as_ref();
-    let mut body = match retry {
-        Some(retry) => replayable(body, retry.max_buffered_body_bytes).await?,
-        None => Replay::Streaming(Some(body)),
-    };
-    if retry.is_some() && matches!(body, Replay::Streaming(_)) {
-        skip("body-too-large");
-    }
-    let replay_ok = retry.is_some_and(|r| replay_allowed(&parts, r));
-    if let Some(budget) = &stack.budget {
-        let mut budget = budget.state.lock().expect("not poisoned");
-        budget.record_request(now());
-    }
+    let body = Replay::new(body, retry.max_buffered_body_bytes);
+    let replay_ok = replay_allowed(&parts, retry);
 
     let mut retries_done = 0u32;
     loop {
-        let Some(attempt_body) = body.take() else {
-            // A streamed body was already sent once; never reached for retries.
-            let detail = "request body already consumed";
-            return Err(CallError::new(ProxyError::UpstreamReset, detail));
-        };
-        // Without retries this is the only attempt: it may take the headers.
-        let head = match retry {
-            Some(_) => Head::Shared(&parts),
-            None => Head::Once(&mut parts),
-        };
+        let head = Head::Shared(&parts);
         let (outcome, index) =
-            attempt(stack, upstream, route, head, attempt_body, deadline).await?;
+            attempt(stack, upstream, route, head, body.attempt(), deadline).await?;
         let target = &stack.endpoints.list[index].target;
-        let (Some(retry), Some(reason)) = (retry, retry.and_then(|r| outcome.retry_reason(r)))
-        else {
-            return outcome.into_result(stack, target);
+        let reason = match outcome.retry_verdict(retry) {
+            RetryVerdict::Final => return outcome.into_result(stack, target),
+            RetryVerdict::Refused(why) => {
+                skip(why);
+                return outcome.into_result(stack, target);
+            }
+            RetryVerdict::Retry(reason) => reason,
         };
         if retries_done >= retry.attempts {
             skip("attempts-exhausted");
@@ -85,27 +100,39 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             skip("non-idempotent");
             return outcome.into_result(stack, target);
         }
-        if matches!(body, Replay::Streaming(None)) {
+        // Only now, when a retry is wanted, does the body's size matter.
+        if let Err(why) = body.replayable() {
+            skip(match why {
+                NotReplayable::TooLarge => "body-too-large",
+                NotReplayable::Failed => "body-failed",
+            });
             return outcome.into_result(stack, target);
         }
-        if !withdraw_from_budget(stack) {
-            return outcome.into_result(stack, target);
-        }
-        let delay = retry_after(&outcome).unwrap_or_else(|| {
-            let backoff = Backoff {
-                base: retry.backoff_base,
-                max: retry.backoff_max,
-            };
-            backoff.delay(retries_done, &mut rand::rng())
-        });
+        let delay = match retry_after(&outcome) {
+            Some(wait) if wait > RETRY_AFTER_CAP => {
+                skip("retry-after-too-long");
+                return outcome.into_result(stack, target);
+            }
+            Some(wait) => wait,
+            None => {
+                let backoff = Backoff {
+                    base: retry.backoff_base,
+                    max: retry.backoff_max,
+                };
+                backoff.delay(retries_done, &mut rand::rng())
+            }
+        };
         // Retry only if the wait still leaves time for an attempt.
         if deadline.is_some_and(|d| now() + delay >= d) {
             skip("deadline");
             return outcome.into_result(stack, target);
         }
+        if !withdraw_from_budget(stack) {
+            return outcome.into_result(stack, target);
+        }
         metrics
             .retries
-            .with_label_values(&[stack.direction, &stack.label, reason])
+            .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
             .inc();
         drop(outcome);
         tokio::time::sleep(delay).await;
@@ -167,53 +194,11 @@ fn replay_allowed(parts: &Parts, retry: &RetrySettings) -> bool {
         }
 }
 
-/// The request body, either held for replay or streamed once.
-enum Replay<B> {
-    Buffered(Bytes),
-    Streaming(Option<B>),
-}
-
-impl<B: RequestBody> Replay<B> {
-    /// The body for the next attempt. An empty body is sent as `empty()`,
-    /// which (zero-sized) boxes without allocating.
-    fn take(&mut self) -> Option<ProxyBody> {
-        match self {
-            Replay::Buffered(bytes) if bytes.is_empty() => Some(empty()),
-            Replay::Buffered(bytes) => Some(full(bytes.clone())),
-            Replay::Streaming(body) => body.take().map(|body| match body.is_end_stream() {
-                true => empty(),
-                false => body.map_err(Into::into).boxed_unsync(),
-            }),
-        }
-    }
-}
-
-/// Buffers a body for replay when it is known to fit; otherwise leaves it to
-/// stream once (and the request will not be retried).
-async fn replayable<B: RequestBody>(body: B, max: u64) -> Result<Replay<B>, CallError> {
-    if body.is_end_stream() {
-        return Ok(Replay::Buffered(Bytes::new()));
-    }
-    match body.size_hint().exact() {
-        Some(len) if len <= max => {
-            let collected = http_body_util::Limited::new(body, max as usize)
-                .collect()
-                .await
-                .map_err(|e| {
-                    CallError::new(
-                        ProxyError::BadRequest,
-                        format!("cannot read request body: {e}"),
-                    )
-                })?;
-            Ok(Replay::Buffered(collected.to_bytes()))
-        }
-        _ => Ok(Replay::Streaming(Some(body))),
-    }
-}
-
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{config, counter_with, retry_settings, stack, Scripted, Step};
+    use super::super::testing::{
+        chunked, config, counter_with, retry_settings, stack, Scripted, Step,
+    };
     use super::*;
     use crate::config::BudgetConfig;
     use http_body_util::Full;
@@ -293,8 +278,8 @@ mod tests {
         assert_eq!(response.status(), 201);
         assert_eq!(
             upstream.bodies(),
-            ["x", "x"],
-            "the buffered body is replayed"
+            ["", "x"],
+            "not sent to the refused connection, then sent in full"
         );
 
         let upstream = Scripted::new([Step::Reset, Step::Status(201)]);
@@ -318,31 +303,140 @@ mod tests {
         assert_eq!(response.status(), 200);
     }
 
+    fn trailers() -> http::HeaderMap {
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-checksum", "c0ffee".parse().unwrap());
+        trailers
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn a_streamed_body_is_sent_once_and_not_retried() {
+    async fn a_chunked_body_is_replayed_with_its_trailers() {
         let stack = stack(retrying(2), 1);
         let upstream = Scripted::new([Step::Status(503), Step::Status(200)]);
-        let chunks = Chunked(Some(Bytes::from_static(b"chunk")));
-        let request = Request::put("/").body(chunks).unwrap();
+        let (tx, body) = chunked();
+        for part in ["chunk ", "by ", "chunk"] {
+            tx.send(http_body::Frame::data(Bytes::from(part))).unwrap();
+        }
+        tx.send(http_body::Frame::trailers(trailers())).unwrap();
+        drop(tx);
+        let request = Request::put("/").body(body).unwrap();
+        let response = run(&stack, &upstream, request, None).await.ok().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(upstream.bodies(), ["chunk by chunk", "chunk by chunk"]);
+        assert_eq!(upstream.trailers(), [Some(trailers()), Some(trailers())]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_first_attempt_streams_the_body_as_it_comes() {
+        let stack = stack(retrying(2), 1);
+        let upstream = Scripted::new([Step::Early(503), Step::Status(200)]);
+        let (tx, body) = chunked();
+        tx.send(http_body::Frame::data(Bytes::from("head ")))
+            .unwrap();
+        let request = Request::put("/").body(body).unwrap();
+        let started = tokio::time::Instant::now();
+        let rest_later = async move {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            tx.send(http_body::Frame::data(Bytes::from("tail")))
+                .unwrap();
+        };
+        let (result, ()) = tokio::join!(run(&stack, &upstream, request, None), rest_later);
+        assert_eq!(result.ok().unwrap().status(), 200);
+        let times = upstream.times();
+        assert_eq!(times[0], started, "not held until the body is complete");
+        // The first attempt was answered after one frame; the retry replays
+        // that frame and reads the rest from the client.
+        assert_eq!(upstream.bodies(), ["head ", "head tail"]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_body_past_the_limit_is_sent_once_and_not_retried() {
+        let stack = stack(retrying(2), 1);
+        let upstream = Scripted::new([Step::Status(503), Step::Status(200)]);
+        let (tx, body) = chunked();
+        for _ in 0..3 {
+            tx.send(http_body::Frame::data(Bytes::from(vec![b'x'; 500])))
+                .unwrap();
+        }
+        drop(tx);
+        let request = Request::put("/").body(body).unwrap();
         let response = run(&stack, &upstream, request, None).await.ok().unwrap();
         assert_eq!(response.status(), 503);
         assert_eq!(upstream.times().len(), 1);
+        assert_eq!(upstream.bodies()[0].len(), 1500, "forwarded in full");
         assert_eq!(skipped(&stack, "body-too-large"), 1.0);
     }
 
-    /// A body of unknown length (sent chunked).
-    struct Chunked(Option<Bytes>);
-
-    impl Body for Chunked {
-        type Data = Bytes;
-        type Error = std::convert::Infallible;
-
-        fn poll_frame(
-            mut self: std::pin::Pin<&mut Self>,
-            _: &mut std::task::Context<'_>,
-        ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-            std::task::Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+    #[tokio::test(start_paused = true)]
+    async fn a_large_body_is_counted_as_skipped_only_when_a_retry_was_needed() {
+        let mut config = retrying(2);
+        config.default_route.retry.as_mut().unwrap().on = vec![RetryOn::ConnectFailure];
+        let stack = stack(config, 1);
+        let big = || Request::put("/").body(Full::new(Bytes::from(vec![b'x'; 4096])));
+        let upstream = Scripted::new([Step::Status(200), Step::Status(404)]);
+        for _ in 0..2 {
+            run(&stack, &upstream, big().unwrap(), None)
+                .await
+                .ok()
+                .unwrap();
         }
+        assert_eq!(skipped(&stack, "body-too-large"), 0.0, "nothing to retry");
+        let upstream = Scripted::new([Step::Status(503)]);
+        run(&stack, &upstream, big().unwrap(), None)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(skipped(&stack, "body-too-large"), 1.0);
+        // Never read (the connection was refused): even a large body goes again.
+        let upstream = Scripted::new([Step::Connect, Step::Status(200)]);
+        let response = run(&stack, &upstream, big().unwrap(), None)
+            .await
+            .ok()
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(upstream.bodies()[1].len(), 4096);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn another_proxys_refusal_is_not_retried() {
+        let mut config = retrying(2);
+        config.default_route.retry.as_mut().unwrap().codes = vec![429, 503];
+        let stack = stack(config, 1);
+        for cause in ["overloaded", "circuit-open", "rate-limited"] {
+            let code = if cause == "rate-limited" { 429 } else { 503 };
+            let upstream = Scripted::new([Step::ProxyRefusal(code, cause), Step::Status(200)]);
+            let response = run(&stack, &upstream, get(), None).await.ok().unwrap();
+            assert_eq!(response.status(), code);
+            assert_eq!(response.headers()["x-outrigger-error"], cause, "passed on");
+            assert_eq!(upstream.times().len(), 1, "{cause} not retried");
+        }
+        assert_eq!(skipped(&stack, "proxy-overloaded"), 3.0);
+        // Any other proxy-made 503 (an endpoint that is shutting down, say)
+        // is retried as usual.
+        let upstream = Scripted::new([Step::ProxyRefusal(503, "shutdown"), Step::Status(200)]);
+        let response = run(&stack, &upstream, get(), None).await.ok().unwrap();
+        assert_eq!(response.status(), 200);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_retry_after_past_the_cap_is_not_waited_for() {
+        let stack = stack(retrying(2), 1);
+        let upstream = Scripted::new([Step::RetryAfter(503, "10"), Step::Status(200)]);
+        let started = tokio::time::Instant::now();
+        let response = run(&stack, &upstream, get(), None).await.ok().unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(
+            started.elapsed(),
+            RETRY_AFTER_CAP,
+            "the cap itself is waited"
+        );
+        let upstream = Scripted::new([Step::RetryAfter(503, "11"), Step::Status(200)]);
+        let started = tokio::time::Instant::now();
+        let response = run(&stack, &upstream, get(), None).await.ok().unwrap();
+        assert_eq!(response.status(), 503);
+        assert_eq!(response.headers()["retry-after"], "11");
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(skipped(&stack, "retry-after-too-long"), 1.0);
     }
 
     #[tokio::test(start_paused = true)]

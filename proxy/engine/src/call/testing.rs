@@ -5,10 +5,16 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::convert::Infallible;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
 use bytes::Bytes;
 use http::{Request, Response, StatusCode};
+use http_body::{Body, Frame};
 use http_body_util::BodyExt;
 use outrigger_api::policy::{FailureKind, NonIdempotent};
+use tokio::sync::mpsc;
 
 use super::outcome::Outcome;
 use super::upstream::Upstream;
@@ -57,6 +63,7 @@ pub fn retry_settings(attempts: u32) -> RetrySettings {
         backoff_max: Duration::from_secs(1),
         non_idempotent: NonIdempotent::Never,
         max_buffered_body_bytes: 1024,
+        grpc_codes: [14].into_iter().collect(),
     }
 }
 
@@ -78,6 +85,7 @@ pub fn breaker_config(dry_run: bool) -> DestinationConfig {
         fallback_status: StatusCode::SERVICE_UNAVAILABLE,
         fallback_content_type: "text/plain".into(),
         fallback_body: "later".into(),
+        grpc_codes: [14, 13].into_iter().collect(),
     });
     config
 }
@@ -114,12 +122,24 @@ pub enum Step {
     Status(u16),
     /// A status with a `Retry-After` header.
     RetryAfter(u16, &'static str),
+    /// A status made by another Outrigger proxy (`x-outrigger-error`).
+    ProxyRefusal(u16, &'static str),
+    /// A status sent after reading only the first frame of the body.
+    Early(u16),
     /// Connection refused: the request was never seen.
     Connect,
     /// The connection broke after the request was sent.
     Reset,
     /// No answer, ever.
     Hang,
+    /// A trailers-only gRPC response with this `grpc-status`.
+    GrpcStatus(u32),
+    /// A gRPC response whose `grpc-status` comes in trailers, after a
+    /// message (true) or not.
+    GrpcTrailers(u32, bool),
+    /// 200 and a body that never ends, declared with a Content-Length (true)
+    /// or not.
+    Stall(bool),
 }
 
 type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
@@ -129,8 +149,14 @@ type ByEndpoint = Box<dyn Fn(u16) -> Step + Send + Sync>;
 pub struct Scripted {
     steps: Mutex<VecDeque<Step>>,
     by_endpoint: Option<ByEndpoint>,
-    seen: Mutex<Vec<(u16, tokio::time::Instant, Bytes)>>,
+    seen: Mutex<Vec<Seen>>,
+    /// The `grpc-timeout` each request carried.
+    grpc_timeouts: Mutex<Vec<Option<String>>>,
 }
+
+/// One request the scripted upstream got: endpoint port, arrival, body read,
+/// and the body's trailers.
+type Seen = (u16, tokio::time::Instant, Bytes, Option<http::HeaderMap>);
 
 impl Scripted {
     pub fn new(steps: impl IntoIterator<Item = Step>) -> Self {
@@ -138,6 +164,7 @@ impl Scripted {
             steps: Mutex::new(steps.into_iter().collect()),
             by_endpoint: None,
             seen: Mutex::default(),
+            grpc_timeouts: Mutex::default(),
         }
     }
 
@@ -156,6 +183,19 @@ impl Scripted {
         let seen = self.seen.lock().unwrap();
         seen.iter()
             .map(|s| String::from_utf8_lossy(&s.2).into_owned())
+            .collect()
+    }
+
+    pub fn grpc_timeouts(&self) -> Vec<Option<String>> {
+        self.grpc_timeouts.lock().unwrap().clone()
+    }
+
+    pub fn trailers(&self) -> Vec<Option<http::HeaderMap>> {
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.3.clone())
             .collect()
     }
 
@@ -181,26 +221,138 @@ impl Upstream for Scripted {
                 .unwrap_or(Step::Status(200)),
         };
         let arrived = tokio::time::Instant::now();
-        let body = request.into_body().collect().await;
-        let body = body.map(|b| b.to_bytes()).unwrap_or_default();
-        self.seen.lock().unwrap().push((target.port, arrived, body));
-        let respond = |code: u16, retry_after: Option<&'static str>| {
+        let timeout = request.headers().get("grpc-timeout");
+        let timeout = timeout.map(|v| v.to_str().unwrap().to_owned());
+        self.grpc_timeouts.lock().unwrap().push(timeout);
+        let mut body = request.into_body();
+        let (body, trailers) = match step {
+            // Never connected: nothing of the body was sent.
+            Step::Connect => (Bytes::new(), None),
+            Step::Early(_) => match body.frame().await {
+                Some(Ok(frame)) => (frame.into_data().unwrap_or_default(), None),
+                _ => (Bytes::new(), None),
+            },
+            _ => match body.collect().await {
+                Ok(collected) => {
+                    let trailers = collected.trailers().cloned();
+                    (collected.to_bytes(), trailers)
+                }
+                Err(_) => (Bytes::new(), None),
+            },
+        };
+        self.seen
+            .lock()
+            .unwrap()
+            .push((target.port, arrived, body, trailers));
+        let respond = |code: u16, header: Option<(&'static str, &'static str)>| {
             let Outcome::Response(mut response) = status(code) else {
                 unreachable!()
             };
-            if let Some(value) = retry_after {
-                response
-                    .headers_mut()
-                    .insert(http::header::RETRY_AFTER, value.parse().unwrap());
+            if let Some((name, value)) = header {
+                response.headers_mut().insert(name, value.parse().unwrap());
             }
             Outcome::Response(response)
         };
         match step {
-            Step::Status(code) => respond(code, None),
-            Step::RetryAfter(code, value) => respond(code, Some(value)),
+            Step::Status(code) | Step::Early(code) => respond(code, None),
+            Step::RetryAfter(code, value) => respond(code, Some(("retry-after", value))),
+            Step::ProxyRefusal(code, cause) => respond(code, Some(("x-outrigger-error", cause))),
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::GrpcTrailers(code, message) => {
+                let mut frames = VecDeque::new();
+                if message {
+                    frames.push_back(Frame::data(Bytes::from_static(b"\0\0\0\0\x01m")));
+                }
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", code.into());
+                frames.push_back(Frame::trailers(trailers));
+                let mut response = Response::new(Frames(frames).boxed_unsync());
+                response
+                    .headers_mut()
+                    .insert("content-type", "application/grpc".parse().unwrap());
+                Outcome::Response(response)
+            }
+            Step::GrpcStatus(code) => {
+                let Outcome::Response(mut response) = status(200) else {
+                    unreachable!()
+                };
+                let headers = response.headers_mut();
+                headers.insert("content-type", "application/grpc".parse().unwrap());
+                headers.insert("grpc-status", code.into());
+                Outcome::Response(response)
+            }
+            Step::Stall(declared) => {
+                let (tx, body) = chunked();
+                // The sender lives in the body: it never ends.
+                let body = Stalled(body, tx).map_err(|never| match never {});
+                let mut response = Response::new(body.boxed_unsync());
+                if declared {
+                    response
+                        .headers_mut()
+                        .insert(http::header::CONTENT_LENGTH, 100.into());
+                }
+                Outcome::Response(response)
+            }
         }
+    }
+}
+
+/// A request body of unknown length (sent chunked), fed frame by frame
+/// through the sender; it ends when the sender is dropped.
+pub fn chunked() -> (mpsc::UnboundedSender<Frame<Bytes>>, ChannelBody) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    (tx, ChannelBody(rx))
+}
+
+pub struct ChannelBody(mpsc::UnboundedReceiver<Frame<Bytes>>);
+
+impl Body for ChannelBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        self.0.poll_recv(cx).map(|frame| frame.map(Ok))
+    }
+}
+
+/// A body that never ends: it holds its own sender.
+struct Stalled(
+    ChannelBody,
+    #[allow(dead_code)] mpsc::UnboundedSender<Frame<Bytes>>,
+);
+
+impl Body for Stalled {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Pin::new(&mut self.0).poll_frame(cx)
+    }
+}
+
+/// A body of the given frames.
+struct Frames(VecDeque<Frame<Bytes>>);
+
+impl Body for Frames {
+    type Data = Bytes;
+    type Error = outrigger_http::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        Poll::Ready(self.0.pop_front().map(Ok))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
     }
 }

@@ -1,5 +1,6 @@
 //! The composition end to end over a scripted upstream, on the paused clock.
 
+use std::future::pending;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -26,7 +27,7 @@ async fn the_request_deadline_covers_retries_and_backoff() {
     let stack = stack(config, 1);
     let upstream = Scripted::new([Step::Hang; 6]);
     let started = tokio::time::Instant::now();
-    let served = serve(&stack, &upstream, get(), now()).await;
+    let served = serve(&stack, &upstream, get(), now(), pending()).await;
     // 400ms + 400ms, then the third try is cut to what is left of the second.
     assert_eq!(started.elapsed(), Duration::from_secs(1));
     assert_eq!(served.error, Some(Cause::Proxy(ProxyError::Timeout)));
@@ -52,13 +53,13 @@ async fn the_concurrency_slot_is_held_until_the_body_ends() {
     });
     let stack = stack(config, 1);
     let upstream = Scripted::new([]);
-    let first = serve(&stack, &upstream, get(), now()).await;
+    let first = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(first.error, None);
-    let shed = serve(&stack, &upstream, get(), now()).await;
+    let shed = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(shed.error, Some(Cause::Proxy(ProxyError::Overloaded)));
     assert_eq!(shed.response.status(), 503);
     first.response.into_body().collect().await.unwrap();
-    let next = serve(&stack, &upstream, get(), now()).await;
+    let next = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(next.error, None);
     assert_eq!(next.response.status(), 200);
 }
@@ -67,10 +68,10 @@ async fn the_concurrency_slot_is_held_until_the_body_ends() {
 async fn upstream_answers_are_not_proxy_errors() {
     let stack = stack(config(), 1);
     let upstream = Scripted::new([Step::Status(503), Step::Connect]);
-    let served = serve(&stack, &upstream, get(), now()).await;
+    let served = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(served.response.status(), 503);
     assert_eq!(served.error, None, "the app's 503 is not the proxy's");
-    let served = serve(&stack, &upstream, get(), now()).await;
+    let served = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(served.error, Some(Cause::Proxy(ProxyError::ConnectFailure)));
     assert_eq!(served.response.status(), 502);
 }
@@ -83,21 +84,66 @@ async fn a_probe_abandoned_at_the_deadline_frees_the_half_open_breaker() {
     let steps = [Step::Status(500), Step::Status(500), Step::Hang];
     let upstream = Scripted::new(steps);
     for _ in 0..2 {
-        assert_eq!(serve(&stack, &upstream, get(), now()).await.error, None);
+        assert_eq!(
+            serve(&stack, &upstream, get(), now(), pending())
+                .await
+                .error,
+            None
+        );
     }
-    let open = serve(&stack, &upstream, get(), now()).await;
+    let open = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(open.error, Some(Cause::CircuitOpen));
     assert_eq!(open.response.status(), 503);
     assert_eq!(open.response.headers()["retry-after"], "5");
 
     tokio::time::advance(Duration::from_secs(5)).await;
     // The probe hangs; the request deadline abandons it.
-    let abandoned = serve(&stack, &upstream, get(), now()).await;
+    let abandoned = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(abandoned.error, Some(Cause::Proxy(ProxyError::Timeout)));
     // Its admission was released: the next request probes and closes the circuit.
-    let next = serve(&stack, &upstream, get(), now()).await;
+    let next = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(next.error, None);
     assert_eq!(next.response.status(), 200);
-    let closed = serve(&stack, &upstream, get(), now()).await;
+    let closed = serve(&stack, &upstream, get(), now(), pending()).await;
     assert_eq!(closed.error, None);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_call_still_waiting_when_the_drain_runs_out_gets_503_shutdown() {
+    let stack = stack(config(), 1);
+    let upstream = Scripted::new([Step::Hang]);
+    let started = tokio::time::Instant::now();
+    let drain_expired = tokio::time::sleep(Duration::from_secs(5));
+    let served = serve(&stack, &upstream, get(), now(), drain_expired).await;
+    assert_eq!(started.elapsed(), Duration::from_secs(5));
+    assert_eq!(served.error, Some(Cause::Proxy(ProxyError::Shutdown)));
+    assert_eq!(served.response.status(), 503);
+    assert_eq!(served.response.headers()[ERROR_HEADER], "shutdown");
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_deadline_covers_a_bounded_body_and_stops_at_a_streams_headers() {
+    let mut config = config();
+    config.policy = Some("default/web".into());
+    config.idle_timeout = Duration::from_secs(30);
+    config.default_route.request_timeout = Some(Duration::from_secs(2));
+    let stack = stack(config, 1);
+    let upstream = Scripted::new([Step::Stall(true), Step::Stall(false)]);
+    for (declared, cut_after) in [(true, 2), (false, 30)] {
+        let started = tokio::time::Instant::now();
+        let served = serve(&stack, &upstream, get(), now(), pending()).await;
+        assert_eq!(served.error, None, "headers came in time");
+        let collected = served.response.into_body().collect().await;
+        assert!(collected.is_err(), "cut");
+        let took = started.elapsed();
+        assert_eq!(took, Duration::from_secs(cut_after), "declared: {declared}");
+    }
+    assert_eq!(
+        counter_with(&stack.metrics, "outrigger_timeouts_total", "request"),
+        1.0
+    );
+    assert_eq!(
+        counter_with(&stack.metrics, "outrigger_timeouts_total", "idle"),
+        1.0
+    );
 }
