@@ -155,7 +155,10 @@ async fn trailers_only_unavailable_is_retried_on_an_idempotent_route() {
     assert_eq!(reply.status(), Some("0"));
     assert_eq!(reply.body, b"\0\0\0\0\x01m");
     assert_eq!(server.direct(&["stats"]).await, "unary=3 deadline=none\n");
-    let retried = ["reason=\"grpc-unavailable\"", "destination=\"web-idem:80\""];
+    let retried = [
+        "reason=\"grpc-unavailable\"",
+        "destination=\"web-idem.default.svc.cluster.local:80\"",
+    ];
     assert_eq!(
         metric(&proxy, "outrigger_retries_total", &retried).await,
         2.0
@@ -178,7 +181,10 @@ async fn trailers_only_unavailable_is_retried_on_an_idempotent_route() {
     let reply = grpc_unary(proxy.outbound, "web", "/test.Echo/Unary", b"m", &[]).await;
     assert_eq!(reply.status(), Some("14"));
     assert_eq!(server.direct(&["stats"]).await, "unary=1 deadline=none\n");
-    let skipped = ["reason=\"non-idempotent\"", "destination=\"web:80\""];
+    let skipped = [
+        "reason=\"non-idempotent\"",
+        "destination=\"web.default.svc.cluster.local:80\"",
+    ];
     assert_eq!(
         metric(&proxy, "outrigger_retries_skipped_total", &skipped).await,
         1.0
@@ -259,7 +265,7 @@ async fn the_breaker_counts_grpc_failures() {
         metric(
             &proxy,
             "outrigger_circuit_state",
-            &["destination=\"web:80\""]
+            &["destination=\"web.default.svc.cluster.local:80\""]
         )
         .await,
         1.0
