@@ -513,3 +513,136 @@ async fn shared_token_is_required_when_configured() {
         "{metrics}"
     );
 }
+
+/// `count` Services `web0.demo` … with a retry policy each, all backed by `port`.
+fn many_services(count: usize, port: u16, retry_attempts: u32) -> String {
+    (0..count)
+        .map(|i| {
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata: {{name: web{i}, namespace: demo}}\nspec:\n  clusterIP: 10.96.8.{n}\n  ports: [{{name: http, port: 80, targetPort: http}}]\n---\napiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: web{i}, namespace: demo}}\nspec:\n  targetRef: {{kind: Service, name: web{i}}}\n  retry: {{attempts: {retry_attempts}, backoff: {{base: 1ms, max: 5ms}}, budget: {{percent: 100, minRetryRate: {{count: 1000, interval: 1s}}}}}}\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web{i}-a, namespace: demo, labels: {{kubernetes.io/service-name: web{i}}}}}\naddressType: IPv4\nports: [{{name: http, port: {port}}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n---\n",
+                n = i + 1
+            )
+        })
+        .collect()
+}
+
+/// Established TCP connections whose remote end is `port` on loopback (the
+/// client side of connections to a server on `port`), from /proc/net/tcp{,6}.
+fn connections_to(port: u16) -> usize {
+    let port = format!("{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|f| std::fs::read_to_string(f).ok())
+        .map(|text| {
+            text.lines()
+                .skip(1)
+                .filter(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    // sl local_address rem_address st: 01 = ESTABLISHED
+                    fields.len() > 3
+                        && fields[2].rsplit(':').next() == Some(port.as_str())
+                        && fields[3] == "01"
+                })
+                .count()
+        })
+        .sum()
+}
+
+/// The proxy's control-plane subscriptions from its `/config`:
+/// (subscription key, connected, retry attempts of the applied snapshot).
+async fn subscriptions(proxy: &Process) -> Vec<(String, bool, serde_json::Value)> {
+    let config = http(proxy.addr("admin"), "GET", "/config", "a")
+        .await
+        .map(|(_, body)| body)
+        .unwrap_or_default();
+    let config: serde_json::Value = serde_json::from_str(&config).unwrap_or_default();
+    config["control"]["subscriptions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+        .iter()
+        .map(|s| {
+            (
+                s["subscription"].to_string(),
+                s["connected"].as_bool() == Some(true),
+                s["destination"].clone(),
+            )
+        })
+        .collect()
+}
+
+/// A proxy watching several destinations multiplexes their streams (and its
+/// acks) on one HTTP/2 connection to the policy server, and after an operator
+/// restart that one connection carries every subscription again, with the
+/// policy as it is now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_holds_one_connection_for_all_its_subscriptions() {
+    const SERVICES: usize = 5;
+    let app = upstream().await;
+    let files = Files(temp_dir("one-conn"));
+    files.write(&many_services(SERVICES, app.addr.port(), 2));
+    let policy_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy_addr = format!("127.0.0.1:{policy_port}");
+    let mut op = operator(&files.0, &policy_addr).await;
+    let proxy = proxy(op.addr("policy"), "proxy-a", None).await;
+    for i in 0..SERVICES {
+        let host = format!("web{i}.demo");
+        let status = http(proxy.addr("outbound"), "GET", "/", &host)
+            .await
+            .map(|(status, _)| status)
+            .unwrap_or(0);
+        assert_eq!(status, 200, "{host} through its snapshot's endpoints");
+    }
+    let all_connected = |subs: &[(String, bool, serde_json::Value)]| {
+        subs.len() >= SERVICES && subs.iter().all(|(_, connected, _)| *connected)
+    };
+    wait_until(
+        Duration::from_secs(10),
+        "every stream connected",
+        || async { all_connected(&subscriptions(&proxy).await) },
+    )
+    .await;
+    let subs = subscriptions(&proxy).await;
+    assert_eq!(
+        connections_to(policy_port),
+        1,
+        "one connection for {} subscriptions: {:?}",
+        subs.len(),
+        subs.iter().map(|(key, _, _)| key).collect::<Vec<_>>()
+    );
+
+    // The operator restarts (same address) with every policy edited; the
+    // proxy resubscribes everything on one new connection.
+    op.kill().await;
+    files.write(&many_services(SERVICES, app.addr.port(), 0));
+    let _op = operator(&files.0, &policy_addr).await;
+    wait_until(
+        Duration::from_secs(20),
+        "every subscription resynced",
+        || async {
+            let subs = subscriptions(&proxy).await;
+            all_connected(&subs)
+                && subs
+                    .iter()
+                    .filter(|(key, _, _)| key.contains("web"))
+                    .count()
+                    == SERVICES
+                && subs
+                    .iter()
+                    .filter(|(key, _, _)| key.contains("web"))
+                    .all(|(_, _, destination)| !destination.to_string().contains("\"attempts\":2"))
+        },
+    )
+    .await;
+    let subs = subscriptions(&proxy).await;
+    assert_eq!(
+        connections_to(policy_port),
+        1,
+        "one connection after the restart: {:?}",
+        subs.iter().map(|(key, _, _)| key).collect::<Vec<_>>()
+    );
+}

@@ -26,6 +26,20 @@
 //! target/release/examples/stream_scale --subscribers 10000
 //! ```
 //!
+//! Like production (`--tls --token-review --restart`, as bench/policy-scale.sh
+//! runs it): each simulated proxy holds ONE TLS connection (the operator's
+//! generated CA pinned, ALPN h2) carrying its watch streams and acks, and
+//! sends its own bearer token; the operator reviews tokens with the TokenReview
+//! API (cached 30 s, as in a cluster) of a stand-in API server in this process
+//! that answers every review positively (`system:serviceaccount:scale:<proxy>`)
+//! and counts them. Simulated: the API server (a real one needs a cluster;
+//! what is measured is the operator's side, and how many reviews it asks
+//! for), the proxies (one process, one task per proxy, instead of 10k pods)
+//! and the loopback network. `--restart` kills the operator after the edits
+//! and starts a new one on the same address: every proxy reconnects (backoff
+//! 100 ms doubling to 10 s, full jitter, as the proxy does) and resubscribes;
+//! measured until every stream has a snapshot from the new operator.
+//!
 //! Everything runs on loopback; the whole run is bounded by --timeout.
 
 use std::collections::HashMap;
@@ -46,6 +60,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger_api::stream::{Ack, StreamMessage, Subscription};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
+use tokio_rustls::TlsConnector;
 
 /// hyper's server default: a connection carries at most this many streams.
 const SERVER_MAX_CONCURRENT_STREAMS: usize = 200;
@@ -95,6 +110,18 @@ struct Args {
     /// Keep the temporary directory (manifests, operator logs).
     #[arg(long)]
     keep: bool,
+    /// TLS to the policy server (certificates from `outrigger-operator
+    /// gen-certs`, the CA pinned by the clients).
+    #[arg(long)]
+    tls: bool,
+    /// Every proxy sends its own token; the operator reviews them with the
+    /// TokenReview API of a stand-in API server that counts reviews.
+    #[arg(long)]
+    token_review: bool,
+    /// After the edits, kill the operator and start a new one on the same
+    /// address: every proxy reconnects at once.
+    #[arg(long)]
+    restart: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -356,6 +383,8 @@ struct Received {
 #[derive(Default)]
 struct SubscriberLog {
     snapshots: Vec<Received>,
+    /// (version, when its ack was answered 204).
+    acks: Vec<(u64, Instant)>,
     heartbeats: u64,
 }
 
@@ -367,6 +396,11 @@ struct Shared {
     acks_sent: AtomicU64,
     ack_failures: AtomicU64,
     bytes_received: AtomicU64,
+    /// Set while the operator is restarted on purpose: broken streams and
+    /// refused connections are expected, and proxies reconnect.
+    outage: AtomicBool,
+    /// Connections (proxies) opened, including reconnections.
+    connects: AtomicU64,
 }
 
 impl Shared {
@@ -378,6 +412,15 @@ impl Shared {
             acks_sent: AtomicU64::new(0),
             ack_failures: AtomicU64::new(0),
             bytes_received: AtomicU64::new(0),
+            outage: AtomicBool::new(false),
+            connects: AtomicU64::new(0),
+        }
+    }
+
+    /// A broken stream or connection: an error unless an outage is on.
+    fn broken(&self, message: String) {
+        if !self.outage.load(Ordering::Relaxed) {
+            self.error(message);
         }
     }
 
@@ -422,8 +465,63 @@ impl Round {
     }
 }
 
-async fn open_round(
+/// How the simulated proxies reach the policy server.
+struct Target {
     policy: SocketAddr,
+    tls: Option<TlsConnector>,
+    token_review: bool,
+}
+
+type Sender = http2::SendRequest<Full<Bytes>>;
+
+/// One connection: TCP, TLS if configured, HTTP/2 handshake. The connection
+/// future is returned to be driven by the proxy's task.
+async fn connect(
+    target: &Target,
+) -> Result<
+    (
+        Sender,
+        std::pin::Pin<Box<dyn std::future::Future<Output = Result<(), String>> + Send>>,
+    ),
+    String,
+> {
+    let policy = target.policy;
+    let tcp = TcpStream::connect(policy)
+        .await
+        .map_err(|e| format!("connect {policy}: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    let builder = http2::Builder::new(TokioExecutor::new());
+    match &target.tls {
+        None => {
+            let (sender, connection) = builder
+                .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            Ok((
+                sender,
+                Box::pin(async move { connection.await.map_err(|e| e.to_string()) }),
+            ))
+        }
+        Some(tls) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").expect("valid name");
+            let stream = tls
+                .connect(name, tcp)
+                .await
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+            let (sender, connection) = builder
+                .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+                .await
+                .map_err(|e| format!("h2 handshake: {e}"))?;
+            Ok((
+                sender,
+                Box::pin(async move { connection.await.map_err(|e| e.to_string()) }),
+            ))
+        }
+    }
+}
+
+async fn open_round(
+    target: &Arc<Target>,
     args: &Args,
     connections: usize,
     round: usize,
@@ -438,39 +536,79 @@ async fn open_round(
         if first >= last {
             break;
         }
-        let tcp = TcpStream::connect(policy)
-            .await
-            .map_err(|e| format!("connect {policy}: {e}"))?;
-        let _ = tcp.set_nodelay(true);
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .handshake::<_, Full<Bytes>>(TokioIo::new(tcp))
-            .await
-            .map_err(|e| format!("h2 handshake: {e}"))?;
-        let shared_c = shared.clone();
-        tasks.spawn(async move {
-            if let Err(err) = connection.await {
-                shared_c.error(format!("connection {c}: {err}"));
-            }
-        });
-        let proxy = format!("scale-r{round}-proxy-{c:04}");
-        for i in first..last {
-            let service = i % args.services;
-            tasks.spawn(subscriber(
-                sender.clone(),
-                proxy.clone(),
-                i,
-                service,
-                args.ack,
-                shared.clone(),
-            ));
-        }
+        let proxy = format!("scale-r{round}-proxy-{c:05}");
+        tasks.spawn(proxy_task(
+            target.clone(),
+            proxy,
+            c,
+            first..last,
+            args.services,
+            args.ack,
+            shared.clone(),
+        ));
     }
     Ok(Round { tasks })
 }
 
-async fn subscriber(
-    mut sender: http2::SendRequest<Full<Bytes>>,
+/// One simulated proxy: one connection carrying its streams; when the
+/// connection breaks during an outage, reconnect with backoff (100 ms doubling
+/// to 10 s, full jitter) and resubscribe everything.
+async fn proxy_task(
+    target: Arc<Target>,
     proxy: String,
+    c: usize,
+    indices: std::ops::Range<usize>,
+    services: usize,
+    ack: bool,
+    shared: Arc<Shared>,
+) {
+    let token = target.token_review.then(|| format!("Bearer tok-{proxy}"));
+    let mut failures = 0u32;
+    // xorshift, seeded per proxy: jitter without a shared RNG.
+    let mut seed = (c as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    loop {
+        match connect(&target).await {
+            Ok((sender, connection)) => {
+                failures = 0;
+                shared.connects.fetch_add(1, Ordering::Relaxed);
+                let mut streams = JoinSet::new();
+                for i in indices.clone() {
+                    streams.spawn(subscriber(
+                        sender.clone(),
+                        proxy.clone(),
+                        token.clone(),
+                        i,
+                        i % services,
+                        ack,
+                        shared.clone(),
+                    ));
+                }
+                drop(sender);
+                let outcome = connection.await;
+                streams.abort_all();
+                shared.broken(format!("connection of {proxy} ended: {outcome:?}"));
+            }
+            Err(err) => shared.broken(format!("{proxy}: {err}")),
+        }
+        if !shared.outage.load(Ordering::Relaxed) && shared.failed() {
+            return;
+        }
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let cap = Duration::from_millis(100)
+            .saturating_mul(1u32 << failures.min(7))
+            .min(Duration::from_secs(10));
+        let delay = cap.mul_f64((seed % 10_000) as f64 / 10_000.0);
+        failures += 1;
+        tokio::time::sleep(delay).await;
+    }
+}
+
+async fn subscriber(
+    mut sender: Sender,
+    proxy: String,
+    token: Option<String>,
     index: usize,
     service: usize,
     ack: bool,
@@ -478,12 +616,16 @@ async fn subscriber(
 ) {
     let destination = authority(service);
     let uri = format!("http://outrigger-operator/v1/watch?destination={destination}&proxy={proxy}");
-    let request = Request::get(uri)
+    let mut request = Request::get(uri);
+    if let Some(token) = &token {
+        request = request.header(http::header::AUTHORIZATION, token);
+    }
+    let request = request
         .body(Full::new(Bytes::new()))
         .expect("valid request");
     let response = match sender.send_request(request).await {
         Ok(r) => r,
-        Err(err) => return shared.error(format!("subscriber {index}: {err}")),
+        Err(err) => return shared.broken(format!("subscriber {index}: {err}")),
     };
     if response.status() != StatusCode::OK {
         return shared.error(format!("subscriber {index}: HTTP {}", response.status()));
@@ -495,7 +637,7 @@ async fn subscriber(
     while let Some(frame) = body.frame().await {
         let frame = match frame {
             Ok(f) => f,
-            Err(err) => return shared.error(format!("subscriber {index}: {err}")),
+            Err(err) => return shared.broken(format!("subscriber {index}: {err}")),
         };
         let at = Instant::now();
         let Ok(data) = frame.into_data() else {
@@ -542,19 +684,30 @@ async fn subscriber(
                             version: snapshot.version,
                         })
                         .expect("acks serialize");
-                        let request = Request::builder()
+                        let mut request = Request::builder()
                             .method(Method::POST)
                             .uri("http://outrigger-operator/v1/ack")
-                            .header(http::header::CONTENT_TYPE, "application/json")
+                            .header(http::header::CONTENT_TYPE, "application/json");
+                        if let Some(token) = &token {
+                            request = request.header(http::header::AUTHORIZATION, token);
+                        }
+                        let request = request
                             .body(Full::new(Bytes::from(body)))
                             .expect("valid request");
                         let response = sender.send_request(request);
                         let shared = shared.clone();
+                        let version = snapshot.version;
                         // Acks do not hold up reading the stream.
                         tokio::spawn(async move {
                             shared.acks_sent.fetch_add(1, Ordering::Relaxed);
                             match response.await {
-                                Ok(r) if r.status() == StatusCode::NO_CONTENT => {}
+                                Ok(r) if r.status() == StatusCode::NO_CONTENT => {
+                                    shared.logs[index]
+                                        .lock()
+                                        .expect("not poisoned")
+                                        .acks
+                                        .push((version, Instant::now()));
+                                }
                                 _ => {
                                     shared.ack_failures.fetch_add(1, Ordering::Relaxed);
                                 }
@@ -565,7 +718,7 @@ async fn subscriber(
             }
         }
     }
-    shared.error(format!("subscriber {index}: stream ended"));
+    shared.broken(format!("subscriber {index}: stream ended"));
 }
 
 // ---------------------------------------------------------------- statistics
@@ -586,6 +739,12 @@ struct Propagation {
     spurious: usize,
     /// Streams on which a snapshot's version did not exceed the one before.
     version_regressions: usize,
+    /// Of the concerned subscribers, how many had their ack of the change
+    /// answered (204), and from the edit to that answer: p50 / p99 / max.
+    acked: usize,
+    ack_p50_ms: f64,
+    ack_p99_ms: f64,
+    ack_max_ms: f64,
     operator_cpu_s: f64,
     push_bytes: f64,
     pushes: f64,
@@ -612,6 +771,7 @@ fn propagation(
     attempts: u32,
 ) -> Propagation {
     let mut latencies = Vec::new();
+    let mut ack_latencies = Vec::new();
     let mut result = Propagation::default();
     for (i, log) in shared.logs.iter().enumerate() {
         let log = log.lock().expect("not poisoned");
@@ -628,6 +788,10 @@ fn propagation(
             if let Some(first) = since.iter().position(|r| r.attempts == Some(attempts)) {
                 latencies.push(since[first].at.duration_since(written).as_secs_f64() * 1000.0);
                 result.extra_snapshots += since.len() - 1;
+                let version = since[first].version;
+                if let Some((_, at)) = log.acks.iter().find(|(v, _)| *v == version) {
+                    ack_latencies.push(at.duration_since(written).as_secs_f64() * 1000.0);
+                }
             }
         } else if !since.is_empty() {
             result.spurious += 1;
@@ -638,6 +802,11 @@ fn propagation(
     result.p50_ms = round3(percentile(&latencies, 0.50));
     result.p99_ms = round3(percentile(&latencies, 0.99));
     result.max_ms = round3(latencies.last().copied().unwrap_or(f64::NAN));
+    ack_latencies.sort_by(|a, b| a.total_cmp(b));
+    result.acked = ack_latencies.len();
+    result.ack_p50_ms = round3(percentile(&ack_latencies, 0.50));
+    result.ack_p99_ms = round3(percentile(&ack_latencies, 0.99));
+    result.ack_max_ms = round3(ack_latencies.last().copied().unwrap_or(f64::NAN));
     result
 }
 
@@ -672,6 +841,31 @@ struct Report {
     acks_sent: u64,
     ack_failures: u64,
     heartbeats_received: u64,
+    tls: bool,
+    token_review: bool,
+    /// Reviews the stand-in API server answered (whole run / the restart).
+    token_reviews: u64,
+    restart: Option<Restart>,
+}
+
+#[derive(Debug, Default, serde::Serialize)]
+struct Restart {
+    /// From killing the operator to every stream holding a snapshot sent by
+    /// the new one.
+    resynced_after_kill_ms: f64,
+    /// The same from the new operator's spawn (its own startup included).
+    resynced_after_spawn_ms: f64,
+    /// From the new operator's /ready to every stream resynced.
+    resynced_after_ready_ms: f64,
+    new_operator_ready_ms: f64,
+    /// The new operator's peak RSS up to full resync and 2 s after.
+    rss_peak_kib: u64,
+    rss_after_kib: u64,
+    token_reviews: u64,
+    /// Connections opened by the proxies (includes refused attempts' retries
+    /// that got through).
+    reconnects: u64,
+    operator_cpu_s: f64,
 }
 
 #[derive(Debug, Default, serde::Serialize)]
@@ -686,6 +880,148 @@ struct ChurnRound {
 }
 
 // ---------------------------------------------------------------------- run
+
+/// Starts the operator (generation `generation`: its own address file and
+/// logs), records it in `cleanup`, waits for /ready: (pid, admin, policy).
+async fn start_operator(
+    args: &Args,
+    dir: &Path,
+    manifests: &Path,
+    policy_addr: &str,
+    extra: &[String],
+    generation: usize,
+    cleanup: &Cleanup,
+) -> Result<(u32, SocketAddr, SocketAddr), String> {
+    let address_file = dir.join(format!("addresses-{generation}.json"));
+    let log =
+        |name: &str| std::fs::File::create(dir.join(name)).map_err(|e| format!("{name}: {e}"));
+    let (stdout, stderr) = if generation == 1 {
+        (log("operator.stdout")?, log("operator.stderr")?)
+    } else {
+        (
+            log(&format!("operator-{generation}.stdout"))?,
+            log(&format!("operator-{generation}.stderr"))?,
+        )
+    };
+    let started = Instant::now();
+    let child = Command::new(&args.operator)
+        .args(["run", "--manifests"])
+        .arg(manifests)
+        .arg(format!("--manifests-poll={}", args.manifests_poll))
+        .arg("--admin-addr=127.0.0.1:0")
+        .arg(format!("--policy-addr={policy_addr}"))
+        .arg(format!("--heartbeat={}", args.heartbeat))
+        .arg("--address-file")
+        .arg(&address_file)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", args.operator.display()))?;
+    let pid = child.id();
+    *cleanup.child.lock().expect("not poisoned") = Some(child);
+    let check_alive = || -> Result<(), String> {
+        let mut guard = cleanup.child.lock().expect("not poisoned");
+        match guard.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(status))) => Err(format!("operator exited: {status}")),
+            _ => Ok(()),
+        }
+    };
+    let (admin, policy) = loop {
+        check_alive()?;
+        if let Ok(text) = std::fs::read_to_string(&address_file) {
+            let v: serde_json::Value =
+                serde_json::from_str(&text).map_err(|e| format!("address file: {e}"))?;
+            let parse = |k: &str| -> Result<SocketAddr, String> {
+                v[k].as_str()
+                    .and_then(|a| a.parse().ok())
+                    .ok_or_else(|| format!("address file has no {k}: {text}"))
+            };
+            break (parse("admin")?, parse("policy")?);
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("no address file after 30s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    loop {
+        check_alive()?;
+        if matches!(http1_get(admin, "/ready").await, Ok((StatusCode::OK, _))) {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(30) {
+            return Err("operator not ready after 30s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok((pid, admin, policy))
+}
+
+/// A stand-in for the API server's TokenReview endpoint: every token
+/// `tok-<proxy>` is the service account `scale/<proxy>` with the audience
+/// `outrigger`; anything else is not authenticated. Counts reviews.
+async fn token_review_stand_in(reviews: Arc<AtomicU64>) -> Result<SocketAddr, String> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .map_err(|e| format!("stand-in API server: {e}"))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else {
+                continue;
+            };
+            let reviews = reviews.clone();
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    move |request: Request<hyper::body::Incoming>| {
+                        let reviews = reviews.clone();
+                        async move {
+                            let body = request
+                                .into_body()
+                                .collect()
+                                .await
+                                .map(|b| b.to_bytes())
+                                .unwrap_or_default();
+                            reviews.fetch_add(1, Ordering::Relaxed);
+                            let review: serde_json::Value =
+                                serde_json::from_slice(&body).unwrap_or_default();
+                            let token = review["spec"]["token"].as_str().unwrap_or("");
+                            let status = match token.strip_prefix("tok-") {
+                                Some(proxy) => serde_json::json!({
+                                    "authenticated": true,
+                                    "audiences": ["outrigger"],
+                                    "user": {"username": format!("system:serviceaccount:{NAMESPACE}:{proxy}")}
+                                }),
+                                None => {
+                                    serde_json::json!({"authenticated": false, "error": "unknown token"})
+                                }
+                            };
+                            let answer = serde_json::json!({
+                                "apiVersion": "authentication.k8s.io/v1",
+                                "kind": "TokenReview",
+                                "metadata": {},
+                                "spec": review["spec"],
+                                "status": status,
+                            });
+                            let response = http::Response::builder()
+                                .status(StatusCode::CREATED)
+                                .header(http::header::CONTENT_TYPE, "application/json")
+                                .body(Full::new(Bytes::from(answer.to_string())))
+                                .expect("valid response");
+                            Ok::<_, std::convert::Infallible>(response)
+                        }
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    Ok(addr)
+}
 
 async fn wait_for(
     what: &str,
@@ -726,28 +1062,67 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     std::fs::write(manifests.join("policies.yaml"), policies_yaml(s, |_| 2))
         .map_err(|e| format!("policies.yaml: {e}"))?;
 
+    // ---- TLS, token reviews
+    let mut extra: Vec<String> = Vec::new();
+    let tls = if args.tls {
+        let certs = dir.join("certs");
+        let status = Command::new(&args.operator)
+            .arg("gen-certs")
+            .arg(&certs)
+            .stdout(Stdio::null())
+            .status()
+            .map_err(|e| format!("gen-certs: {e}"))?;
+        if !status.success() {
+            return Err(format!("gen-certs: {status}"));
+        }
+        extra.push(format!("--tls-cert={}", certs.join("tls.crt").display()));
+        extra.push(format!("--tls-key={}", certs.join("tls.key").display()));
+        let pem = std::fs::read(certs.join("ca.crt")).map_err(|e| format!("ca.crt: {e}"))?;
+        let mut roots = rustls::RootCertStore::empty();
+        use rustls::pki_types::pem::PemObject;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            roots
+                .add(cert.map_err(|e| format!("ca.crt: {e}"))?)
+                .map_err(|e| format!("ca.crt: {e}"))?;
+        }
+        let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Some(TlsConnector::from(Arc::new(config)))
+    } else {
+        None
+    };
+    let reviews = Arc::new(AtomicU64::new(0));
+    if args.token_review {
+        let api = token_review_stand_in(reviews.clone()).await?;
+        let kubeconfig = dir.join("kubeconfig");
+        std::fs::write(
+            &kubeconfig,
+            format!(
+                "apiVersion: v1\nkind: Config\nclusters: [{{name: stand-in, cluster: {{server: \"http://{api}\"}}}}]\n\
+                 users: [{{name: stand-in, user: {{}}}}]\n\
+                 contexts: [{{name: stand-in, context: {{cluster: stand-in, user: stand-in}}}}]\n\
+                 current-context: stand-in\n"
+            ),
+        )
+        .map_err(|e| format!("kubeconfig: {e}"))?;
+        extra.push("--auth=token-review".into());
+        extra.push(format!(
+            "--token-review-kubeconfig={}",
+            kubeconfig.display()
+        ));
+    }
+
     // ---- operator
-    let address_file = dir.join("addresses.json");
-    let stdout = std::fs::File::create(dir.join("operator.stdout")).map_err(|e| e.to_string())?;
-    let stderr = std::fs::File::create(dir.join("operator.stderr")).map_err(|e| e.to_string())?;
     let started = Instant::now();
-    let child = Command::new(&args.operator)
-        .args(["run", "--manifests"])
-        .arg(&manifests)
-        .arg(format!("--manifests-poll={}", args.manifests_poll))
-        .args(["--admin-addr=127.0.0.1:0", "--policy-addr=127.0.0.1:0"])
-        .arg(format!("--heartbeat={}", args.heartbeat))
-        .arg("--address-file")
-        .arg(&address_file)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(stdout)
-        .stderr(stderr)
-        .spawn()
-        .map_err(|e| format!("cannot start {}: {e}", args.operator.display()))?;
-    let pid = child.id();
-    let pid_s = pid.to_string();
-    *cleanup.child.lock().expect("not poisoned") = Some(child);
+    let (mut pid, mut admin, policy) =
+        start_operator(args, dir, &manifests, "127.0.0.1:0", &extra, 1, cleanup).await?;
+    let mut pid_s = pid.to_string();
     let rss = RssSampler::start(pid);
     let check_alive = || -> Result<(), String> {
         let mut guard = cleanup.child.lock().expect("not poisoned");
@@ -756,34 +1131,11 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
             _ => Ok(()),
         }
     };
-
-    let (admin, policy) = loop {
-        check_alive()?;
-        if let Ok(text) = std::fs::read_to_string(&address_file) {
-            let v: serde_json::Value =
-                serde_json::from_str(&text).map_err(|e| format!("address file: {e}"))?;
-            let parse = |k: &str| -> Result<SocketAddr, String> {
-                v[k].as_str()
-                    .and_then(|a| a.parse().ok())
-                    .ok_or_else(|| format!("address file has no {k}: {text}"))
-            };
-            break (parse("admin")?, parse("policy")?);
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("no address file after 30s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
-    loop {
-        check_alive()?;
-        if matches!(http1_get(admin, "/ready").await, Ok((StatusCode::OK, _))) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(30) {
-            return Err("operator not ready after 30s".into());
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let target = Arc::new(Target {
+        policy,
+        tls,
+        token_review: args.token_review,
+    });
     let mut report = Report {
         services: s,
         subscribers: n,
@@ -807,7 +1159,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     let cpu0 = cpu_seconds(&pid_s);
     let m0 = metrics(admin).await?;
     let opening = Instant::now();
-    let round = open_round(policy, args, connections, 1, &shared).await?;
+    let round = open_round(&target, args, connections, 1, &shared).await?;
     let phase_limit = Duration::from_secs(args.timeout);
     wait_for("first snapshots", phase_limit, || {
         shared.with_first.load(Ordering::Relaxed) >= n
@@ -912,6 +1264,62 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
         propagation(&shared, written, concerned, 5),
     );
 
+    // ---- reconnect storm: kill the operator, start a new one on the same
+    // address; every proxy reconnects and resubscribes at once
+    if args.restart {
+        let mut restart = Restart::default();
+        let reviews_before = reviews.load(Ordering::Relaxed);
+        let connects_before = shared.connects.load(Ordering::Relaxed);
+        shared.outage.store(true, Ordering::Relaxed);
+        let killed = Instant::now();
+        if let Some(mut child) = cleanup.child.lock().expect("not poisoned").take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let spawned = Instant::now();
+        let (new_pid, admin2, _) = start_operator(
+            args,
+            dir,
+            &manifests,
+            &policy.to_string(),
+            &extra,
+            2,
+            cleanup,
+        )
+        .await?;
+        let ready = Instant::now();
+        restart.new_operator_ready_ms = ms(ready - spawned);
+        let rss2 = RssSampler::start(new_pid);
+        wait_for("resync after the restart", phase_limit, || {
+            (0..n).all(|i| {
+                shared.logs[i]
+                    .lock()
+                    .expect("not poisoned")
+                    .snapshots
+                    .last()
+                    .is_some_and(|r| r.at > spawned)
+            })
+        })
+        .await?;
+        let done = Instant::now();
+        restart.resynced_after_kill_ms = ms(done - killed);
+        restart.resynced_after_spawn_ms = ms(done - spawned);
+        restart.resynced_after_ready_ms = ms(done - ready);
+        shared.outage.store(false, Ordering::Relaxed);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        restart.rss_peak_kib = rss2.peak.load(Ordering::Relaxed);
+        restart.rss_after_kib = read_proc_status_kib(new_pid, "VmRSS:").unwrap_or(0);
+        restart.token_reviews = reviews.load(Ordering::Relaxed) - reviews_before;
+        restart.reconnects = shared.connects.load(Ordering::Relaxed) - connects_before;
+        restart.operator_cpu_s = round3(cpu_seconds(&new_pid.to_string()));
+        eprintln!("restart: {restart:?}");
+        report.token_reviews = reviews.load(Ordering::Relaxed);
+        report.restart = Some(restart);
+        shared.check("after the restart")?;
+        // Later phases read the new operator.
+        (pid, admin, pid_s) = (new_pid, admin2, new_pid.to_string());
+    }
+
     // ---- close every stream: the books must empty; then churn rounds that
     // reopen every stream under fresh proxy ids (restarted pods) and close them
     let mut all_shared = vec![shared.clone()];
@@ -930,7 +1338,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
                 let shared = Arc::new(Shared::new(n));
                 all_shared.push(shared.clone());
                 let reopening = Instant::now();
-                let round = open_round(policy, args, connections, r, &shared).await?;
+                let round = open_round(&target, args, connections, r, &shared).await?;
                 wait_for("reopened streams' first snapshots", phase_limit, || {
                     shared.with_first.load(Ordering::Relaxed) >= n
                 })
@@ -985,6 +1393,9 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
             .map(|l| l.lock().expect("not poisoned").heartbeats)
             .sum::<u64>();
     }
+    report.tls = args.tls;
+    report.token_review = args.token_review;
+    report.token_reviews = reviews.load(Ordering::Relaxed);
     let json = serde_json::to_string_pretty(&report).expect("report serializes");
     println!("{json}");
     if let Some(path) = &args.json {

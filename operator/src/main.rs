@@ -84,6 +84,11 @@ struct RunArgs {
     /// File holding the shared token (with --auth shared-token).
     #[arg(long, required_if_eq("auth", "shared-token"))]
     shared_token_file: Option<PathBuf>,
+    /// Local mode with --auth token-review: the kubeconfig of the API server
+    /// that reviews tokens (nothing else is read from it). The scale
+    /// benchmark points it at a stand-in that counts reviews.
+    #[arg(long, requires = "manifests")]
+    token_review_kubeconfig: Option<PathBuf>,
     /// Serve the policy stream in plaintext outside local mode (tests only).
     #[arg(long)]
     insecure_plaintext: bool,
@@ -300,9 +305,10 @@ fn auth(args: &RunArgs) -> anyhow::Result<Auth> {
     });
     Ok(match mode {
         AuthMode::None if !local => anyhow::bail!("--auth none is for local mode only"),
-        AuthMode::TokenReview if local => {
+        AuthMode::TokenReview if local && args.token_review_kubeconfig.is_none() => {
             anyhow::bail!(
-                "--auth token-review needs the API server; local mode can use shared-token"
+                "--auth token-review needs the API server; local mode can use shared-token \
+                 (or --token-review-kubeconfig)"
             )
         }
         AuthMode::None => Auth::None,
@@ -463,7 +469,28 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
                 })),
             )
         }
-        (Auth::TokenReview, ..) => unreachable!("token review is refused in local mode"),
+        (Auth::TokenReview, None, _) => {
+            // Local mode: tokens reviewed by the kubeconfig's API server;
+            // inbound subscriptions narrowed by namespace only (no Pod cache).
+            let path = args
+                .token_review_kubeconfig
+                .as_ref()
+                .expect("checked by auth()");
+            let kubeconfig = kube::config::Kubeconfig::read_from(path).map_err(|e| {
+                anyhow::anyhow!("--token-review-kubeconfig {}: {e}", path.display())
+            })?;
+            let config = kube::Config::from_custom_kubeconfig(
+                kubeconfig,
+                &kube::config::KubeConfigOptions::default(),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("--token-review-kubeconfig {}: {e}", path.display()))?;
+            let client = kube::Client::try_from(config).map_err(|e| {
+                anyhow::anyhow!("--token-review-kubeconfig {}: {e}", path.display())
+            })?;
+            policy_server::auth::Authenticator::token_review(client, None)
+        }
+        (Auth::TokenReview, ..) => unreachable!("cluster mode has its caches"),
     };
 
     let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
@@ -652,6 +679,15 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("needs the API server"), "{err}");
+        assert_eq!(
+            auth(&run_args(&[
+                "--manifests=/x",
+                "--auth=token-review",
+                "--token-review-kubeconfig=/k"
+            ]))
+            .unwrap(),
+            Auth::TokenReview
+        );
         let err = auth(&run_args(&[
             "--auth=shared-token",
             "--shared-token-file=/nonexistent",

@@ -7,7 +7,7 @@
 //! otherwise, and that is enforced on the data path, not here).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
@@ -19,6 +19,12 @@ use sha2::{Digest, Sha256};
 pub use outrigger_api::sidecar::TOKEN_AUDIENCE as AUDIENCE;
 const CACHE_TTL: Duration = Duration::from_secs(30);
 const CACHE_MAX: usize = 10_000;
+/// TokenReviews sent at once. Each one in flight can be a connection to the
+/// API server (HTTP/1.1) and a task holding a request: after an operator
+/// restart every proxy reconnects at once, and without a bound the operator
+/// opened a connection per proxy (the 10k-proxy benchmark ran out of file
+/// descriptors). The rest wait their turn, in order.
+const MAX_CONCURRENT_REVIEWS: usize = 32;
 
 /// A proxy's verified identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +62,14 @@ pub trait ServiceAccounts: Send + Sync {
 
 /// Review verdicts by token digest, with when they were made.
 type ReviewCache = Mutex<HashMap<[u8; 32], (Result<Identity, String>, Instant)>>;
+/// Reviews under way, by token digest: requests presenting a token that is
+/// being reviewed wait for that verdict instead of asking again (a proxy
+/// opens its streams at once; after an operator restart every proxy does).
+/// An entry lives only while its review runs.
+type InFlight = Mutex<HashMap<[u8; 32], Arc<tokio::sync::Mutex<()>>>>;
 
+// One per operator: the size of its largest variant does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum Authenticator {
     /// Local mode and tests without auth.
     None,
@@ -65,6 +78,9 @@ pub enum Authenticator {
     TokenReview {
         client: Client,
         cache: ReviewCache,
+        in_flight: InFlight,
+        /// Bounds the reviews in flight (MAX_CONCURRENT_REVIEWS).
+        permits: tokio::sync::Semaphore,
         accounts: Option<Box<dyn ServiceAccounts>>,
     },
 }
@@ -76,6 +92,8 @@ impl Authenticator {
         Authenticator::TokenReview {
             client,
             cache: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(HashMap::new()),
+            permits: tokio::sync::Semaphore::new(MAX_CONCURRENT_REVIEWS),
             accounts,
         }
     }
@@ -106,9 +124,11 @@ impl Authenticator {
             Authenticator::TokenReview {
                 client,
                 cache,
+                in_flight,
+                permits,
                 accounts,
             } => (
-                review(client, cache, token()?)
+                review(client, cache, in_flight, permits, token()?)
                     .await
                     .map_err(Denied::Unauthenticated)?,
                 accounts.as_deref(),
@@ -181,13 +201,51 @@ fn authorize_pod(
     Ok(())
 }
 
-async fn review(client: &Client, cache: &ReviewCache, token: &str) -> Result<Identity, String> {
+fn cached(cache: &ReviewCache, key: &[u8; 32]) -> Option<Result<Identity, String>> {
+    let cache = cache.lock().expect("not poisoned");
+    let (verdict, at) = cache.get(key)?;
+    (at.elapsed() < CACHE_TTL).then(|| verdict.clone())
+}
+
+async fn review(
+    client: &Client,
+    cache: &ReviewCache,
+    in_flight: &InFlight,
+    permits: &tokio::sync::Semaphore,
+    token: &str,
+) -> Result<Identity, String> {
     let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-    if let Some((verdict, at)) = cache.lock().expect("not poisoned").get(&key) {
-        if at.elapsed() < CACHE_TTL {
-            return verdict.clone();
-        }
+    if let Some(verdict) = cached(cache, &key) {
+        return verdict;
     }
+    let gate = in_flight
+        .lock()
+        .expect("not poisoned")
+        .entry(key)
+        .or_default()
+        .clone();
+    let _turn = gate.lock().await;
+    // Whoever held the gate before may have cached the verdict.
+    let outcome = match cached(cache, &key) {
+        Some(verdict) => verdict,
+        None => {
+            let _permit = permits.acquire().await.expect("never closed");
+            ask(client, cache, key, token).await
+        }
+    };
+    let mut in_flight = in_flight.lock().expect("not poisoned");
+    if in_flight.get(&key).is_some_and(|g| Arc::ptr_eq(g, &gate)) {
+        in_flight.remove(&key);
+    }
+    outcome
+}
+
+async fn ask(
+    client: &Client,
+    cache: &ReviewCache,
+    key: [u8; 32],
+    token: &str,
+) -> Result<Identity, String> {
     let api: Api<TokenReview> = Api::all(client.clone());
     let request = TokenReview {
         spec: TokenReviewSpec {
@@ -310,6 +368,24 @@ mod tests {
 
     fn inbound(service: &str) -> Subscription {
         Subscription::Inbound(service.into())
+    }
+
+    /// A proxy opens its streams at once (and after an operator restart,
+    /// every proxy does): concurrent requests with one token make one review.
+    #[tokio::test]
+    async fn concurrent_requests_with_one_token_share_one_review() {
+        let (auth, calls) = authenticator();
+        let payments = inbound("shop/payments");
+        let checks = (0..5).map(|_| auth.check(Some("Bearer good-shop"), &payments));
+        for outcome in futures_util::future::join_all(checks).await {
+            assert!(outcome.unwrap().is_some());
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        let checks = (0..3).map(|_| auth.check(Some("Bearer nope"), &payments));
+        for outcome in futures_util::future::join_all(checks).await {
+            assert!(matches!(outcome, Err(Denied::Unauthenticated(_))));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "refusals are shared too");
     }
 
     #[tokio::test]

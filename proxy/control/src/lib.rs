@@ -106,6 +106,9 @@ struct Entry {
 pub struct ControlPlane {
     config: ControlConfig,
     entries: RwLock<HashMap<Subscription, Entry>>,
+    /// The proxy's one HTTP/2 connection to the control plane, shared by
+    /// every subscription and ack.
+    client: subscription::ControlClient,
     metrics: ControlMetrics,
     stop: CancellationToken,
 }
@@ -187,6 +190,7 @@ impl ControlPlane {
         let control = Arc::new(ControlPlane {
             metrics: ControlMetrics::new(metrics),
             entries: RwLock::new(HashMap::new()),
+            client: subscription::client(config.tls.clone()),
             config,
             stop,
         });

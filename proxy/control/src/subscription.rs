@@ -1,6 +1,7 @@
 //! One subscription's stream: connect, apply each snapshot, acknowledge it,
 //! and on any failure keep the last value and reconnect with exponential
-//! backoff and full jitter.
+//! backoff and full jitter. Every subscription (and every ack) of a proxy is
+//! an HTTP/2 stream on the proxy's one connection to the control plane.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -26,10 +27,17 @@ const BACKOFF: Backoff = Backoff {
     max: Duration::from_secs(10),
 };
 
-type ControlClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type ControlClient = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// HTTP/2 to the control plane; TLS (with the pinned CA) for https URLs.
-fn client(tls: Option<Arc<rustls::ClientConfig>>) -> ControlClient {
+/// One client per proxy, shared by all its subscriptions: HTTP/2-only pools
+/// hold one connection per host (a second request waits for the connection
+/// being opened instead of opening another), so the proxy holds one TCP (and
+/// TLS) connection to the control plane, however many destinations it
+/// watches. Pooled connections never expire while open: with a 90 s idle
+/// expiry (the default), the first ack after a quiet spell would open a
+/// second connection beside the one carrying the watch streams.
+pub(crate) fn client(tls: Option<Arc<rustls::ClientConfig>>) -> ControlClient {
     let mut http = HttpConnector::new();
     http.set_connect_timeout(Some(Duration::from_secs(2)));
     http.set_nodelay(true);
@@ -45,6 +53,7 @@ fn client(tls: Option<Arc<rustls::ClientConfig>>) -> ControlClient {
         .http2_only(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .http2_keep_alive_timeout(Duration::from_secs(5))
+        .pool_idle_timeout(None)
         .build(connector)
 }
 
@@ -73,7 +82,7 @@ pub async fn run(
     subscription: Subscription,
     connected: Arc<AtomicBool>,
 ) {
-    let client = client(control.config.tls.clone());
+    let client = &control.client;
     let base = control.config.base.to_string();
     let base = base.trim_end_matches('/');
     let query = match &subscription {
@@ -88,7 +97,7 @@ pub async fn run(
     loop {
         let outcome = tokio::select! {
             _ = control.stop.cancelled() => return,
-            outcome = stream_once(&control, &client, &watch_uri, &ack_uri, &subscription, &connected) => outcome,
+            outcome = stream_once(&control, client, &watch_uri, &ack_uri, &subscription, &connected) => outcome,
         };
         if connected.swap(false, Ordering::SeqCst) {
             control.metrics.connected.dec();
