@@ -13,8 +13,11 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Path of a workspace binary in the profile the tests were built with,
-/// building it first when missing (e.g. `cargo test -p outrigger-e2e` alone).
+/// brought up to date first, once per test process (`cargo test -p
+/// outrigger-e2e` alone does not rebuild the proxy or the operator, and a
+/// stale binary would test old code).
 pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let test_exe = std::env::current_exe()?;
     // target/<profile>/deps/<test> -> target/<profile>
     let profile_dir = test_exe
@@ -22,11 +25,16 @@ pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
         .and_then(|deps| deps.parent())
         .ok_or_else(|| anyhow::anyhow!("unexpected test binary location {test_exe:?}"))?;
     let path = profile_dir.join(name);
-    if !path.exists() {
-        let status = Command::new(env!("CARGO"))
-            .args(["build", "-p", package, "--bin", name])
-            .status()?;
+    let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let mut build = Command::new(env!("CARGO"));
+        build.args(["build", "-q", "-p", package, "--bin", name]);
+        if profile_dir.file_name().is_some_and(|p| p == "release") {
+            build.arg("--release");
+        }
+        let status = build.status()?;
         anyhow::ensure!(status.success(), "cargo build -p {package} failed");
+        built.push(name.to_string());
     }
     Ok(path)
 }
