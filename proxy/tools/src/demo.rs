@@ -152,7 +152,7 @@ async fn outage(proxy: &RunningProxy, upstream: &FaultUpstream, concurrency: usi
         proxy
             .metrics
             .requests
-            .with_label_values(&["outbound", FLAKY, "2xx"])
+            .with_label_values(&["outbound", FLAKY, "default", "2xx"])
             .get()
     };
     let fallback_total = || {
