@@ -224,9 +224,14 @@ fn the_users_path_on_one_machine() {
     // 4. Churn under steady load: 30 req/s for 40 s while the Deployment is
     // scaled 3 -> 2, a pod deleted, and the template changed (rolling update).
     // With retries (absent, a policy retries nothing): connect failures
-    // and 502/503/504 retried by the client's proxy, as a user would set.
+    // and 502/503/504 retried by the client's proxy, as a user would set —
+    // and `reset`: the outage below SIGKILLs a server pod's proxy, which
+    // resets a request it already received (about one run in twenty has one
+    // in flight); only a policy that retries resets replays it (GETs are
+    // idempotent; the default `on` retries only what surely was not sent).
+    // `on` is quoted: kubectl reads YAML 1.1, where a bare `on` is `true`.
     api.apply(&policy(
-        "  timeouts: {request: 7s}\n  retry: {attempts: 2, backoff: {base: 5ms, max: 50ms}}\n",
+        "  timeouts: {request: 7s}\n  retry: {attempts: 2, \"on\": [connect-failure, refused-stream, reset-before-request, reset], backoff: {base: 5ms, max: 50ms}}\n",
     ));
     api.kubectl_ok(&["-n", "shop", "scale", "deployment/web", "--replicas=3"]);
     web_ready(&api, &node, 3, "3 web pods");
