@@ -1016,11 +1016,12 @@ async fn a_shed_503_from_the_servers_proxy_is_not_retried_by_the_caller() {
     let caller = mesh.caller.outbound;
     let slow =
         tokio::spawn(async move { request(caller, "GET", "/", &[("host", "web")], b"").await });
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while app.hits() == 0 {
-        assert!(Instant::now() < deadline, "the slow call never arrived");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    outrigger_e2e::wait_until(
+        Duration::from_secs(5),
+        "the slow call at the app",
+        || async { app.hits() > 0 },
+    )
+    .await;
     let (status, headers, _) = get(&mesh.caller).await;
     assert_eq!(status, 503);
     assert_eq!(headers["x-outrigger-error"], "overloaded");
