@@ -26,7 +26,10 @@ use crate::body::{empty, BoxError, ProxyBody};
 
 /// The client's request body, shared by every attempt.
 pub struct Replay {
-    shared: Arc<Mutex<Shared>>,
+    /// `None` for a body that had ended before the first attempt (every GET
+    /// without a body): each attempt sends it empty, and nothing needs
+    /// sharing, so nothing is allocated.
+    shared: Option<Arc<Mutex<Shared>>>,
 }
 
 struct Shared {
@@ -77,19 +80,19 @@ impl Replay {
         B: Body<Data = Bytes> + Send + 'static,
         B::Error: Into<BoxError>,
     {
+        if body.is_end_stream() {
+            return Replay { shared: None };
+        }
         let hint = body.size_hint();
-        let ended = body.is_end_stream();
         // A declared length over the limit will not fit: do not copy at all.
         let too_large = hint.exact().is_some_and(|len| len > max);
-        let state = match (ended, too_large) {
-            (true, _) => State::Ended,
-            (false, true) => State::Overflowed,
-            (false, false) => State::Reading,
+        let state = match too_large {
+            true => State::Overflowed,
+            false => State::Reading,
         };
-        let rest = (!ended).then(|| body.map_err(Into::into).boxed_unsync());
         Replay {
-            shared: Arc::new(Mutex::new(Shared {
-                rest,
+            shared: Some(Arc::new(Mutex::new(Shared {
+                rest: Some(body.map_err(Into::into).boxed_unsync()),
                 chunks: Vec::new(),
                 trailers: None,
                 buffered: 0,
@@ -99,13 +102,15 @@ impl Replay {
                 current: 0,
                 waiting: None,
                 hint,
-            })),
+            }))),
         }
     }
 
     /// Whether another attempt could send the body in full.
     pub fn replayable(&self) -> Result<(), NotReplayable> {
-        let shared = self.lock();
+        let Some(shared) = self.lock() else {
+            return Ok(());
+        };
         match shared.state {
             State::Reading | State::Ended => Ok(()),
             State::Overflowed if !shared.read_any => Ok(()),
@@ -117,7 +122,9 @@ impl Replay {
     /// The body for the next attempt; any earlier attempt's body stops. Check
     /// [`Replay::replayable`] first: a body that is not sends what is left.
     pub fn attempt(&self) -> ProxyBody {
-        let mut shared = self.lock();
+        let (Some(arc), Some(mut shared)) = (&self.shared, self.lock()) else {
+            return empty();
+        };
         shared.current += 1;
         if let Some(waker) = shared.waiting.take() {
             // The superseded attempt wakes to find out it is over.
@@ -127,7 +134,7 @@ impl Replay {
             return empty();
         }
         AttemptBody {
-            shared: self.shared.clone(),
+            shared: arc.clone(),
             attempt: shared.current,
             position: 0,
             trailers_sent: false,
@@ -137,11 +144,11 @@ impl Replay {
 
     /// Bytes held for replay now.
     pub fn buffered(&self) -> u64 {
-        self.lock().buffered
+        self.lock().map_or(0, |shared| shared.buffered)
     }
 
-    fn lock(&self) -> MutexGuard<'_, Shared> {
-        self.shared.lock().expect("not poisoned")
+    fn lock(&self) -> Option<MutexGuard<'_, Shared>> {
+        Some(self.shared.as_ref()?.lock().expect("not poisoned"))
     }
 }
 

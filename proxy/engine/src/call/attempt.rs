@@ -35,8 +35,11 @@ pub async fn attempt<U: Upstream>(
     body: ProxyBody,
     deadline: Option<Instant>,
 ) -> Result<(Outcome, usize), CallError> {
-    let permit = breaker::admit(stack)?;
-    let Some(index) = stack.choose_endpoint(now()) else {
+    // One reading of the clock serves the admission, the choice and the
+    // per-try limit: they happen together.
+    let sent = now();
+    let permit = breaker::admit(stack, sent)?;
+    let Some(index) = stack.choose_endpoint(sent) else {
         return Err(CallError::new(
             ProxyError::NoEndpoints,
             format!("{} has no ready endpoints", stack.label),
@@ -44,13 +47,12 @@ pub async fn attempt<U: Upstream>(
     };
     let endpoint = &stack.endpoints.list[index];
     let mut request = upstream_request(head, body, &endpoint.target);
-    grpc::pass_on_deadline(request.headers_mut(), deadline, now());
+    grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
     let per_try = match (route.backend_timeout, deadline) {
-        (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(now()))),
+        (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(sent))),
         (Some(t), None) => Some(t),
         (None, _) => None,
     };
-    let sent = now();
     let mut outcome = {
         let _pending = endpoint.start();
         let exchange = upstream.send(&endpoint.target, request);

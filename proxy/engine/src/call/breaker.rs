@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use outrigger_resilience::{Admission, CircuitBreaker, Permit, Transition};
 
 use super::error::CallError;
-use super::now;
 use super::outcome::Outcome;
 use crate::stack::{Breaker, DestinationStack};
 use outrigger_proxy_core::metrics::Metrics;
@@ -30,19 +29,20 @@ impl Drop for BreakerPermit {
 }
 
 /// `Ok(None)` without a breaker or when `DryRun` lets a rejected attempt through.
-pub fn admit(stack: &DestinationStack) -> Result<Option<BreakerPermit>, CallError> {
+pub fn admit(stack: &DestinationStack, now: Instant) -> Result<Option<BreakerPermit>, CallError> {
     let Some(breaker) = &stack.breaker else {
         return Ok(None);
     };
-    let (admission, transition) = breaker
-        .state
-        .lock()
-        .expect("not poisoned")
-        .try_acquire_with_transition(now());
+    let (admission, transition, state) = {
+        let mut state = breaker.state.lock().expect("not poisoned");
+        let (admission, transition) = state.try_acquire_with_transition(now);
+        (admission, transition, state.state(now))
+    };
     if let Some(t) = transition {
         report_transition(&Site::of(stack), t);
     }
-    stack.publish_circuit_state(now());
+    // The gauge follows time too (open turns half-open): refreshed here.
+    breaker.gauge.set(state.state_gauge_value());
     let metrics = &stack.metrics.resilience;
     match admission {
         Admission::Allowed(permit) => Ok(Some(BreakerPermit {
@@ -138,13 +138,14 @@ fn report_transition(site: &Site<'_>, t: Transition) {
 
 #[cfg(test)]
 mod tests {
+    use super::super::now;
     use super::super::testing::{breaker_config, counter, gauge, stack, status};
     use super::super::Cause;
     use super::*;
     use http::header;
 
     fn fail(stack: &DestinationStack) {
-        let permit = admit(stack).unwrap();
+        let permit = admit(stack, now()).unwrap();
         record(stack, permit, &status(503), Duration::from_millis(1), now());
     }
 
@@ -154,7 +155,7 @@ mod tests {
         fail(&stack);
         fail(&stack);
         assert_eq!(gauge(&stack.metrics, "outrigger_circuit_state"), 1.0);
-        let error = admit(&stack).err().expect("open");
+        let error = admit(&stack, now()).err().expect("open");
         assert_eq!(error.cause(), Cause::CircuitOpen);
         let response = error.into_response();
         assert_eq!(response.status(), 503);
@@ -168,7 +169,7 @@ mod tests {
 
         // After openFor the next attempt is a probe (half-open); its success closes.
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = admit(&stack).unwrap();
+        let probe = admit(&stack, now()).unwrap();
         assert_eq!(gauge(&stack.metrics, "outrigger_circuit_state"), 2.0);
         record(&stack, probe, &status(200), Duration::from_millis(1), now());
         assert_eq!(gauge(&stack.metrics, "outrigger_circuit_state"), 0.0);
@@ -185,11 +186,11 @@ mod tests {
         fail(&stack);
         fail(&stack);
         tokio::time::advance(Duration::from_secs(5)).await;
-        let probe = admit(&stack).unwrap();
-        assert!(admit(&stack).is_err(), "one probe at a time");
+        let probe = admit(&stack, now()).unwrap();
+        assert!(admit(&stack, now()).is_err(), "one probe at a time");
         drop(probe);
         assert!(
-            admit(&stack).is_ok(),
+            admit(&stack, now()).is_ok(),
             "the lost probe's place is free again"
         );
     }
@@ -199,7 +200,7 @@ mod tests {
         let stack = stack(breaker_config(true), 1);
         fail(&stack);
         fail(&stack);
-        assert!(admit(&stack).unwrap().is_none());
+        assert!(admit(&stack, now()).unwrap().is_none());
         assert_eq!(
             counter(&stack.metrics, "outrigger_dry_run_would_reject_total"),
             1.0

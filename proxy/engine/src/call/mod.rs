@@ -110,7 +110,10 @@ async fn exchange<U: Upstream, B: RequestBody>(
         .policy
         .is_some()
         .then_some(stack.config.idle_timeout);
-    let activity = idle.map(|_| Activity::new());
+    // Shared with the response's limits only while a request body uploads.
+    let activity = idle
+        .filter(|_| !request.body().is_end_stream())
+        .map(|_| Activity::new());
     let request = request.map(|body| match &activity {
         Some(activity) => activity.watch_request(body),
         None => Touching::unwatched(body),

@@ -80,7 +80,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
 
     let mut retries_done = 0u32;
     loop {
-        let head = Head::Shared(&parts);
+        let head = Head::Kept(&mut parts);
         let (outcome, index) =
             attempt(stack, upstream, route, head, body.attempt(), deadline).await?;
         let target = &stack.endpoints.list[index].target;

@@ -65,16 +65,25 @@ fn classify_error(err: &UpstreamError) -> Outcome {
     }
 }
 
-/// The request head an attempt is built from: shared when it may be replayed.
+/// The request head an attempt is built from.
 pub enum Head<'a> {
-    Shared(&'a Parts),
+    /// It may be replayed: the attempt sends the client's header map and
+    /// leaves a copy for the next one. (Sending the copy instead costs a
+    /// reallocation per request: hyper reuses the map a request was sent with
+    /// for its response's headers, and a copy has no room to spare.)
+    Kept(&'a mut Parts),
+    /// The only attempt: it takes the headers.
     Once(&'a mut Parts),
 }
 
 /// The request for one attempt, addressed to the chosen endpoint.
 pub fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> Request<ProxyBody> {
     let (parts, headers) = match head {
-        Head::Shared(parts) => (parts, parts.headers.clone()),
+        Head::Kept(parts) => {
+            let copy = parts.headers.clone();
+            let headers = std::mem::replace(&mut parts.headers, copy);
+            (&*parts, headers)
+        }
         Head::Once(parts) => {
             let headers = std::mem::take(&mut parts.headers);
             (&*parts, headers)
@@ -146,13 +155,13 @@ mod tests {
 
     #[test]
     fn http2_is_addressed_to_the_endpoint() {
-        let (parts, ()) = Request::get("/x")
+        let (mut parts, ()) = Request::get("/x")
             .version(Version::HTTP_2)
             .body(())
             .unwrap()
             .into_parts();
         let request = upstream_request(
-            Head::Shared(&parts),
+            Head::Kept(&mut parts),
             outrigger_http::body::empty(),
             &target(),
         );
