@@ -1,5 +1,6 @@
 //! Outrigger sidecar proxy.
-#![forbid(unsafe_code)]
+// Unsafe only where a C library call has no safe wrapper (`malloc_tuning`).
+#![deny(unsafe_code)]
 
 pub mod admin;
 pub mod app;
@@ -9,6 +10,7 @@ pub mod destination;
 pub mod forward;
 pub mod init;
 pub mod listener;
+pub mod malloc_tuning;
 pub mod readiness_wait;
 pub mod state;
 pub mod telemetry;

@@ -4,6 +4,7 @@ use outrigger_proxy::cli::{Cli, Command};
 use outrigger_proxy::{app, telemetry};
 
 fn main() -> std::process::ExitCode {
+    outrigger_proxy::malloc_tuning::tune();
     let cli = Cli::parse();
     // `init` runs before any network exists for the app: no runtime needed.
     if let Some(Command::Init(args)) = cli.command {
