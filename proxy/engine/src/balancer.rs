@@ -131,22 +131,25 @@ pub fn pick<R: Rng>(
         n => {
             // Two distinct random candidates, preferring ones not ejected; a few
             // tries keep this O(1) while rarely landing on an ejected endpoint.
+            // Each candidate comes with whether it is ejected (asked once).
             let candidate = |rng: &mut R| {
                 let mut index = rng.random_range(0..n);
+                let mut out = is_ejected(index);
                 for _ in 0..4 {
-                    if !is_ejected(index) {
+                    if !out {
                         break;
                     }
                     index = rng.random_range(0..n);
+                    out = is_ejected(index);
                 }
-                index
+                (index, out)
             };
-            let a = candidate(rng);
-            let mut b = candidate(rng);
+            let (a, a_out) = candidate(rng);
+            let (mut b, mut b_out) = candidate(rng);
             if a == b {
                 b = (a + 1 + rng.random_range(0..n - 1)) % n;
+                b_out = is_ejected(b);
             }
-            let (a_out, b_out) = (is_ejected(a), is_ejected(b));
             Some(match (a_out, b_out) {
                 (false, true) => a,
                 (true, false) => b,

@@ -13,8 +13,12 @@
 //! counted as overflow; the endpoint keeps its failure streak and is ejected on a later
 //! failure once room frees up.
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+// Looked up for every candidate of every balancing decision: a fast hash
+// (std's SipHash cost ~150 instructions per lookup, measured with callgrind).
+// The keys are the stack's endpoint indices, which no client chooses.
+use foldhash::{HashMap, HashMapExt};
 use std::time::{Duration, Instant};
 
 use super::deadline;

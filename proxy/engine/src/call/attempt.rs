@@ -19,8 +19,9 @@ use crate::config::RouteConfig;
 use crate::stack::{Breaker, DestinationStack, EndpointReport, Endpoints};
 use outrigger_api::policy::FailureKind;
 use outrigger_http::body::{empty, ProxyBody};
-use outrigger_http::error_response::ProxyError;
+use outrigger_http::error_response::{is_grpc, ProxyError};
 use outrigger_proxy_core::metrics::Metrics;
+use outrigger_resilience::grpc::Codes;
 
 /// Latency the balancer charges an endpoint for a transport failure.
 const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
@@ -47,6 +48,8 @@ pub async fn attempt<U: Upstream>(
     };
     let endpoint = &stack.endpoints.list[index];
     let mut request = upstream_request(head, body, &endpoint.target);
+    // Only a gRPC call has a gRPC status to read in its response.
+    let grpc = is_grpc(request.headers());
     grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
     let per_try = match (route.backend_timeout, deadline) {
         (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(sent))),
@@ -63,32 +66,26 @@ pub async fn attempt<U: Upstream>(
             None => exchange.await,
         }
     };
-    let done = now();
-    record(
-        stack,
-        route,
-        index,
-        permit,
-        &mut outcome,
-        done.duration_since(sent),
-        done,
-    );
+    record(stack, route, index, permit, &mut outcome, sent, grpc);
     Ok((outcome, index))
 }
 
 /// Records an attempt: its latency at once; its result in the outlier
 /// detector and the breaker at once too, except for a gRPC response whose
 /// status is still to come, recorded when its body shows it
-/// ([`grpc::Verdict`]).
+/// ([`grpc::Verdict`]). `sent` is when the attempt started; `grpc`, whether
+/// it is a gRPC call.
 fn record(
     stack: &DestinationStack,
     route: &RouteConfig,
     index: usize,
     permit: Option<BreakerPermit>,
     outcome: &mut Outcome,
-    elapsed: Duration,
-    now: Instant,
+    sent: Instant,
+    grpc: bool,
 ) {
+    let now = now();
+    let elapsed = now.duration_since(sent);
     let metrics = &stack.metrics.resilience;
     let endpoints = &stack.endpoints;
     // An endpoint that fails fast is not a fast endpoint: without a penalty a
@@ -111,7 +108,7 @@ fn record(
     }
     let counted = stack.breaker.is_some() || endpoints.outlier.is_some();
     if let Outcome::Response(response) = outcome {
-        if counted && grpc::status_pending(response) {
+        if counted && grpc && grpc::status_pending(response) {
             let later = Later {
                 direction: stack.direction,
                 label: stack.label.clone(),
@@ -129,10 +126,15 @@ fn record(
         }
     }
     if let Some((settings, _)) = &endpoints.outlier {
-        let failure = outcome.is_endpoint_failure(settings.grpc_codes);
+        let codes = if grpc {
+            settings.grpc_codes
+        } else {
+            Codes::NONE
+        };
+        let failure = outcome.is_endpoint_failure(codes);
         stack.record_endpoint_result(index, failure, now);
     }
-    breaker::record(stack, permit, outcome, elapsed, now);
+    breaker::record(stack, permit, outcome, grpc, elapsed, now);
 }
 
 /// An attempt's result to record once its gRPC status shows: what the

@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use outrigger_resilience::grpc::Codes;
 use outrigger_resilience::{Admission, CircuitBreaker, Permit, Transition};
 
 use super::error::CallError;
@@ -69,11 +70,13 @@ pub fn admit(stack: &DestinationStack, now: Instant) -> Result<Option<BreakerPer
     }
 }
 
-/// Records an attempt's result under its admission.
+/// Records an attempt's result under its admission; `grpc` says whether it
+/// was a gRPC call, whose gRPC status counts.
 pub fn record(
     stack: &DestinationStack,
     held: Option<BreakerPermit>,
     outcome: &Outcome,
+    grpc: bool,
     elapsed: Duration,
     now: Instant,
 ) {
@@ -81,7 +84,11 @@ pub fn record(
         return;
     };
     let settings = &breaker.settings;
-    let failure = outcome.is_breaker_failure(&settings.failure_on, settings.grpc_codes);
+    let codes = match grpc {
+        true => settings.grpc_codes,
+        false => Codes::NONE,
+    };
+    let failure = outcome.is_breaker_failure(&settings.failure_on, codes);
     settle(&Site::of(stack), breaker, held, failure, elapsed, now);
 }
 
@@ -146,7 +153,14 @@ mod tests {
 
     fn fail(stack: &DestinationStack) {
         let permit = admit(stack, now()).unwrap();
-        record(stack, permit, &status(503), Duration::from_millis(1), now());
+        record(
+            stack,
+            permit,
+            &status(503),
+            false,
+            Duration::from_millis(1),
+            now(),
+        );
     }
 
     #[tokio::test(start_paused = true)]
@@ -171,7 +185,14 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         let probe = admit(&stack, now()).unwrap();
         assert_eq!(gauge(&stack.metrics, "outrigger_circuit_state"), 2.0);
-        record(&stack, probe, &status(200), Duration::from_millis(1), now());
+        record(
+            &stack,
+            probe,
+            &status(200),
+            false,
+            Duration::from_millis(1),
+            now(),
+        );
         assert_eq!(gauge(&stack.metrics, "outrigger_circuit_state"), 0.0);
         // closed→open, open→half-open, half-open→closed
         assert_eq!(

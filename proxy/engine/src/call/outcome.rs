@@ -68,15 +68,17 @@ impl Outcome {
     }
 
     fn is_grpc_failure(&self, codes: Codes) -> bool {
-        matches!(self, Outcome::Response(r)
+        !codes.is_empty()
+            && matches!(self, Outcome::Response(r)
             if trailers_only_status(r).is_some_and(|code| codes.contains(code)))
     }
 
     /// What the retry loop should make of this outcome: the one place where
     /// an outcome is classified for retries (a protocol-aware classifier,
     /// gRPC's `grpc-status` say, plugs in here).
-    pub fn retry_verdict(&self, retry: &RetrySettings) -> RetryVerdict {
-        let Some(reason) = self.retry_reason(retry) else {
+    /// `grpc`: whether the call is a gRPC one (only those have a gRPC status).
+    pub fn retry_verdict(&self, retry: &RetrySettings, grpc: bool) -> RetryVerdict {
+        let Some(reason) = self.retry_reason(retry, grpc) else {
             return RetryVerdict::Final;
         };
         match self {
@@ -90,13 +92,14 @@ impl Outcome {
     }
 
     /// The retry reason, if the policy retries this outcome.
-    fn retry_reason(&self, retry: &RetrySettings) -> Option<&'static str> {
+    fn retry_reason(&self, retry: &RetrySettings, grpc: bool) -> Option<&'static str> {
         let on = |c: RetryOn| retry.on.contains(&c);
         match self {
             Outcome::Response(r) if retry.codes.contains(&r.status().as_u16()) => {
                 Some(status_reason(r.status()))
             }
             // Known before anything reached the client: a trailers-only answer.
+            Outcome::Response(_) if !grpc => None,
             Outcome::Response(r) => trailers_only_status(r)
                 .filter(|code| retry.grpc_codes.contains(*code))
                 .map(grpc::retry_reason),

@@ -26,6 +26,7 @@ use super::upstream::{Head, Upstream};
 use crate::config::{RetrySettings, RouteConfig};
 use crate::stack::DestinationStack;
 use outrigger_http::body::{empty, BoxError, ProxyBody};
+use outrigger_http::error_response::is_grpc;
 use outrigger_http::replay::{NotReplayable, Replay};
 use outrigger_resilience::{parse_retry_after, Backoff};
 
@@ -75,6 +76,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
     };
+    let grpc = is_grpc(&parts.headers);
     let body = Replay::new(body, retry.max_buffered_body_bytes);
     let replay_ok = replay_allowed(&parts, retry);
 
@@ -84,7 +86,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         let (outcome, index) =
             attempt(stack, upstream, route, head, body.attempt(), deadline).await?;
         let target = &stack.endpoints.list[index].target;
-        let reason = match outcome.retry_verdict(retry) {
+        let reason = match outcome.retry_verdict(retry, grpc) {
             RetryVerdict::Final => return outcome.into_result(stack, target),
             RetryVerdict::Refused(why) => {
                 skip(why);
