@@ -10,6 +10,7 @@ use http::Response;
 use prometheus::IntGauge;
 
 use super::breaker::{self, BreakerPermit, Site};
+use super::deadline;
 use super::error::CallError;
 use super::grpc;
 use super::now;
@@ -51,19 +52,19 @@ pub async fn attempt<U: Upstream>(
     // Only a gRPC call has a gRPC status to read in its response.
     let grpc = is_grpc(request.headers());
     grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
-    let per_try = match (route.backend_timeout, deadline) {
-        (Some(t), Some(d)) => Some(t.min(d.saturating_duration_since(sent))),
-        (Some(t), None) => Some(t),
-        (None, _) => None,
-    };
+    let limit = deadline::attempt_limit(route.backend_timeout, deadline, sent);
     let mut outcome = {
         let _pending = endpoint.start();
         let exchange = upstream.send(&endpoint.target, request);
-        match per_try {
-            Some(limit) => tokio::time::timeout(limit, exchange)
-                .await
-                .unwrap_or(Outcome::AttemptTimeout),
+        match limit {
             None => exchange.await,
+            Some((at, is_deadline)) => match tokio::time::timeout_at(at.into(), exchange).await {
+                Ok(outcome) => outcome,
+                // The call's deadline, not the endpoint's failure: nothing is
+                // recorded against it, and the breaker admission is released.
+                Err(_) if is_deadline => return Err(deadline::passed(stack, route)),
+                Err(_) => Outcome::AttemptTimeout,
+            },
         }
     };
     record(stack, route, index, permit, &mut outcome, sent, grpc);
@@ -189,22 +190,30 @@ impl Later {
 
 #[cfg(test)]
 mod tests {
-    use super::super::testing::{config, counter, gauge, stack, Scripted, Step};
+    use super::super::testing::{config, counter, counter_with, gauge, stack, Scripted, Step};
+    use super::super::Cause;
     use super::*;
     use crate::config::OutlierSettings;
     use http::Request;
+
+    async fn try_once(
+        stack: &DestinationStack,
+        upstream: &Scripted,
+        deadline: Option<Instant>,
+    ) -> Result<(Outcome, usize), CallError> {
+        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+        let route = &stack.config.default_route;
+        let head = Head::Once(&mut parts);
+        let body = outrigger_http::body::empty();
+        attempt(stack, upstream, route, head, body, deadline).await
+    }
 
     async fn once(
         stack: &DestinationStack,
         upstream: &Scripted,
         deadline: Option<Instant>,
     ) -> (Outcome, usize) {
-        let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
-        let route = &stack.config.default_route;
-        let head = Head::Once(&mut parts);
-        let body = outrigger_http::body::empty();
-        let result = attempt(stack, upstream, route, head, body, deadline).await;
-        match result {
+        match try_once(stack, upstream, deadline).await {
             Ok(pair) => pair,
             Err(error) => panic!("not admitted: {error:?}"),
         }
@@ -220,12 +229,17 @@ mod tests {
         let (outcome, _) = once(&stack, &upstream, None).await;
         assert!(matches!(outcome, Outcome::AttemptTimeout));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
+        // Cut to the call's deadline, the attempt ends the call: a request
+        // timeout, not the endpoint's (nothing counts against it).
         let started = tokio::time::Instant::now();
         let deadline = Some(now() + Duration::from_millis(700));
-        let (outcome, _) = once(&stack, &upstream, deadline).await;
-        assert!(matches!(outcome, Outcome::AttemptTimeout));
+        let error = try_once(&stack, &upstream, deadline).await.err();
+        let error = error.expect("the deadline ends the call");
+        assert_eq!(error.cause(), Cause::Proxy(ProxyError::Timeout));
         assert_eq!(started.elapsed(), Duration::from_millis(700));
         assert_eq!(counter(&stack.metrics, "outrigger_timeouts_total"), 2.0);
+        let request = counter_with(&stack.metrics, "outrigger_timeouts_total", "request");
+        assert_eq!(request, 1.0);
     }
 
     #[tokio::test(start_paused = true)]

@@ -118,8 +118,8 @@ async fn exchange<U: Upstream, B: RequestBody>(
         Some(activity) => activity.watch_request(body),
         None => Touching::unwatched(body),
     });
-    let attempts = retry::with_retries(stack, upstream, route, request, deadline);
-    let result = deadline::within(stack, route, deadline, attempts).await;
+    // The deadline ends the attempts (see `deadline`).
+    let result = retry::with_retries(stack, upstream, route, request, deadline).await;
     let result = result.map(|response| {
         // The deadline covers a bounded body to its end; a stream's stopped
         // at its headers.

@@ -132,6 +132,8 @@ pub enum Step {
     Reset,
     /// No answer, ever.
     Hang,
+    /// This status after this long.
+    After(Duration, u16),
     /// A trailers-only gRPC response with this `grpc-status`.
     GrpcStatus(u32),
     /// A gRPC response whose `grpc-status` comes in trailers, after a
@@ -260,6 +262,10 @@ impl Upstream for Scripted {
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
             Step::Hang => std::future::pending().await,
+            Step::After(delay, code) => {
+                tokio::time::sleep(delay).await;
+                respond(code, None)
+            }
             Step::GrpcTrailers(code, message) => {
                 let mut frames = VecDeque::new();
                 if message {
