@@ -21,6 +21,12 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `TE: trailers` survives: gRPC needs it end to end. With `keep_upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair survives for a protocol switch.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Most messages carry none of them: one pass over their few names costs
+    // far less than looking up each hop-by-hop name (twice per request; about
+    // 1,500 instructions a time, measured with bench/instructions.sh).
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     // Most messages name only headers removed anyway ("keep-alive") or none
     // ("close"): collect the rest, which usually allocates nothing.
     let named: Vec<HeaderName> = headers
