@@ -21,40 +21,51 @@ const HOP_BY_HOP: [HeaderName; 7] = [
 /// `TE: trailers` survives: gRPC needs it end to end. With `keep_upgrade`, the
 /// `Connection: upgrade` and `Upgrade` pair survives for a protocol switch.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none of them: one pass over their few names costs
-    // far less than looking up each hop-by-hop name (twice per request; about
-    // 1,500 instructions a time, measured with bench/instructions.sh).
-    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+    // Which hop-by-hop names the message has, found in one pass over its few
+    // names. Most have none, or only `Connection`: looking up each of the
+    // seven cost about 1,500 instructions a message, twice per request
+    // (bench/instructions.sh).
+    let present = headers
+        .keys()
+        .fold(0u8, |set, name| set | hop_by_hop_bit(name));
+    if present == 0 {
         return;
     }
+    let has = |name: &HeaderName| present & hop_by_hop_bit(name) != 0;
     // Most messages name only headers removed anyway ("keep-alive") or none
     // ("close"): collect the rest, which usually allocates nothing.
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(str::trim)
-        .filter(|name| {
-            !name.eq_ignore_ascii_case("close")
-                && !HOP_BY_HOP
-                    .iter()
-                    .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
-        })
-        .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
-        .collect();
-    let te_trailers = headers.get_all(header::TE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
-    });
-    let upgrade = if keep_upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
+    let named: Vec<HeaderName> = match has(&header::CONNECTION) {
+        false => Vec::new(),
+        true => headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|name| {
+                !name.eq_ignore_ascii_case("close")
+                    && !HOP_BY_HOP
+                        .iter()
+                        .any(|hop| name.eq_ignore_ascii_case(hop.as_str()))
+            })
+            .filter_map(|name| HeaderName::from_bytes(name.as_bytes()).ok())
+            .collect(),
+    };
+    let te_trailers = has(&header::TE)
+        && headers.get_all(header::TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
+        });
+    let upgrade = match keep_upgrade && has(&header::UPGRADE) {
+        true => headers.get(header::UPGRADE).cloned(),
+        false => None,
     };
 
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in &named {
         headers.remove(name);
+    }
+    for hop in HOP_BY_HOP.iter().filter(|hop| has(hop)) {
+        headers.remove(hop);
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
@@ -63,6 +74,14 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         headers.insert(header::UPGRADE, upgrade);
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
+}
+
+/// `name`'s bit in a set of [`HOP_BY_HOP`] names (0 when it is not one).
+fn hop_by_hop_bit(name: &HeaderName) -> u8 {
+    HOP_BY_HOP
+        .iter()
+        .position(|hop| hop == name)
+        .map_or(0, |i| 1 << i)
 }
 
 /// Whether an HTTP/1.1 request asks to switch protocols (e.g. WebSocket).
