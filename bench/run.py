@@ -9,6 +9,7 @@ Paths (each a reverse proxy in front of the same nginx upstream):
               concurrency limit, P2C over two endpoints)
   haproxy     HAProxy, one thread, upstream keep-alive (http-reuse always)
   nginx       nginx as a reverse proxy, one worker, upstream keep-alive
+  envoy       Envoy, --concurrency 1, upstream keep-alive, no access log
 
 Everything under test and the upstream run pinned to core 1, the load
 generators to core 0. Scenarios alternate between paths (A/B/A/B) round by
@@ -31,6 +32,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.path.join(ROOT, "target/release/outrigger-proxy")
+# bench/run.sh installs Envoy and says where.
+ENVOY_BIN = os.environ.get("OUTRIGGER_ENVOY_BIN", "envoy")
 LOAD_CORE, SERVER_CORE = "0", "1"
 
 # Ports (loopback only).
@@ -40,6 +43,7 @@ OR_FULL_OUT, OR_FULL_ADMIN = 14140, 14192
 OR_H2_IN, OR_H2_ADMIN = 14243, 14291
 HAP_H1, HAP_H2 = 19080, 19082
 NGX_H1, NGX_H2 = 20080, 20082
+ENVOY_H1, ENVOY_H2 = 21080, 21082
 
 BODY = "x" * 64
 
@@ -232,6 +236,57 @@ def start_nginx_proxy():
     return s
 
 
+def start_envoy():
+    # Static bootstrap: an HTTP/1.1 listener to the HTTP/1.1 upstream and an
+    # HTTP/2 one to the HTTP/2 upstream, like HAProxy's two frontends. No
+    # admin listener, no access log; upstream connections are kept alive by
+    # Envoy's connection pool. Every other setting is Envoy's default.
+    listener = """
+  - name: %(name)s
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %(name)s
+          codec_type: %(codec)s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: %(cluster)s}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+"""
+    cluster = """
+  - name: %(name)s
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: %(name)s
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}}}]}]
+%(protocol)s"""
+    h2_upstream = """    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"""
+    conf = write("envoy.yaml", "static_resources:\n  listeners:" + "".join([
+        listener % {"name": "h1", "port": ENVOY_H1, "codec": "HTTP1", "cluster": "up_h1"},
+        listener % {"name": "h2", "port": ENVOY_H2, "codec": "HTTP2", "cluster": "up_h2"},
+    ]) + "  clusters:" + "".join([
+        cluster % {"name": "up_h1", "port": UP_H1, "protocol": ""},
+        cluster % {"name": "up_h2", "port": UP_H2, "protocol": h2_upstream},
+    ]))
+    s = Server("envoy", [ENVOY_BIN, "-c", conf, "--concurrency", "1", "--log-level", "warn",
+                         "--disable-hot-restart", "--base-id-path", os.path.join(WORK, "envoy.base-id")])
+    wait_port(ENVOY_H1, s)
+    wait_port(ENVOY_H2, s)
+    return s
+
+
 # ---------------------------------------------------------------- load
 
 def wrk(port, conns, seconds, path="/", host=None):
@@ -390,7 +445,9 @@ def svg_plot(latency, path):
         f.write("\n".join(parts) + "\n")
 
 
-PATH_ORDER = ["direct", "outrigger", "outrigger+", "haproxy", "nginx"]
+PATH_ORDER = ["direct", "outrigger", "outrigger+", "haproxy", "nginx", "envoy"]
+# The peer proxies, each measured wherever Outrigger is.
+PEERS = ["haproxy", "nginx", "envoy"]
 
 
 def main():
@@ -415,12 +472,13 @@ def main():
         servers["outrigger-h2"] = start_outrigger("outrigger-h2", OR_H2_IN, OR_H2_ADMIN, app=UP_H2)
         servers["haproxy"] = start_haproxy()
         servers["nginx"] = start_nginx_proxy()
+        servers["envoy"] = start_envoy()
         h1 = {"direct": (UP_H1, None), "outrigger": (OR_IN, None),
               "outrigger+": (OR_FULL_OUT, "full.bench"), "haproxy": (HAP_H1, None),
-              "nginx": (NGX_H1, None)}
-        h2 = {"direct": UP_H2, "outrigger": OR_H2_IN, "haproxy": HAP_H2, "nginx": NGX_H2}
-        measured = {"server": servers, "upstream": upstream}
-        idle_rss = {n: servers[n].rss_kib() for n in ("outrigger", "outrigger+", "haproxy", "nginx")}
+              "nginx": (NGX_H1, None), "envoy": (ENVOY_H1, None)}
+        h2 = {"direct": UP_H2, "outrigger": OR_H2_IN, "haproxy": HAP_H2, "nginx": NGX_H2,
+              "envoy": ENVOY_H2}
+        idle_rss = {n: servers[n].rss_kib() for n in ["outrigger", "outrigger+"] + PEERS}
         # Warm every path (connection pools, lazy stacks) before measuring.
         for name, (port, host) in h1.items():
             wrk(port, 10, 1, host=host)
@@ -450,7 +508,7 @@ def main():
             for name, (port, host) in h1.items():
                 add(("1m", name), wrk(port, 10, args.seconds, path="/1m", host=host))
         idle = {}
-        for name in ("outrigger", "haproxy", "nginx"):
+        for name in ["outrigger"] + PEERS:
             port = h1[name][0]
             idle[name] = idle_connections(servers[name], port, 100 if args.smoke else 1000, "a")
         ready_ms = time_to_ready(3 if args.smoke else 15)
@@ -520,6 +578,16 @@ def render(args, results, idle_rss, peak, cpu, idle, ready_ms):
     direct, ours, haproxy = med(("rate", "direct", 1000)), med(("rate", "outrigger", 1000)), med(("rate", "haproxy", 1000))
     lines.append("Added p50 latency at 1k req/s over direct: outrigger %.3f ms, haproxy %.3f ms."
                  % (ours["p50"] - direct["p50"], haproxy["p50"] - direct["p50"]))
+    envoy, mine = med(("max", "envoy")), med(("max", "outrigger"))
+    if envoy and envoy["rps"] and "envoy" in cpu:
+        h2_ours, h2_envoy = med(("h2", "outrigger")), med(("h2", "envoy"))
+        lines.append("Outrigger against Envoy in this run: max req/s %.2f×, CPU per request %.2f×, "
+                     "h2 req/s %.2f×, RSS idle %.1f vs %.1f MiB, peak %.1f vs %.1f MiB."
+                     % (mine["rps"] / envoy["rps"],
+                        statistics.median(cpu["outrigger"]) / statistics.median(cpu["envoy"]),
+                        h2_ours["rps"] / h2_envoy["rps"] if h2_envoy["rps"] else 0,
+                        idle_rss["outrigger"] / 1024, idle_rss["envoy"] / 1024,
+                        peak.get("outrigger", 0) / 1024, peak.get("envoy", 0) / 1024))
     return "\n".join(lines)
 
 
