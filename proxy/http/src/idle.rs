@@ -6,16 +6,17 @@
 //! hyper does not say when it is idle, but it shows it: between requests it
 //! waits for the next request head and arms its header-read timer for that
 //! wait (and only for that wait), and it drops the timer once a head has
-//! arrived. The timer is ours ([`HeadTimer`]), and so is the connection's
-//! IO ([`IdleIo`]), which counts reads and remembers whether the last write
-//! was refused (unflushed response bytes). hyper waiting for a head, with
-//! nothing read since it started waiting and every write flushed, is idle:
-//! closing it then (`graceful_shutdown`) ends it without any IO, and
-//! `into_parts` hands back the socket to serve again on the next request.
+//! arrived. The timer is ours ([`HeadTimer`]): besides the header-read
+//! deadline it wakes once after `idle_after`, and if nothing has been read
+//! since the wait began and every write was flushed (the connection's IO,
+//! [`IdleIo`], counts reads and remembers refused writes), it flags the
+//! connection idle. Closing it then (`graceful_shutdown`) ends it without any
+//! IO, and `into_parts` hands back the socket to serve again on the next
+//! request. Busy connections pay nothing for this but the timer's flag.
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -25,51 +26,47 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// What one client connection's IO and header timer have seen. Shared by the
 /// IO and timer (inside hyper's connection) and the task serving it; all of
-/// them run on that task, so relaxed ordering is enough.
+/// them run on that task, so relaxed loads and stores are enough.
 #[derive(Debug)]
 pub(crate) struct Activity {
     /// Reads that returned bytes.
     reads: AtomicU64,
     /// `reads` when hyper last started waiting for a request head.
     reads_when_armed: AtomicU64,
-    /// Times hyper started waiting for a request head.
-    arms: AtomicU64,
-    /// Header timers alive: hyper is waiting for a head while this is > 0.
-    waiting_for_head: AtomicUsize,
     /// The header-read deadline of the current wait, in ns after `base`.
     deadline_ns: AtomicU64,
     /// The last write returned `Pending`: hyper holds unflushed bytes.
     write_blocked: AtomicBool,
+    /// hyper has waited `idle_after` for a head with nothing read.
+    idle: AtomicBool,
     /// The connection is being set aside: a shutdown must leave the socket open.
     parking: AtomicBool,
     /// Times the connection was set aside.
     set_asides: AtomicU64,
+    idle_after: Duration,
     base: Instant,
 }
 
 impl Activity {
-    pub(crate) fn new() -> Self {
+    /// Flags the connection idle once hyper has waited `idle_after` for a
+    /// request head with nothing read and nothing left to write.
+    pub(crate) fn new(idle_after: Duration) -> Self {
         Activity {
             reads: AtomicU64::new(0),
             reads_when_armed: AtomicU64::new(0),
-            arms: AtomicU64::new(0),
-            waiting_for_head: AtomicUsize::new(0),
             deadline_ns: AtomicU64::new(0),
             write_blocked: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
             parking: AtomicBool::new(false),
             set_asides: AtomicU64::new(0),
-            base: Instant::now(),
+            idle_after,
+            base: tokio::time::Instant::now().into_std(),
         }
     }
 
-    /// While hyper waits for a request head with nothing read and nothing
-    /// left to write: which wait it is. The same wait seen at two checks a
-    /// period apart means the connection was idle for the whole period.
-    pub(crate) fn idle_wait(&self) -> Option<u64> {
-        let idle = self.waiting_for_head.load(Relaxed) > 0
-            && !self.write_blocked.load(Relaxed)
-            && self.reads.load(Relaxed) == self.reads_when_armed.load(Relaxed);
-        idle.then(|| self.arms.load(Relaxed))
+    /// Whether the connection was flagged idle since the last call.
+    pub(crate) fn take_idle(&self) -> bool {
+        self.idle.swap(false, Relaxed)
     }
 
     /// When hyper would have closed the idle connection for sending no head.
@@ -91,32 +88,48 @@ impl Activity {
     }
 
     fn armed(&self, deadline: Instant) {
-        self.arms.store(self.arms.load(Relaxed) + 1, Relaxed);
         self.reads_when_armed
             .store(self.reads.load(Relaxed), Relaxed);
-        self.waiting_for_head.fetch_add(1, Relaxed);
         let ns = deadline.saturating_duration_since(self.base).as_nanos();
         self.deadline_ns
             .store(u64::try_from(ns).unwrap_or(u64::MAX), Relaxed);
     }
+
+    /// hyper is still waiting for the head it armed the timer for.
+    fn check_idle(&self) {
+        if !self.write_blocked.load(Relaxed)
+            && self.reads.load(Relaxed) == self.reads_when_armed.load(Relaxed)
+        {
+            self.idle.store(true, Relaxed);
+        }
+    }
 }
 
-/// hyper's header-read timer: a tokio sleep that also tells [`Activity`]
-/// when hyper starts and stops waiting for a request head.
+/// hyper's header-read timer: a tokio sleep that also flags the connection
+/// idle (see the module's doc).
 #[derive(Debug, Clone)]
 pub(crate) struct HeadTimer(pub(crate) Arc<Activity>);
 
 impl hyper::rt::Timer for HeadTimer {
     fn sleep(&self, duration: Duration) -> Pin<Box<dyn hyper::rt::Sleep>> {
-        self.sleep_until(Instant::now() + duration)
+        self.sleep_until(self.now() + duration)
     }
 
     fn sleep_until(&self, deadline: Instant) -> Pin<Box<dyn hyper::rt::Sleep>> {
         self.0.armed(deadline);
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let check = tokio::time::Instant::now() + self.0.idle_after;
         Box::pin(HeadWait {
-            sleep: tokio::time::sleep_until(deadline.into()),
-            _waiting: Waiting(self.0.clone()),
+            sleep: tokio::time::sleep_until(check.min(deadline)),
+            deadline,
+            checking: check < deadline,
+            activity: self.0.clone(),
         })
+    }
+
+    // tokio's clock, which the sleeps run on (and tests can pause).
+    fn now(&self) -> Instant {
+        tokio::time::Instant::now().into_std()
     }
 }
 
@@ -124,27 +137,31 @@ pin_project_lite::pin_project! {
     struct HeadWait {
         #[pin]
         sleep: tokio::time::Sleep,
-        _waiting: Waiting,
+        deadline: tokio::time::Instant,
+        // The sleep ends at the idle check, not yet at the deadline.
+        checking: bool,
+        activity: Arc<Activity>,
     }
 }
 
 impl std::future::Future for HeadWait {
     type Output = ();
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.project().sleep.poll(cx)
+        let mut this = self.project();
+        loop {
+            std::task::ready!(this.sleep.as_mut().poll(cx));
+            if !*this.checking {
+                return Poll::Ready(());
+            }
+            // Polled by hyper, so it still waits for this head.
+            *this.checking = false;
+            this.activity.check_idle();
+            this.sleep.as_mut().reset(*this.deadline);
+        }
     }
 }
 
 impl hyper::rt::Sleep for HeadWait {}
-
-/// Counts one wait for a head while it lives.
-struct Waiting(Arc<Activity>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.waiting_for_head.fetch_sub(1, Relaxed);
-    }
-}
 
 /// The client connection as hyper sees it: replays bytes read while it was
 /// set aside, records reads and refused writes in [`Activity`], and leaves
@@ -271,30 +288,41 @@ mod tests {
     use hyper::rt::Timer;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    #[tokio::test]
-    async fn a_wait_for_a_head_with_nothing_read_is_idle_until_bytes_come() {
-        let activity = Arc::new(Activity::new());
-        let (client, server) = tokio::io::duplex(64);
-        let mut io = IdleIo::new(server, activity.clone());
-        assert_eq!(activity.idle_wait(), None, "not waiting for a head");
+    #[tokio::test(start_paused = true)]
+    async fn a_wait_for_a_head_with_nothing_read_is_flagged_idle() {
+        let activity = Arc::new(Activity::new(Duration::from_secs(1)));
         let timer = HeadTimer(activity.clone());
         let wait = timer.sleep(Duration::from_secs(10));
-        let first = activity.idle_wait();
-        assert!(first.is_some());
-        assert_eq!(activity.idle_wait(), first, "the same wait");
+        tokio::time::timeout(Duration::from_secs(2), wait)
+            .await
+            .unwrap_err();
+        assert!(activity.take_idle());
+        assert!(!activity.take_idle(), "taken");
+    }
 
-        let mut client = client;
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_head_is_not_idle_and_the_deadline_still_ends_the_wait() {
+        let activity = Arc::new(Activity::new(Duration::from_secs(1)));
+        let (mut client, server) = tokio::io::duplex(64);
+        let mut io = IdleIo::new(server, activity.clone());
+        let timer = HeadTimer(activity.clone());
+        let started = tokio::time::Instant::now();
+        let wait = timer.sleep(Duration::from_secs(10));
         client.write_all(b"GET").await.unwrap();
         let mut buf = [0u8; 8];
         assert_eq!(io.read(&mut buf).await.unwrap(), 3);
-        assert_eq!(activity.idle_wait(), None, "a partial head was read");
-        drop(wait);
-        assert_eq!(activity.waiting_for_head.load(Relaxed), 0);
+        wait.await;
+        assert!(!activity.take_idle());
+        let waited = started.elapsed();
+        assert!(
+            waited >= Duration::from_secs(10) && waited < Duration::from_millis(10_010),
+            "{waited:?}"
+        );
     }
 
     #[tokio::test]
     async fn replayed_bytes_come_first_and_parking_keeps_the_socket_open() {
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(Duration::from_secs(1)));
         let (mut client, server) = tokio::io::duplex(64);
         let mut io = IdleIo::new(server, activity.clone());
         io.replay(Bytes::from_static(b"GET "));

@@ -28,11 +28,10 @@ pub struct ServerLimits {
     pub max_concurrent_streams: u32,
 }
 
-/// How often an HTTP/1 connection is checked for idleness. One found idle
-/// at two checks in a row (idle for at least this long) drops hyper's state
-/// for it and waits for the client's next bytes with nothing but the socket.
-/// Busy connections pay one timer wake-up per period.
-const IDLE_CHECK: Duration = Duration::from_secs(1);
+/// An HTTP/1 connection that has waited this long for a request head with
+/// nothing received drops hyper's state for it and waits for the client's
+/// next bytes with nothing but the socket.
+const IDLE_AFTER: Duration = Duration::from_secs(1);
 
 /// Serves `io` until the client closes it, or until `drain` fires and the
 /// in-flight requests on it have finished; `handle` answers each request.
@@ -57,7 +56,7 @@ pub async fn serve<IO, H, F>(
 }
 
 /// HTTP/1.1: hyper serves the connection while it is in use; one idle for
-/// `IDLE_CHECK` is set aside (hyper's buffers and request slot dropped, see
+/// `IDLE_AFTER` is set aside (hyper's buffers and request slot dropped, see
 /// `idle`) and served by a fresh hyper connection when bytes come again.
 async fn serve_http1<IO, H, F>(io: IO, limits: &ServerLimits, drain: CancellationToken, handle: H)
 where
@@ -65,7 +64,8 @@ where
     H: Fn(Request<Incoming>) -> F + Send + Sync + Clone + 'static,
     F: Future<Output = Result<Response<ProxyBody>, Infallible>> + Send + 'static,
 {
-    serve_http1_with(io, Arc::new(Activity::new()), limits, drain, handle).await
+    let activity = Arc::new(Activity::new(IDLE_AFTER));
+    serve_http1_with(io, activity, limits, drain, handle).await
 }
 
 /// `serve_http1` with the `Activity` handed in (tests read it).
@@ -133,10 +133,10 @@ async fn drive_until_idle<C>(
 where
     C: Future<Output = Result<(), hyper::Error>> + GracefulShutdown,
 {
-    let mut check = std::pin::pin!(tokio::time::sleep(IDLE_CHECK));
-    let mut last_wait = None;
     loop {
         tokio::select! {
+            // The connection first: the idle flag is raised while polling it.
+            biased;
             result = connection.as_mut() => {
                 log_end(result);
                 return false;
@@ -148,29 +148,28 @@ where
                 log_end(connection.await);
                 return false;
             }
-            _ = check.as_mut() => {
-                check.as_mut().reset(tokio::time::Instant::now() + IDLE_CHECK);
-                let wait = activity.idle_wait();
-                if wait.is_some() && wait == last_wait {
-                    activity.set_parking(true);
-                    // Idle: hyper closes at once, with no IO.
-                    connection.as_mut().shutdown_gracefully();
-                    let polled = std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
-                    match polled {
-                        Poll::Ready(Ok(())) => return true,
-                        Poll::Ready(Err(err)) => {
-                            log_end(Err(err));
-                            return false;
-                        }
-                        Poll::Pending => {
-                            // Not idle after all: keep-alive is now off, so
-                            // the connection closes after this exchange.
-                            activity.set_parking(false);
-                            tracing::debug!("connection was not idle when set aside");
-                        }
+            _ = std::future::poll_fn(|_| match activity.take_idle() {
+                true => Poll::Ready(()),
+                false => Poll::Pending,
+            }) => {
+                activity.set_parking(true);
+                // Idle: hyper closes at once, with no IO.
+                connection.as_mut().shutdown_gracefully();
+                let polled =
+                    std::future::poll_fn(|cx| Poll::Ready(connection.as_mut().poll(cx))).await;
+                match polled {
+                    Poll::Ready(Ok(())) => return true,
+                    Poll::Ready(Err(err)) => {
+                        log_end(Err(err));
+                        return false;
+                    }
+                    Poll::Pending => {
+                        // Not idle after all: keep-alive is now off, so the
+                        // connection closes after this exchange.
+                        activity.set_parking(false);
+                        tracing::debug!("connection was not idle when set aside");
                     }
                 }
-                last_wait = wait;
             }
         }
     }
@@ -247,7 +246,7 @@ mod tests {
     /// An HTTP/1 server on one end of a pipe; the other end is the client.
     fn start() -> (DuplexStream, Arc<Activity>, CancellationToken) {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(IDLE_AFTER));
         let drain = CancellationToken::new();
         let (a, d) = (activity.clone(), drain.clone());
         tokio::spawn(async move {
@@ -341,7 +340,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_request_in_flight_is_not_set_aside() {
         let (client, server) = tokio::io::duplex(64 * 1024);
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(Activity::new(IDLE_AFTER));
         let a = activity.clone();
         tokio::spawn(async move {
             serve_http1_with(
