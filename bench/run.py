@@ -9,6 +9,9 @@ Paths (each a reverse proxy in front of the same nginx upstream):
               concurrency limit, P2C over two endpoints)
   haproxy     HAProxy, one thread, upstream keep-alive (http-reuse always)
   nginx       nginx as a reverse proxy, one worker, upstream keep-alive
+  envoy       Envoy, --concurrency 1, upstream keep-alive, no access log
+  outrigger-base  another build of the proxy, plain forwarding, when
+              OUTRIGGER_BASELINE_BIN names it (e.g. the commit before a change)
 
 Everything under test and the upstream run pinned to core 1, the load
 generators to core 0. Scenarios alternate between paths (A/B/A/B) round by
@@ -31,6 +34,11 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PROXY_BIN = os.path.join(ROOT, "target/release/outrigger-proxy")
+# Another build of the proxy (e.g. an older commit's) measured as the path
+# "outrigger-base" beside this one, plain forwarding like "outrigger".
+BASE_BIN = os.environ.get("OUTRIGGER_BASELINE_BIN")
+# bench/run.sh installs Envoy and says where.
+ENVOY_BIN = os.environ.get("OUTRIGGER_ENVOY_BIN", "envoy")
 LOAD_CORE, SERVER_CORE = "0", "1"
 
 # Ports (loopback only).
@@ -38,8 +46,10 @@ UP_H1, UP_H1_B, UP_H2 = 18080, 18081, 18082
 OR_IN, OR_ADMIN = 14143, 14191
 OR_FULL_OUT, OR_FULL_ADMIN = 14140, 14192
 OR_H2_IN, OR_H2_ADMIN = 14243, 14291
+OR_BASE_IN, OR_BASE_ADMIN = 14343, 14393
 HAP_H1, HAP_H2 = 19080, 19082
 NGX_H1, NGX_H2 = 20080, 20082
+ENVOY_H1, ENVOY_H2 = 21080, 21082
 
 BODY = "x" * 64
 
@@ -172,8 +182,8 @@ def start_upstream():
     return s
 
 
-def start_outrigger(name, inbound, admin, app=None, outbound=None, policy=None):
-    argv = [PROXY_BIN, "--inbound-addr", "127.0.0.1:%d" % inbound,
+def start_outrigger(name, inbound, admin, app=None, outbound=None, policy=None, binary=PROXY_BIN):
+    argv = [binary, "--inbound-addr", "127.0.0.1:%d" % inbound,
             "--admin-addr", "127.0.0.1:%d" % admin, "--workers", "1", "--log-level", "warn",
             "--outbound-addr", "127.0.0.1:%d" % (outbound or 0), "--namespace", "bench"]
     if app:
@@ -229,6 +239,57 @@ def start_nginx_proxy():
     conf = nginx_conf("proxy", servers)
     s = Server("nginx", ["nginx", "-c", conf, "-p", WORK], os.path.join(WORK, "proxy/nginx.pid"))
     wait_port(NGX_H1, s)
+    return s
+
+
+def start_envoy():
+    # Static bootstrap: an HTTP/1.1 listener to the HTTP/1.1 upstream and an
+    # HTTP/2 one to the HTTP/2 upstream, like HAProxy's two frontends. No
+    # admin listener, no access log; upstream connections are kept alive by
+    # Envoy's connection pool. Every other setting is Envoy's default.
+    listener = """
+  - name: %(name)s
+    address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %(name)s
+          codec_type: %(codec)s
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [{match: {prefix: "/"}, route: {cluster: %(cluster)s}}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
+"""
+    cluster = """
+  - name: %(name)s
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: %(name)s
+      endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %(port)d}}}}]}]
+%(protocol)s"""
+    h2_upstream = """    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+"""
+    conf = write("envoy.yaml", "static_resources:\n  listeners:" + "".join([
+        listener % {"name": "h1", "port": ENVOY_H1, "codec": "HTTP1", "cluster": "up_h1"},
+        listener % {"name": "h2", "port": ENVOY_H2, "codec": "HTTP2", "cluster": "up_h2"},
+    ]) + "  clusters:" + "".join([
+        cluster % {"name": "up_h1", "port": UP_H1, "protocol": ""},
+        cluster % {"name": "up_h2", "port": UP_H2, "protocol": h2_upstream},
+    ]))
+    s = Server("envoy", [ENVOY_BIN, "-c", conf, "--concurrency", "1", "--log-level", "warn",
+                         "--disable-hot-restart", "--base-id-path", os.path.join(WORK, "envoy.base-id")])
+    wait_port(ENVOY_H1, s)
+    wait_port(ENVOY_H2, s)
     return s
 
 
@@ -290,9 +351,13 @@ def h2load(port, seconds):
             "bad": int(s.group(2)) if s else -1, "ok": int(s.group(1)) if s else 0}
 
 
-def idle_connections(server, port, count, host):
-    """RSS growth from `count` keep-alive connections left idle after one request."""
-    before = server.rss_kib()
+# How long connections are left idle before RSS is read: Outrigger sets an
+# HTTP/1 connection aside after 1-2 s without a request.
+IDLE_WAIT = 2.5
+
+
+def open_idle(name, port, count, host):
+    """`count` keep-alive connections, each after one request answered."""
     socks = []
     request = ("GET / HTTP/1.1\r\nHost: %s\r\n\r\n" % host).encode()
     for _ in range(count):
@@ -302,14 +367,28 @@ def idle_connections(server, port, count, host):
         while BODY.encode() not in data:
             chunk = s.recv(4096)
             if not chunk:
-                raise SystemExit("%s closed an idle connection" % server.name)
+                raise SystemExit("%s closed an idle connection" % name)
             data += chunk
         socks.append(s)
-    time.sleep(0.5)
-    after = server.rss_kib()
-    for s in socks:
+    return socks
+
+
+def idle_connections(servers, ports, count, host):
+    """RSS growth per server from `count` idle keep-alive connections, then
+    from `count` more opened once the first have been idle for IDLE_WAIT (what
+    a server freed when the first went idle, and could reuse, shows there)."""
+    growth = {name: [] for name in ports}
+    held = []
+    for _ in range(2):
+        before = {name: servers[name].rss_kib() for name in ports}
+        for name, port in ports.items():
+            held += open_idle(name, port, count, host)
+        time.sleep(IDLE_WAIT)
+        for name in ports:
+            growth[name].append(servers[name].rss_kib() - before[name])
+    for s in held:
         s.close()
-    return after - before
+    return growth
 
 
 def time_to_ready(samples):
@@ -390,7 +469,9 @@ def svg_plot(latency, path):
         f.write("\n".join(parts) + "\n")
 
 
-PATH_ORDER = ["direct", "outrigger", "outrigger+", "haproxy", "nginx"]
+PATH_ORDER = ["direct", "outrigger", "outrigger+", "outrigger-base", "haproxy", "nginx", "envoy"]
+# The peer proxies, each measured wherever Outrigger is.
+PEERS = ["haproxy", "nginx", "envoy"]
 
 
 def main():
@@ -400,6 +481,8 @@ def main():
     ap.add_argument("--smoke", action="store_true", help="every scenario briefly; prints, writes nothing")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md and bench/latency.svg")
     args = ap.parse_args()
+    global IDLE_PATHS
+    IDLE_PATHS = ["outrigger"] + (["outrigger-base"] if BASE_BIN else [])
     if args.smoke:
         args.seconds, args.rounds = 1, 1
 
@@ -415,12 +498,18 @@ def main():
         servers["outrigger-h2"] = start_outrigger("outrigger-h2", OR_H2_IN, OR_H2_ADMIN, app=UP_H2)
         servers["haproxy"] = start_haproxy()
         servers["nginx"] = start_nginx_proxy()
+        servers["envoy"] = start_envoy()
+        if BASE_BIN:
+            servers["outrigger-base"] = start_outrigger("outrigger-base", OR_BASE_IN, OR_BASE_ADMIN,
+                                                        app=UP_H1, binary=BASE_BIN)
         h1 = {"direct": (UP_H1, None), "outrigger": (OR_IN, None),
               "outrigger+": (OR_FULL_OUT, "full.bench"), "haproxy": (HAP_H1, None),
-              "nginx": (NGX_H1, None)}
-        h2 = {"direct": UP_H2, "outrigger": OR_H2_IN, "haproxy": HAP_H2, "nginx": NGX_H2}
-        measured = {"server": servers, "upstream": upstream}
-        idle_rss = {n: servers[n].rss_kib() for n in ("outrigger", "outrigger+", "haproxy", "nginx")}
+              "nginx": (NGX_H1, None), "envoy": (ENVOY_H1, None)}
+        if BASE_BIN:
+            h1["outrigger-base"] = (OR_BASE_IN, None)
+        h2 = {"direct": UP_H2, "outrigger": OR_H2_IN, "haproxy": HAP_H2, "nginx": NGX_H2,
+              "envoy": ENVOY_H2}
+        idle_rss = {n: servers[n].rss_kib() for n in ["outrigger", "outrigger+"] + IDLE_PATHS[1:] + PEERS}
         # Warm every path (connection pools, lazy stacks) before measuring.
         for name, (port, host) in h1.items():
             wrk(port, 10, 1, host=host)
@@ -449,10 +538,8 @@ def main():
                 add(("h2", name), h2load(port, args.seconds))
             for name, (port, host) in h1.items():
                 add(("1m", name), wrk(port, 10, args.seconds, path="/1m", host=host))
-        idle = {}
-        for name in ("outrigger", "haproxy", "nginx"):
-            port = h1[name][0]
-            idle[name] = idle_connections(servers[name], port, 100 if args.smoke else 1000, "a")
+        idle = idle_connections(servers, {n: h1[n][0] for n in IDLE_PATHS + PEERS},
+                                100 if args.smoke else 1000, "a")
         ready_ms = time_to_ready(3 if args.smoke else 15)
 
         report = render(args, results, idle_rss, peak, cpu, idle, ready_ms)
@@ -498,10 +585,12 @@ def render(args, results, idle_rss, peak, cpu, idle, ready_ms):
     lines.append("Machine: %d cores (%s), %s. %ds per run, %d alternating round(s), medians shown."
                  % (os.cpu_count(), cpu_model, time.strftime("%Y-%m-%d"), args.seconds, args.rounds))
     lines.append("")
-    lines.append("| path | max req/s (wrk -c50) | vs haproxy | 1 conn p50 / p99 ms | p50 / p99 / p99.9 ms @1k/s | p50 / p99 / p99.9 ms @5k/s | h2 req/s (h2load -c10 -m10) | 1 MiB body req/s (-c10) | CPU s / 1k req | RSS idle / peak under load | +RSS for 1,000 idle conns |")
+    lines.append("| path | max req/s (wrk -c50) | vs haproxy | 1 conn p50 / p99 ms | p50 / p99 / p99.9 ms @1k/s | p50 / p99 / p99.9 ms @5k/s | h2 req/s (h2load -c10 -m10) | 1 MiB body req/s (-c10) | CPU s / 1k req | RSS idle / peak under load | +RSS for 1,000 idle conns / 1,000 more |")
     lines.append("|---|---:|---:|---|---|---|---:|---:|---:|---|---:|")
     hap = med(("max", "haproxy"))
     for name in PATH_ORDER:
+        if ("max", name) not in results:
+            continue
         m, one = med(("max", name)), med(("1conn", name))
         r1, r5 = med(("rate", name, 1000)), med(("rate", name, 5000))
         h2, big = med(("h2", name)), med(("1m", name))
@@ -514,12 +603,22 @@ def render(args, results, idle_rss, peak, cpu, idle, ready_ms):
             fmt(r5["p50"], 3), fmt(r5["p99"], 3), fmt(r5["p99.9"], 3),
             "—" if not h2 else "{:,.0f}".format(h2["rps"]), "{:,.0f}".format(big["rps"]),
             fmt(statistics.median(cpu[name]), 3) if name in cpu else "—", rss,
-            "%.1f MiB" % (idle[name] / 1024) if name in idle else "—"))
+            "%.1f / %.1f MiB" % (idle[name][0] / 1024, idle[name][1] / 1024) if name in idle else "—"))
     lines.append("")
     lines.append("Outrigger start to `/ready`: %.1f ms (median of %d starts)." % (ready_ms, 3 if args.smoke else 15))
     direct, ours, haproxy = med(("rate", "direct", 1000)), med(("rate", "outrigger", 1000)), med(("rate", "haproxy", 1000))
     lines.append("Added p50 latency at 1k req/s over direct: outrigger %.3f ms, haproxy %.3f ms."
                  % (ours["p50"] - direct["p50"], haproxy["p50"] - direct["p50"]))
+    envoy, mine = med(("max", "envoy")), med(("max", "outrigger"))
+    if envoy and envoy["rps"] and "envoy" in cpu:
+        h2_ours, h2_envoy = med(("h2", "outrigger")), med(("h2", "envoy"))
+        lines.append("Outrigger against Envoy in this run: max req/s %.2f×, CPU per request %.2f×, "
+                     "h2 req/s %.2f×, RSS idle %.1f vs %.1f MiB, peak %.1f vs %.1f MiB."
+                     % (mine["rps"] / envoy["rps"],
+                        statistics.median(cpu["outrigger"]) / statistics.median(cpu["envoy"]),
+                        h2_ours["rps"] / h2_envoy["rps"] if h2_envoy["rps"] else 0,
+                        idle_rss["outrigger"] / 1024, idle_rss["envoy"] / 1024,
+                        peak.get("outrigger", 0) / 1024, peak.get("envoy", 0) / 1024))
     return "\n".join(lines)
 
 

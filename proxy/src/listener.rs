@@ -99,7 +99,9 @@ async fn handle_connection(
         // Server-speaks-first protocols would stall detection: skip it.
         (Protocol::Opaque, Bytes::new())
     } else {
-        match detect(&mut stream, config.detect_timeout).await {
+        // Boxed: its buffer and timer are needed only until the protocol is
+        // known, not for the life of the connection task.
+        match Box::pin(detect(&mut stream, config.detect_timeout)).await {
             Ok(found) => found,
             Err(err) => {
                 tracing::debug!(error = %err, "client closed during protocol detection");
@@ -117,14 +119,16 @@ async fn handle_connection(
     match protocol {
         Protocol::Opaque => match tcp_target {
             Some(target) => {
-                tcp_forward::forward(
+                // Boxed, like the HTTP branch: the connection task holds room
+                // for its largest branch for as long as the connection lives.
+                Box::pin(tcp_forward::forward(
                     &state.engine.metrics,
                     &state.engine.connector,
                     direction,
                     stream,
                     prefix,
                     target,
-                )
+                ))
                 .await;
             }
             None => {
@@ -141,9 +145,15 @@ async fn handle_connection(
         Protocol::Http1 | Protocol::Http2 => {
             let io = PrefixedIo::new(prefix, stream);
             let (conn, state) = (Arc::new(conn), state.clone());
-            server::serve(io, protocol, &config.server, drain, move |request| {
-                crate::forward::handle(state.clone(), conn.clone(), request)
-            })
+            // Boxed: what an idle HTTP/1 connection holds is this future, so
+            // it should not also carry room for detection and opaque TCP.
+            Box::pin(server::serve(
+                io,
+                protocol,
+                &config.server,
+                drain,
+                move |request| crate::forward::handle(state.clone(), conn.clone(), request),
+            ))
             .await;
         }
     }

@@ -11,5 +11,6 @@ pub mod client;
 pub mod error_response;
 pub mod h1_pool;
 pub mod headers;
+mod idle;
 pub mod replay;
 pub mod server;

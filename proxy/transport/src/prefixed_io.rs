@@ -38,6 +38,12 @@ impl<T: AsyncRead> AsyncRead for PrefixedIo<T> {
             let n = this.prefix.len().min(buf.remaining());
             buf.put_slice(&this.prefix[..n]);
             this.prefix.advance(n);
+            if this.prefix.is_empty() {
+                // An emptied `Bytes` still holds its allocation (protocol
+                // detection's 1 KiB buffer) for as long as the connection
+                // lives: let it go.
+                *this.prefix = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         this.inner.poll_read(cx, buf)
