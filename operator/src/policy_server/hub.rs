@@ -1,13 +1,16 @@
 //! Subscriptions and their latest snapshots. Each subscription is one watch
 //! channel holding only the newest snapshot: a slow stream skips straight to
 //! the latest (coalescing), and memory per subscription is one snapshot no
-//! matter how far behind a reader is.
+//! matter how far behind a reader is. Each snapshot is serialized once, when
+//! it is published: every stream of the subscription sends the same bytes.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, Subscription};
+use bytes::Bytes;
+use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, StreamMessage, Subscription};
 use tokio::sync::watch;
 
 use super::resolve::resolve;
@@ -23,21 +26,85 @@ pub struct Hub {
     state: Mutex<HubState>,
 }
 
+/// One version of a subscription's state, as sent.
+pub struct Published {
+    pub snapshot: Snapshot,
+    /// The stream line: `{"type":"snapshot",...}` and a newline. Shared by
+    /// every stream of the subscription (cloning `Bytes` copies nothing).
+    pub line: Bytes,
+    /// The policy the snapshot carries, and its generation (for tallies).
+    policy: Option<(Arc<str>, Option<i64>)>,
+}
+
+impl Published {
+    fn new(snapshot: Snapshot) -> Arc<Self> {
+        let message = StreamMessage::Snapshot(Box::new(snapshot));
+        let mut line = serde_json::to_vec(&message).expect("messages serialize");
+        line.push(b'\n');
+        let StreamMessage::Snapshot(snapshot) = message else {
+            unreachable!("built above")
+        };
+        let policy = snapshot
+            .destination
+            .as_ref()
+            .and_then(|d| d.policy.as_ref())
+            .map(|p| (Arc::from(p.name.as_str()), p.generation));
+        Arc::new(Published {
+            snapshot: *snapshot,
+            line: Bytes::from(line),
+            policy,
+        })
+    }
+}
+
+/// A subscription with at least one open stream.
+pub struct Channel {
+    subscription: Subscription,
+    sender: watch::Sender<Arc<Published>>,
+    /// Cleared (under the hub's lock) when the hub drops the channel; a
+    /// proxy's acks may still point at it.
+    live: AtomicBool,
+}
+
 #[derive(Default)]
 struct HubState {
     /// Monotonic across all subscriptions.
     version: u64,
-    channels: HashMap<Subscription, watch::Sender<Arc<Snapshot>>>,
+    channels: HashMap<Subscription, Arc<Channel>>,
     /// When each version was published (for change-to-ack latency), pruned.
     published: BTreeMap<u64, Instant>,
-    /// Per proxy: open streams, and the version it applied per subscription.
-    proxies: HashMap<String, ProxyState>,
+    /// Per proxy with open streams: how many, and the version it applied per
+    /// subscription. Proxies without streams are forgotten (pod names churn).
+    proxies: HashMap<Arc<str>, ProxyState>,
 }
 
 #[derive(Default)]
 struct ProxyState {
     open_streams: usize,
-    applied: HashMap<Subscription, u64>,
+    /// A proxy watches a handful of subscriptions: a short list, searched by
+    /// channel identity, costs less than a map keyed by subscription name.
+    applied: Vec<(Arc<Channel>, u64)>,
+}
+
+/// One open stream's hold on a subscription: the receiver of its channel,
+/// and the bookkeeping undone when it is dropped.
+pub struct Subscriber {
+    // Field order matters: the receiver drops before the ticket, so the hub
+    // sees the channel without this reader when the ticket unsubscribes.
+    pub receiver: watch::Receiver<Arc<Published>>,
+    _ticket: Ticket,
+}
+
+struct Ticket {
+    hub: Arc<Hub>,
+    proxy: Arc<str>,
+    channel: Arc<Channel>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(&self.proxy, &self.channel);
+    }
 }
 
 /// Keep publish times this long for latency; older acks are not timed.
@@ -66,38 +133,49 @@ impl Hub {
         })
     }
 
-    /// Opens a stream for `proxy`: the receiver starts at the current snapshot.
-    pub fn subscribe(
-        &self,
-        proxy: &str,
-        subscription: &Subscription,
-    ) -> watch::Receiver<Arc<Snapshot>> {
+    /// Opens a stream for `proxy`: the receiver starts at the current
+    /// snapshot; dropping the subscriber closes the stream in the books.
+    pub fn subscribe(self: &Arc<Self>, proxy: &str, subscription: &Subscription) -> Subscriber {
         let mut state = self.state.lock().expect("not poisoned");
-        state
-            .proxies
-            .entry(proxy.to_string())
-            .or_default()
-            .open_streams += 1;
-        if let Some(sender) = state.channels.get(subscription) {
-            let receiver = sender.subscribe();
-            self.publish_gauges(&state);
-            return receiver;
-        }
-        let destination = resolve(&self.index.load(), subscription, &self.cluster_domain);
-        state.version += 1;
-        let version = state.version;
-        state.published.insert(version, Instant::now());
-        let (sender, receiver) = watch::channel(Arc::new(Snapshot {
-            version,
-            destination,
-        }));
-        state.channels.insert(subscription.clone(), sender);
+        let proxy = match state.proxies.get_key_value(proxy) {
+            Some((name, _)) => name.clone(),
+            None => Arc::from(proxy),
+        };
+        state.proxies.entry(proxy.clone()).or_default().open_streams += 1;
+        let channel = match state.channels.get(subscription) {
+            Some(channel) => channel.clone(),
+            None => {
+                let destination = resolve(&self.index.load(), subscription, &self.cluster_domain);
+                state.version += 1;
+                let version = state.version;
+                state.published.insert(version, Instant::now());
+                let (sender, _) = watch::channel(Published::new(Snapshot {
+                    version,
+                    destination,
+                }));
+                let channel = Arc::new(Channel {
+                    subscription: subscription.clone(),
+                    sender,
+                    live: AtomicBool::new(true),
+                });
+                state.channels.insert(subscription.clone(), channel.clone());
+                channel
+            }
+        };
+        let receiver = channel.sender.subscribe();
         self.publish_gauges(&state);
-        receiver
+        Subscriber {
+            receiver,
+            _ticket: Ticket {
+                hub: self.clone(),
+                proxy,
+                channel,
+            },
+        }
     }
 
-    /// A stream ended.
-    pub fn unsubscribe(&self, proxy: &str) {
+    /// A stream ended (its receiver is already dropped).
+    fn unsubscribe(&self, proxy: &Arc<str>, channel: &Arc<Channel>) {
         let mut state = self.state.lock().expect("not poisoned");
         if let Some(p) = state.proxies.get_mut(proxy) {
             p.open_streams = p.open_streams.saturating_sub(1);
@@ -107,46 +185,48 @@ impl Hub {
                 state.proxies.remove(proxy);
             }
         }
-        // Channels without readers are dropped; a later subscribe recomputes.
-        state
-            .channels
-            .retain(|_, sender| sender.receiver_count() > 0);
+        // A channel without readers is dropped; a later subscribe recomputes.
+        if channel.sender.receiver_count() == 0
+            && state
+                .channels
+                .get(&channel.subscription)
+                .is_some_and(|c| Arc::ptr_eq(c, channel))
+        {
+            channel.live.store(false, Ordering::Relaxed);
+            state.channels.remove(&channel.subscription);
+        }
         self.publish_gauges(&state);
     }
 
     fn publish_gauges(&self, state: &HubState) {
-        let connected = state
-            .proxies
-            .values()
-            .filter(|p| p.open_streams > 0)
-            .count();
-        self.metrics.connected_proxies.set(connected as i64);
+        // Proxies without open streams are removed, so every one counts.
+        self.metrics
+            .connected_proxies
+            .set(state.proxies.len() as i64);
         self.metrics.subscriptions.set(state.channels.len() as i64);
     }
 
-    /// Recomputes every subscription against the current view; sends a new
-    /// snapshot only where the content changed.
+    /// Recomputes every subscription against the current view; publishes a
+    /// new snapshot only where the content changed.
     pub fn refresh(&self) {
         let compiled: Arc<Compiled> = self.index.load();
         let mut state = self.state.lock().expect("not poisoned");
-        let mut changed: Vec<(Subscription, Option<DestinationSnapshot>)> = Vec::new();
-        for (subscription, sender) in &state.channels {
-            let next = resolve(&compiled, subscription, &self.cluster_domain);
-            if sender.borrow().destination != next {
-                changed.push((subscription.clone(), next));
+        let mut changed: Vec<(Arc<Channel>, Option<DestinationSnapshot>)> = Vec::new();
+        for channel in state.channels.values() {
+            let next = resolve(&compiled, &channel.subscription, &self.cluster_domain);
+            if channel.sender.borrow().snapshot.destination != next {
+                changed.push((channel.clone(), next));
             }
         }
-        for (subscription, destination) in changed {
+        for (channel, destination) in changed {
             state.version += 1;
             let version = state.version;
             state.published.insert(version, Instant::now());
-            if let Some(sender) = state.channels.get(&subscription) {
-                sender.send_replace(Arc::new(Snapshot {
-                    version,
-                    destination,
-                }));
-                self.metrics.pushes.inc();
-            }
+            channel.sender.send_replace(Published::new(Snapshot {
+                version,
+                destination,
+            }));
+            self.metrics.pushes.inc();
         }
         while state.published.len() > PUBLISHED_KEPT {
             state.published.pop_first();
@@ -168,10 +248,31 @@ impl Hub {
                 .change_to_ack
                 .observe(published.elapsed().as_secs_f64());
         }
-        // Only proxies with an open stream are tracked (an ack racing the
-        // stream's close would otherwise re-create a forgotten proxy).
-        if let Some(proxy) = state.proxies.get_mut(&ack.proxy) {
-            proxy.applied.insert(ack.subscription.clone(), ack.version);
+        // Only subscriptions with open streams, of proxies with open streams,
+        // are tracked (an ack racing the stream's close would otherwise
+        // re-create a forgotten proxy).
+        let HubState {
+            channels, proxies, ..
+        } = &mut *state;
+        let (Some(channel), Some(proxy)) = (
+            channels.get(&ack.subscription),
+            proxies.get_mut(ack.proxy.as_str()),
+        ) else {
+            return;
+        };
+        match proxy
+            .applied
+            .iter_mut()
+            .find(|(c, _)| Arc::ptr_eq(c, channel))
+        {
+            Some((_, applied)) => *applied = ack.version,
+            None => {
+                // Entries of channels dropped since go with the new one.
+                proxy
+                    .applied
+                    .retain(|(c, _)| c.live.load(Ordering::Relaxed));
+                proxy.applied.push((channel.clone(), ack.version));
+            }
         }
     }
 
@@ -180,30 +281,31 @@ impl Hub {
     /// generation that latest snapshot carries.
     pub fn proxy_counts(&self) -> HashMap<String, Tally> {
         let state = self.state.lock().expect("not poisoned");
-        let mut counts: HashMap<String, Tally> = HashMap::new();
-        for proxy in state.proxies.values().filter(|p| p.open_streams > 0) {
+        let mut counts: HashMap<Arc<str>, Tally> = HashMap::new();
+        // Per proxy: (policy, every subscription to it current, generation).
+        let mut per_policy: Vec<(Arc<str>, bool, Option<i64>)> = Vec::new();
+        for proxy in state.proxies.values() {
             // A proxy counts once per policy, current only if every one of its
             // subscriptions to that policy is.
-            let mut per_policy: HashMap<String, (bool, Option<i64>)> = HashMap::new();
-            for (subscription, applied) in &proxy.applied {
-                let Some(current) = state.channels.get(subscription).map(|s| s.borrow().clone())
-                else {
+            per_policy.clear();
+            for (channel, applied) in &proxy.applied {
+                if !channel.live.load(Ordering::Relaxed) {
                     continue;
-                };
+                }
                 // The channel holds what the subscription resolves to now
                 // (`refresh` follows every change of the view): no resolving
                 // per proxy and subscription under the lock.
-                let Some(policy) = current.destination.as_ref().and_then(|d| d.policy.as_ref())
-                else {
+                let current = channel.sender.borrow();
+                let Some((policy, generation)) = &current.policy else {
                     continue;
                 };
-                let up_to_date = *applied >= current.version;
-                per_policy
-                    .entry(policy.name.clone())
-                    .and_modify(|(all, _)| *all &= up_to_date)
-                    .or_insert((up_to_date, policy.generation));
+                let up_to_date = *applied >= current.snapshot.version;
+                match per_policy.iter_mut().find(|(name, ..)| name == policy) {
+                    Some((_, all, _)) => *all &= up_to_date,
+                    None => per_policy.push((policy.clone(), up_to_date, *generation)),
+                }
             }
-            for (policy, (current, generation)) in per_policy {
+            for (policy, current, generation) in per_policy.drain(..) {
                 let entry = counts.entry(policy).or_default();
                 entry.total += 1;
                 entry.current += u32::from(current);
@@ -211,6 +313,9 @@ impl Hub {
             }
         }
         counts
+            .into_iter()
+            .map(|(policy, tally)| (policy.to_string(), tally))
+            .collect()
     }
 }
 
@@ -243,8 +348,9 @@ mod tests {
         index.store(compile(&[], &[service(80)], &[]));
         let hub = Hub::new(index.clone(), Arc::default(), "cluster.local".into());
         let subscription = Subscription::Destination("web.shop:80".into());
-        let mut receiver = hub.subscribe("p1", &subscription);
-        let first = receiver.borrow_and_update().version;
+        let mut subscriber = hub.subscribe("p1", &subscription);
+        let receiver = &mut subscriber.receiver;
+        let first = receiver.borrow_and_update().snapshot.version;
         // Thirty changes while the reader does nothing: nothing queues up.
         for n in 0..30 {
             index.store(compile(&[policy(n % 10)], &[service(80)], &[]));
@@ -253,11 +359,12 @@ mod tests {
         assert!(receiver.has_changed().unwrap());
         let latest = receiver.borrow_and_update().clone();
         assert!(
-            latest.version >= first + 29,
+            latest.snapshot.version >= first + 29,
             "{} vs {first}",
-            latest.version
+            latest.snapshot.version
         );
         let policy = latest
+            .snapshot
             .destination
             .as_ref()
             .unwrap()
@@ -276,12 +383,82 @@ mod tests {
         // Unchanged content publishes nothing new.
         hub.refresh();
         assert!(!receiver.has_changed().unwrap());
-        drop(receiver);
-        hub.unsubscribe("p1");
-        assert_eq!(
-            hub.state.lock().unwrap().channels.len(),
-            0,
-            "no readers, no channel"
-        );
+        drop(subscriber);
+        let state = hub.state.lock().unwrap();
+        assert_eq!(state.channels.len(), 0, "no readers, no channel");
+        assert_eq!(state.proxies.len(), 0, "no streams, no proxy");
+    }
+
+    /// The line every stream sends is the snapshot message serialized once.
+    #[tokio::test]
+    async fn the_shared_line_is_the_serialized_message() {
+        let index = Arc::new(CompiledIndex::default());
+        index.store(compile(&[policy(3)], &[service(80)], &[]));
+        let hub = Hub::new(index, Arc::default(), "cluster.local".into());
+        let a = hub.subscribe("p1", &Subscription::Destination("web.shop:80".into()));
+        let b = hub.subscribe("p2", &Subscription::Destination("web.shop:80".into()));
+        let published = a.receiver.borrow().clone();
+        assert!(Arc::ptr_eq(&published, &b.receiver.borrow()), "one channel");
+        let message = StreamMessage::Snapshot(Box::new(published.snapshot.clone()));
+        let mut expected = serde_json::to_vec(&message).unwrap();
+        expected.push(b'\n');
+        assert_eq!(published.line, expected);
+        let parsed: StreamMessage = serde_json::from_slice(&published.line).unwrap();
+        assert_eq!(parsed, message);
+    }
+
+    /// A proxy counts once per policy, current only once it acknowledged the
+    /// latest snapshot of every subscription carrying that policy; proxies
+    /// and channels leave the books with their last stream.
+    #[tokio::test]
+    async fn acks_make_proxies_current_per_policy() {
+        let index = Arc::new(CompiledIndex::default());
+        index.store(compile(&[policy(1)], &[service(80)], &[]));
+        let hub = Hub::new(index.clone(), Arc::default(), "cluster.local".into());
+        let short = Subscription::Destination("web.shop:80".into());
+        let long = Subscription::Destination("web.shop.svc.cluster.local:80".into());
+        let version = |s: &Subscriber| s.receiver.borrow().snapshot.version;
+        let ack = |proxy: &str, subscription: &Subscription, version: u64| Ack {
+            proxy: proxy.into(),
+            subscription: subscription.clone(),
+            version,
+        };
+        let p1_short = hub.subscribe("p1", &short);
+        let p1_long = hub.subscribe("p1", &long);
+        let p2_short = hub.subscribe("p2", &short);
+        let tally = |hub: &Hub| {
+            let counts = hub.proxy_counts();
+            let t = counts.get("shop/web").copied().unwrap_or_default();
+            (t.total, t.current, t.generation)
+        };
+        assert_eq!(tally(&hub), (0, 0, None), "no acks yet");
+        hub.record_ack(&ack("p1", &short, version(&p1_short)));
+        assert_eq!(tally(&hub), (1, 1, Some(1)));
+        hub.record_ack(&ack("p2", &short, version(&p2_short)));
+        hub.record_ack(&ack("p1", &long, version(&p1_long)));
+        assert_eq!(tally(&hub), (2, 2, Some(1)), "p1 counts once");
+
+        // A new generation: nobody is current until they acknowledge it.
+        index.store(compile(&[policy(2)], &[service(80)], &[]));
+        hub.refresh();
+        assert_eq!(tally(&hub), (2, 0, Some(2)));
+        hub.record_ack(&ack("p1", &short, version(&p1_short)));
+        assert_eq!(tally(&hub), (2, 0, Some(2)), "p1 has not applied long yet");
+        hub.record_ack(&ack("p1", &long, version(&p1_long)));
+        hub.record_ack(&ack("p2", &short, version(&p2_short)));
+        assert_eq!(tally(&hub), (2, 2, Some(2)));
+
+        // Acks for unknown proxies or subscriptions change nothing.
+        hub.record_ack(&ack("p3", &short, u64::MAX));
+        hub.record_ack(&ack("p2", &long, u64::MAX));
+        assert_eq!(tally(&hub), (2, 2, Some(2)));
+
+        drop(p2_short);
+        assert_eq!(tally(&hub), (1, 1, Some(2)), "p2 left");
+        drop(p1_short);
+        drop(p1_long);
+        assert_eq!(tally(&hub), (0, 0, None));
+        let state = hub.state.lock().unwrap();
+        assert_eq!((state.channels.len(), state.proxies.len()), (0, 0));
     }
 }
