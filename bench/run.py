@@ -480,6 +480,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each scenario")
     ap.add_argument("--smoke", action="store_true", help="every scenario briefly; prints, writes nothing")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md and bench/latency.svg")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only the fixed-rate latency runs; prints every run's p99 and the spread")
     args = ap.parse_args()
     global IDLE_PATHS
     IDLE_PATHS = ["outrigger"] + (["outrigger-base"] if BASE_BIN else [])
@@ -520,6 +522,13 @@ def main():
 
         peak = {}
         cpu = {}
+        if args.latency_only:
+            for rnd in range(args.rounds):
+                for rate in (1000, 5000):
+                    for name, (port, host) in h1.items():
+                        add(("rate", name, rate), oha(port, rate, args.seconds, host=host))
+            print(render_p99_spread(args, results))
+            return
         for rnd in range(args.rounds):
             for name, (port, host) in h1.items():
                 srv = servers.get(name)
@@ -609,6 +618,9 @@ def render(args, results, idle_rss, peak, cpu, idle, ready_ms):
     direct, ours, haproxy = med(("rate", "direct", 1000)), med(("rate", "outrigger", 1000)), med(("rate", "haproxy", 1000))
     lines.append("Added p50 latency at 1k req/s over direct: outrigger %.3f ms, haproxy %.3f ms."
                  % (ours["p50"] - direct["p50"], haproxy["p50"] - direct["p50"]))
+    if args.rounds > 1:
+        lines.append("")
+        lines.append(render_p99_spread(args, results))
     envoy, mine = med(("max", "envoy")), med(("max", "outrigger"))
     if envoy and envoy["rps"] and "envoy" in cpu:
         h2_ours, h2_envoy = med(("h2", "outrigger")), med(("h2", "envoy"))
@@ -619,6 +631,36 @@ def render(args, results, idle_rss, peak, cpu, idle, ready_ms):
                         h2_ours["rps"] / h2_envoy["rps"] if h2_envoy["rps"] else 0,
                         idle_rss["outrigger"] / 1024, idle_rss["envoy"] / 1024,
                         peak.get("outrigger", 0) / 1024, peak.get("envoy", 0) / 1024))
+    return "\n".join(lines)
+
+
+def render_p99_spread(args, results):
+    """p99 at each fixed rate, every run: the median and the spread (min-max),
+    and what each proxy adds over direct, run by run (a proxy's run and
+    direct's in the same round)."""
+    lines = ["p99 at fixed rates over %d runs of %ds: median [min-max] ms; added over direct "
+             "(same round), median [min-max]:" % (args.rounds, args.seconds), "",
+             "| path | p99 @1k/s | added @1k/s | p99 @5k/s | added @5k/s |", "|---|---|---|---|---|"]
+
+    def spread(values):
+        if not values:
+            return "—"
+        return "%.3f [%.3f-%.3f]" % (statistics.median(values), min(values), max(values))
+
+    for name in PATH_ORDER:
+        cells = []
+        for rate in (1000, 5000):
+            runs = results.get(("rate", name, rate))
+            direct = results.get(("rate", "direct", rate))
+            if not runs:
+                cells += ["—", "—"]
+                continue
+            p99 = [r["p99"] for r in runs if r.get("p99") is not None]
+            added = [r["p99"] - d["p99"] for r, d in zip(runs, direct or [])
+                     if r.get("p99") is not None and d.get("p99") is not None]
+            cells += [spread(p99), "—" if name == "direct" else spread(added)]
+        if any(c != "—" for c in cells):
+            lines.append("| %s | %s |" % (name, " | ".join(cells)))
     return "\n".join(lines)
 
 

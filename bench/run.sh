@@ -7,6 +7,7 @@
 #   bash bench/run.sh                 # 10 s per run, 2 alternating rounds
 #   bash bench/run.sh --write         # ... and update BENCHMARKS.md, bench/latency.svg
 #   bash bench/run.sh --smoke         # every scenario for a moment (CI)
+#   bash bench/run.sh --latency-only --rounds 5   # p99 at 1k and 5k req/s, every run and the spread
 #   bash bench/run.sh --seconds 5 --rounds 3
 set -euo pipefail
 cd "$(dirname "$0")/.."
