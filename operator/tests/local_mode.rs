@@ -69,6 +69,9 @@ fn editing_files_changes_the_compiled_view() {
         .args(["run", "--manifests"])
         .arg(&dir)
         .arg(format!("--admin-addr={admin}"))
+        // Its own port: the tests run side by side, and the default (8090)
+        // would be taken by whichever started first.
+        .arg(format!("--policy-addr={}", free_addr()))
         .arg("--manifests-poll=50ms")
         .stdout(Stdio::piped())
         .spawn()
@@ -135,6 +138,9 @@ fn logs_to_a_pipe_have_no_colour_codes() {
         .args(["run", "--manifests"])
         .arg(&dir)
         .arg(format!("--admin-addr={admin}"))
+        // Its own port: the tests run side by side, and the default (8090)
+        // would be taken by whichever started first.
+        .arg(format!("--policy-addr={}", free_addr()))
         .env_remove("NO_COLOR")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
