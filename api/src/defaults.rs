@@ -136,6 +136,10 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
                     (None, parent) => parent.clone(),
                 }
                 .map(|r| Retry { budget: None, ..r }),
+                backends: route.backends.clone(),
+                request_headers: route.request_headers.clone(),
+                response_headers: route.response_headers.clone(),
+                source: route.source.clone(),
             }
         })
         .collect();
@@ -185,6 +189,7 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
             burst: r.burst.or(Some(r.requests_per_second)),
         }),
         routes,
+        exclusive_routes: spec.exclusive_routes,
     }
 }
 

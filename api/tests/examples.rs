@@ -109,7 +109,9 @@ fn payments() -> PolicyManifest {
                     attempts: Some(0),
                     ..Retry::default()
                 }),
+                ..Route::default()
             }],
+            exclusive_routes: false,
         },
     );
     manifest.metadata.namespace = Some("shop".into());

@@ -21,7 +21,9 @@ pub use grpc::GrpcCode;
 pub use limits::{Limits, RateLimit};
 pub use outlier_detection::OutlierDetection;
 pub use retry::{Backoff, NonIdempotent, Retry, RetryBudget, RetryOn, RetryRate};
-pub use routes::{GrpcMatch, HeaderMatch, Route, RouteMatch};
+pub use routes::{
+    Backend, GrpcMatch, HeaderMatch, HeaderModifier, HeaderValue, Route, RouteMatch, ValueMatch,
+};
 pub use status::{Condition, ProxyCount, ResiliencePolicyStatus};
 pub use target::TargetRef;
 pub use timeouts::Timeouts;
@@ -103,6 +105,12 @@ pub struct ResiliencePolicySpec {
          "message": "route names must be unique"}
     ]))]
     pub routes: Vec<Route>,
+    /// Set when Gateway API routes (HTTPRoute, GRPCRoute) attach to the
+    /// Service port: they decide all of its routing, so a request no route
+    /// matches is answered 404, as Gateway API asks. Not part of the CRD.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    #[schemars(skip)]
+    pub exclusive_routes: bool,
 }
 
 /// Whether the policy acts or only counts what it would do.

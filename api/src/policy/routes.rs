@@ -45,6 +45,82 @@ pub struct Route {
     /// budget when spec.retry sets none). Default: the policy's retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
+    /// Where the requests go, when a Gateway API route (HTTPRoute or
+    /// GRPCRoute rule) says so: one backend picked per request by weight.
+    /// Empty: the Service the policy targets. Not part of the CRD (Gateway
+    /// API routes are where users write it); the operator and file mode
+    /// fill it in from attached routes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub backends: Vec<Backend>,
+    /// Request headers changed before the request goes upstream
+    /// (RequestHeaderModifier). Gateway API routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub request_headers: Option<HeaderModifier>,
+    /// Response headers changed before the response goes back
+    /// (ResponseHeaderModifier). Gateway API routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub response_headers: Option<HeaderModifier>,
+    /// What the route came from, for `/view`, status and logs, such as
+    /// `HTTPRoute shop/checkout rule 0`. Gateway API routes only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub source: Option<String>,
+}
+
+/// One of a route's backends: a Service port and its share of the requests.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Backend {
+    /// The Service's name.
+    pub name: String,
+    /// The Service's namespace.
+    pub namespace: String,
+    /// The Service port.
+    pub port: u16,
+    /// Its share: weight / sum of the route's weights. 0 never receives
+    /// requests.
+    pub weight: u32,
+    /// Set when the backend cannot be used (no such Service, a kind other
+    /// than Service, a port the Service does not have): requests that pick
+    /// it are answered 500, as Gateway API asks, so a broken reference
+    /// never sends its share elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalid: Option<String>,
+    /// Request headers changed for this backend only, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_headers: Option<HeaderModifier>,
+    /// Response headers changed for this backend only, after the route's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_headers: Option<HeaderModifier>,
+}
+
+/// Header changes, in Gateway API's order: set (replace), add (append),
+/// remove.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderModifier {
+    /// Headers given exactly this value, replacing any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub set: Vec<HeaderValue>,
+    /// Values appended to a header (a new header when absent).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub add: Vec<HeaderValue>,
+    /// Headers removed, by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub remove: Vec<String>,
+}
+
+/// A header name and a value.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HeaderValue {
+    /// Header name.
+    pub name: String,
+    /// Header value.
+    pub value: String,
 }
 
 /// Conditions a request must all meet; an empty match selects every request.
@@ -81,6 +157,36 @@ pub struct RouteMatch {
     /// not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grpc: Option<GrpcMatch>,
+    /// A regular expression (RE2 syntax, the `regex` crate's) the whole
+    /// path must match. Gateway API routes only (path type
+    /// RegularExpression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub path_regex: Option<String>,
+    /// Query parameters the request must carry (Gateway API routes only).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub query_params: Vec<ValueMatch>,
+    /// Headers whose value must match a regular expression (Gateway API
+    /// routes only: header match type RegularExpression).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(skip)]
+    pub header_regexes: Vec<ValueMatch>,
+}
+
+/// A named value (a query parameter, a header) and what it must be.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ValueMatch {
+    /// The name: a query parameter's compared exactly, a header's
+    /// case-insensitively.
+    pub name: String,
+    /// The exact value, or with `regex` a regular expression the whole
+    /// value must match.
+    pub value: String,
+    /// `value` is a regular expression.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub regex: bool,
 }
 
 /// A gRPC method, as named in a call's path /package.Service/Method. An unset
