@@ -137,6 +137,9 @@ pub struct EffectivePolicy {
     pub default_route: EffectiveRoute,
     /// spec.routes in order; the first whose match holds applies.
     pub routes: Vec<(RouteMatch, EffectiveRoute)>,
+    /// Gateway API routes decide all routing: a request no route matches is
+    /// answered 404 instead of taking the default route.
+    pub exclusive_routes: bool,
     /// retry.budget, shared by every route's retries: present whenever any
     /// route (the default one included) retries, from spec.retry.budget or
     /// the default budget. No retry goes unbudgeted.
@@ -159,6 +162,13 @@ pub struct EffectiveRoute {
     pub backend_request_timeout: Option<Duration>,
     /// `None`: not retried (no retry section, or attempts 0).
     pub retry: Option<EffectiveRetry>,
+    /// Where the route's requests go, one picked per request by weight
+    /// (Gateway API backendRefs); empty: the destination itself.
+    pub backends: Vec<Backend>,
+    /// Request headers changed before the request goes upstream.
+    pub request_headers: Option<HeaderModifier>,
+    /// Response headers changed before the response goes back.
+    pub response_headers: Option<HeaderModifier>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -247,6 +257,9 @@ pub fn effective(spec: &ResiliencePolicySpec) -> EffectivePolicy {
         request_timeout: limit(timeouts.request),
         backend_request_timeout: limit(timeouts.backend_request),
         retry: spec.retry.as_ref().and_then(retry),
+        backends: Vec::new(),
+        request_headers: None,
+        response_headers: None,
     };
     let routes: Vec<(RouteMatch, EffectiveRoute)> = spec
         .routes
@@ -260,6 +273,9 @@ pub fn effective(spec: &ResiliencePolicySpec) -> EffectivePolicy {
                 request_timeout: limit(t.request),
                 backend_request_timeout: limit(t.backend_request),
                 retry: route.retry.as_ref().and_then(retry),
+                backends: route.backends.clone(),
+                request_headers: route.request_headers.clone(),
+                response_headers: route.response_headers.clone(),
             };
             (route.r#match.clone(), effective)
         })
@@ -287,6 +303,7 @@ pub fn effective(spec: &ResiliencePolicySpec) -> EffectivePolicy {
         idle_timeout: std(timeouts.idle),
         default_route,
         routes,
+        exclusive_routes: spec.exclusive_routes,
         retry_budget,
         circuit_breaker: spec.circuit_breaker.as_ref().map(|cb| {
             let fallback = set(cb.fallback.clone());

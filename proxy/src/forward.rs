@@ -15,6 +15,7 @@ use crate::upgrade;
 use outrigger_engine::call::{admit, call};
 use outrigger_engine::route_memo::Resolved;
 use outrigger_engine::stack::DestinationStack;
+use outrigger_engine::steer::steer;
 use outrigger_http::body::ProxyBody;
 use outrigger_http::error_response::{grpc_error, is_grpc, ErrorResponse, ERROR_HEADER};
 use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
@@ -158,7 +159,12 @@ async fn route(
     }
 
     let stop = state.drain_expired.cancelled();
-    let served = call(stack.clone(), request, started, stop).await;
+    let served = if stack.config.steers() {
+        // Gateway API routes: the route picks the Service that serves it.
+        steer(&state.engine, &stack, request, started, stop).await
+    } else {
+        call(stack.clone(), request, started, stop).await
+    };
     let answered = match served.error {
         Some(cause) => Answered::Proxy(cause.as_str()),
         None => Answered::Upstream,

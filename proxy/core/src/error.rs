@@ -29,6 +29,12 @@ pub enum ProxyError {
     /// The proxy is shutting down and its drain timeout ran out before the
     /// upstream answered.
     Shutdown,
+    /// Gateway API routes decide the destination's routing and none matches
+    /// the request.
+    NoRoute,
+    /// The route's backend is a reference that does not resolve, or every
+    /// backend weighs 0 (Gateway API asks for a 500).
+    InvalidBackend,
 }
 
 impl ProxyError {
@@ -44,6 +50,8 @@ impl ProxyError {
             ProxyError::RateLimited => "rate-limited",
             ProxyError::NoEndpoints => "no-endpoints",
             ProxyError::Shutdown => "shutdown",
+            ProxyError::NoRoute => "no-route",
+            ProxyError::InvalidBackend => "invalid-backend",
         }
     }
 
@@ -57,6 +65,8 @@ impl ProxyError {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             ProxyError::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::InvalidBackend => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 }

@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{HeaderMap, Method, StatusCode};
-use outrigger_api::policy::{
-    self as spec, FailureKind, GrpcCode, NonIdempotent, ResiliencePolicySpec, RetryOn,
-};
+use outrigger_api::policy::{FailureKind, GrpcCode, NonIdempotent, ResiliencePolicySpec, RetryOn};
 use outrigger_api::semantics;
 use outrigger_api::stream::DestinationSnapshot;
-use outrigger_http::error_response::is_grpc;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_policy::{ActivePolicy, ServiceRef};
 use outrigger_resilience::grpc::Codes;
 use outrigger_resilience::BreakerConfig;
+
+use crate::backends::{Backends, HeaderEdits};
+pub use crate::route_match::{GrpcMethod, RouteMatcher};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct DestinationConfig {
@@ -27,6 +27,9 @@ pub struct DestinationConfig {
     pub idle_timeout: Duration,
     pub default_route: RouteConfig,
     pub routes: Vec<(RouteMatcher, RouteConfig)>,
+    /// Gateway API routes decide all routing: a request no route matches is
+    /// answered 404 (`ProxyError::NoRoute`).
+    pub exclusive_routes: bool,
     pub budget: Option<BudgetConfig>,
     pub breaker: Option<BreakerSettings>,
     pub outlier: Option<OutlierSettings>,
@@ -34,7 +37,8 @@ pub struct DestinationConfig {
     pub rate_limit: Option<RateLimitSettings>,
 }
 
-/// What varies per route: timeouts and retries.
+/// What varies per route: timeouts and retries, and where a Gateway API
+/// route sends its requests and how it changes their headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RouteConfig {
     /// The `route` label of metrics and the access log.
@@ -42,6 +46,37 @@ pub struct RouteConfig {
     pub request_timeout: Option<Duration>,
     pub backend_timeout: Option<Duration>,
     pub retry: Option<RetrySettings>,
+    /// `None`: the destination itself serves the route.
+    pub backends: Option<Arc<Backends>>,
+    pub request_headers: Option<HeaderEdits>,
+    pub response_headers: Option<HeaderEdits>,
+}
+
+impl RouteConfig {
+    /// A route that only sets timeouts and retry, served by its own
+    /// destination.
+    pub fn plain(
+        name: Arc<str>,
+        request_timeout: Option<Duration>,
+        backend_timeout: Option<Duration>,
+        retry: Option<RetrySettings>,
+    ) -> Self {
+        RouteConfig {
+            name,
+            request_timeout,
+            backend_timeout,
+            retry,
+            backends: None,
+            request_headers: None,
+            response_headers: None,
+        }
+    }
+
+    /// Whether the route does more than time and retry requests: picks a
+    /// backend or changes headers (`forward.rs` then routes it itself).
+    pub fn steers(&self) -> bool {
+        self.backends.is_some() || self.request_headers.is_some() || self.response_headers.is_some()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -99,63 +134,6 @@ pub struct RateLimitSettings {
     pub burst: u32,
 }
 
-/// How a route selects requests (all given conditions must hold).
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteMatcher {
-    pub path_prefix: Option<String>,
-    pub path_exact: Option<String>,
-    pub method: Option<Method>,
-    pub headers: Vec<(String, String)>,
-    pub grpc: Option<GrpcMethod>,
-}
-
-/// A gRPC method match: gRPC requests whose path is `/service/method`; an
-/// unset part matches any.
-#[derive(Debug, Clone, PartialEq)]
-pub struct GrpcMethod {
-    pub service: Option<String>,
-    pub method: Option<String>,
-}
-
-impl GrpcMethod {
-    pub fn matches(&self, path: &str, headers: &HeaderMap) -> bool {
-        let Some((service, method)) = path.strip_prefix('/').and_then(|rest| rest.split_once('/'))
-        else {
-            return false;
-        };
-        is_grpc(headers)
-            && !method.contains('/')
-            && self.service.as_deref().is_none_or(|s| s == service)
-            && self.method.as_deref().is_none_or(|m| m == method)
-    }
-}
-
-impl RouteMatcher {
-    pub fn matches(&self, method: &Method, path: &str, headers: &HeaderMap) -> bool {
-        self.grpc.as_ref().is_none_or(|g| g.matches(path, headers))
-            && self.method.as_ref().is_none_or(|m| m == method)
-            && self.path_exact.as_deref().is_none_or(|p| p == path)
-            && self
-                .path_prefix
-                .as_deref()
-                .is_none_or(|prefix| path_has_prefix(path, prefix))
-            && self.headers.iter().all(|(name, value)| {
-                headers
-                    .get(name.as_str())
-                    .is_some_and(|v| v.as_bytes() == value.as_bytes())
-            })
-    }
-}
-
-/// Gateway API prefix semantics: `/charge` matches `/charge` and `/charge/x`,
-/// not `/charges`.
-fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    let prefix = prefix.trim_end_matches('/');
-    prefix.is_empty()
-        || path == prefix
-        || (path.starts_with(prefix) && path.as_bytes().get(prefix.len()) == Some(&b'/'))
-}
-
 impl DestinationConfig {
     /// Behaviour without any policy: plain forwarding with the proxy's connect
     /// and idle timeouts; no request timeout, retries, breaker or limits the
@@ -166,13 +144,9 @@ impl DestinationConfig {
             dry_run: false,
             connect_timeout,
             idle_timeout,
-            default_route: RouteConfig {
-                name: semantics::DEFAULT_ROUTE.into(),
-                request_timeout: None,
-                backend_timeout: None,
-                retry: None,
-            },
+            default_route: RouteConfig::plain(semantics::DEFAULT_ROUTE.into(), None, None, None),
             routes: Vec::new(),
+            exclusive_routes: false,
             budget: None,
             breaker: None,
             outlier: None,
@@ -196,8 +170,9 @@ impl DestinationConfig {
             routes: e
                 .routes
                 .into_iter()
-                .map(|(m, route)| (matcher(&m), route_config(route)))
+                .map(|(m, route)| (RouteMatcher::compile(&m), route_config(route)))
                 .collect(),
+            exclusive_routes: e.exclusive_routes,
             budget: e.retry_budget.map(|b| BudgetConfig {
                 percent: b.percent,
                 interval: b.interval,
@@ -282,13 +257,9 @@ impl DestinationConfig {
     pub fn for_side(mut self, direction: Direction) -> Self {
         match direction {
             Direction::Inbound => {
-                self.default_route = RouteConfig {
-                    name: self.default_route.name,
-                    request_timeout: None,
-                    backend_timeout: None,
-                    retry: None,
-                };
+                self.default_route = RouteConfig::plain(self.default_route.name, None, None, None);
                 self.routes.clear();
+                self.exclusive_routes = false;
                 self.budget = None;
                 self.breaker = None;
                 self.outlier = None;
@@ -301,33 +272,37 @@ impl DestinationConfig {
         self
     }
 
-    /// The first route whose match holds, else the destination's defaults.
-    pub fn route(&self, method: &Method, path: &str, headers: &HeaderMap) -> &RouteConfig {
-        self.routes
-            .iter()
-            .find(|(m, _)| m.matches(method, path, headers))
-            .map_or(&self.default_route, |(_, config)| config)
+    /// The first route whose match holds, else the destination's defaults
+    /// (also when routes are exclusive: see [`Self::matched_route`]).
+    /// `target` is the path with its query (`/a?b=c`).
+    pub fn route(&self, method: &Method, target: &str, headers: &HeaderMap) -> &RouteConfig {
+        self.matched_route(method, target, headers)
+            .unwrap_or(&self.default_route)
     }
-}
 
-fn matcher(m: &spec::RouteMatch) -> RouteMatcher {
-    RouteMatcher {
-        path_prefix: m.path_prefix.clone(),
-        path_exact: m.path_exact.clone(),
-        // Validation guarantees a token; an unparsable one would match nothing.
-        method: m
-            .method
-            .as_deref()
-            .and_then(|s| Method::from_bytes(s.as_bytes()).ok()),
-        headers: m
-            .headers
+    /// The first route whose match holds; the destination's defaults when
+    /// none does, unless routes are exclusive (`None`: answer 404).
+    pub fn matched_route(
+        &self,
+        method: &Method,
+        target: &str,
+        headers: &HeaderMap,
+    ) -> Option<&RouteConfig> {
+        match self
+            .routes
             .iter()
-            .map(|h| (h.name.to_ascii_lowercase(), h.value.clone()))
-            .collect(),
-        grpc: m.grpc.as_ref().map(|g| GrpcMethod {
-            service: g.service.clone(),
-            method: g.method.clone(),
-        }),
+            .find(|(m, _)| m.matches(method, target, headers))
+        {
+            Some((_, config)) => Some(config),
+            None if self.exclusive_routes => None,
+            None => Some(&self.default_route),
+        }
+    }
+
+    /// Whether a request's route must be chosen before its stack is
+    /// (routes are exclusive, or one picks backends or changes headers).
+    pub fn steers(&self) -> bool {
+        self.exclusive_routes || self.routes.iter().any(|(_, r)| r.steers())
     }
 }
 
@@ -338,6 +313,9 @@ fn codes(listed: &[GrpcCode]) -> Codes {
 
 fn route_config(route: semantics::EffectiveRoute) -> RouteConfig {
     RouteConfig {
+        backends: Backends::compile(&route.backends),
+        request_headers: route.request_headers.as_ref().map(HeaderEdits::compile),
+        response_headers: route.response_headers.as_ref().map(HeaderEdits::compile),
         name: route.name.into(),
         request_timeout: route.request_timeout,
         backend_timeout: route.backend_request_timeout,

@@ -78,9 +78,45 @@ pub async fn serve<U: Upstream, B: RequestBody>(
 ) -> Served {
     // Matched first, so every answer (a refusal at admission, a shutdown)
     // is labelled by its route.
-    let route = stack
-        .config
-        .route(request.method(), request.uri().path(), request.headers());
+    let route = stack.config.route(
+        request.method(),
+        request_target(&request),
+        request.headers(),
+    );
+    serve_route(stack, upstream, route, request, started, stop).await
+}
+
+/// Runs one request through `stack` under a route chosen beforehand: a
+/// Gateway API route's backend is another Service's stack, serving the
+/// timeouts and retry of the route (of the Service the client named) that
+/// picked it.
+pub async fn call_route(
+    stack: Arc<DestinationStack>,
+    route: &RouteConfig,
+    request: Request<Incoming>,
+    started: Instant,
+    stop: impl Future<Output = ()>,
+) -> Served {
+    serve_route(&stack, &stack.clients, route, request, started, stop).await
+}
+
+/// The path and query routes match on (`/` when the request has none).
+pub fn request_target<B>(request: &Request<B>) -> &str {
+    request
+        .uri()
+        .path_and_query()
+        .map_or("/", |target| target.as_str())
+}
+
+/// [`call_route`] over any upstream.
+pub async fn serve_route<U: Upstream, B: RequestBody>(
+    stack: &DestinationStack,
+    upstream: &U,
+    route: &RouteConfig,
+    request: Request<B>,
+    started: Instant,
+    stop: impl Future<Output = ()>,
+) -> Served {
     tokio::select! {
         served = exchange(stack, upstream, route, request, started) => served,
         () = stop => edge(Err(CallError::new(
@@ -159,6 +195,17 @@ pub async fn admit(
 }
 
 /// The edge: a typed error becomes its response here, and only here.
+/// The proxy's own answer to a request no stack serves (no route matches, a
+/// route's backend does not resolve), labelled with `route`.
+pub fn refuse(error: ProxyError, detail: impl Into<String>, route: Arc<str>) -> Served {
+    let error = CallError::new(error, detail);
+    Served {
+        error: Some(error.cause()),
+        response: error.into_response(),
+        route,
+    }
+}
+
 fn edge(result: Result<Response<ProxyBody>, CallError>, route: &RouteConfig) -> Served {
     let route = route.name.clone();
     match result {
