@@ -980,3 +980,16 @@ fn a_portless_parent_covers_the_port_specific_one() {
     assert_eq!(a.routes_for("shop", "checkout", 80).len(), 1, "not twice");
     assert_eq!(a.routes_for("shop", "checkout", 81).len(), 1);
 }
+
+#[test]
+fn a_zero_timeout_is_no_limit() {
+    for timeouts in [
+        json!({"request": "5s", "backendRequest": "0s"}),
+        json!({"request": "0s", "backendRequest": "20s"}),
+    ] {
+        let (a, routes) = one(json!({"parentRefs": to_shop(Some(80)),
+            "rules": [{"timeouts": timeouts.clone()}]}));
+        assert_accepted(&a);
+        assert!(routes[0].timeouts.is_some(), "{timeouts}");
+    }
+}
