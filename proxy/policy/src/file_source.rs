@@ -506,6 +506,70 @@ spec:
         );
     }
 
+    /// The example of docs/gateway-api.md means what the text says.
+    #[test]
+    fn the_documented_example_holds() {
+        use outrigger_api::defaults::with_defaults;
+        use outrigger_api::policy::NonIdempotent;
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gateway-api.md");
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let example = text
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a yaml block in docs/gateway-api.md");
+        let loaded = parse_policy_text(&doc, example).unwrap();
+        let store = PolicyStore::new(ActivePolicy::defaults());
+        activate(&store, &Metrics::new(10), &doc, loaded);
+        let active = store.current();
+        let composed = active.policy_for(&payments(), 80).unwrap();
+        let spec = with_defaults(&composed.spec);
+        assert!(spec.exclusive_routes);
+        let ms = |r: &outrigger_api::policy::Route| {
+            let t = r.timeouts.as_ref().unwrap();
+            (
+                t.request.map(|d| d.as_millis()),
+                t.backend_request.map(|d| d.as_millis()),
+            )
+        };
+        let [charge, rest] = &spec.routes[..] else {
+            panic!("{:?}", spec.routes)
+        };
+        assert_eq!(charge.name.as_deref(), Some("checkout/charge"));
+        assert_eq!(charge.r#match.method.as_deref(), Some("POST"));
+        assert_eq!(ms(charge), (Some(10_000), Some(2_000)));
+        let retry = charge.retry.as_ref().unwrap();
+        assert_eq!(
+            (retry.attempts, retry.codes.clone()),
+            (Some(3), Some(vec![503]))
+        );
+        let backoff = retry.backoff.as_ref().unwrap();
+        assert_eq!(
+            (
+                backoff.base.unwrap().as_millis(),
+                backoff.max.unwrap().as_millis()
+            ),
+            (100, 1000)
+        );
+        assert_eq!(retry.non_idempotent, Some(NonIdempotent::IfIdempotencyKey));
+        let weights: Vec<(&str, u32)> = charge
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight))
+            .collect();
+        assert_eq!(weights, [("payments-v1", 90), ("payments-v2", 10)]);
+        assert_eq!(rest.name.as_deref(), Some("checkout/1"));
+        assert_eq!(ms(rest), (Some(3_000), None));
+        let retry = rest.retry.as_ref().unwrap();
+        assert_eq!(
+            (retry.attempts, retry.codes.clone()),
+            (Some(2), Some(vec![502, 503, 504]))
+        );
+        assert_eq!(rest.backends[0].name, "payments-v1");
+        let other = active.policy_for(&payments(), 8080).unwrap();
+        assert!(other.spec.routes.is_empty() && !other.spec.exclusive_routes);
+    }
+
     async fn wait_for(mut condition: impl FnMut() -> bool) {
         for _ in 0..500 {
             if condition() {
