@@ -88,6 +88,18 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
                         name: format!("{kind} {}", name.unwrap_or_default()),
                         errors: message,
                     })?;
+                // The API server would refuse or drop these; here they would
+                // be ignored without a word (a misspelt `timeouts`, say).
+                let unknown = route.unknown_fields(&raw);
+                if !unknown.is_empty() {
+                    tracing::warn!(
+                        route = %route.label(),
+                        "policy file {}: {} has fields Outrigger does not know, ignored: {}",
+                        path.display(),
+                        route.label(),
+                        unknown.join(", "),
+                    );
+                }
                 routes.push(route);
             }
             // Services and EndpointSlices give destinations their endpoints;
