@@ -26,8 +26,8 @@ use crate::policy::{
     ValueMatch,
 };
 
-/// Retries Outrigger makes at most (retry.attempts' maximum).
-const MAX_ATTEMPTS: i64 = 10;
+/// Retries Outrigger makes at most: a policy's retry.attempts' maximum.
+const MAX_ATTEMPTS: i64 = crate::validate::MAX_ATTEMPTS as i64;
 
 /// One (rule, match) pair.
 #[derive(Debug, Clone, PartialEq)]
