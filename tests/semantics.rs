@@ -119,6 +119,7 @@ fn differences(
         idle_timeout,
         default_route,
         routes,
+        exclusive_routes,
         budget,
         breaker,
         outlier,
@@ -144,6 +145,7 @@ fn differences(
     field!(idle_timeout);
     field!(default_route);
     field!(routes);
+    field!(exclusive_routes);
     field!(budget);
     field!(breaker);
     field!(outlier);

@@ -330,3 +330,42 @@ async fn time_spent_in_the_servers_proxy_comes_off_the_deadline() {
         .unwrap();
     assert!(left > 1.0 && left < 2.7, "{stats}");
 }
+
+/// A GRPCRoute on Service `web`: Stats calls go to `web-v2`, everything else
+/// to `web-v1`, with a header added on the way; a method no rule matches
+/// would be UNIMPLEMENTED (the routes are exclusive).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_routes_send_methods_to_their_backends() {
+    let (v1, v2) = (GrpcServer::start().await, GrpcServer::start().await);
+    let route = "apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata: {name: web, namespace: default}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: web}]
+  rules:
+  - matches: [{method: {service: test.Echo, method: Stats}}]
+    backendRefs: [{name: web-v2, port: 80}]
+  - matches: [{method: {service: test.Echo, method: Unary}}, {method: {service: test.Echo, method: Script}}]
+    backendRefs: [{name: web-v1, port: 80}]
+";
+    let text = format!(
+        "{route}{}{}",
+        endpoint_slice("web-v1", &[v1.port]),
+        endpoint_slice("web-v2", &[v2.port])
+    );
+    let file = PolicyFile::new("grpc-route", &text);
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    let out = client(
+        proxy.outbound,
+        "web",
+        &["unary a", "unary b", "stats", "server-stream 1"],
+    )
+    .await;
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[..2], ["OK a", "OK b"], "{out}");
+    // Stats went to web-v2, which served no Unary call.
+    assert_eq!(lines[2], "unary=0 deadline=none", "{out}");
+    assert_eq!(v1.direct(&["stats"]).await, "unary=2 deadline=none\n");
+    // ServerStream matches no rule.
+    assert!(lines[3].starts_with("UNIMPLEMENTED"), "{out}");
+}

@@ -22,6 +22,8 @@ pub struct Metrics {
     destinations: LabelBudget,
     pub requests: IntCounterVec,
     pub request_duration: HistogramVec,
+    /// Requests a Gateway API route sent to each of its backends.
+    pub route_backend_requests: IntCounterVec,
     pub proxy_errors: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub connections: IntCounterVec,
@@ -170,6 +172,11 @@ impl Metrics {
                 &["direction", "destination", "route", "status_class"],
             ),
             request_duration,
+            route_backend_requests: f.counters(
+                "outrigger_route_backend_requests_total",
+                "Requests a Gateway API route sent to a backend Service (destination: the Service the client named; backend: the one that served it)",
+                &["direction", "destination", "route", "backend"],
+            ),
             proxy_errors: f.counters(
                 "outrigger_proxy_errors_total",
                 "Responses the proxy produced itself, by x-outrigger-error cause",

@@ -59,10 +59,15 @@ pub async fn steer(
                 edits.apply(request.headers_mut());
             }
             let resolved = backend.resolved(&engine.matcher.cluster_domain);
-            (
-                engine.stack(Direction::Outbound, resolved).await,
-                Some(backend),
-            )
+            let serving = engine.stack(Direction::Outbound, resolved).await;
+            // Both labels are stack labels (capped like every destination's),
+            // the route's name comes from the policy: no client chooses a series.
+            engine
+                .metrics
+                .route_backend_requests
+                .with_label_values(&["outbound", &stack.label, &route.name, &serving.label])
+                .inc();
+            (serving, Some(backend))
         }
     };
     let mut served = call_route(serving, route, request, started, stop).await;

@@ -47,7 +47,12 @@ pub fn grpc_error(response: Response<ProxyBody>) -> Response<ProxyBody> {
         "timeout" => "4",                        // DEADLINE_EXCEEDED
         "rate-limited" | "overloaded" => "8",    // RESOURCE_EXHAUSTED
         "bad-request" | "no-destination" => "3", // INVALID_ARGUMENT
-        _ => "14",                               // UNAVAILABLE
+        // Gateway API: no route for the method (HTTP 404) and a backend
+        // that does not resolve (500) are not transient: clients must not
+        // retry them as they would UNAVAILABLE.
+        "no-route" => "12",        // UNIMPLEMENTED
+        "invalid-backend" => "13", // INTERNAL
+        _ => "14",                 // UNAVAILABLE
     };
     let mut grpc = Response::new(super::body::empty());
     let headers = grpc.headers_mut();

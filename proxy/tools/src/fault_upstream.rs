@@ -9,8 +9,10 @@
 //! whole request body first and keeps it for [`FaultUpstream::received`]).
 //!
 //! Paths: `/echo` streams the request body back, `/sha256` answers the body's
-//! digest, `/bytes/N` streams N bytes, `/trailers` ends with trailers; anything
-//! else answers a small body.
+//! digest, `/bytes/N` streams N bytes, `/trailers` ends with trailers,
+//! `/headers` (and any path under it) answers the request's headers, one
+//! `name: value` line each, in the order received; anything else answers a
+//! small body.
 
 use std::collections::VecDeque;
 use std::convert::Infallible;
@@ -343,6 +345,14 @@ async fn serve_path(
     let path = request.uri().path().to_owned();
     if path == "/echo" {
         return Ok(Response::new(request.into_body()));
+    }
+    if path == "/headers" || path.starts_with("/headers/") {
+        let lines: String = request
+            .headers()
+            .iter()
+            .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
+            .collect();
+        return Ok(Response::new(full(lines)));
     }
     if path == "/sha256" {
         let mut hasher = Sha256::new();
