@@ -86,6 +86,11 @@ mod tests {
         assert_eq!(r.headers()[ERROR_HEADER], "timeout");
         let r = grpc_error(ProxyError::ConnectFailure.response("down"));
         assert_eq!(r.headers()["grpc-status"], "14");
+        // Not transient: clients must not retry them as UNAVAILABLE.
+        let r = grpc_error(ProxyError::NoRoute.response("no rule"));
+        assert_eq!(r.headers()["grpc-status"], "12");
+        let r = grpc_error(ProxyError::InvalidBackend.response("missing"));
+        assert_eq!(r.headers()["grpc-status"], "13");
     }
 
     #[test]
