@@ -106,6 +106,9 @@ fn route(state: &AdminState, peer: SocketAddr, request: Request<Incoming>) -> Re
                     .unwrap_or(0.0),
                 "policies": active.policies,
                 "conflicts": active.conflicts,
+                // Gateway API routes of the file, per Service parent: whether
+                // each is accepted and its references resolve.
+                "routes": active.routes,
                 "listeners": state.listeners,
                 "control": state.control.as_ref().map(|c| c.describe()),
             });

@@ -16,7 +16,11 @@ use outrigger_e2e::workspace_root;
 use outrigger_tools::fault_upstream::{Fault, FaultConfig, FaultUpstream};
 
 /// A request (path, headers) and the upstream that must serve it.
-type Case = (&'static str, &'static [(&'static str, &'static str)], &'static str);
+type Case = (
+    &'static str,
+    &'static [(&'static str, &'static str)],
+    &'static str,
+);
 
 /// Namespace of the upstream mesh conformance manifests.
 const MESH: &str = "gateway-conformance-mesh";
@@ -225,6 +229,17 @@ spec:
   - name: elsewhere
     matches: [{path: {type: Exact, value: /elsewhere}}]
     backendRefs: [{name: missing, namespace: other, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: moved, namespace: default}
+spec:
+  parentRefs: [{group: \"\", kind: Service, name: shop, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /old}}]
+    filters:
+    - type: RequestRedirect
+      requestRedirect: {path: {type: ReplaceFullPath, replaceFullPath: /new}}
 ";
 
 /// A rule's timeouts and retry, set on the route, with a ResiliencePolicy
@@ -302,6 +317,19 @@ async fn route_timeouts_retries_and_header_changes_are_enforced() {
     let (status, headers, _) = send("/elsewhere", vec![]).await;
     assert_eq!(status, 500);
     assert_eq!(headers["x-outrigger-error"], "invalid-backend");
+
+    // A route the proxy cannot honour (a redirect) is not attached, and
+    // /config says why, as its status would in a cluster.
+    assert_eq!(send("/old", vec![]).await.0, 404);
+    let config = proxy.config().await;
+    let moved = config["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "HTTPRoute default/moved")
+        .unwrap_or_else(|| panic!("{config}"));
+    assert_eq!(moved["accepted"]["status"], false, "{moved}");
+    assert_eq!(moved["accepted"]["reason"], "UnsupportedValue", "{moved}");
 
     // The rules label the metrics by name.
     let metrics = proxy.metrics().await;
