@@ -116,7 +116,21 @@ fn secs(v: u64) -> Option<Duration> {
 /// modes.
 pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
     let timeouts = timeouts(spec.timeouts.as_ref(), None);
-    let retry = spec.retry.as_ref().map(|r| retry(r, None));
+    // A BackendTrafficPolicy's budget stands in for one spec.retry leaves unset.
+    let traffic_budget = spec.backend_traffic_budget.as_ref().map(filled_budget);
+    let retry = spec
+        .retry
+        .as_ref()
+        .map(|r| match (&r.budget, &traffic_budget) {
+            (None, Some(budget)) => retry(
+                &Retry {
+                    budget: Some(budget.clone()),
+                    ..r.clone()
+                },
+                None,
+            ),
+            _ => retry(r, None),
+        });
     let routes = spec
         .routes
         .iter()
@@ -190,6 +204,17 @@ pub fn with_defaults(spec: &ResiliencePolicySpec) -> ResiliencePolicySpec {
         }),
         routes,
         exclusive_routes: spec.exclusive_routes,
+        backend_traffic_budget: traffic_budget,
+    }
+}
+
+/// A budget with the defaults where it leaves fields unset.
+fn filled_budget(own: &RetryBudget) -> RetryBudget {
+    let default = budget();
+    RetryBudget {
+        percent: own.percent.or(default.percent),
+        interval: own.interval.or(default.interval),
+        min_retry_rate: own.min_retry_rate.clone().or(default.min_retry_rate),
     }
 }
 

@@ -282,12 +282,14 @@ pub fn effective(spec: &ResiliencePolicySpec) -> EffectivePolicy {
         .collect();
     let retries = default_route.retry.is_some() || routes.iter().any(|(_, r)| r.retry.is_some());
     let retry_budget = retries.then(|| {
-        // with_defaults filled spec.retry's; retries only routes make draw
-        // on the default one.
+        // with_defaults filled spec.retry's (from a BackendTrafficPolicy's
+        // where spec.retry set none); retries only routes make draw on the
+        // BackendTrafficPolicy's, else the default one.
         let b = spec
             .retry
             .as_ref()
             .and_then(|r| r.budget.clone())
+            .or_else(|| spec.backend_traffic_budget.clone())
             .unwrap_or_else(defaults::budget);
         let min = set(b.min_retry_rate);
         EffectiveBudget {

@@ -112,6 +112,7 @@ fn payments() -> PolicyManifest {
                 ..Route::default()
             }],
             exclusive_routes: false,
+            backend_traffic_budget: None,
         },
     );
     manifest.metadata.namespace = Some("shop".into());

@@ -340,3 +340,65 @@ async fn route_timeouts_retries_and_header_changes_are_enforced() {
         );
     }
 }
+
+/// A BackendTrafficPolicy's retry budget (GEP-3388) caps the retries a
+/// ResiliencePolicy asks for when that policy sets no budget of its own:
+/// here no share of traffic and one retry a minute, against three retries
+/// per request of an upstream that always fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_traffic_policy_budget_caps_retries() {
+    let app = FaultUpstream::start(
+        loopback(0),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let budget = "apiVersion: gateway.networking.x-k8s.io/v1alpha1
+kind: XBackendTrafficPolicy
+metadata: {name: pay-budget, namespace: default}
+spec:
+  targetRefs: [{group: \"\", kind: Service, name: pay}]
+  retryConstraint:
+    budget: {percent: 0, interval: 10s}
+    minRetryRate: {count: 1, interval: 60s}
+";
+    let file = PolicyFile::new(
+        "traffic",
+        &format!(
+            "{budget}---\n{}{}",
+            policy(
+                "pay",
+                "  retry: {attempts: 3, codes: [503], backoff: {base: 1ms, max: 2ms}}\n"
+            ),
+            endpoint_slice("pay", &[app.addr.port()])
+        ),
+    );
+    let proxy = ProxyProcess::start(&[&file.flag()]).await;
+    for _ in 0..3 {
+        let (status, _, _) = request(proxy.outbound, "GET", "/", &[("host", "pay")], b"").await;
+        assert_eq!(status, 503);
+    }
+    // Three requests and the one retry the budget allows (the default
+    // budget, 10 retries a second, would have allowed all nine).
+    assert_eq!(app.hits(), 4);
+    let metrics = proxy.metrics().await;
+    assert!(
+        metric_value(
+            &metrics,
+            "outrigger_retry_budget_exhausted_total",
+            &["pay.default"]
+        ) >= 2.0,
+        "{metrics}"
+    );
+    let config = proxy.config().await;
+    let standing = config["routes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["route"] == "XBackendTrafficPolicy default/pay-budget")
+        .unwrap_or_else(|| panic!("{config}"));
+    assert_eq!(standing["accepted"]["status"], true, "{standing}");
+}

@@ -12,6 +12,7 @@
 //! docs/gateway-api.md.
 
 mod attach;
+mod budget;
 mod precedence;
 mod translate;
 
@@ -21,9 +22,10 @@ use gateway_api::experimental::grpcroutes::{GrpcRoute, GrpcRouteSpec};
 use gateway_api::experimental::httproutes::{HttpRoute, HttpRouteSpec};
 use serde_json::Value;
 
-use crate::policy::{ResiliencePolicySpec, Route, TargetRef};
+use crate::policy::{ResiliencePolicySpec, RetryBudget, Route, TargetRef};
 
 pub use attach::attach;
+pub use budget::{budgets, Budgets, TrafficPolicy, TRAFFIC_GROUP, TRAFFIC_KIND};
 
 /// The controller name in `status.parents[].controllerName`.
 pub const CONTROLLER_NAME: &str = "outrigger.dev/mesh";
@@ -306,23 +308,32 @@ impl Verdict {
 /// `routes` (from [`Attachment::routes_for`]) replacing its own routes and
 /// `exclusive_routes` set when `routes` is non-empty; without a policy but
 /// with routes, a spec targeting the Service with nothing else set (defaults
-/// apply); None when neither. Not yet defaulted: callers run
-/// `defaults::with_defaults` / `semantics::effective` on it as for any
-/// policy.
+/// apply); None when neither. `budget` is a BackendTrafficPolicy's for the
+/// Service ([`budgets`]): carried in `backendTrafficBudget`, it applies
+/// where the policy sets no `retry.budget` (alone, with nothing that
+/// retries, it changes nothing and makes no policy). Not yet defaulted:
+/// callers run `defaults::with_defaults` / `semantics::effective` on it as
+/// for any policy.
 pub fn compose(
     policy: Option<&ResiliencePolicySpec>,
     service: &str,
     routes: Vec<Route>,
+    budget: Option<&RetryBudget>,
 ) -> Option<ResiliencePolicySpec> {
-    if routes.is_empty() {
-        return policy.cloned();
-    }
-    let mut spec = policy.cloned().unwrap_or_else(|| ResiliencePolicySpec {
-        target_ref: TargetRef::service(service),
-        ..ResiliencePolicySpec::default()
-    });
-    spec.routes = routes;
-    spec.exclusive_routes = true;
+    let mut spec = match (policy, routes.is_empty()) {
+        (None, true) => return None,
+        (Some(policy), true) => policy.clone(),
+        (policy, false) => {
+            let mut spec = policy.cloned().unwrap_or_else(|| ResiliencePolicySpec {
+                target_ref: TargetRef::service(service),
+                ..ResiliencePolicySpec::default()
+            });
+            spec.routes = routes;
+            spec.exclusive_routes = true;
+            spec
+        }
+    };
+    spec.backend_traffic_budget = budget.cloned();
     Some(spec)
 }
 

@@ -675,7 +675,7 @@ fn unset_route_fields_inherit_the_policy() {
         "routes": [{"name": "own", "match": {"pathPrefix": "/x"}}]
     }))
     .unwrap();
-    let spec = compose(Some(&policy), "checkout", routes).unwrap();
+    let spec = compose(Some(&policy), "checkout", routes, None).unwrap();
     assert!(spec.exclusive_routes);
     let effective = crate::defaults::with_defaults(&spec);
     assert_eq!(
@@ -697,16 +697,16 @@ fn unset_route_fields_inherit_the_policy() {
 fn compose_without_routes_or_policy() {
     let policy: ResiliencePolicySpec =
         serde_json::from_value(json!({"targetRef": {"name": "checkout"}, "retry": {}})).unwrap();
-    assert_eq!(compose(None, "checkout", vec![]), None);
+    assert_eq!(compose(None, "checkout", vec![], None), None);
     assert_eq!(
-        compose(Some(&policy), "checkout", vec![]),
+        compose(Some(&policy), "checkout", vec![], None),
         Some(policy.clone())
     );
     let route = Route {
         name: Some("r/0".into()),
         ..Route::default()
     };
-    let spec = compose(None, "checkout", vec![route.clone()]).unwrap();
+    let spec = compose(None, "checkout", vec![route.clone()], None).unwrap();
     assert_eq!(
         spec,
         ResiliencePolicySpec {
@@ -1019,4 +1019,45 @@ fn a_zero_timeout_is_no_limit() {
         assert_accepted(&a);
         assert!(routes[0].timeouts.is_some(), "{timeouts}");
     }
+}
+
+/// A BackendTrafficPolicy's budget stands in for the one a
+/// ResiliencePolicy leaves unset, and never replaces one it sets.
+#[test]
+fn a_backend_traffic_budget_fills_an_unset_retry_budget() {
+    use crate::semantics::effective;
+    let traffic = crate::policy::RetryBudget {
+        percent: Some(35),
+        ..Default::default()
+    };
+    let spec = |retry: Value| -> ResiliencePolicySpec {
+        serde_json::from_value(json!({"targetRef": {"name": "checkout"}, "retry": retry})).unwrap()
+    };
+    let unset = compose(Some(&spec(json!({}))), "checkout", vec![], Some(&traffic)).unwrap();
+    let e = effective(&unset);
+    let budget = e.retry_budget.unwrap();
+    assert_eq!(
+        (budget.percent, budget.min_retries),
+        (35, 10),
+        "defaults fill the rest"
+    );
+    // Idempotent, as the operator streams with_defaults' result.
+    assert_eq!(
+        effective(&crate::defaults::with_defaults(&unset)),
+        effective(&unset)
+    );
+
+    let own = spec(json!({"budget": {"percent": 5}}));
+    let set = compose(Some(&own), "checkout", vec![], Some(&traffic)).unwrap();
+    assert_eq!(effective(&set).retry_budget.unwrap().percent, 5);
+
+    // Only routes retry: they draw on the BackendTrafficPolicy's budget.
+    let route = Route {
+        retry: Some(crate::policy::Retry::default()),
+        ..Route::default()
+    };
+    let routes_only = compose(None, "checkout", vec![route], Some(&traffic)).unwrap();
+    assert_eq!(effective(&routes_only).retry_budget.unwrap().percent, 35);
+    // Nothing retries and no policy: the budget alone makes none.
+    assert_eq!(compose(None, "checkout", vec![], Some(&traffic)), None);
 }

@@ -111,6 +111,12 @@ pub struct ResiliencePolicySpec {
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     #[schemars(skip)]
     pub exclusive_routes: bool,
+    /// The retry budget a Gateway API BackendTrafficPolicy (GEP-3388) gives
+    /// the Service: what its retries draw on where spec.retry sets no
+    /// budget. Not part of the CRD: the operator and file mode fill it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(skip)]
+    pub backend_traffic_budget: Option<RetryBudget>,
 }
 
 /// Whether the policy acts or only counts what it would do.

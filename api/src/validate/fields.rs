@@ -59,7 +59,14 @@ pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
     if spec.exclusive_routes {
         e.add("spec.exclusiveRoutes", GATEWAY_ONLY);
     }
+    if spec.backend_traffic_budget.is_some() {
+        e.add("spec.backendTrafficBudget", BACKEND_TRAFFIC_ONLY);
+    }
 }
+
+/// The BackendTrafficPolicy's budget, likewise (set `spec.retry.budget`).
+const BACKEND_TRAFFIC_ONLY: &str =
+    "set by a BackendTrafficPolicy only; a ResiliencePolicy sets spec.retry.budget";
 
 /// Fields of the model that only attached HTTPRoutes/GRPCRoutes fill in
 /// (they are not in the CRD): a policy that carries them was not written for
@@ -486,7 +493,7 @@ mod tests {
     #[test]
     fn fields_of_gateway_api_routes_are_refused() {
         let errs = errors(
-            "  targetRef: {name: p}\n  exclusiveRoutes: true\n  routes:\n  - match: {pathRegex: '/a.*', queryParams: [{name: q, value: '1'}], headerRegexes: [{name: h, value: x, regex: true}]}\n    backends: [{name: b, namespace: n, port: 80, weight: 1}]\n    requestHeaders: {remove: [x]}\n    responseHeaders: {set: [{name: a, value: b}]}\n    source: HTTPRoute n/r rule 0\n",
+            "  targetRef: {name: p}\n  exclusiveRoutes: true\n  backendTrafficBudget: {percent: 5}\n  routes:\n  - match: {pathRegex: '/a.*', queryParams: [{name: q, value: '1'}], headerRegexes: [{name: h, value: x, regex: true}]}\n    backends: [{name: b, namespace: n, port: 80, weight: 1}]\n    requestHeaders: {remove: [x]}\n    responseHeaders: {set: [{name: a, value: b}]}\n    source: HTTPRoute n/r rule 0\n",
         );
         let only =
             "set by HTTPRoute/GRPCRoute only, not by a ResiliencePolicy (see docs/gateway-api.md)";
@@ -502,6 +509,7 @@ mod tests {
         ]
         .iter()
         .map(|field| format!("{field}: {only}"))
+        .chain(["spec.backendTrafficBudget: set by a BackendTrafficPolicy only; a ResiliencePolicy sets spec.retry.budget".to_string()])
         .collect();
         assert_eq!(errs, expected);
     }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use outrigger_api::gateway::{self, RouteKind, RouteObject};
+use outrigger_api::gateway::{self, RouteKind, RouteObject, TrafficPolicy};
 use outrigger_api::manifest::{parse_documents, Document, PolicyManifest};
 use outrigger_api::validate::validate_manifest;
 use sha2::{Digest, Sha256};
@@ -60,6 +60,7 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
     })?;
     let mut policies = Vec::new();
     let mut routes = Vec::new();
+    let mut traffic = Vec::new();
     let mut endpoints = EndpointIndex::default();
     for document in documents {
         match document {
@@ -102,6 +103,23 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
                 }
                 routes.push(route);
             }
+            // BackendTrafficPolicy (GEP-3388): the retry budgets of Services.
+            Document::Other {
+                api_version,
+                kind,
+                name,
+                raw,
+            } if kind == gateway::TRAFFIC_KIND
+                && api_version.starts_with(&format!("{}/", gateway::TRAFFIC_GROUP)) =>
+            {
+                traffic.push(TrafficPolicy::from_value(&raw).map_err(|message| {
+                    PolicyLoadError::Invalid {
+                        path: path.to_owned(),
+                        name: format!("{kind} {}", name.unwrap_or_default()),
+                        errors: message,
+                    }
+                })?);
+            }
             // Services and EndpointSlices give destinations their endpoints;
             // other kinds are not the proxy's business.
             Document::Other { kind, raw, .. } => {
@@ -116,7 +134,7 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
     }
     let conflicts = conflicts(&policies);
     let (composed, routes) =
-        gateway_routes::compose_file(&policies, &conflicts, &routes, &endpoints);
+        gateway_routes::compose_file(&policies, &conflicts, &routes, &traffic, &endpoints);
     Ok(LoadedFile {
         checksum: checksum(text),
         conflicts,

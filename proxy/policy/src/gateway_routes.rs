@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use outrigger_api::gateway::{
-    self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo, Services,
+    self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo, Services, TrafficPolicy,
 };
 use outrigger_api::manifest::PolicyManifest;
-use outrigger_api::policy::Route;
+use outrigger_api::policy::{RetryBudget, Route};
 use outrigger_api::semantics;
 use serde::Serialize;
 use serde_json::Value;
@@ -138,17 +138,39 @@ fn targets(policy: &PolicyManifest, service: &ServiceRef) -> bool {
         && policy.metadata.namespace.as_deref().unwrap_or("default") == service.namespace
 }
 
-/// Attaches the file's routes and composes every Service they attach to.
+/// Attaches the file's routes and composes every Service they attach to or
+/// a BackendTrafficPolicy gives a retry budget.
 pub(crate) fn compose_file(
     policies: &[PolicyManifest],
     conflicts: &[PolicyConflict],
     routes: &[RouteObject],
+    traffic: &[TrafficPolicy],
     endpoints: &EndpointIndex,
 ) -> (ComposedPolicies, Vec<RouteStanding>) {
     let attachment = gateway::attach(routes, &FileServices(endpoints));
-    let standings = attachment.verdicts.iter().flat_map(standings).collect();
+    let budgets = gateway::budgets(traffic, &FileServices(endpoints));
+    let mut standings: Vec<RouteStanding> =
+        attachment.verdicts.iter().flat_map(standings).collect();
+    standings.extend(budgets.verdicts.iter().map(|(policy, service, verdict)| {
+        RouteStanding {
+            route: policy.clone(),
+            parent_ref: serde_json::json!({"group": "", "kind": "Service", "name": service}),
+            accepted: verdict.into(),
+            // A BackendTrafficPolicy references nothing but its targets.
+            resolved_refs: Condition {
+                status: true,
+                reason: "ResolvedRefs".into(),
+                message: String::new(),
+            },
+        }
+    }));
+    let no_rules = Vec::new();
     let mut composed = ComposedPolicies::default();
-    for ((namespace, name), rules) in &attachment.services {
+    let mut services: BTreeSet<&(String, String)> = attachment.services.keys().collect();
+    services.extend(budgets.services.keys());
+    for service_key @ (namespace, name) in services {
+        let rules = attachment.services.get(service_key).unwrap_or(&no_rules);
+        let budget = budgets.for_service(namespace, name);
         let service = ServiceRef {
             namespace: namespace.clone(),
             name: name.clone(),
@@ -166,7 +188,7 @@ pub(crate) fn compose_file(
             .map(|port| {
                 let policy = file_policy(policies, conflicts, &service, Some(port));
                 let routes = attachment.routes_for(namespace, name, port);
-                (port, composed_policy(&service, policy, routes))
+                (port, composed_policy(&service, policy, routes, budget))
             })
             .collect();
         let other_routes = rules
@@ -179,7 +201,7 @@ pub(crate) fn compose_file(
             key(namespace, name),
             ComposedService {
                 ports,
-                other_ports: composed_policy(&service, policy, other_routes),
+                other_ports: composed_policy(&service, policy, other_routes, budget),
             },
         );
     }
@@ -192,6 +214,7 @@ fn composed_policy(
     service: &ServiceRef,
     policy: Option<&PolicyManifest>,
     routes: Vec<Route>,
+    budget: Option<&RetryBudget>,
 ) -> Option<PolicyManifest> {
     // "HTTPRoute ns/name rule 0" -> "HTTPRoute ns/name", once each.
     let sources: BTreeSet<&str> = routes
@@ -200,7 +223,7 @@ fn composed_policy(
         .map(|s| s.rsplit_once(" rule ").map_or(s, |(route, _)| route))
         .collect();
     let sources = sources.into_iter().collect::<Vec<_>>().join(", ");
-    let spec = gateway::compose(policy.map(|p| &p.spec), &service.name, routes)?;
+    let spec = gateway::compose(policy.map(|p| &p.spec), &service.name, routes, budget)?;
     let mut manifest = match policy {
         Some(p) => PolicyManifest { spec, ..p.clone() },
         None => {
