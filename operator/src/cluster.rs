@@ -60,6 +60,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Other replicas' proxy reports (crate::proxy_reports); None with one replica.
     pub reports: Option<Store<Lease>>,
+    /// HTTPRoute and GRPCRoute caches; empty with `--gateway-api=false`.
+    pub routes: Vec<crate::route_watch::RouteCache>,
 }
 
 /// Service accounts of a Service's pods, from the watch caches.
@@ -116,6 +118,7 @@ pub fn start_reflectors(
     client: &Client,
     trigger: Arc<Notify>,
     reports_namespace: Option<&str>,
+    gateway_api: bool,
     stop: &CancellationToken,
 ) -> Stores {
     fn reflect<K>(
@@ -193,6 +196,11 @@ pub fn start_reflectors(
                 stop.clone(),
             )
         }),
+        routes: if gateway_api {
+            crate::route_watch::start_all(client, trigger.clone(), stop)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -203,7 +211,13 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, stop: CancellationToken) -> 
         synced = async {
             stores.policies.wait_until_ready().await?;
             stores.services.wait_until_ready().await?;
-            stores.slices.wait_until_ready().await
+            stores.slices.wait_until_ready().await?;
+            // Listed, or known to be absent (no CRD): never waits for a CRD
+            // that does not exist.
+            for routes in &stores.routes {
+                routes.settled().await;
+            }
+            Ok::<_, kube::runtime::reflector::store::WriterDropped>(())
         } => synced?,
     }
     tracing::info!("caches synced");
@@ -483,6 +497,7 @@ mod tests {
             slices: store_of(vec![]),
             pods: store_of(vec![]),
             reports: None,
+            routes: Vec::new(),
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);
@@ -560,7 +575,7 @@ mod tests {
             }
         });
         let stop = CancellationToken::new();
-        let stores = start_reflectors(&client, Arc::new(Notify::new()), None, &stop);
+        let stores = start_reflectors(&client, Arc::new(Notify::new()), None, false, &stop);
         tokio::time::timeout(Duration::from_secs(10), stores.policies.wait_until_ready())
             .await
             .expect("the store recovers from the 500")
