@@ -85,6 +85,10 @@ pub struct Verdict {
     pub generation: Option<i64>,
     pub accepted: ConditionState,
     pub resolved_refs: ConditionState,
+    /// Gateway API routes attached to the target Service ("HTTPRoute
+    /// ns/name"), for `status.routes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 impl Verdict {
@@ -186,6 +190,7 @@ pub fn compile(
             generation: policy.metadata.generation,
             accepted,
             resolved_refs,
+            routes: Vec::new(),
         };
         if verdict.is_programmed() {
             if let Some(destination) = destinations.get_mut(&target) {
