@@ -4,6 +4,7 @@
 
 pub mod defaults;
 pub mod duration;
+pub mod gateway;
 pub mod manifest;
 pub mod policy;
 pub mod semantics;
