@@ -19,11 +19,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
+use outrigger_api::gateway::{RouteKind, RouteObject, RouteVerdict};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile, ObjectKey};
+use crate::compile::{compile_with_routes, ObjectKey};
 use crate::index::CompiledIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -257,26 +258,115 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
         .iter()
         .map(|s| (**s).clone())
         .collect();
+    let route_objects: Vec<Arc<kube::api::DynamicObject>> = stores
+        .routes
+        .iter()
+        .flat_map(|cache| cache.objects())
+        .collect();
+    let routes = route_models(&route_objects);
     for (kind, count) in [
         ("ResiliencePolicy", policies.len()),
         ("Service", services.len()),
         ("EndpointSlice", slices.len()),
+        (
+            "HTTPRoute",
+            routes.iter().filter(|r| r.kind == RouteKind::Http).count(),
+        ),
+        (
+            "GRPCRoute",
+            routes.iter().filter(|r| r.kind == RouteKind::Grpc).count(),
+        ),
     ] {
         ctx.metrics
             .objects
             .with_label_values(&[kind])
             .set(count as i64);
     }
-    let compiled = compile(&policies, &services, &slices);
+    let compiled = compile_with_routes(&policies, &services, &slices, &routes);
     if ctx.leadership.is_leader() {
         let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
         write_statuses(ctx, &policies, &compiled, &reports).await;
+        write_route_statuses(ctx, &stores.routes, &route_objects, &compiled).await;
     }
     ctx.index.store(compiled);
     ctx.metrics.reconciles.inc();
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// The routes the translation reads; one that does not parse is logged and
+/// left out (it gets no status from us: we cannot tell its parentRefs).
+fn route_models(objects: &[Arc<kube::api::DynamicObject>]) -> Vec<RouteObject> {
+    objects
+        .iter()
+        .filter_map(|object| {
+            let value = serde_json::to_value(&**object).ok()?;
+            match RouteObject::from_value(&value) {
+                Ok(route) => Some(route),
+                Err(err) => {
+                    tracing::warn!(
+                        route = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
+                        error = %err,
+                        "route skipped"
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Every cached route's `status.parents` entries of ours, from its verdict
+/// (none: entries of ours left from earlier parentRefs are removed).
+async fn write_route_statuses(
+    ctx: &Context,
+    caches: &[crate::route_watch::RouteCache],
+    objects: &[Arc<kube::api::DynamicObject>],
+    compiled: &crate::compile::Compiled,
+) {
+    let now = Timestamp::now().to_string();
+    let verdicts: std::collections::HashMap<(&str, &str, &str), &RouteVerdict> = compiled
+        .route_verdicts
+        .iter()
+        .map(|v| {
+            (
+                (v.kind.kind_name(), v.namespace.as_str(), v.name.as_str()),
+                v,
+            )
+        })
+        .collect();
+    for object in objects {
+        let Some(kind) = object.types.as_ref().map(|t| t.kind.as_str()) else {
+            continue;
+        };
+        let Some(cache) = caches.iter().find(|c| c.kind == kind) else {
+            continue;
+        };
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        let parents = verdicts
+            .get(&(kind, namespace.as_str(), name.as_str()))
+            .map_or(&[][..], |v| v.parents.as_slice());
+        let api = cache.api(&ctx.client, &namespace);
+        match crate::route_status::write(&api, object, parents, &now).await {
+            Ok(true) => ctx.metrics.status_writes.inc(),
+            Ok(false) => {}
+            Err(err) => {
+                let reason = match &err {
+                    kube::Error::Api(e) if e.code == 409 => "conflict",
+                    kube::Error::Api(e) if e.code == 404 => "not-found",
+                    kube::Error::Api(e) if e.code >= 500 => "server",
+                    _ => "other",
+                };
+                ctx.metrics
+                    .reconcile_errors
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::warn!(route = %format!("{kind} {namespace}/{name}"), error = %err, "route status write failed; will retry");
+            }
+        }
+    }
 }
 
 async fn write_statuses(

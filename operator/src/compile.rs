@@ -1,12 +1,18 @@
-//! From what the cluster holds (policies, Services, EndpointSlices) to what the
-//! proxies need (one effective policy per destination Service with its ready
-//! endpoints) and what each policy's status should say. Pure: no I/O, so every
-//! rule is unit-tested.
+//! From what the cluster holds (policies, Services, EndpointSlices and Gateway
+//! API routes) to what the proxies need (one effective policy per destination
+//! Service port with its ready endpoints) and what each policy's and route's
+//! status should say. Pure: no I/O, so every rule is unit-tested.
+//!
+//! Routes are translated and attached by `outrigger_api::gateway` (shared with
+//! the proxy's file mode); here their rules are composed, per Service port,
+//! with the policy `semantics::select` picks for that port, so a Service with
+//! only an HTTPRoute gets a policy too.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use outrigger_api::gateway::{self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo};
 use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
 use outrigger_api::semantics::{self, Claim, Standing};
 use outrigger_api::validate::validate_spec;
@@ -57,17 +63,37 @@ pub struct Destination {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pods: BTreeMap<String, BTreeMap<String, u16>>,
     /// Accepted policies for this Service: at most one without a port, and at
-    /// most one per port.
+    /// most one per port. A port with Gateway API routes has its own entry:
+    /// the composed spec.
     pub policies: Vec<AppliedPolicy>,
+    /// Gateway API routes attached to this Service ("HTTPRoute ns/name").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedPolicy {
-    pub policy: ObjectKey,
+    /// The ResiliencePolicy; none when only Gateway API routes make the spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ObjectKey>,
     pub generation: Option<i64>,
     pub port: Option<u16>,
     pub spec: ResiliencePolicySpec,
+    /// The Gateway API routes composed into `spec` on this port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+impl AppliedPolicy {
+    /// The name proxies get in their snapshot (and ack): the policy's
+    /// `namespace/name`, else the routes that make the spec.
+    pub fn snapshot_name(&self) -> String {
+        match &self.policy {
+            Some(key) => key.to_string(),
+            None => self.routes.join(", "),
+        }
+    }
 }
 
 /// A status condition's content (Gateway API style).
@@ -102,6 +128,33 @@ impl Verdict {
 pub struct Compiled {
     pub destinations: BTreeMap<ObjectKey, Destination>,
     pub verdicts: BTreeMap<ObjectKey, Verdict>,
+    /// One per route with a Service parentRef (status.parents of ours).
+    #[serde(skip)]
+    pub route_verdicts: Vec<RouteVerdict>,
+}
+
+/// Service lookups for the route translation, from the compiled destinations.
+struct DestinationPorts<'a>(&'a BTreeMap<ObjectKey, Destination>);
+
+impl gateway::Services for DestinationPorts<'_> {
+    fn lookup(&self, namespace: &str, name: &str) -> ServiceLookup {
+        let key = ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match self.0.get(&key) {
+            Some(d) => ServiceLookup::Ports(
+                d.ports
+                    .iter()
+                    .map(|p| ServicePortInfo {
+                        port: p.port,
+                        name: (!p.name.is_empty()).then(|| p.name.clone()),
+                    })
+                    .collect(),
+            ),
+            None => ServiceLookup::NotFound,
+        }
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
@@ -111,10 +164,20 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
     }
 }
 
+/// Without Gateway API routes.
 pub fn compile(
     policies: &[ResiliencePolicy],
     services: &[Service],
     slices: &[EndpointSlice],
+) -> Compiled {
+    compile_with_routes(policies, services, slices, &[])
+}
+
+pub fn compile_with_routes(
+    policies: &[ResiliencePolicy],
+    services: &[Service],
+    slices: &[EndpointSlice],
+    routes: &[RouteObject],
 ) -> Compiled {
     let mut destinations: BTreeMap<ObjectKey, Destination> = services
         .iter()
@@ -157,6 +220,13 @@ pub fn compile(
         .collect();
 
     let mut verdicts = BTreeMap::new();
+    // Programmed policies' specs before defaults: what `gateway::compose`
+    // takes (defaults run once, on the composed spec).
+    let mut raw_specs: BTreeMap<ObjectKey, &ResiliencePolicySpec> = BTreeMap::new();
+    let policies_by_key: BTreeMap<ObjectKey, String> = ordered
+        .iter()
+        .map(|p| (key_of(&p.metadata), p.spec.target_ref.name.clone()))
+        .collect();
     for (i, policy) in ordered.into_iter().enumerate() {
         let key = keys[i].clone();
         let target = ObjectKey {
@@ -195,18 +265,81 @@ pub fn compile(
         if verdict.is_programmed() {
             if let Some(destination) = destinations.get_mut(&target) {
                 destination.policies.push(AppliedPolicy {
-                    policy: key.clone(),
+                    policy: Some(key.clone()),
                     generation: policy.metadata.generation,
                     port,
                     spec: semantics::with_defaults(&policy.spec),
+                    routes: Vec::new(),
                 });
+                raw_specs.insert(key.clone(), &policy.spec);
             }
         }
         verdicts.insert(key, verdict);
     }
+
+    let attachment = gateway::attach(routes, &DestinationPorts(&destinations));
+    for (key, destination) in destinations.iter_mut() {
+        let sources = attachment.sources_for(&key.namespace, &key.name);
+        if sources.is_empty() {
+            continue;
+        }
+        compose_routes(key, destination, &attachment, &raw_specs);
+        destination.routes = sources;
+    }
+    for (key, verdict) in verdicts.iter_mut() {
+        if verdict.resolved_refs.status {
+            let target = &policies_by_key[key];
+            verdict.routes = attachment.sources_for(&key.namespace, target);
+        }
+    }
     Compiled {
         destinations,
         verdicts,
+        route_verdicts: attachment.verdicts,
+    }
+}
+
+/// Per Service port with attached routes: the spec composed from the policy
+/// selected for that port (if any) and the routes, replacing that port's own
+/// entry. Ports without routes keep the policies as they are.
+fn compose_routes(
+    key: &ObjectKey,
+    destination: &mut Destination,
+    attachment: &gateway::Attachment,
+    raw_specs: &BTreeMap<ObjectKey, &ResiliencePolicySpec>,
+) {
+    let ports: Vec<u16> = destination.ports.iter().map(|p| p.port).collect();
+    let mut composed = Vec::new();
+    for port in ports {
+        let routes = attachment.routes_for(&key.namespace, &key.name, port);
+        if routes.is_empty() {
+            continue;
+        }
+        let selected = semantics::select(destination.policies.iter().map(|p| (p.port, p)), port);
+        let raw = selected
+            .and_then(|p| p.policy.as_ref())
+            .and_then(|k| raw_specs.get(k).copied());
+        let mut sources: Vec<String> = routes
+            .iter()
+            .filter_map(|r| r.source.as_deref())
+            .map(|s| s.rfind(" rule ").map_or(s, |at| &s[..at]).to_string())
+            .collect();
+        sources.sort();
+        sources.dedup();
+        let Some(spec) = gateway::compose(raw, &key.name, routes) else {
+            continue;
+        };
+        composed.push(AppliedPolicy {
+            policy: selected.and_then(|p| p.policy.clone()),
+            generation: selected.and_then(|p| p.generation),
+            port: Some(port),
+            spec: semantics::with_defaults(&spec),
+            routes: sources,
+        });
+    }
+    for applied in composed {
+        destination.policies.retain(|p| p.port != applied.port);
+        destination.policies.push(applied);
     }
 }
 
@@ -271,6 +404,7 @@ fn destination(service: &Service) -> Destination {
         endpoints: Vec::new(),
         pods: BTreeMap::new(),
         policies: Vec::new(),
+        routes: Vec::new(),
     }
 }
 
@@ -456,7 +590,7 @@ mod tests {
             .contains("policy shop/older already targets Service shop/payments"));
         let d = compiled.destinations.values().next().unwrap();
         assert_eq!(d.policies.len(), 1);
-        assert_eq!(d.policies[0].policy.name, "older");
+        assert_eq!(d.policies[0].policy.as_ref().unwrap().name, "older");
     }
 
     #[test]
@@ -560,5 +694,99 @@ mod tests {
             .unwrap()
             .policies
             .is_empty());
+    }
+
+    fn http_route(name: &str, parent: &str, backend: &str) -> RouteObject {
+        RouteObject::from_value(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "shop", "generation": 2,
+                         "creationTimestamp": T1},
+            "spec": {
+                "parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 80}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}],
+                           "timeouts": {"request": "2s"},
+                           "backendRefs": [{"name": backend, "port": 80}]}]
+            }
+        }))
+        .unwrap()
+    }
+
+    /// A Service with only an HTTPRoute gets a spec (routes exclusive,
+    /// defaults filled), named after the route; the route's verdict is ours.
+    #[test]
+    fn a_service_with_only_an_http_route_gets_a_policy() {
+        let compiled = compile_with_routes(
+            &[],
+            &[service("payments")],
+            &[],
+            &[http_route("checkout", "payments", "payments")],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        assert_eq!(d.routes, vec!["HTTPRoute shop/checkout"]);
+        assert_eq!(d.policies.len(), 1);
+        let applied = &d.policies[0];
+        assert_eq!((applied.policy.as_ref(), applied.port), (None, Some(80)));
+        assert_eq!(applied.snapshot_name(), "HTTPRoute shop/checkout");
+        assert!(applied.spec.exclusive_routes);
+        assert_eq!(applied.spec.routes.len(), 1);
+        assert!(applied.spec.timeouts.is_some(), "defaults filled in");
+        assert_eq!(compiled.route_verdicts.len(), 1);
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(parent.accepted.ok && parent.resolved_refs.ok, "{parent:?}");
+    }
+
+    /// With a policy: the route replaces its routes on port 80, the policy's
+    /// retry stays, and the policy's status lists the route.
+    #[test]
+    fn a_route_composes_with_the_services_policy() {
+        let compiled = compile_with_routes(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"attempts": 3}, "routes": [{"name": "own", "match": {}}]}),
+            )],
+            &[service("payments")],
+            &[],
+            &[http_route("checkout", "payments", "missing")],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        // The portless entry stays (for ports without routes); port 80 has
+        // its own, which `select` prefers.
+        assert_eq!(d.policies.len(), 2);
+        let applied = semantics::select(d.policies.iter().map(|p| (p.port, p)), 80).unwrap();
+        assert_eq!(applied.policy.as_ref().unwrap().name, "payments");
+        assert_eq!(applied.port, Some(80));
+        assert_eq!(applied.spec.retry.as_ref().unwrap().attempts, Some(3));
+        assert!(applied
+            .spec
+            .routes
+            .iter()
+            .all(|r| r.name.as_deref() != Some("own")));
+        let verdict = compiled.verdicts.values().next().unwrap();
+        assert_eq!(verdict.routes, vec!["HTTPRoute shop/checkout"]);
+        // The backend Service does not exist: ResolvedRefs False, still attached.
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(parent.accepted.ok);
+        assert_eq!(
+            (
+                parent.resolved_refs.ok,
+                parent.resolved_refs.reason.as_str()
+            ),
+            (false, "BackendNotFound")
+        );
+    }
+
+    #[test]
+    fn a_route_to_a_missing_service_is_not_accepted() {
+        let compiled = compile_with_routes(
+            &[],
+            &[],
+            &[],
+            &[http_route("checkout", "payments", "payments")],
+        );
+        assert!(compiled.destinations.is_empty());
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(!parent.accepted.ok, "{parent:?}");
     }
 }

@@ -10,27 +10,8 @@
 //! is re-read and retried. Nothing is written when nothing changed.
 
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use outrigger_api::gateway::{ParentVerdict, Verdict, CONTROLLER_NAME};
 use serde_json::{json, Value};
-
-/// `status.parents[].controllerName` of our entries.
-pub const CONTROLLER_NAME: &str = "outrigger.dev/mesh";
-
-/// One condition's outcome.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Outcome {
-    pub ok: bool,
-    pub reason: String,
-    pub message: String,
-}
-
-/// What we say about one parentRef of ours.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParentOutcome {
-    /// The parentRef as the route's spec has it.
-    pub parent_ref: Value,
-    pub accepted: Outcome,
-    pub resolved_refs: Outcome,
-}
 
 fn is_ours(entry: &Value) -> bool {
     entry["controllerName"] == CONTROLLER_NAME
@@ -40,7 +21,7 @@ fn is_ours(entry: &Value) -> bool {
 /// the same parentRef) unless the status flipped.
 fn condition(
     kind: &str,
-    outcome: &Outcome,
+    outcome: &Verdict,
     previous: Option<&Value>,
     generation: Option<i64>,
     now: &str,
@@ -65,7 +46,7 @@ fn condition(
 }
 
 fn entry(
-    ours: &ParentOutcome,
+    ours: &ParentVerdict,
     previous: Option<&Value>,
     generation: Option<i64>,
     now: &str,
@@ -87,7 +68,7 @@ fn entry(
 /// controllers never reorder each other's entries back and forth).
 pub fn desired_parents(
     existing: &[Value],
-    ours: &[ParentOutcome],
+    ours: &[ParentVerdict],
     generation: Option<i64>,
     now: &str,
 ) -> Vec<Value> {
@@ -128,7 +109,7 @@ fn parents_of(route: &DynamicObject) -> Vec<Value> {
 pub async fn write(
     api: &Api<DynamicObject>,
     route: &DynamicObject,
-    ours: &[ParentOutcome],
+    ours: &[ParentVerdict],
     now: &str,
 ) -> Result<bool, kube::Error> {
     const ATTEMPTS: usize = 3;
@@ -162,16 +143,16 @@ pub async fn write(
 mod tests {
     use super::*;
 
-    fn outcome(ok: bool, reason: &str) -> Outcome {
-        Outcome {
+    fn outcome(ok: bool, reason: &str) -> Verdict {
+        Verdict {
             ok,
             reason: reason.into(),
             message: format!("{reason} message"),
         }
     }
 
-    fn parent(name: &str, accepted: bool, resolved: bool) -> ParentOutcome {
-        ParentOutcome {
+    fn parent(name: &str, accepted: bool, resolved: bool) -> ParentVerdict {
+        ParentVerdict {
             parent_ref: json!({"group": "", "kind": "Service", "name": name, "port": 80}),
             accepted: outcome(
                 accepted,

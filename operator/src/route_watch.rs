@@ -45,11 +45,28 @@ pub struct RouteCache {
 impl RouteCache {
     /// The cached routes; none while the CRD is absent (a CRD deleted after
     /// a list leaves its last objects in the reflector's store).
+    /// Each with its apiVersion and kind (list items need not carry them).
     pub fn objects(&self) -> Vec<Arc<DynamicObject>> {
-        match *self.state.borrow() {
-            CrdState::Listed => self.store.state(),
-            CrdState::Unknown | CrdState::Absent => Vec::new(),
+        if *self.state.borrow() != CrdState::Listed {
+            return Vec::new();
         }
+        let types = kube::api::TypeMeta {
+            api_version: self.resource.api_version.clone(),
+            kind: self.resource.kind.clone(),
+        };
+        self.store
+            .state()
+            .into_iter()
+            .map(|object| {
+                if object.types.as_ref() == Some(&types) {
+                    object
+                } else {
+                    let mut typed = (*object).clone();
+                    typed.types = Some(types.clone());
+                    Arc::new(typed)
+                }
+            })
+            .collect()
     }
 
     /// Waits until the first list finished or the resource is known absent.
@@ -227,6 +244,7 @@ mod tests {
         assert_eq!(*grpc.state.borrow(), CrdState::Listed);
         assert_eq!(grpc.objects().len(), 1);
         assert_eq!(grpc.objects()[0].metadata.name.as_deref(), Some("g"));
+        assert_eq!(grpc.objects()[0].types.as_ref().unwrap().kind, "GRPCRoute");
         stop.cancel();
     }
 }
