@@ -131,6 +131,47 @@ impl RouteObject {
     pub fn label(&self) -> String {
         format!("{} {}/{}", self.kind.kind_name(), self.namespace, self.name)
     }
+
+    /// Paths under `spec` of `value` (the object this was read from) that
+    /// the types do not have, such as a misspelt `timeout`: they are
+    /// ignored, which a file's author should hear about (the API server
+    /// refuses or prunes them, so from a cluster there are none; a field
+    /// newer than the types would be listed too).
+    pub fn unknown_fields(&self, value: &Value) -> Vec<String> {
+        let known = match &self.spec {
+            RouteSpec::Http(spec) => serde_json::to_value(spec),
+            RouteSpec::Grpc(spec) => serde_json::to_value(spec),
+        }
+        .unwrap_or(Value::Null);
+        let mut unknown = Vec::new();
+        if let Some(written) = value.get("spec") {
+            diff(written, &known, "spec", &mut unknown);
+        }
+        unknown
+    }
+}
+
+/// Adds to `unknown` every non-null field of `written` that `known` (the
+/// same object read into the types and written back) lacks.
+fn diff(written: &Value, known: &Value, path: &str, unknown: &mut Vec<String>) {
+    match (written, known) {
+        (Value::Object(w), Value::Object(k)) => {
+            for (key, value) in w {
+                let path = format!("{path}.{key}");
+                match k.get(key) {
+                    Some(known) => diff(value, known, &path, unknown),
+                    None if !value.is_null() => unknown.push(path),
+                    None => {}
+                }
+            }
+        }
+        (Value::Array(w), Value::Array(k)) => {
+            for (i, (value, known)) in w.iter().zip(k).enumerate() {
+                diff(value, known, &format!("{path}[{i}]"), unknown);
+            }
+        }
+        _ => {}
+    }
 }
 
 /// What a Service lookup found.

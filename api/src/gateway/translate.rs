@@ -26,8 +26,8 @@ use crate::policy::{
     ValueMatch,
 };
 
-/// Retries Outrigger makes at most (retry.attempts' maximum).
-const MAX_ATTEMPTS: i64 = 10;
+/// Retries Outrigger makes at most: a policy's retry.attempts' maximum.
+const MAX_ATTEMPTS: i64 = crate::validate::MAX_ATTEMPTS as i64;
 
 /// One (rule, match) pair.
 #[derive(Debug, Clone, PartialEq)]
@@ -388,7 +388,9 @@ fn timeouts(t: Option<&HttpRouteRulesTimeouts>) -> Result<Option<Timeouts>, Stri
         .map(|v| duration("timeouts.backendRequest", v))
         .transpose()?;
     if let (Some(request), Some(backend)) = (request, backend_request) {
-        if !request.is_zero() && (backend.is_zero() || backend > request) {
+        // 0s is no limit: any attempt timeout fits in it, and 0s for
+        // backendRequest leaves attempts unlimited within request.
+        if !request.is_zero() && backend > request {
             return Err("timeouts.backendRequest must be <= request".into());
         }
     }

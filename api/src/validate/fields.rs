@@ -56,6 +56,34 @@ pub(super) fn check_spec(e: &mut Errors, spec: &ResiliencePolicySpec) {
         e.at_least_one("spec.rateLimit.burst", rl.burst);
     }
     routes(e, spec);
+    if spec.exclusive_routes {
+        e.add("spec.exclusiveRoutes", GATEWAY_ONLY);
+    }
+}
+
+/// Fields of the model that only attached HTTPRoutes/GRPCRoutes fill in
+/// (they are not in the CRD): a policy that carries them was not written for
+/// Outrigger, and taking them from one would give a policy powers (404s,
+/// rerouting to other Services) that Gateway API status would never show.
+const GATEWAY_ONLY: &str =
+    "set by HTTPRoute/GRPCRoute only, not by a ResiliencePolicy (see docs/gateway-api.md)";
+
+/// The Gateway-API-only fields a route sets, by wire name.
+fn gateway_only_fields(route: &Route) -> Vec<&'static str> {
+    let m = &route.r#match;
+    [
+        ("backends", !route.backends.is_empty()),
+        ("requestHeaders", route.request_headers.is_some()),
+        ("responseHeaders", route.response_headers.is_some()),
+        ("source", route.source.is_some()),
+        ("match.pathRegex", m.path_regex.is_some()),
+        ("match.queryParams", !m.query_params.is_empty()),
+        ("match.headerRegexes", !m.header_regexes.is_empty()),
+    ]
+    .into_iter()
+    .filter(|(_, set)| *set)
+    .map(|(field, _)| field)
+    .collect()
 }
 
 fn target_ref(e: &mut Errors, t: &TargetRef) {
@@ -269,6 +297,9 @@ fn routes(e: &mut Errors, spec: &ResiliencePolicySpec) {
             route_name(e, &format!("{path}.name"), name, &mut names);
         }
         route_match(e, &format!("{path}.match"), &route.r#match);
+        for field in gateway_only_fields(route) {
+            e.add(format!("{path}.{field}"), GATEWAY_ONLY);
+        }
         // Per connection or per Service: a route cannot have its own.
         let set = |field: &str| match field {
             "timeouts.connect" => route.timeouts.as_ref().is_some_and(|t| t.connect.is_some()),
@@ -450,6 +481,29 @@ mod tests {
                 "spec.routes[0].retry.backoff.base: must be <= max (100ms)",
             ]
         );
+    }
+
+    #[test]
+    fn fields_of_gateway_api_routes_are_refused() {
+        let errs = errors(
+            "  targetRef: {name: p}\n  exclusiveRoutes: true\n  routes:\n  - match: {pathRegex: '/a.*', queryParams: [{name: q, value: '1'}], headerRegexes: [{name: h, value: x, regex: true}]}\n    backends: [{name: b, namespace: n, port: 80, weight: 1}]\n    requestHeaders: {remove: [x]}\n    responseHeaders: {set: [{name: a, value: b}]}\n    source: HTTPRoute n/r rule 0\n",
+        );
+        let only =
+            "set by HTTPRoute/GRPCRoute only, not by a ResiliencePolicy (see docs/gateway-api.md)";
+        let expected: Vec<String> = [
+            "spec.routes[0].backends",
+            "spec.routes[0].requestHeaders",
+            "spec.routes[0].responseHeaders",
+            "spec.routes[0].source",
+            "spec.routes[0].match.pathRegex",
+            "spec.routes[0].match.queryParams",
+            "spec.routes[0].match.headerRegexes",
+            "spec.exclusiveRoutes",
+        ]
+        .iter()
+        .map(|field| format!("{field}: {only}"))
+        .collect();
+        assert_eq!(errs, expected);
     }
 
     #[test]

@@ -32,7 +32,14 @@
 //!   with "/" and are not both set; method an uppercase HTTP token; header
 //!   names HTTP tokens; grpc not with a path match, only with method POST,
 //!   its service a fully qualified protobuf name and its method an
-//!   identifier.
+//!   identifier;
+//! - what only attached HTTPRoutes/GRPCRoutes set is refused ("set by
+//!   HTTPRoute/GRPCRoute only"): exclusiveRoutes, and on routes backends,
+//!   requestHeaders, responseHeaders, source, match.pathRegex,
+//!   match.queryParams, match.headerRegexes. The CRD has no such fields (the
+//!   API server drops them), so this catches them in files. A spec composed
+//!   with Gateway API routes ([`crate::gateway::compose`]) carries them and
+//!   is therefore not one to validate here.
 
 mod fields;
 mod syntax;

@@ -18,6 +18,10 @@ pub struct EndpointIndex {
 struct ServiceEndpoints {
     ports: Vec<ServicePort>,
     slices: Vec<Slice>,
+    /// A Service document was given (its ports are known, possibly none);
+    /// EndpointSlices alone do not say which ports the Service has.
+    #[serde(skip)]
+    declared: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -102,6 +106,7 @@ impl EndpointIndex {
                     .services
                     .entry(key(doc.metadata.namespace.as_deref(), &name))
                     .or_default();
+                entry.declared = true;
                 entry.ports = doc
                     .spec
                     .ports
@@ -146,6 +151,14 @@ impl EndpointIndex {
             _ => {}
         }
         Ok(())
+    }
+
+    /// The ports of `service` when the file holds its Service document.
+    pub fn service_ports(&self, namespace: &str, service: &str) -> Option<&[ServicePort]> {
+        self.services
+            .get(&key(Some(namespace), service))
+            .filter(|entry| entry.declared)
+            .map(|entry| entry.ports.as_slice())
     }
 
     /// Whether the file lists endpoints for `service` (whether `lookup`

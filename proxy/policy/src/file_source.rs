@@ -6,11 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use outrigger_api::gateway::{self, RouteKind, RouteObject};
 use outrigger_api::manifest::{parse_documents, Document, PolicyManifest};
 use outrigger_api::validate::validate_manifest;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 
+use super::gateway_routes::{self, ComposedPolicies, RouteStanding};
 use super::{conflicts, ActivePolicy, EndpointIndex, PolicyConflict, PolicyStore};
 use outrigger_proxy_core::metrics::Metrics;
 
@@ -38,6 +40,9 @@ pub struct LoadedFile {
     /// Policies that lose to another on the same Service and port.
     pub conflicts: Vec<PolicyConflict>,
     pub endpoints: EndpointIndex,
+    /// HTTPRoutes/GRPCRoutes with a Service parent, per parent.
+    pub routes: Vec<RouteStanding>,
+    pub composed: ComposedPolicies,
 }
 
 pub fn load_policy_file(path: &Path) -> Result<LoadedFile, PolicyLoadError> {
@@ -54,6 +59,7 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
         message: e.to_string(),
     })?;
     let mut policies = Vec::new();
+    let mut routes = Vec::new();
     let mut endpoints = EndpointIndex::default();
     for document in documents {
         match document {
@@ -64,6 +70,37 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
                     errors: errors.to_string(),
                 })?;
                 policies.push(*policy);
+            }
+            // Gateway API routes (of that group: another API may have a
+            // kind of the same name). A malformed one makes the file
+            // invalid, as a malformed policy does.
+            Document::Other {
+                api_version,
+                kind,
+                name,
+                raw,
+            } if RouteKind::from_kind(&kind).is_some()
+                && api_version.starts_with(&format!("{}/", gateway::GROUP)) =>
+            {
+                let route =
+                    RouteObject::from_value(&raw).map_err(|message| PolicyLoadError::Invalid {
+                        path: path.to_owned(),
+                        name: format!("{kind} {}", name.unwrap_or_default()),
+                        errors: message,
+                    })?;
+                // The API server would refuse or drop these; here they would
+                // be ignored without a word (a misspelt `timeouts`, say).
+                let unknown = route.unknown_fields(&raw);
+                if !unknown.is_empty() {
+                    tracing::warn!(
+                        route = %route.label(),
+                        "policy file {}: {} has fields Outrigger does not know, ignored: {}",
+                        path.display(),
+                        route.label(),
+                        unknown.join(", "),
+                    );
+                }
+                routes.push(route);
             }
             // Services and EndpointSlices give destinations their endpoints;
             // other kinds are not the proxy's business.
@@ -77,11 +114,16 @@ fn parse_policy_text(path: &Path, text: &str) -> Result<LoadedFile, PolicyLoadEr
             }
         }
     }
+    let conflicts = conflicts(&policies);
+    let (composed, routes) =
+        gateway_routes::compose_file(&policies, &conflicts, &routes, &endpoints);
     Ok(LoadedFile {
         checksum: checksum(text),
-        conflicts: conflicts(&policies),
+        conflicts,
         policies,
         endpoints,
+        routes,
+        composed,
     })
 }
 
@@ -111,6 +153,27 @@ pub fn activate(store: &PolicyStore, metrics: &Metrics, path: &Path, loaded: Loa
         );
     }
     metrics.policy_conflicts.set(loaded.conflicts.len() as i64);
+    for r in &loaded.routes {
+        let parent = r.parent_ref.to_string();
+        if !r.accepted.status {
+            tracing::warn!(
+                route = %r.route,
+                parent = %parent,
+                reason = %r.accepted.reason,
+                "{} is not attached to {parent}: {} ({}); it applies nowhere",
+                r.route, r.accepted.message, r.accepted.reason,
+            );
+        } else if !r.resolved_refs.status {
+            tracing::warn!(
+                route = %r.route,
+                parent = %parent,
+                reason = %r.resolved_refs.reason,
+                "{} has backends that cannot be used: {} ({}); requests sent to them are \
+                 answered 500",
+                r.route, r.resolved_refs.message, r.resolved_refs.reason,
+            );
+        }
+    }
     store.replace(ActivePolicy {
         version,
         source: format!("file:{}", path.display()),
@@ -119,6 +182,8 @@ pub fn activate(store: &PolicyStore, metrics: &Metrics, path: &Path, loaded: Loa
         policies: loaded.policies,
         conflicts: loaded.conflicts,
         endpoints: loaded.endpoints,
+        routes: loaded.routes,
+        composed: loaded.composed,
     });
     metrics.policy_version.set(version as i64);
     metrics.policy_last_reload_ok.set(1);
@@ -283,6 +348,238 @@ spec:
             parse_policy_text(Path::new("/p.yaml"), GOOD).unwrap(),
         );
         assert_eq!(metrics.policy_conflicts.get(), 0);
+    }
+
+    const ROUTE: &str = r#"
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: pay, namespace: shop}
+spec:
+  parentRefs: [{group: "", kind: Service, name: payments, port: 80}]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /charge}}]
+    timeouts: {request: 5s}
+    retry: {attempts: 1}
+"#;
+
+    const SERVICE: &str = r#"
+apiVersion: v1
+kind: Service
+metadata: {name: payments, namespace: shop}
+spec:
+  ports: [{name: http, port: 80}, {name: admin, port: 9000}]
+"#;
+
+    fn load(documents: &[&str]) -> ActivePolicy {
+        let text = documents.join("---\n");
+        let loaded = parse_policy_text(Path::new("/p.yaml"), &text).unwrap();
+        let store = PolicyStore::new(ActivePolicy::defaults());
+        activate(&store, &Metrics::new(10), Path::new("/p.yaml"), loaded);
+        let current = store.current();
+        drop(store);
+        std::sync::Arc::into_inner(current).unwrap()
+    }
+
+    fn payments() -> crate::ServiceRef {
+        crate::ServiceRef {
+            namespace: "shop".into(),
+            name: "payments".into(),
+        }
+    }
+
+    #[test]
+    fn routes_replace_the_policys_routes_on_their_port() {
+        let active = load(&[GOOD, ROUTE, SERVICE]);
+        assert_eq!(active.routes.len(), 1);
+        assert!(active.routes[0].accepted.status, "{:?}", active.routes);
+        assert!(active.routes[0].resolved_refs.status);
+        let on_80 = active.policy_for(&payments(), 80).unwrap();
+        assert_eq!(on_80.metadata.name, "payments", "the policy, composed");
+        assert_eq!(
+            on_80.metadata.annotations[crate::ROUTES_ANNOTATION],
+            "HTTPRoute shop/pay"
+        );
+        let spec = &on_80.spec;
+        assert!(spec.exclusive_routes);
+        assert_eq!(spec.routes.len(), 1);
+        assert_eq!(spec.routes[0].name.as_deref(), Some("pay/0"));
+        assert_eq!(
+            spec.routes[0].r#match.path_prefix.as_deref(),
+            Some("/charge")
+        );
+        assert_eq!(
+            spec.timeouts
+                .as_ref()
+                .unwrap()
+                .request
+                .map(|d| d.as_millis()),
+            Some(2000),
+            "the policy's own settings stay"
+        );
+        // Port 9000 has no route: the policy as written.
+        let on_9000 = active.policy_for(&payments(), 9000).unwrap();
+        assert!(!on_9000.spec.exclusive_routes);
+        assert!(on_9000.spec.routes.is_empty());
+        assert_eq!(on_9000, &active.policies[0]);
+    }
+
+    #[test]
+    fn routes_without_a_policy_or_a_service_document() {
+        let portless = ROUTE.replace(", port: 80}", "}");
+        let active = load(&[&portless]);
+        for port in [80, 8080] {
+            let policy = active.policy_for(&payments(), port).unwrap();
+            assert_eq!(policy.metadata.name, crate::ROUTES_ONLY_NAME);
+            assert_eq!(policy.metadata.namespace.as_deref(), Some("shop"));
+            assert_eq!(policy.spec.target_ref.name, "payments");
+            assert_eq!(policy.spec.routes.len(), 1);
+            assert!(policy.spec.retry.is_none(), "nothing else set");
+        }
+        let other = crate::ServiceRef {
+            namespace: "shop".into(),
+            name: "other".into(),
+        };
+        assert_eq!(active.policy_for(&other, 80), None);
+    }
+
+    #[test]
+    fn a_route_not_accepted_is_listed_and_applies_nowhere() {
+        let redirect = ROUTE.replace(
+            "    retry: {attempts: 1}",
+            "    filters: [{type: RequestRedirect, requestRedirect: {statusCode: 301}}]",
+        );
+        let wrong_port = ROUTE
+            .replace("name: pay,", "name: elsewhere,")
+            .replace("port: 80", "port: 81");
+        let active = load(&[GOOD, &redirect, &wrong_port, SERVICE]);
+        let standings: Vec<(&str, bool, &str)> = active
+            .routes
+            .iter()
+            .map(|r| {
+                (
+                    r.route.as_str(),
+                    r.accepted.status,
+                    r.accepted.reason.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            standings,
+            [
+                ("HTTPRoute shop/pay", false, "UnsupportedValue"),
+                ("HTTPRoute shop/elsewhere", false, "NoMatchingParent"),
+            ]
+        );
+        assert!(active.routes[0]
+            .accepted
+            .message
+            .contains("RequestRedirect"));
+        assert!(active.routes[1].accepted.message.contains("has no port 81"));
+        assert_eq!(
+            active.policy_for(&payments(), 80),
+            Some(&active.policies[0])
+        );
+    }
+
+    #[test]
+    fn the_conflict_winner_is_the_policy_composed() {
+        let loser = GOOD.replace("name: payments, namespace", "name: zeta, namespace");
+        let active = load(&[&loser.replace("2s", "9s"), GOOD, ROUTE]);
+        let composed = active.policy_for(&payments(), 80).unwrap();
+        assert_eq!(composed.metadata.name, "payments");
+        assert_eq!(composed.spec.routes.len(), 1);
+    }
+
+    #[test]
+    fn route_documents_are_checked() {
+        let bad = ROUTE
+            .replace("value: /charge", "value: 7, extra: 1")
+            .replace("type: PathPrefix, value: 7, extra: 1", "type: Prefix");
+        let err = parse_policy_text(Path::new("/p.yaml"), &bad).err().unwrap();
+        let text = err.to_string();
+        assert!(text.contains("policy HTTPRoute pay is invalid"), "{text}");
+        assert!(text.contains("Prefix"), "{text}");
+        // Another API's kind of the same name is not ours.
+        let foreign = ROUTE.replace("gateway.networking.k8s.io/v1", "example.com/v1");
+        let loaded = parse_policy_text(Path::new("/p.yaml"), &foreign).unwrap();
+        assert!(loaded.routes.is_empty());
+        // What only routes set is refused in a policy.
+        let policy = GOOD.replace(
+            "  timeouts: {request: 2s}",
+            "  routes: [{match: {pathRegex: /a.*}}]",
+        );
+        let err = parse_policy_text(Path::new("/p.yaml"), &policy)
+            .err()
+            .unwrap();
+        assert!(
+            err.to_string()
+                .contains("spec.routes[0].match.pathRegex: set by HTTPRoute/GRPCRoute only"),
+            "{err}"
+        );
+    }
+
+    /// The example of docs/gateway-api.md means what the text says.
+    #[test]
+    fn the_documented_example_holds() {
+        use outrigger_api::defaults::with_defaults;
+        use outrigger_api::policy::NonIdempotent;
+        let doc = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/gateway-api.md");
+        let text = std::fs::read_to_string(&doc).unwrap();
+        let example = text
+            .split("```yaml\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a yaml block in docs/gateway-api.md");
+        let loaded = parse_policy_text(&doc, example).unwrap();
+        let store = PolicyStore::new(ActivePolicy::defaults());
+        activate(&store, &Metrics::new(10), &doc, loaded);
+        let active = store.current();
+        let composed = active.policy_for(&payments(), 80).unwrap();
+        let spec = with_defaults(&composed.spec);
+        assert!(spec.exclusive_routes);
+        let ms = |r: &outrigger_api::policy::Route| {
+            let t = r.timeouts.as_ref().unwrap();
+            (
+                t.request.map(|d| d.as_millis()),
+                t.backend_request.map(|d| d.as_millis()),
+            )
+        };
+        let [charge, rest] = &spec.routes[..] else {
+            panic!("{:?}", spec.routes)
+        };
+        assert_eq!(charge.name.as_deref(), Some("checkout/charge"));
+        assert_eq!(charge.r#match.method.as_deref(), Some("POST"));
+        assert_eq!(ms(charge), (Some(10_000), Some(2_000)));
+        let retry = charge.retry.as_ref().unwrap();
+        assert_eq!(
+            (retry.attempts, retry.codes.clone()),
+            (Some(3), Some(vec![503]))
+        );
+        let backoff = retry.backoff.as_ref().unwrap();
+        assert_eq!(
+            (
+                backoff.base.unwrap().as_millis(),
+                backoff.max.unwrap().as_millis()
+            ),
+            (100, 1000)
+        );
+        assert_eq!(retry.non_idempotent, Some(NonIdempotent::IfIdempotencyKey));
+        let weights: Vec<(&str, u32)> = charge
+            .backends
+            .iter()
+            .map(|b| (b.name.as_str(), b.weight))
+            .collect();
+        assert_eq!(weights, [("payments-v1", 90), ("payments-v2", 10)]);
+        assert_eq!(rest.name.as_deref(), Some("checkout/1"));
+        assert_eq!(ms(rest), (Some(3_000), None));
+        let retry = rest.retry.as_ref().unwrap();
+        assert_eq!(
+            (retry.attempts, retry.codes.clone()),
+            (Some(2), Some(vec![502, 503, 504]))
+        );
+        assert_eq!(rest.backends[0].name, "payments-v1");
+        let other = active.policy_for(&payments(), 8080).unwrap();
+        assert!(other.spec.routes.is_empty() && !other.spec.exclusive_routes);
     }
 
     async fn wait_for(mut condition: impl FnMut() -> bool) {

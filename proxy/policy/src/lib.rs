@@ -5,11 +5,15 @@
 mod conflicts;
 mod endpoints;
 mod file_source;
+mod gateway_routes;
 mod matcher;
 
 pub use conflicts::{conflicts, PolicyConflict};
 pub use endpoints::EndpointIndex;
 pub use file_source::{activate, load_policy_file, watch_policy_file, LoadedFile, PolicyLoadError};
+pub use gateway_routes::{
+    ComposedPolicies, Condition, RouteStanding, ROUTES_ANNOTATION, ROUTES_ONLY_NAME,
+};
 pub use matcher::{DestinationMatcher, ServiceRef};
 
 use std::sync::Arc;
@@ -17,7 +21,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use outrigger_api::manifest::PolicyManifest;
-use outrigger_api::semantics;
 use serde::Serialize;
 
 /// One loaded generation of policy. Immutable: requests hold an `Arc` to the
@@ -40,6 +43,13 @@ pub struct ActivePolicy {
     pub conflicts: Vec<PolicyConflict>,
     /// Endpoints from Service/EndpointSlice documents in the same source.
     pub endpoints: EndpointIndex,
+    /// Every HTTPRoute/GRPCRoute of the file with a Service parent: per
+    /// parent, whether it is accepted and its references resolved (what its
+    /// status would say in a cluster). The ones not accepted apply nowhere.
+    pub routes: Vec<RouteStanding>,
+    /// The policies of the Services routes attach to, composed with them
+    /// per port (`outrigger_api::gateway::compose`).
+    pub composed: ComposedPolicies,
 }
 
 impl ActivePolicy {
@@ -52,29 +62,24 @@ impl ActivePolicy {
             policies: Vec::new(),
             conflicts: Vec::new(),
             endpoints: EndpointIndex::default(),
+            routes: Vec::new(),
+            composed: ComposedPolicies::default(),
         }
     }
 
     /// The policy governing calls to `service` on Service port `port`: of
     /// the policies that won their conflicts, the one naming that port, else
-    /// the one naming none ([`semantics::select`], as the operator chooses).
+    /// the one naming none (`semantics::select`, as the operator chooses);
+    /// when HTTPRoutes/GRPCRoutes attach to the port, that policy composed
+    /// with them (their routes replace its own), or the routes alone.
     pub fn policy_for(&self, service: &ServiceRef, port: u16) -> Option<&PolicyManifest> {
-        let lost = |i: usize| self.conflicts.iter().any(|c| c.index == i);
-        let candidates = self
-            .policies
-            .iter()
-            .enumerate()
-            .filter(|(i, p)| !lost(*i) && targets(p, service))
-            .map(|(_, p)| (p.spec.target_ref.port, p));
-        semantics::select(candidates, port)
+        match self.composed.get(service, port) {
+            Some(composed) => composed,
+            None => {
+                gateway_routes::file_policy(&self.policies, &self.conflicts, service, Some(port))
+            }
+        }
     }
-}
-
-/// Whether `policy` targets `service` (its targetRef names a Service in the
-/// policy's own namespace, "default" when it has none).
-fn targets(policy: &PolicyManifest, service: &ServiceRef) -> bool {
-    policy.spec.target_ref.name == service.name
-        && policy.metadata.namespace.as_deref().unwrap_or("default") == service.namespace
 }
 
 fn serialize_unix_time<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
