@@ -85,13 +85,18 @@ pub struct AppliedPolicy {
     pub routes: Vec<String>,
 }
 
+/// metadata.name of the spec a Service gets from its routes alone (no
+/// ResiliencePolicy selected for the port): the name the proxy's file mode
+/// gives it too (outrigger_proxy_policy::gateway_routes::ROUTES_ONLY_NAME).
+pub const ROUTES_ONLY_NAME: &str = "gateway-api-routes";
+
 impl AppliedPolicy {
     /// The name proxies get in their snapshot (and ack): the policy's
-    /// `namespace/name`, else the routes that make the spec.
-    pub fn snapshot_name(&self) -> String {
+    /// `namespace/name`, else `namespace/gateway-api-routes`.
+    pub fn snapshot_name(&self, namespace: &str) -> String {
         match &self.policy {
             Some(key) => key.to_string(),
-            None => self.routes.join(", "),
+            None => format!("{namespace}/{ROUTES_ONLY_NAME}"),
         }
     }
 }
@@ -131,6 +136,23 @@ pub struct Compiled {
     /// One per route with a Service parentRef (status.parents of ours).
     #[serde(skip)]
     pub route_verdicts: Vec<RouteVerdict>,
+}
+
+/// "HTTPRoute ns/name" of each route a rule came from ("... rule 0"), sorted,
+/// once each.
+fn sources_of(routes: &[outrigger_api::policy::Route]) -> Vec<String> {
+    let mut sources: Vec<String> = routes
+        .iter()
+        .filter_map(|r| r.source.as_deref())
+        .map(|s| {
+            s.rsplit_once(" rule ")
+                .map_or(s, |(route, _)| route)
+                .to_string()
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    sources
 }
 
 /// Service lookups for the route translation, from the compiled destinations.
@@ -301,41 +323,52 @@ pub fn compile_with_routes(
 
 /// Per Service port with attached routes: the spec composed from the policy
 /// selected for that port (if any) and the routes, replacing that port's own
-/// entry. Ports without routes keep the policies as they are.
+/// entry. Ports without routes keep the policies as they are. Rules whose
+/// parentRef names no port also replace the portless entry (composed with
+/// the portless policy), for ports the Service does not declare, as the
+/// proxy's file mode composes its "other ports".
 fn compose_routes(
     key: &ObjectKey,
     destination: &mut Destination,
     attachment: &gateway::Attachment,
     raw_specs: &BTreeMap<ObjectKey, &ResiliencePolicySpec>,
 ) {
-    let ports: Vec<u16> = destination.ports.iter().map(|p| p.port).collect();
+    let raw_of = |applied: Option<&AppliedPolicy>| {
+        applied
+            .and_then(|p| p.policy.as_ref())
+            .and_then(|k| raw_specs.get(k).copied())
+    };
+    let compose = |selected: Option<&AppliedPolicy>, port: Option<u16>, routes: Vec<_>| {
+        let sources = sources_of(&routes);
+        let spec = gateway::compose(raw_of(selected), &key.name, routes)?;
+        Some(AppliedPolicy {
+            policy: selected.and_then(|p| p.policy.clone()),
+            generation: selected.and_then(|p| p.generation),
+            port,
+            spec: semantics::with_defaults(&spec),
+            routes: sources,
+        })
+    };
     let mut composed = Vec::new();
-    for port in ports {
+    let portless_rules: Vec<_> = attachment
+        .services
+        .get(&(key.namespace.clone(), key.name.clone()))
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.port.is_none())
+        .map(|rule| rule.route.clone())
+        .collect();
+    if !portless_rules.is_empty() {
+        let portless = destination.policies.iter().find(|p| p.port.is_none());
+        composed.extend(compose(portless, None, portless_rules));
+    }
+    for port in destination.ports.iter().map(|p| p.port) {
         let routes = attachment.routes_for(&key.namespace, &key.name, port);
         if routes.is_empty() {
             continue;
         }
         let selected = semantics::select(destination.policies.iter().map(|p| (p.port, p)), port);
-        let raw = selected
-            .and_then(|p| p.policy.as_ref())
-            .and_then(|k| raw_specs.get(k).copied());
-        let mut sources: Vec<String> = routes
-            .iter()
-            .filter_map(|r| r.source.as_deref())
-            .map(|s| s.rfind(" rule ").map_or(s, |at| &s[..at]).to_string())
-            .collect();
-        sources.sort();
-        sources.dedup();
-        let Some(spec) = gateway::compose(raw, &key.name, routes) else {
-            continue;
-        };
-        composed.push(AppliedPolicy {
-            policy: selected.and_then(|p| p.policy.clone()),
-            generation: selected.and_then(|p| p.generation),
-            port: Some(port),
-            spec: semantics::with_defaults(&spec),
-            routes: sources,
-        });
+        composed.extend(compose(selected, Some(port), routes));
     }
     for applied in composed {
         destination.policies.retain(|p| p.port != applied.port);
@@ -726,7 +759,7 @@ mod tests {
         assert_eq!(d.policies.len(), 1);
         let applied = &d.policies[0];
         assert_eq!((applied.policy.as_ref(), applied.port), (None, Some(80)));
-        assert_eq!(applied.snapshot_name(), "HTTPRoute shop/checkout");
+        assert_eq!(applied.snapshot_name("shop"), "shop/gateway-api-routes");
         assert!(applied.spec.exclusive_routes);
         assert_eq!(applied.spec.routes.len(), 1);
         assert!(applied.spec.timeouts.is_some(), "defaults filled in");
@@ -788,5 +821,38 @@ mod tests {
         assert!(compiled.destinations.is_empty());
         let parent = &compiled.route_verdicts[0].parents[0];
         assert!(!parent.accepted.ok, "{parent:?}");
+    }
+
+    /// A parentRef without a port: every port of the Service, and the
+    /// portless entry (ports the Service does not declare), composed with
+    /// the portless policy.
+    #[test]
+    fn a_route_on_the_whole_service_composes_every_port_and_the_portless_entry() {
+        let route = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "all", "namespace": "shop"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "payments"}],
+                     "rules": [{"timeouts": {"request": "4s"}}]}
+        });
+        let compiled = compile_with_routes(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"attempts": 3}}),
+            )],
+            &[service("payments")],
+            &[],
+            &[RouteObject::from_value(&route).unwrap()],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        let ports: Vec<Option<u16>> = d.policies.iter().map(|p| p.port).collect();
+        assert_eq!(ports, vec![None, Some(80)]);
+        for applied in &d.policies {
+            assert!(applied.spec.exclusive_routes, "{applied:?}");
+            assert_eq!(applied.routes, vec!["HTTPRoute shop/all"]);
+            assert_eq!(applied.spec.retry.as_ref().unwrap().attempts, Some(3));
+            assert_eq!(applied.snapshot_name("shop"), "shop/payments");
+        }
     }
 }

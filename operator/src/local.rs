@@ -84,6 +84,11 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
                         .push(serde_json::from_value(raw).map_err(|e| format!("{}: {e}", what()))?),
                     "HTTPRoute" | "GRPCRoute" => {
                         let mut route = RouteObject::from_value(&raw)?;
+                        // The API server would refuse or prune these; a file
+                        // keeps them, and the translation would ignore them.
+                        for field in route.unknown_fields(&raw) {
+                            tracing::warn!(route = %route.label(), field = %field, "unknown field ignored");
+                        }
                         // Files carry no generation; the API server would start at 1.
                         route.generation.get_or_insert(1);
                         routes.push(route);
