@@ -229,4 +229,84 @@ mod tests {
             vec![other_controller()]
         );
     }
+
+    /// A write that meets a concurrent one (409) reads the route again and
+    /// retries with the new resourceVersion, keeping what the other writer
+    /// added.
+    #[tokio::test]
+    async fn a_conflict_is_reread_and_retried_with_the_new_resource_version() {
+        use http::{Method, Request, Response, StatusCode};
+        use kube::client::Body;
+        use std::sync::{Arc, Mutex};
+
+        let route = |rv: &str, parents: Value| -> Value {
+            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                   "metadata": {"name": "r", "namespace": "shop", "generation": 1, "resourceVersion": rv},
+                   "spec": {}, "status": {"parents": parents}})
+        };
+        let respond_json = |status: StatusCode, body: Value| {
+            Response::builder()
+                .status(status)
+                .header("content-type", "application/json")
+                .body(Body::from(serde_json::to_vec(&body).unwrap()))
+                .unwrap()
+        };
+        let (service, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let patches: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let seen = patches.clone();
+        let fresh = route("8", json!([other_controller()]));
+        tokio::spawn(async move {
+            while let Some((request, send)) = handle.next_request().await {
+                assert_eq!(
+                    request.uri().path(),
+                    "/apis/gateway.networking.k8s.io/v1/namespaces/shop/httproutes/r/status"
+                );
+                if request.method() == Method::GET {
+                    send.send_response(respond_json(StatusCode::OK, fresh.clone()));
+                    continue;
+                }
+                assert_eq!(request.method(), Method::PATCH);
+                let body = http_body_util::BodyExt::collect(request.into_body())
+                    .await
+                    .unwrap()
+                    .to_bytes();
+                let patch: Value = serde_json::from_slice(&body).unwrap();
+                let first = seen.lock().unwrap().is_empty();
+                seen.lock().unwrap().push(patch);
+                if first {
+                    send.send_response(respond_json(
+                        StatusCode::CONFLICT,
+                        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                               "message": "the object has been modified", "reason": "Conflict", "code": 409}),
+                    ));
+                } else {
+                    send.send_response(respond_json(StatusCode::OK, fresh.clone()));
+                }
+            }
+        });
+        let client = kube::Client::new(service, "default");
+        let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "gateway.networking.k8s.io",
+            "v1",
+            "HTTPRoute",
+        ));
+        let api: Api<DynamicObject> = Api::namespaced_with(client, "shop", &resource);
+        let stale: DynamicObject = serde_json::from_value(route("7", json!([]))).unwrap();
+        let wrote = write(&api, &stale, &[parent("echo", true, true)], "T1")
+            .await
+            .unwrap();
+        assert!(wrote);
+        let patches = patches.lock().unwrap();
+        assert_eq!(patches.len(), 2);
+        assert_eq!(patches[0]["metadata"]["resourceVersion"], "7");
+        assert_eq!(patches[0]["status"]["parents"].as_array().unwrap().len(), 1);
+        assert_eq!(patches[1]["metadata"]["resourceVersion"], "8");
+        let parents = patches[1]["status"]["parents"].as_array().unwrap();
+        assert_eq!(
+            parents[0],
+            other_controller(),
+            "the other writer's entry is kept"
+        );
+        assert_eq!(parents[1]["controllerName"], CONTROLLER_NAME);
+    }
 }
