@@ -208,6 +208,18 @@ async fn proxy(op: &Process, token: &Path) -> Process {
         .await
 }
 
+/// A counter or gauge without labels from the operator's /metrics.
+async fn metric(process: &Process, name: &str) -> f64 {
+    let (_, body) = http(process.addr("admin"), "GET", "/metrics", "admin")
+        .await
+        .unwrap();
+    body.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {body}"))
+}
+
 /// An HTTPRoute on Service echo port 80 of the conformance namespace.
 fn http_route(name: &str, parents: &str, rule: &str) -> String {
     format!(
@@ -427,6 +439,21 @@ async fn gamma_routes_get_status_and_reach_a_subscribed_proxy() {
     assert!(
         table.contains("HTTPRoute gateway-conformance-mesh/gateway-conformance-mesh-test"),
         "{table}"
+    );
+
+    // Settled: a recompute rewrites nothing (our writes trigger recomputes
+    // through the watch, so a status that never matched would loop).
+    let writes = metric(&op, "outrigger_operator_status_writes_total").await;
+    let reconciles = metric(&op, "outrigger_operator_reconciles_total").await;
+    blocking(|| api.kubectl_ok(&["label", "-n", NS, "service", "echo-v2", "poked=yes"]));
+    outrigger_e2e::wait_until(limit, "a recompute after the label", || async {
+        metric(&op, "outrigger_operator_reconciles_total").await > reconciles
+    })
+    .await;
+    assert_eq!(
+        metric(&op, "outrigger_operator_status_writes_total").await,
+        writes,
+        "statuses were written again without a change"
     );
 
     // The operator's view lists them per Service.
