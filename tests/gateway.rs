@@ -413,6 +413,28 @@ async fn gamma_routes_get_status_and_reach_a_subscribed_proxy() {
     // the Gateway-only route got nothing from us.
     let gateway_only = blocking(|| route(&api, "httproute", "gateway-only")).unwrap();
     assert!(ours(&gateway_only).is_empty(), "{gateway_only:#}");
+    // A route that stops naming our Service loses our entry.
+    blocking(|| {
+        api.kubectl_ok(&[
+            "patch",
+            "-n",
+            NS,
+            "httproute",
+            "to-missing-parent",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"parentRefs":[{"name":"some-gateway"}]}}"#,
+        ])
+    });
+    wait_for_route(
+        &api,
+        "httproute",
+        "to-missing-parent",
+        "our entry removed",
+        limit,
+        |r| r["metadata"]["generation"] == 2 && ours(r).is_empty(),
+    )
+    .await;
 
     // The policy's status and `kubectl get rp` name the contributing routes.
     let expected_routes = json!([
