@@ -286,7 +286,7 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
     if ctx.leadership.is_leader() {
         let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
         write_statuses(ctx, &policies, &compiled, &reports).await;
-        write_route_statuses(ctx, &stores.routes, &route_objects, &compiled).await;
+        write_route_statuses(ctx, &stores.routes, &route_objects, &routes, &compiled).await;
     }
     ctx.index.store(compiled);
     ctx.metrics.reconciles.inc();
@@ -318,13 +318,19 @@ fn route_models(objects: &[Arc<kube::api::DynamicObject>]) -> Vec<RouteObject> {
 }
 
 /// Every cached route's `status.parents` entries of ours, from its verdict
-/// (none: entries of ours left from earlier parentRefs are removed).
+/// (none: entries of ours left from earlier parentRefs are removed). Routes
+/// that did not parse (`parsed` lacks them) are left as they are.
 async fn write_route_statuses(
     ctx: &Context,
     caches: &[crate::route_watch::RouteCache],
     objects: &[Arc<kube::api::DynamicObject>],
+    parsed: &[RouteObject],
     compiled: &crate::compile::Compiled,
 ) {
+    let parsed: std::collections::HashSet<(&str, &str, &str)> = parsed
+        .iter()
+        .map(|r| (r.kind.kind_name(), r.namespace.as_str(), r.name.as_str()))
+        .collect();
     let now = Timestamp::now().to_string();
     let verdicts: std::collections::HashMap<(&str, &str, &str), &RouteVerdict> = compiled
         .route_verdicts
@@ -345,6 +351,9 @@ async fn write_route_statuses(
         };
         let namespace = object.namespace().unwrap_or_default();
         let name = object.name_any();
+        if !parsed.contains(&(kind, namespace.as_str(), name.as_str())) {
+            continue;
+        }
         let parents = verdicts
             .get(&(kind, namespace.as_str(), name.as_str()))
             .map_or(&[][..], |v| v.parents.as_slice());
