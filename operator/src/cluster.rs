@@ -596,15 +596,33 @@ mod tests {
             slices: store_of(vec![]),
             pods: store_of(vec![]),
             reports: None,
-            routes: Vec::new(),
+            // A route on the policy's Service: its status is not written
+            // either (any request for it would fail the mock).
+            routes: vec![crate::route_watch::RouteCache::listed(
+                "HTTPRoute",
+                vec![serde_json::from_value(serde_json::json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "checkout", "namespace": "shop", "generation": 1},
+                    "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "payments"}]}
+                }))
+                .unwrap()],
+            )],
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);
-        assert_eq!(
-            ctx.index.load().verdicts.len(),
-            1,
-            "the view is still compiled"
-        );
+        let view = ctx.index.load();
+        assert_eq!(view.verdicts.len(), 1, "the view is still compiled");
+        assert_eq!(view.route_verdicts.len(), 1, "routes too");
+        // A route status request would have failed on the mock.
+        for kind in ["conflict", "not-found", "server", "other"] {
+            assert_eq!(
+                ctx.metrics
+                    .reconcile_errors
+                    .with_label_values(&[kind])
+                    .get(),
+                0
+            );
+        }
     }
 
     fn store_of<K>(objects: Vec<K>) -> Store<K>

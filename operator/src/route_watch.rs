@@ -83,6 +83,29 @@ impl RouteCache {
     }
 }
 
+impl RouteCache {
+    /// A cache already listed with these objects (tests of the recompute).
+    #[cfg(test)]
+    pub(crate) fn listed(kind: &'static str, objects: Vec<DynamicObject>) -> RouteCache {
+        let resource = resource(kind);
+        let mut writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
+        writer.apply_watcher_event(&watcher::Event::Init);
+        for object in objects {
+            writer.apply_watcher_event(&watcher::Event::InitApply(object));
+        }
+        writer.apply_watcher_event(&watcher::Event::InitDone);
+        let (state_tx, state) = watch::channel(CrdState::Listed);
+        // The sender may go: the state stays Listed.
+        drop(state_tx);
+        RouteCache {
+            kind,
+            resource,
+            store: writer.as_reader(),
+            state,
+        }
+    }
+}
+
 /// The resource of a route kind ("HTTPRoute", "GRPCRoute") in v1.
 pub fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
