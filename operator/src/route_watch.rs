@@ -3,10 +3,12 @@
 //! cluster's, not ours, so they may be missing, and the operator keeps working
 //! without them.
 //!
-//! A missing CRD answers the list with 404. That is logged once, the watcher
-//! keeps retrying with its backoff (at most 30 s apart), and the cache counts
-//! as settled and empty meanwhile, so readiness never waits for a CRD that
-//! does not exist; a CRD installed later is picked up by the next retry.
+//! A missing CRD answers the list with 404, a missing RBAC grant with 403.
+//! Either is logged once, the watcher keeps retrying with its backoff (at
+//! most 30 s apart), and the cache counts as settled and empty meanwhile, so
+//! readiness never waits for a CRD that does not exist (or a grant not
+//! given); a CRD installed or a grant given later is picked up by the next
+//! retry.
 
 use std::sync::Arc;
 
@@ -30,6 +32,8 @@ pub enum CrdState {
     Listed,
     /// The API server does not serve the resource (404): no CRD.
     Absent,
+    /// The operator may not list the resource (403): no RBAC grant.
+    Forbidden,
 }
 
 /// One route kind's cache.
@@ -111,15 +115,18 @@ pub fn resource(kind: &str) -> ApiResource {
     ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, kind))
 }
 
-fn is_not_found(err: &watcher::Error) -> bool {
-    let api = match err {
+/// The HTTP status of an API error (404, 403, ...), if the error is one.
+fn api_code(err: &watcher::Error) -> Option<u16> {
+    match err {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
-        | watcher::Error::WatchFailed(e) => e,
-        watcher::Error::WatchError(status) => return status.code == 404,
-        watcher::Error::NoResourceVersion => return false,
-    };
-    matches!(api, kube::Error::Api(status) if status.code == 404)
+        | watcher::Error::WatchFailed(e) => match e {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        },
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::NoResourceVersion => None,
+    }
 }
 
 /// Starts the watch of one route kind; every change pokes `trigger`.
@@ -148,28 +155,45 @@ pub fn start(
                 Some(Ok(event)) => {
                     if matches!(event, watcher::Event::InitDone) {
                         let was = state_tx.send_replace(CrdState::Listed);
-                        if was == CrdState::Absent {
+                        if matches!(was, CrdState::Absent | CrdState::Forbidden) {
                             tracing::info!(
                                 kind,
                                 group = GROUP,
-                                "route CRD found: its routes are honoured now"
+                                "routes listed: honoured from now on"
                             );
                         }
                     }
                     trigger.notify_one();
                 }
-                Some(Err(err)) if is_not_found(&err) => {
-                    let was = state_tx.send_replace(CrdState::Absent);
-                    if was != CrdState::Absent {
-                        // Once per disappearance: the retries would repeat it
-                        // every 30 s otherwise.
-                        tracing::warn!(
-                            kind,
-                            group = GROUP,
-                            version = VERSION,
-                            "the API server does not serve this route kind (its CRD is not installed): \
-                             such routes are ignored; checking again with backoff"
-                        );
+                Some(Err(err)) if matches!(api_code(&err), Some(404 | 403)) => {
+                    let now = if api_code(&err) == Some(404) {
+                        CrdState::Absent
+                    } else {
+                        CrdState::Forbidden
+                    };
+                    let was = state_tx.send_replace(now);
+                    // Logged once per change: the retries would repeat it
+                    // every 30 s otherwise.
+                    if was != now {
+                        if now == CrdState::Absent {
+                            tracing::warn!(
+                                kind,
+                                group = GROUP,
+                                version = VERSION,
+                                "the API server does not serve this route kind (its CRD is not \
+                                 installed): such routes are ignored; checking again with backoff"
+                            );
+                        } else {
+                            tracing::warn!(
+                                kind,
+                                group = GROUP,
+                                version = VERSION,
+                                error = %err,
+                                "not allowed to list this route kind: such routes are ignored; \
+                                 grant get, list and watch on it (and patch on its status) or run \
+                                 with --gateway-api=false; checking again with backoff"
+                            );
+                        }
                         trigger.notify_one();
                     }
                 }
@@ -222,6 +246,17 @@ mod tests {
     /// absent and empty, the second as listed; neither blocks the other.
     #[tokio::test]
     async fn a_missing_crd_settles_as_absent_and_the_other_kind_still_lists() {
+        settles_with(404, CrdState::Absent).await;
+    }
+
+    /// Without an RBAC grant on HTTPRoutes (403): settled, empty, and the
+    /// operator still gets ready.
+    #[tokio::test]
+    async fn a_forbidden_list_settles_as_forbidden() {
+        settles_with(403, CrdState::Forbidden).await;
+    }
+
+    async fn settles_with(http_code: u16, expected: CrdState) {
         let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
         let client = Client::new(service, "default");
         tokio::spawn(async move {
@@ -234,10 +269,10 @@ mod tests {
                 );
                 if path.ends_with("/httproutes") {
                     respond.send_response(json(
-                        StatusCode::NOT_FOUND,
+                        StatusCode::from_u16(http_code).unwrap(),
                         serde_json::json!({"kind": "Status", "apiVersion": "v1", "metadata": {},
-                            "status": "Failure", "message": "the server could not find the requested resource",
-                            "reason": "NotFound", "code": 404}),
+                            "status": "Failure", "message": "scripted", "reason": "Scripted",
+                            "code": http_code}),
                     ));
                 } else if watch {
                     tokio::spawn(async move {
@@ -262,7 +297,7 @@ mod tests {
                 .expect("settles");
         }
         let (http, grpc) = (&caches[0], &caches[1]);
-        assert_eq!(*http.state.borrow(), CrdState::Absent);
+        assert_eq!(*http.state.borrow(), expected);
         assert!(http.objects().is_empty());
         assert_eq!(*grpc.state.borrow(), CrdState::Listed);
         assert_eq!(grpc.objects().len(), 1);
