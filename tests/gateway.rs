@@ -486,6 +486,25 @@ async fn gamma_routes_get_status_and_reach_a_subscribed_proxy() {
     let echo = &view["destinations"]["gateway-conformance-mesh/echo"];
     assert_eq!(echo["routes"], expected_routes, "{echo:#}");
 
+    // A route deleted: the policy's status.routes follows.
+    blocking(|| api.kubectl_ok(&["delete", "-n", NS, "httproute", "to-missing-backend"]));
+    let deadline = Instant::now() + limit;
+    loop {
+        let policy = blocking(|| api.get_json(&["-n", NS, "rp", "echo"])).unwrap();
+        if policy["status"]["routes"].as_array().map(Vec::len) == Some(2) {
+            assert!(!policy["status"]["routes"]
+                .to_string()
+                .contains("to-missing-backend"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "status.routes: {:#}",
+            policy["status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // A proxy calling echo gets the composed spec for port 80: the routes of
     // the HTTPRoutes attached there (exclusive), the policy's retry.
     let proxy = proxy(&op, &api.dir.join("shared-token")).await;
