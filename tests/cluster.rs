@@ -171,7 +171,7 @@ async fn crd_is_served_and_every_example_applies() {
         let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
         assert_eq!(
             header,
-            ["NAME", "TARGET", "MODE", "ACCEPTED", "CURRENT", "TOTAL", "AGE"]
+            ["NAME", "TARGET", "MODE", "ACCEPTED", "CURRENT", "TOTAL", "ROUTES", "AGE"]
         );
     });
 }

@@ -2,8 +2,9 @@
 //! proxy from its policy file, and by the operator (compile, resolve the
 //! subscription, the snapshot through JSON as on the wire, compiled again by
 //! the proxy), must give the same effective `DestinationConfig`, field by
-//! field: for every example policy, and for generated shapes with and without
-//! each section, ports and routes.
+//! field: for every example policy, for generated shapes with and without
+//! each section, ports and routes, and for Gateway API routes composed with
+//! them.
 
 use std::time::Duration;
 
@@ -66,10 +67,11 @@ fn operator_mode(text: &str, service: &str, port: u16) -> Effect {
     let manifests = outrigger_operator::local::read_dir(&dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
-    let compiled = outrigger_operator::compile::compile(
+    let compiled = outrigger_operator::compile::compile_with_routes(
         &manifests.policies,
         &manifests.services,
         &manifests.slices,
+        &manifests.routes,
     );
     let subscription =
         Subscription::Destination(format!("{service}.{NAMESPACE}.svc.{DOMAIN}:{port}"));
@@ -563,6 +565,112 @@ fn endpoints_resolve_the_same_in_both_modes() {
         service["spec"]["ports"] = service_ports;
         let text = documents(&[service, slice_doc("web", slice_ports)]);
         out.extend(compare(&format!("case {i}"), &text, "web"));
+    }
+    assert_same(out);
+}
+
+fn http_route_doc(name: &str, parent_port: Option<u16>, rules: Value) -> Value {
+    let mut parent = json!({"group": "", "kind": "Service", "name": "web"});
+    if let Some(port) = parent_port {
+        parent["port"] = port.into();
+    }
+    json!({
+        "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {"parentRefs": [parent], "rules": rules}
+    })
+}
+
+/// Gateway API routes composed with the Service's policy (or alone) mean the
+/// same through the operator's snapshot as in the proxy's file: on the port
+/// the parentRef names, on a port it does not, with a parentRef naming no
+/// port, with several routes in precedence order, and with refused or
+/// unresolved routes beside them.
+#[test]
+fn gateway_routes_mean_the_same_in_both_modes() {
+    let slice = slice_doc(
+        "web",
+        json!([{"name": "http", "port": 8080}, {"name": "alt", "port": 9090}]),
+    );
+    let backend = service_doc("backend");
+    let timed = json!([{"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}],
+                        "timeouts": {"request": "2s", "backendRequest": "1s"},
+                        "backendRefs": [{"name": "backend", "port": 80, "weight": 3},
+                                        {"name": "web", "port": 80}]},
+                       {"matches": [{"path": {"type": "Exact", "value": "/health"}, "method": "GET"}],
+                        "filters": [{"type": "RequestHeaderModifier",
+                                     "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}}]}]);
+    let missing = json!([{"matches": [{"headers": [{"name": "x-v", "value": "2"}]}],
+                          "backendRefs": [{"name": "gone", "port": 80}]}]);
+    let redirect = json!([{"filters": [{"type": "RequestRedirect",
+                                        "requestRedirect": {"statusCode": 302}}]}]);
+    let policy = policy_doc(
+        "web",
+        json!({"targetRef": {"kind": "Service", "name": "web"},
+                                          "retry": {"attempts": 2}, "timeouts": {"request": "5s"},
+                                          "routes": [{"name": "own", "match": {"pathPrefix": "/own"}}]}),
+    );
+    let port_policy = policy_doc(
+        "web-alt",
+        json!({"targetRef": {"kind": "Service", "name": "web", "port": 8080},
+                                                   "circuitBreaker": {}}),
+    );
+    let cases: Vec<(&str, Vec<Value>)> = vec![
+        (
+            "route alone on port 80",
+            vec![http_route_doc("a", Some(80), timed.clone())],
+        ),
+        (
+            "route alone on every port",
+            vec![http_route_doc("a", None, timed.clone())],
+        ),
+        (
+            "route and policy",
+            vec![policy.clone(), http_route_doc("a", Some(80), timed.clone())],
+        ),
+        (
+            "route on every port, portless and port policies",
+            vec![
+                policy.clone(),
+                port_policy.clone(),
+                http_route_doc("a", None, timed.clone()),
+            ],
+        ),
+        (
+            "two routes, one with a missing backend, one refused",
+            vec![
+                policy.clone(),
+                http_route_doc("a", Some(80), timed.clone()),
+                http_route_doc("b", Some(80), missing),
+                http_route_doc("c", Some(8080), redirect),
+            ],
+        ),
+    ];
+    // Not vacuous: the routes reach the config, under the composed name.
+    let alone = documents(&[
+        service_doc("web"),
+        slice.clone(),
+        backend.clone(),
+        http_route_doc("a", Some(80), timed.clone()),
+    ]);
+    let (config, _) = operator_mode(&alone, "web", 80);
+    assert_eq!(config.policy.as_deref(), Some("shop/gateway-api-routes"));
+    assert_eq!(config.routes.len(), 2, "{:?}", config.routes);
+    // Exact /health before the /cart prefix (Gateway API precedence).
+    assert_eq!(&*config.routes[0].1.name, "a/1");
+    assert_eq!(&*config.routes[1].1.name, "a/0");
+    assert_eq!(
+        config.routes[1].1.request_timeout,
+        Some(Duration::from_secs(2))
+    );
+    let (other_port, _) = operator_mode(&alone, "web", 8080);
+    assert!(other_port.routes.is_empty(), "port 8080 has no route");
+
+    let mut out = Vec::new();
+    for (what, extra) in cases {
+        let mut docs = vec![service_doc("web"), slice.clone(), backend.clone()];
+        docs.extend(extra);
+        out.extend(compare(what, &documents(&docs), "web"));
     }
     assert_same(out);
 }

@@ -19,11 +19,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
+use outrigger_api::gateway::{RouteKind, RouteObject, RouteVerdict};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile, ObjectKey};
+use crate::compile::{compile_with_routes, ObjectKey};
 use crate::index::CompiledIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -60,6 +61,8 @@ pub struct Stores {
     pub pods: Store<Pod>,
     /// Other replicas' proxy reports (crate::proxy_reports); None with one replica.
     pub reports: Option<Store<Lease>>,
+    /// HTTPRoute and GRPCRoute caches; empty with `--gateway-api=false`.
+    pub routes: Vec<crate::route_watch::RouteCache>,
 }
 
 /// Service accounts of a Service's pods, from the watch caches.
@@ -116,6 +119,7 @@ pub fn start_reflectors(
     client: &Client,
     trigger: Arc<Notify>,
     reports_namespace: Option<&str>,
+    gateway_api: bool,
     stop: &CancellationToken,
 ) -> Stores {
     fn reflect<K>(
@@ -193,6 +197,11 @@ pub fn start_reflectors(
                 stop.clone(),
             )
         }),
+        routes: if gateway_api {
+            crate::route_watch::start_all(client, trigger.clone(), stop)
+        } else {
+            Vec::new()
+        },
     }
 }
 
@@ -203,7 +212,13 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, stop: CancellationToken) -> 
         synced = async {
             stores.policies.wait_until_ready().await?;
             stores.services.wait_until_ready().await?;
-            stores.slices.wait_until_ready().await
+            stores.slices.wait_until_ready().await?;
+            // Listed, or known to be absent (no CRD): never waits for a CRD
+            // that does not exist.
+            for routes in &stores.routes {
+                routes.settled().await;
+            }
+            Ok::<_, kube::runtime::reflector::store::WriterDropped>(())
         } => synced?,
     }
     tracing::info!("caches synced");
@@ -243,26 +258,124 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
         .iter()
         .map(|s| (**s).clone())
         .collect();
+    let route_objects: Vec<Arc<kube::api::DynamicObject>> = stores
+        .routes
+        .iter()
+        .flat_map(|cache| cache.objects())
+        .collect();
+    let routes = route_models(&route_objects);
     for (kind, count) in [
         ("ResiliencePolicy", policies.len()),
         ("Service", services.len()),
         ("EndpointSlice", slices.len()),
+        (
+            "HTTPRoute",
+            routes.iter().filter(|r| r.kind == RouteKind::Http).count(),
+        ),
+        (
+            "GRPCRoute",
+            routes.iter().filter(|r| r.kind == RouteKind::Grpc).count(),
+        ),
     ] {
         ctx.metrics
             .objects
             .with_label_values(&[kind])
             .set(count as i64);
     }
-    let compiled = compile(&policies, &services, &slices);
+    let compiled = compile_with_routes(&policies, &services, &slices, &routes);
     if ctx.leadership.is_leader() {
         let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
         write_statuses(ctx, &policies, &compiled, &reports).await;
+        write_route_statuses(ctx, &stores.routes, &route_objects, &routes, &compiled).await;
     }
     ctx.index.store(compiled);
     ctx.metrics.reconciles.inc();
     ctx.metrics
         .reconcile_duration
         .observe(started.elapsed().as_secs_f64());
+}
+
+/// The routes the translation reads; one that does not parse is logged and
+/// left out (it gets no status from us: we cannot tell its parentRefs).
+fn route_models(objects: &[Arc<kube::api::DynamicObject>]) -> Vec<RouteObject> {
+    objects
+        .iter()
+        .filter_map(|object| {
+            let value = serde_json::to_value(&**object).ok()?;
+            match RouteObject::from_value(&value) {
+                Ok(route) => Some(route),
+                Err(err) => {
+                    tracing::warn!(
+                        route = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
+                        error = %err,
+                        "route skipped"
+                    );
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Every cached route's `status.parents` entries of ours, from its verdict
+/// (none: entries of ours left from earlier parentRefs are removed). Routes
+/// that did not parse (`parsed` lacks them) are left as they are.
+async fn write_route_statuses(
+    ctx: &Context,
+    caches: &[crate::route_watch::RouteCache],
+    objects: &[Arc<kube::api::DynamicObject>],
+    parsed: &[RouteObject],
+    compiled: &crate::compile::Compiled,
+) {
+    let parsed: std::collections::HashSet<(&str, &str, &str)> = parsed
+        .iter()
+        .map(|r| (r.kind.kind_name(), r.namespace.as_str(), r.name.as_str()))
+        .collect();
+    let now = Timestamp::now().to_string();
+    let verdicts: std::collections::HashMap<(&str, &str, &str), &RouteVerdict> = compiled
+        .route_verdicts
+        .iter()
+        .map(|v| {
+            (
+                (v.kind.kind_name(), v.namespace.as_str(), v.name.as_str()),
+                v,
+            )
+        })
+        .collect();
+    for object in objects {
+        let Some(kind) = object.types.as_ref().map(|t| t.kind.as_str()) else {
+            continue;
+        };
+        let Some(cache) = caches.iter().find(|c| c.kind == kind) else {
+            continue;
+        };
+        let namespace = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        if !parsed.contains(&(kind, namespace.as_str(), name.as_str())) {
+            continue;
+        }
+        let parents = verdicts
+            .get(&(kind, namespace.as_str(), name.as_str()))
+            .map_or(&[][..], |v| v.parents.as_slice());
+        let api = cache.api(&ctx.client, &namespace);
+        match crate::route_status::write(&api, object, parents, &now).await {
+            Ok(true) => ctx.metrics.status_writes.inc(),
+            Ok(false) => {}
+            Err(err) => {
+                let reason = match &err {
+                    kube::Error::Api(e) if e.code == 409 => "conflict",
+                    kube::Error::Api(e) if e.code == 404 => "not-found",
+                    kube::Error::Api(e) if e.code >= 500 => "server",
+                    _ => "other",
+                };
+                ctx.metrics
+                    .reconcile_errors
+                    .with_label_values(&[reason])
+                    .inc();
+                tracing::warn!(route = %format!("{kind} {namespace}/{name}"), error = %err, "route status write failed; will retry");
+            }
+        }
+    }
 }
 
 async fn write_statuses(
@@ -483,14 +596,33 @@ mod tests {
             slices: store_of(vec![]),
             pods: store_of(vec![]),
             reports: None,
+            // A route on the policy's Service: its status is not written
+            // either (any request for it would fail the mock).
+            routes: vec![crate::route_watch::RouteCache::listed(
+                "HTTPRoute",
+                vec![serde_json::from_value(serde_json::json!({
+                    "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+                    "metadata": {"name": "checkout", "namespace": "shop", "generation": 1},
+                    "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "payments"}]}
+                }))
+                .unwrap()],
+            )],
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);
-        assert_eq!(
-            ctx.index.load().verdicts.len(),
-            1,
-            "the view is still compiled"
-        );
+        let view = ctx.index.load();
+        assert_eq!(view.verdicts.len(), 1, "the view is still compiled");
+        assert_eq!(view.route_verdicts.len(), 1, "routes too");
+        // A route status request would have failed on the mock.
+        for kind in ["conflict", "not-found", "server", "other"] {
+            assert_eq!(
+                ctx.metrics
+                    .reconcile_errors
+                    .with_label_values(&[kind])
+                    .get(),
+                0
+            );
+        }
     }
 
     fn store_of<K>(objects: Vec<K>) -> Store<K>
@@ -560,7 +692,7 @@ mod tests {
             }
         });
         let stop = CancellationToken::new();
-        let stores = start_reflectors(&client, Arc::new(Notify::new()), None, &stop);
+        let stores = start_reflectors(&client, Arc::new(Notify::new()), None, false, &stop);
         tokio::time::timeout(Duration::from_secs(10), stores.policies.wait_until_ready())
             .await
             .expect("the store recovers from the 500")

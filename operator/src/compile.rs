@@ -1,12 +1,18 @@
-//! From what the cluster holds (policies, Services, EndpointSlices) to what the
-//! proxies need (one effective policy per destination Service with its ready
-//! endpoints) and what each policy's status should say. Pure: no I/O, so every
-//! rule is unit-tested.
+//! From what the cluster holds (policies, Services, EndpointSlices and Gateway
+//! API routes) to what the proxies need (one effective policy per destination
+//! Service port with its ready endpoints) and what each policy's and route's
+//! status should say. Pure: no I/O, so every rule is unit-tested.
+//!
+//! Routes are translated and attached by `outrigger_api::gateway` (shared with
+//! the proxy's file mode); here their rules are composed, per Service port,
+//! with the policy `semantics::select` picks for that port, so a Service with
+//! only an HTTPRoute gets a policy too.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use outrigger_api::gateway::{self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo};
 use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
 use outrigger_api::semantics::{self, Claim, Standing};
 use outrigger_api::validate::validate_spec;
@@ -57,17 +63,42 @@ pub struct Destination {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub pods: BTreeMap<String, BTreeMap<String, u16>>,
     /// Accepted policies for this Service: at most one without a port, and at
-    /// most one per port.
+    /// most one per port. A port with Gateway API routes has its own entry:
+    /// the composed spec.
     pub policies: Vec<AppliedPolicy>,
+    /// Gateway API routes attached to this Service ("HTTPRoute ns/name").
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AppliedPolicy {
-    pub policy: ObjectKey,
+    /// The ResiliencePolicy; none when only Gateway API routes make the spec.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub policy: Option<ObjectKey>,
     pub generation: Option<i64>,
     pub port: Option<u16>,
     pub spec: ResiliencePolicySpec,
+    /// The Gateway API routes composed into `spec` on this port.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+}
+
+/// metadata.name of the spec a Service gets from its routes alone (no
+/// ResiliencePolicy selected for the port): the name the proxy's file mode
+/// gives it too (outrigger_proxy_policy::gateway_routes::ROUTES_ONLY_NAME).
+pub const ROUTES_ONLY_NAME: &str = "gateway-api-routes";
+
+impl AppliedPolicy {
+    /// The name proxies get in their snapshot (and ack): the policy's
+    /// `namespace/name`, else `namespace/gateway-api-routes`.
+    pub fn snapshot_name(&self, namespace: &str) -> String {
+        match &self.policy {
+            Some(key) => key.to_string(),
+            None => format!("{namespace}/{ROUTES_ONLY_NAME}"),
+        }
+    }
 }
 
 /// A status condition's content (Gateway API style).
@@ -85,6 +116,10 @@ pub struct Verdict {
     pub generation: Option<i64>,
     pub accepted: ConditionState,
     pub resolved_refs: ConditionState,
+    /// Gateway API routes attached to the target Service ("HTTPRoute
+    /// ns/name"), for `status.routes`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 impl Verdict {
@@ -98,6 +133,50 @@ impl Verdict {
 pub struct Compiled {
     pub destinations: BTreeMap<ObjectKey, Destination>,
     pub verdicts: BTreeMap<ObjectKey, Verdict>,
+    /// One per route with a Service parentRef (status.parents of ours).
+    #[serde(skip)]
+    pub route_verdicts: Vec<RouteVerdict>,
+}
+
+/// "HTTPRoute ns/name" of each route a rule came from ("... rule 0"), sorted,
+/// once each.
+fn sources_of(routes: &[outrigger_api::policy::Route]) -> Vec<String> {
+    let mut sources: Vec<String> = routes
+        .iter()
+        .filter_map(|r| r.source.as_deref())
+        .map(|s| {
+            s.rsplit_once(" rule ")
+                .map_or(s, |(route, _)| route)
+                .to_string()
+        })
+        .collect();
+    sources.sort();
+    sources.dedup();
+    sources
+}
+
+/// Service lookups for the route translation, from the compiled destinations.
+struct DestinationPorts<'a>(&'a BTreeMap<ObjectKey, Destination>);
+
+impl gateway::Services for DestinationPorts<'_> {
+    fn lookup(&self, namespace: &str, name: &str) -> ServiceLookup {
+        let key = ObjectKey {
+            namespace: namespace.into(),
+            name: name.into(),
+        };
+        match self.0.get(&key) {
+            Some(d) => ServiceLookup::Ports(
+                d.ports
+                    .iter()
+                    .map(|p| ServicePortInfo {
+                        port: p.port,
+                        name: (!p.name.is_empty()).then(|| p.name.clone()),
+                    })
+                    .collect(),
+            ),
+            None => ServiceLookup::NotFound,
+        }
+    }
 }
 
 fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> ObjectKey {
@@ -107,10 +186,20 @@ fn key_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> 
     }
 }
 
+/// Without Gateway API routes.
 pub fn compile(
     policies: &[ResiliencePolicy],
     services: &[Service],
     slices: &[EndpointSlice],
+) -> Compiled {
+    compile_with_routes(policies, services, slices, &[])
+}
+
+pub fn compile_with_routes(
+    policies: &[ResiliencePolicy],
+    services: &[Service],
+    slices: &[EndpointSlice],
+    routes: &[RouteObject],
 ) -> Compiled {
     let mut destinations: BTreeMap<ObjectKey, Destination> = services
         .iter()
@@ -153,6 +242,13 @@ pub fn compile(
         .collect();
 
     let mut verdicts = BTreeMap::new();
+    // Programmed policies' specs before defaults: what `gateway::compose`
+    // takes (defaults run once, on the composed spec).
+    let mut raw_specs: BTreeMap<ObjectKey, &ResiliencePolicySpec> = BTreeMap::new();
+    let policies_by_key: BTreeMap<ObjectKey, String> = ordered
+        .iter()
+        .map(|p| (key_of(&p.metadata), p.spec.target_ref.name.clone()))
+        .collect();
     for (i, policy) in ordered.into_iter().enumerate() {
         let key = keys[i].clone();
         let target = ObjectKey {
@@ -186,22 +282,97 @@ pub fn compile(
             generation: policy.metadata.generation,
             accepted,
             resolved_refs,
+            routes: Vec::new(),
         };
         if verdict.is_programmed() {
             if let Some(destination) = destinations.get_mut(&target) {
                 destination.policies.push(AppliedPolicy {
-                    policy: key.clone(),
+                    policy: Some(key.clone()),
                     generation: policy.metadata.generation,
                     port,
                     spec: semantics::with_defaults(&policy.spec),
+                    routes: Vec::new(),
                 });
+                raw_specs.insert(key.clone(), &policy.spec);
             }
         }
         verdicts.insert(key, verdict);
     }
+
+    let attachment = gateway::attach(routes, &DestinationPorts(&destinations));
+    for (key, destination) in destinations.iter_mut() {
+        let sources = attachment.sources_for(&key.namespace, &key.name);
+        if sources.is_empty() {
+            continue;
+        }
+        compose_routes(key, destination, &attachment, &raw_specs);
+        destination.routes = sources;
+    }
+    for (key, verdict) in verdicts.iter_mut() {
+        if verdict.resolved_refs.status {
+            let target = &policies_by_key[key];
+            verdict.routes = attachment.sources_for(&key.namespace, target);
+        }
+    }
     Compiled {
         destinations,
         verdicts,
+        route_verdicts: attachment.verdicts,
+    }
+}
+
+/// Per Service port with attached routes: the spec composed from the policy
+/// selected for that port (if any) and the routes, replacing that port's own
+/// entry. Ports without routes keep the policies as they are. Rules whose
+/// parentRef names no port also replace the portless entry (composed with
+/// the portless policy), for ports the Service does not declare, as the
+/// proxy's file mode composes its "other ports".
+fn compose_routes(
+    key: &ObjectKey,
+    destination: &mut Destination,
+    attachment: &gateway::Attachment,
+    raw_specs: &BTreeMap<ObjectKey, &ResiliencePolicySpec>,
+) {
+    let raw_of = |applied: Option<&AppliedPolicy>| {
+        applied
+            .and_then(|p| p.policy.as_ref())
+            .and_then(|k| raw_specs.get(k).copied())
+    };
+    let compose = |selected: Option<&AppliedPolicy>, port: Option<u16>, routes: Vec<_>| {
+        let sources = sources_of(&routes);
+        let spec = gateway::compose(raw_of(selected), &key.name, routes)?;
+        Some(AppliedPolicy {
+            policy: selected.and_then(|p| p.policy.clone()),
+            generation: selected.and_then(|p| p.generation),
+            port,
+            spec: semantics::with_defaults(&spec),
+            routes: sources,
+        })
+    };
+    let mut composed = Vec::new();
+    let portless_rules: Vec<_> = attachment
+        .services
+        .get(&(key.namespace.clone(), key.name.clone()))
+        .into_iter()
+        .flatten()
+        .filter(|rule| rule.port.is_none())
+        .map(|rule| rule.route.clone())
+        .collect();
+    if !portless_rules.is_empty() {
+        let portless = destination.policies.iter().find(|p| p.port.is_none());
+        composed.extend(compose(portless, None, portless_rules));
+    }
+    for port in destination.ports.iter().map(|p| p.port) {
+        let routes = attachment.routes_for(&key.namespace, &key.name, port);
+        if routes.is_empty() {
+            continue;
+        }
+        let selected = semantics::select(destination.policies.iter().map(|p| (p.port, p)), port);
+        composed.extend(compose(selected, Some(port), routes));
+    }
+    for applied in composed {
+        destination.policies.retain(|p| p.port != applied.port);
+        destination.policies.push(applied);
     }
 }
 
@@ -266,6 +437,7 @@ fn destination(service: &Service) -> Destination {
         endpoints: Vec::new(),
         pods: BTreeMap::new(),
         policies: Vec::new(),
+        routes: Vec::new(),
     }
 }
 
@@ -451,7 +623,7 @@ mod tests {
             .contains("policy shop/older already targets Service shop/payments"));
         let d = compiled.destinations.values().next().unwrap();
         assert_eq!(d.policies.len(), 1);
-        assert_eq!(d.policies[0].policy.name, "older");
+        assert_eq!(d.policies[0].policy.as_ref().unwrap().name, "older");
     }
 
     #[test]
@@ -555,5 +727,132 @@ mod tests {
             .unwrap()
             .policies
             .is_empty());
+    }
+
+    fn http_route(name: &str, parent: &str, backend: &str) -> RouteObject {
+        RouteObject::from_value(&json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": name, "namespace": "shop", "generation": 2,
+                         "creationTimestamp": T1},
+            "spec": {
+                "parentRefs": [{"group": "", "kind": "Service", "name": parent, "port": 80}],
+                "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/cart"}}],
+                           "timeouts": {"request": "2s"},
+                           "backendRefs": [{"name": backend, "port": 80}]}]
+            }
+        }))
+        .unwrap()
+    }
+
+    /// A Service with only an HTTPRoute gets a spec (routes exclusive,
+    /// defaults filled), named after the route; the route's verdict is ours.
+    #[test]
+    fn a_service_with_only_an_http_route_gets_a_policy() {
+        let compiled = compile_with_routes(
+            &[],
+            &[service("payments")],
+            &[],
+            &[http_route("checkout", "payments", "payments")],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        assert_eq!(d.routes, vec!["HTTPRoute shop/checkout"]);
+        assert_eq!(d.policies.len(), 1);
+        let applied = &d.policies[0];
+        assert_eq!((applied.policy.as_ref(), applied.port), (None, Some(80)));
+        assert_eq!(applied.snapshot_name("shop"), "shop/gateway-api-routes");
+        assert!(applied.spec.exclusive_routes);
+        assert_eq!(applied.spec.routes.len(), 1);
+        assert!(applied.spec.timeouts.is_some(), "defaults filled in");
+        assert_eq!(compiled.route_verdicts.len(), 1);
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(parent.accepted.ok && parent.resolved_refs.ok, "{parent:?}");
+    }
+
+    /// With a policy: the route replaces its routes on port 80, the policy's
+    /// retry stays, and the policy's status lists the route.
+    #[test]
+    fn a_route_composes_with_the_services_policy() {
+        let compiled = compile_with_routes(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"attempts": 3}, "routes": [{"name": "own", "match": {}}]}),
+            )],
+            &[service("payments")],
+            &[],
+            &[http_route("checkout", "payments", "missing")],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        // The portless entry stays (for ports without routes); port 80 has
+        // its own, which `select` prefers.
+        assert_eq!(d.policies.len(), 2);
+        let applied = semantics::select(d.policies.iter().map(|p| (p.port, p)), 80).unwrap();
+        assert_eq!(applied.policy.as_ref().unwrap().name, "payments");
+        assert_eq!(applied.port, Some(80));
+        assert_eq!(applied.spec.retry.as_ref().unwrap().attempts, Some(3));
+        assert!(applied
+            .spec
+            .routes
+            .iter()
+            .all(|r| r.name.as_deref() != Some("own")));
+        let verdict = compiled.verdicts.values().next().unwrap();
+        assert_eq!(verdict.routes, vec!["HTTPRoute shop/checkout"]);
+        // The backend Service does not exist: ResolvedRefs False, still attached.
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(parent.accepted.ok);
+        assert_eq!(
+            (
+                parent.resolved_refs.ok,
+                parent.resolved_refs.reason.as_str()
+            ),
+            (false, "BackendNotFound")
+        );
+    }
+
+    #[test]
+    fn a_route_to_a_missing_service_is_not_accepted() {
+        let compiled = compile_with_routes(
+            &[],
+            &[],
+            &[],
+            &[http_route("checkout", "payments", "payments")],
+        );
+        assert!(compiled.destinations.is_empty());
+        let parent = &compiled.route_verdicts[0].parents[0];
+        assert!(!parent.accepted.ok, "{parent:?}");
+    }
+
+    /// A parentRef without a port: every port of the Service, and the
+    /// portless entry (ports the Service does not declare), composed with
+    /// the portless policy.
+    #[test]
+    fn a_route_on_the_whole_service_composes_every_port_and_the_portless_entry() {
+        let route = json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "all", "namespace": "shop"},
+            "spec": {"parentRefs": [{"group": "", "kind": "Service", "name": "payments"}],
+                     "rules": [{"timeouts": {"request": "4s"}}]}
+        });
+        let compiled = compile_with_routes(
+            &[policy(
+                "payments",
+                "payments",
+                T1,
+                json!({"retry": {"attempts": 3}}),
+            )],
+            &[service("payments")],
+            &[],
+            &[RouteObject::from_value(&route).unwrap()],
+        );
+        let d = compiled.destinations.values().next().unwrap();
+        let ports: Vec<Option<u16>> = d.policies.iter().map(|p| p.port).collect();
+        assert_eq!(ports, vec![None, Some(80)]);
+        for applied in &d.policies {
+            assert!(applied.spec.exclusive_routes, "{applied:?}");
+            assert_eq!(applied.routes, vec!["HTTPRoute shop/all"]);
+            assert_eq!(applied.spec.retry.as_ref().unwrap().attempts, Some(3));
+            assert_eq!(applied.snapshot_name("shop"), "shop/payments");
+        }
     }
 }

@@ -14,6 +14,8 @@ pub mod metrics;
 pub mod policy_server;
 pub mod proxy_reports;
 pub mod reference;
+pub mod route_status;
+pub mod route_watch;
 pub mod status;
 pub mod tls;
 pub mod webhook;

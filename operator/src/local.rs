@@ -1,7 +1,8 @@
 //! Local mode (`--manifests DIR`): the same compile step over YAML/JSON files
 //! instead of the API server, for the demo and end-to-end tests. The directory
-//! is polled; statuses are logged (one JSON line per policy whose verdict
-//! changed) instead of written.
+//! is polled; statuses are logged (one JSON line per policy, and per
+//! HTTPRoute/GRPCRoute with a Service parentRef, whose verdict changed)
+//! instead of written.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,11 +11,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use outrigger_api::gateway::{RouteObject, RouteVerdict};
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile, ObjectKey, Verdict};
+use crate::compile::{compile_with_routes, ObjectKey, Verdict};
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
 
@@ -23,6 +25,8 @@ pub struct Manifests {
     pub policies: Vec<ResiliencePolicy>,
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
+    /// Gateway API HTTPRoutes and GRPCRoutes.
+    pub routes: Vec<RouteObject>,
     /// Files that could not be used, with why; the rest still count.
     pub errors: Vec<String>,
 }
@@ -58,6 +62,7 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
     let mut policies = Vec::new();
     let mut services = Vec::new();
     let mut slices = Vec::new();
+    let mut routes = Vec::new();
     for document in parse_documents(text).map_err(|e| e.to_string())? {
         match document {
             Document::Policy(policy) => {
@@ -77,6 +82,17 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
                         .push(serde_json::from_value(raw).map_err(|e| format!("{}: {e}", what()))?),
                     "EndpointSlice" => slices
                         .push(serde_json::from_value(raw).map_err(|e| format!("{}: {e}", what()))?),
+                    "HTTPRoute" | "GRPCRoute" => {
+                        let mut route = RouteObject::from_value(&raw)?;
+                        // The API server would refuse or prune these; a file
+                        // keeps them, and the translation would ignore them.
+                        for field in route.unknown_fields(&raw) {
+                            tracing::warn!(route = %route.label(), field = %field, "unknown field ignored");
+                        }
+                        // Files carry no generation; the API server would start at 1.
+                        route.generation.get_or_insert(1);
+                        routes.push(route);
+                    }
                     _ => {}
                 }
             }
@@ -85,6 +101,7 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
     manifests.policies.extend(policies);
     manifests.services.extend(services);
     manifests.slices.extend(slices);
+    manifests.routes.extend(routes);
     Ok(())
 }
 
@@ -113,6 +130,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let mut seen = None;
     let mut last_verdicts: BTreeMap<ObjectKey, Verdict> = BTreeMap::new();
+    let mut last_routes: BTreeMap<String, serde_json::Value> = BTreeMap::new();
     loop {
         let print = fingerprint(&dir);
         if seen.as_ref() != Some(&print) {
@@ -125,12 +143,19 @@ pub async fn run(
                     .inc();
                 tracing::error!(error = %error, "manifest skipped");
             }
-            let compiled = compile(&manifests.policies, &manifests.services, &manifests.slices);
+            let compiled = compile_with_routes(
+                &manifests.policies,
+                &manifests.services,
+                &manifests.slices,
+                &manifests.routes,
+            );
             // Publish the view before saying so: a reader of the report then
             // finds the view already current.
             let verdicts = compiled.verdicts.clone();
+            let route_verdicts = compiled.route_verdicts.clone();
             index.store(compiled);
             report(&verdicts, &mut last_verdicts);
+            report_routes(&route_verdicts, &mut last_routes);
             metrics.reconciles.inc();
             ready.store(true, std::sync::atomic::Ordering::SeqCst);
         }
@@ -182,6 +207,45 @@ fn report(verdicts: &BTreeMap<ObjectKey, Verdict>, last: &mut BTreeMap<ObjectKey
     *last = verdicts.clone();
 }
 
+/// A route verdict as the status it stands for: per Service parentRef, the
+/// Accepted and ResolvedRefs conditions.
+pub fn route_status_json(verdict: &RouteVerdict) -> serde_json::Value {
+    let condition = |v: &outrigger_api::gateway::Verdict| {
+        serde_json::json!({
+            "status": if v.ok { "True" } else { "False" },
+            "reason": v.reason,
+            "message": v.message,
+        })
+    };
+    let parents: Vec<serde_json::Value> = verdict
+        .parents
+        .iter()
+        .map(|p| {
+            serde_json::json!({
+                "parentRef": p.parent_ref,
+                "controllerName": outrigger_api::gateway::CONTROLLER_NAME,
+                "accepted": condition(&p.accepted),
+                "resolvedRefs": condition(&p.resolved_refs),
+            })
+        })
+        .collect();
+    serde_json::json!({"generation": verdict.generation, "parents": parents})
+}
+
+/// Logs the status each route would get, when it changes.
+fn report_routes(verdicts: &[RouteVerdict], last: &mut BTreeMap<String, serde_json::Value>) {
+    let current: BTreeMap<String, serde_json::Value> = verdicts
+        .iter()
+        .map(|v| (v.label(), route_status_json(v)))
+        .collect();
+    for (route, status) in &current {
+        if last.get(route) != Some(status) {
+            println!("{}", serde_json::json!({"route": route, "status": status}));
+        }
+    }
+    *last = current;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -202,6 +266,30 @@ mod tests {
         assert_eq!(m.policies[0].metadata.generation, Some(1));
         assert_eq!(m.errors.len(), 1);
         assert!(m.errors[0].contains("b.yaml"), "{:?}", m.errors);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn reads_routes_and_reports_their_verdicts() {
+        let dir =
+            std::env::temp_dir().join(format!("outrigger-local-routes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("a.yaml"),
+            "apiVersion: v1\nkind: Service\nmetadata: {name: echo, namespace: shop}\nspec: {ports: [{port: 80}]}\n---\napiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: checkout, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: echo, port: 80}]\n  rules: [{backendRefs: [{name: missing, port: 80}]}]\n",
+        )
+        .unwrap();
+        let m = read_dir(&dir).unwrap();
+        assert!(m.errors.is_empty(), "{:?}", m.errors);
+        assert_eq!(m.routes.len(), 1);
+        assert_eq!(m.routes[0].generation, Some(1));
+        let compiled = compile_with_routes(&m.policies, &m.services, &m.slices, &m.routes);
+        let status = route_status_json(&compiled.route_verdicts[0]);
+        assert_eq!(status["parents"][0]["accepted"]["status"], "True");
+        assert_eq!(
+            status["parents"][0]["resolvedRefs"]["reason"],
+            "BackendNotFound"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -173,6 +173,11 @@ struct RunArgs {
     /// Log as JSON lines.
     #[arg(long, env = "OUTRIGGER_LOG_JSON")]
     log_json: bool,
+    /// Honour Gateway API HTTPRoutes and GRPCRoutes whose parentRefs are
+    /// Services (the mesh profile): watch them, compile them into the
+    /// Services' policies and write their status. false: ignore them.
+    #[arg(long, env = "OUTRIGGER_GATEWAY_API", default_value_t = true, action = clap::ArgAction::Set)]
+    gateway_api: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -455,7 +460,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         let reports = args
             .leader_election
             .then_some(args.lease_namespace.as_str());
-        cluster::start_reflectors(client, trigger.clone(), reports, &stop)
+        cluster::start_reflectors(client, trigger.clone(), reports, args.gateway_api, &stop)
     });
     let authenticator = match (auth, &client, &stores) {
         (Auth::None, ..) => policy_server::auth::Authenticator::None,

@@ -50,6 +50,7 @@ pub fn desired_status(
             condition("Programmed", &programmed),
         ],
         proxies: proxies.or_else(|| existing.and_then(|s| s.proxies.clone())),
+        routes: verdict.routes.clone(),
     }
 }
 
@@ -81,6 +82,7 @@ mod tests {
             generation: Some(2),
             accepted: state(accepted, "Accepted", "Conflicted"),
             resolved_refs: state(resolved, "ResolvedRefs", "ServiceNotFound"),
+            routes: Vec::new(),
         }
     }
 

@@ -153,3 +153,60 @@ fn logs_to_a_pipe_have_no_colour_codes() {
     assert!(first.contains("INFO"), "{first}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+const ROUTE: &str = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: checkout, namespace: shop}\nspec:\n  parentRefs: [{group: \"\", kind: Service, name: payments, port: 8080}]\n  rules:\n  - matches: [{path: {type: PathPrefix, value: /cart}}]\n    timeouts: {request: 2s}\n    backendRefs: [{name: payments, port: 8080}]\n";
+
+/// HTTPRoute documents: their verdict is printed (per Service parent,
+/// Accepted and ResolvedRefs), and the Service gets a spec made of the route.
+#[test]
+fn route_documents_print_their_verdicts_and_reach_the_view() {
+    let dir = std::env::temp_dir().join(format!("outrigger-routes-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("service.yaml"), SERVICE).unwrap();
+    std::fs::write(dir.join("route.yaml"), ROUTE).unwrap();
+    let admin = free_addr();
+    let mut child = Command::new(BINARY)
+        .args(["run", "--manifests"])
+        .arg(&dir)
+        .arg(format!("--admin-addr={admin}"))
+        .arg(format!("--policy-addr={}", free_addr()))
+        .arg("--manifests-poll=50ms")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let op = Operator { child, admin };
+    wait_until(|| matches!(get(admin, "/ready"), Some((200, _))));
+
+    let line: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(line["route"], "HTTPRoute shop/checkout");
+    let parent = &line["status"]["parents"][0];
+    assert_eq!(parent["controllerName"], "outrigger.dev/mesh");
+    assert_eq!(parent["accepted"]["status"], "True");
+    assert_eq!(parent["resolvedRefs"]["status"], "True");
+    let v = view(&op);
+    let destination = &v["destinations"]["shop/payments"];
+    assert_eq!(
+        destination["routes"],
+        serde_json::json!(["HTTPRoute shop/checkout"])
+    );
+    let applied = &destination["policies"][0];
+    assert_eq!(applied["port"], 8080);
+    assert_eq!(applied["spec"]["exclusiveRoutes"], true);
+    assert_eq!(applied["spec"]["routes"][0]["timeouts"]["request"], "2s");
+
+    // The backend goes missing in an edit: the new verdict is printed.
+    std::fs::write(
+        dir.join("route.yaml"),
+        ROUTE.replace("backendRefs: [{name: payments", "backendRefs: [{name: gone"),
+    )
+    .unwrap();
+    let line: serde_json::Value = serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap();
+    assert_eq!(
+        line["status"]["parents"][0]["resolvedRefs"]["reason"],
+        "BackendNotFound"
+    );
+    drop(op);
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -117,6 +117,7 @@ CASES=(
   "existing-secrets|outrigger|outrigger-system|existing-secrets.yaml"
   "single-replica-fail|outrigger|outrigger-system|single-replica-fail.yaml"
   "no-injector|outrigger|outrigger-system|no-injector.yaml"
+  "no-gateway-api|outrigger|outrigger-system|no-gateway-api.yaml"
   "cert-manager-webhook|edge|platform|cert-manager-webhook.yaml monitoring.yaml"
 )
 # Every committed values file must be used by some case.

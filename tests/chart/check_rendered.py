@@ -152,6 +152,11 @@ EXPECTED_CLUSTER_RULES = sorted([
     (("events.k8s.io",), ("events",), ("create", "patch")),
     (("authentication.k8s.io",), ("tokenreviews",), ("create",)),
 ])
+# With gatewayAPI.enabled (the default): routes whose parentRefs are Services.
+GATEWAY_API_RULES = [
+    (("gateway.networking.k8s.io",), ("grpcroutes", "httproutes"), ("get", "list", "watch")),
+    (("gateway.networking.k8s.io",), ("grpcroutes/status", "httproutes/status"), ("patch",)),
+]
 
 
 def rules_of(role):
@@ -249,6 +254,8 @@ def check_chart(docs, values, chart, release, ns):
                  "--control-ca-file=/etc/outrigger/policy-tls/ca.crt"]
         if not inj["nativeSidecar"]:
             args.append("--native-sidecar=false")
+        if not values["gatewayAPI"]["enabled"]:
+            args.append("--gateway-api=false")
         if op["logFormat"] == "json":
             args.append("--log-json")
         args += op.get("extraArgs", [])
@@ -332,8 +339,9 @@ def check_chart(docs, values, chart, release, ns):
     cr = one("ClusterRole", op_name)
     if cr:
         got = rules_of(cr)
-        check(got == EXPECTED_CLUSTER_RULES, "ClusterRole rules differ:\n    got  %s\n    want %s"
-              % (got, EXPECTED_CLUSTER_RULES))
+        want = sorted(EXPECTED_CLUSTER_RULES
+                      + (GATEWAY_API_RULES if values["gatewayAPI"]["enabled"] else []))
+        check(got == want, "ClusterRole rules differ:\n    got  %s\n    want %s" % (got, want))
     role = one("Role", op_name + "-leader")
     if role:
         check(rules_of(role) == [(("coordination.k8s.io",), ("leases",), ("create", "delete", "get", "list", "patch", "update", "watch"))],
@@ -523,6 +531,7 @@ def check_documented_defaults(values, chart):
         ("injector", "objectSelector"): False,
         ("proxy", "resources"): {"requests": {"cpu": "10m", "memory": "16Mi"}, "limits": {"memory": "64Mi"}},
         ("clusterDomain",): "cluster.local",
+        ("gatewayAPI", "enabled"): True,
         ("monitoring", "serviceMonitor", "enabled"): False,
         ("monitoring", "podMonitor", "enabled"): False,
         ("monitoring", "prometheusRule", "enabled"): False,

@@ -48,6 +48,7 @@ pub use timeouts::Timeouts;
         printcolumn = r#"{"name": "Accepted", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Accepted\")].status"}"#,
         printcolumn = r#"{"name": "Current", "type": "integer", "jsonPath": ".status.proxies.current"}"#,
         printcolumn = r#"{"name": "Total", "type": "integer", "jsonPath": ".status.proxies.total"}"#,
+        printcolumn = r#"{"name": "Routes", "type": "string", "jsonPath": ".status.routes"}"#,
         printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
     )
 )]

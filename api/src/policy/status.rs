@@ -15,6 +15,12 @@ pub struct ResiliencePolicyStatus {
     /// Proxies that call the target, and how many run this generation.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub proxies: Option<ProxyCount>,
+    /// Gateway API routes attached to the target Service (HTTPRoute or
+    /// GRPCRoute with the Service as a parentRef), e.g. "HTTPRoute
+    /// shop/checkout": their rules replace this policy's routes on the ports
+    /// they name, and the rest of this policy still applies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
 }
 
 /// A Kubernetes-style condition.

@@ -120,7 +120,7 @@ pub fn resolve(
     let policy =
         semantics::select(destination.policies.iter().map(|p| (p.port, p)), port).map(|p| {
             PolicySnapshot {
-                name: p.policy.to_string(),
+                name: p.snapshot_name(&key.namespace),
                 generation: p.generation,
                 spec: p.spec.clone(),
             }
