@@ -4,8 +4,10 @@
 //! it. The CRDs and the conformance manifests are read at run time from the
 //! upstream Gateway API files (`../shared/gateway-api` beside the workspace,
 //! or `OUTRIGGER_GATEWAY_API_DIR`); they are not part of this repository.
-//! What the proxy does with the routes on its request path is tested where
-//! that path is built; here: status, the compiled view and the snapshot.
+//! Here: status, the compiled view and the snapshot, and, as a user would
+//! meet them, a kubectl-applied route splitting real traffic through a
+//! subscribed proxy and a BackendTrafficPolicy capping its retries (the
+//! route rules' finer behaviour is tested in proxy/tests/gateway_routes.rs).
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -660,4 +662,154 @@ async fn gateway_api_support_can_be_turned_off() {
         view["destinations"][format!("{NS}/echo")]["routes"].is_null(),
         "{view:#}"
     );
+}
+
+/// A permissive stand-in for the XBackendTrafficPolicy CRD: the experimental
+/// channel's CRDs are not among the upstream files this test reads, so the
+/// API server stores the object as written (its own validation of the
+/// object is not exercised here; the translation's is).
+fn install_traffic_policy_crd(api: &KubeApi) {
+    api.apply(
+        "apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: xbackendtrafficpolicies.gateway.networking.x-k8s.io}
+spec:
+  group: gateway.networking.x-k8s.io
+  names: {kind: XBackendTrafficPolicy, listKind: XBackendTrafficPolicyList, plural: xbackendtrafficpolicies, singular: xbackendtrafficpolicy}
+  scope: Namespaced
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+",
+    );
+    api.kubectl_ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=30s",
+        "crd/xbackendtrafficpolicies.gateway.networking.x-k8s.io",
+    ]);
+}
+
+/// A Service in the conformance namespace whose port `port` targets the
+/// named port `http`, and an EndpointSlice giving it one loopback endpoint.
+fn service_with_endpoint(name: &str, port: u16, endpoint: u16) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: {NS}}}\nspec:\n  ports: [{{name: http, port: {port}, targetPort: http}}]\n---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: {name}-1, namespace: {NS}, labels: {{kubernetes.io/service-name: {name}}}}}\naddressType: IPv4\nports: [{{name: http, port: {endpoint}, protocol: TCP}}]\nendpoints: [{{addresses: [127.0.0.1], conditions: {{ready: true}}}}]\n"
+    )
+}
+
+/// The user's path in a cluster: `kubectl apply` of the upstream weights
+/// manifest (echo → echo-v1 70 / echo-v2 30) and of a BackendTrafficPolicy;
+/// a proxy subscribed to the operator splits 2,000 requests within 5 points,
+/// and the budget caps a ResiliencePolicy's retries that sets none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_routes_split_traffic_and_budgets_cap_retries_through_the_proxy() {
+    let Some(api) = KubeApi::start("gateway-traffic") else {
+        return;
+    };
+    let upstream = || FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default());
+    let (parent, v1, v2) = (
+        upstream().await.unwrap(),
+        upstream().await.unwrap(),
+        upstream().await.unwrap(),
+    );
+    let failing = FaultUpstream::start(
+        "127.0.0.1:0".parse().unwrap(),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    blocking(|| {
+        api.install_crds();
+        install_gateway_crds(&api);
+        install_traffic_policy_crd(&api);
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+        ));
+        api.apply(&service_with_endpoint("echo", 80, parent.addr.port()));
+        api.apply(&service_with_endpoint("echo-v1", 8080, v1.addr.port()));
+        api.apply(&service_with_endpoint("echo-v2", 8080, v2.addr.port()));
+        api.apply(&service_with_endpoint("pay", 80, failing.addr.port()));
+        api.apply(&conformance_manifest("httproute-weight.yaml"));
+        api.apply(&format!(
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: pay, namespace: {NS}}}\nspec:\n  targetRef: {{kind: Service, name: pay}}\n  retry: {{attempts: 3, codes: [503], backoff: {{base: 1ms, max: 2ms}}}}\n"
+        ));
+        api.apply(&format!(
+            "apiVersion: gateway.networking.x-k8s.io/v1alpha1\nkind: XBackendTrafficPolicy\nmetadata: {{name: pay-budget, namespace: {NS}}}\nspec:\n  targetRefs: [{{group: \"\", kind: Service, name: pay}}]\n  retryConstraint:\n    budget: {{percent: 0, interval: 10s}}\n    minRetryRate: {{count: 1, interval: 60s}}\n"
+        ));
+    });
+    let op = operator(&api, &[]).await;
+    // The route accepted and the budget in the view before traffic.
+    wait_for_route(
+        &api,
+        "httproute",
+        "mesh-weighted-backends",
+        "accepted",
+        Duration::from_secs(30),
+        |r| our_conditions_are(r, ("True", "Accepted"), Some(("True", "ResolvedRefs"))),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, view) = http(op.addr("admin"), "GET", "/view", "admin")
+            .await
+            .unwrap();
+        if view.contains(&format!("XBackendTrafficPolicy {NS}/pay-budget")) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no retry budget in the view: {view}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let token = api.dir.join("shared-token");
+    let proxy = proxy(&op, &token).await;
+    let outbound = proxy.addr("outbound");
+    let send = |host: String| async move {
+        let stream = tokio::net::TcpStream::connect(outbound).await.unwrap();
+        let (mut sender, connection) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let request = ::http::Request::get("/")
+            .header("host", host)
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        sender
+            .send_request(request)
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+
+    let echo = format!("echo.{NS}");
+    for _ in 0..2000 {
+        assert_eq!(send(echo.clone()).await, 200);
+    }
+    let share = v1.hits() as f64 / 2000.0;
+    assert!(
+        (0.65..=0.75).contains(&share),
+        "echo-v1 took {share} (v1 {}, v2 {})",
+        v1.hits(),
+        v2.hits()
+    );
+    assert_eq!(v1.hits() + v2.hits(), 2000);
+    assert_eq!(parent.hits(), 0, "echo itself serves no rule");
+
+    let pay = format!("pay.{NS}");
+    for _ in 0..3 {
+        assert_eq!(send(pay.clone()).await, 503);
+    }
+    // Three requests and the one retry the budget allows (the default
+    // budget would have allowed all nine).
+    assert_eq!(failing.hits(), 4);
 }

@@ -19,12 +19,12 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
-use outrigger_api::gateway::{RouteKind, RouteObject, RouteVerdict};
+use outrigger_api::gateway::{RouteKind, RouteObject, RouteVerdict, TrafficPolicy};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile_with_routes, ObjectKey};
+use crate::compile::{compile_gateway, ObjectKey};
 use crate::index::CompiledIndex;
 use crate::leader::Leadership;
 use crate::metrics::Metrics;
@@ -63,6 +63,8 @@ pub struct Stores {
     pub reports: Option<Store<Lease>>,
     /// HTTPRoute and GRPCRoute caches; empty with `--gateway-api=false`.
     pub routes: Vec<crate::route_watch::RouteCache>,
+    /// XBackendTrafficPolicy (retry budgets); none with `--gateway-api=false`.
+    pub traffic: Option<crate::route_watch::RouteCache>,
 }
 
 /// Service accounts of a Service's pods, from the watch caches.
@@ -202,6 +204,9 @@ pub fn start_reflectors(
         } else {
             Vec::new()
         },
+        traffic: gateway_api.then(|| {
+            crate::route_watch::start_traffic_policies(client, trigger.clone(), stop.clone())
+        }),
     }
 }
 
@@ -215,7 +220,7 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, stop: CancellationToken) -> 
             stores.slices.wait_until_ready().await?;
             // Listed, or known to be absent (no CRD): never waits for a CRD
             // that does not exist.
-            for routes in &stores.routes {
+            for routes in stores.routes.iter().chain(&stores.traffic) {
                 routes.settled().await;
             }
             Ok::<_, kube::runtime::reflector::store::WriterDropped>(())
@@ -264,6 +269,7 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
         .flat_map(|cache| cache.objects())
         .collect();
     let routes = route_models(&route_objects);
+    let traffic = traffic_models(stores.traffic.as_ref());
     for (kind, count) in [
         ("ResiliencePolicy", policies.len()),
         ("Service", services.len()),
@@ -282,7 +288,7 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
             .with_label_values(&[kind])
             .set(count as i64);
     }
-    let compiled = compile_with_routes(&policies, &services, &slices, &routes);
+    let compiled = compile_gateway(&policies, &services, &slices, &routes, &traffic);
     if ctx.leadership.is_leader() {
         let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
         write_statuses(ctx, &policies, &compiled, &reports).await;
@@ -313,6 +319,28 @@ fn route_models(objects: &[Arc<kube::api::DynamicObject>]) -> Vec<RouteObject> {
                     None
                 }
             }
+        })
+        .collect()
+}
+
+/// The BackendTrafficPolicies the budgets are read from; one that does not
+/// parse is logged and left out.
+fn traffic_models(cache: Option<&crate::route_watch::RouteCache>) -> Vec<TrafficPolicy> {
+    cache
+        .map(|c| c.objects())
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|object| {
+            let value = serde_json::to_value(&**object).ok()?;
+            TrafficPolicy::from_value(&value)
+                .map_err(|err| {
+                    tracing::warn!(
+                        policy = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
+                        error = %err,
+                        "BackendTrafficPolicy skipped"
+                    )
+                })
+                .ok()
         })
         .collect()
 }
@@ -607,6 +635,7 @@ mod tests {
                 }))
                 .unwrap()],
             )],
+            traffic: None,
         };
         recompute(&ctx, &stores).await;
         assert_eq!(patches.load(Ordering::SeqCst), 0);

@@ -12,8 +12,10 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use outrigger_api::gateway::{self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo};
-use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec};
+use outrigger_api::gateway::{
+    self, RouteObject, RouteVerdict, ServiceLookup, ServicePortInfo, TrafficPolicy,
+};
+use outrigger_api::policy::{ResiliencePolicy, ResiliencePolicySpec, RetryBudget};
 use outrigger_api::semantics::{self, Claim, Standing};
 use outrigger_api::validate::validate_spec;
 use serde::Serialize;
@@ -69,6 +71,10 @@ pub struct Destination {
     /// Gateway API routes attached to this Service ("HTTPRoute ns/name").
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub routes: Vec<String>,
+    /// The BackendTrafficPolicy whose retry budget the Service's policies
+    /// carry where they set none ("XBackendTrafficPolicy ns/name").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_budget_from: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -136,6 +142,10 @@ pub struct Compiled {
     /// One per route with a Service parentRef (status.parents of ours).
     #[serde(skip)]
     pub route_verdicts: Vec<RouteVerdict>,
+    /// Each BackendTrafficPolicy's standing per targeted Service: (policy,
+    /// Service, Accepted). Shown in /view; not written to its status yet.
+    #[serde(skip)]
+    pub budget_verdicts: Vec<(String, String, gateway::Verdict)>,
 }
 
 /// "HTTPRoute ns/name" of each route a rule came from ("... rule 0"), sorted,
@@ -195,11 +205,24 @@ pub fn compile(
     compile_with_routes(policies, services, slices, &[])
 }
 
+/// Without BackendTrafficPolicies.
 pub fn compile_with_routes(
     policies: &[ResiliencePolicy],
     services: &[Service],
     slices: &[EndpointSlice],
     routes: &[RouteObject],
+) -> Compiled {
+    compile_gateway(policies, services, slices, routes, &[])
+}
+
+/// Policies, Services and EndpointSlices, with Gateway API routes composed
+/// in and BackendTrafficPolicies' retry budgets (`gateway::budgets`).
+pub fn compile_gateway(
+    policies: &[ResiliencePolicy],
+    services: &[Service],
+    slices: &[EndpointSlice],
+    routes: &[RouteObject],
+    traffic: &[TrafficPolicy],
 ) -> Compiled {
     let mut destinations: BTreeMap<ObjectKey, Destination> = services
         .iter()
@@ -300,12 +323,31 @@ pub fn compile_with_routes(
     }
 
     let attachment = gateway::attach(routes, &DestinationPorts(&destinations));
+    let budgets = gateway::budgets(traffic, &DestinationPorts(&destinations));
     for (key, destination) in destinations.iter_mut() {
+        let budget = budgets.for_service(&key.namespace, &key.name);
+        if let Some(budget) = budget {
+            // Every policy of the Service carries it (it applies where the
+            // policy sets no retry budget); ports with routes are composed
+            // again below, with it.
+            for applied in destination.policies.iter_mut() {
+                let raw = applied
+                    .policy
+                    .as_ref()
+                    .and_then(|k| raw_specs.get(k).copied());
+                if let Some(spec) = gateway::compose(raw, &key.name, Vec::new(), Some(budget)) {
+                    applied.spec = semantics::with_defaults(&spec);
+                }
+            }
+            destination.retry_budget_from = budgets
+                .holder(&key.namespace, &key.name)
+                .map(str::to_string);
+        }
         let sources = attachment.sources_for(&key.namespace, &key.name);
         if sources.is_empty() {
             continue;
         }
-        compose_routes(key, destination, &attachment, &raw_specs);
+        compose_routes(key, destination, &attachment, &raw_specs, budget);
         destination.routes = sources;
     }
     for (key, verdict) in verdicts.iter_mut() {
@@ -318,6 +360,7 @@ pub fn compile_with_routes(
         destinations,
         verdicts,
         route_verdicts: attachment.verdicts,
+        budget_verdicts: budgets.verdicts,
     }
 }
 
@@ -332,6 +375,7 @@ fn compose_routes(
     destination: &mut Destination,
     attachment: &gateway::Attachment,
     raw_specs: &BTreeMap<ObjectKey, &ResiliencePolicySpec>,
+    budget: Option<&RetryBudget>,
 ) {
     let raw_of = |applied: Option<&AppliedPolicy>| {
         applied
@@ -340,7 +384,7 @@ fn compose_routes(
     };
     let compose = |selected: Option<&AppliedPolicy>, port: Option<u16>, routes: Vec<_>| {
         let sources = sources_of(&routes);
-        let spec = gateway::compose(raw_of(selected), &key.name, routes)?;
+        let spec = gateway::compose(raw_of(selected), &key.name, routes, budget)?;
         Some(AppliedPolicy {
             policy: selected.and_then(|p| p.policy.clone()),
             generation: selected.and_then(|p| p.generation),
@@ -438,6 +482,7 @@ fn destination(service: &Service) -> Destination {
         pods: BTreeMap::new(),
         policies: Vec::new(),
         routes: Vec::new(),
+        retry_budget_from: None,
     }
 }
 

@@ -136,11 +136,45 @@ pub fn start(
     trigger: Arc<Notify>,
     stop: CancellationToken,
 ) -> RouteCache {
-    let resource = resource(kind);
+    start_resource(client, kind, resource(kind), trigger, stop)
+}
+
+/// BackendTrafficPolicy, as served today (`XBackendTrafficPolicy` of
+/// `gateway.networking.x-k8s.io/v1alpha1`, the experimental channel): the
+/// retry budgets of the Services it targets. Watched like the routes: a
+/// cluster without its CRD keeps working.
+pub fn start_traffic_policies(
+    client: &Client,
+    trigger: Arc<Notify>,
+    stop: CancellationToken,
+) -> RouteCache {
+    let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+        outrigger_api::gateway::TRAFFIC_GROUP,
+        "v1alpha1",
+        outrigger_api::gateway::TRAFFIC_KIND,
+    ));
+    start_resource(
+        client,
+        outrigger_api::gateway::TRAFFIC_KIND,
+        resource,
+        trigger,
+        stop,
+    )
+}
+
+/// Starts the watch of `resource`; every change pokes `trigger`.
+fn start_resource(
+    client: &Client,
+    kind: &'static str,
+    resource: ApiResource,
+    trigger: Arc<Notify>,
+    stop: CancellationToken,
+) -> RouteCache {
     let writer = reflector::store::Writer::<DynamicObject>::new(resource.clone());
     let store = writer.as_reader();
     let (state_tx, state) = watch::channel(CrdState::Unknown);
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+    let (group, version) = (resource.group.clone(), resource.version.clone());
     let stream = watcher(api, watcher::Config::default())
         .default_backoff()
         .reflect(writer);
@@ -156,11 +190,7 @@ pub fn start(
                     if matches!(event, watcher::Event::InitDone) {
                         let was = state_tx.send_replace(CrdState::Listed);
                         if matches!(was, CrdState::Absent | CrdState::Forbidden) {
-                            tracing::info!(
-                                kind,
-                                group = GROUP,
-                                "routes listed: honoured from now on"
-                            );
+                            tracing::info!(kind, group, "listed: honoured from now on");
                         }
                     }
                     trigger.notify_one();
@@ -178,18 +208,18 @@ pub fn start(
                         if now == CrdState::Absent {
                             tracing::warn!(
                                 kind,
-                                group = GROUP,
-                                version = VERSION,
-                                "the API server does not serve this route kind (its CRD is not \
+                                group,
+                                version,
+                                "the API server does not serve this kind (its CRD is not \
                                  installed): such routes are ignored; checking again with backoff"
                             );
                         } else {
                             tracing::warn!(
                                 kind,
-                                group = GROUP,
-                                version = VERSION,
+                                group,
+                                version,
                                 error = %err,
-                                "not allowed to list this route kind: such routes are ignored; \
+                                "not allowed to list this kind: such routes are ignored; \
                                  grant get, list and watch on it (and patch on its status) or run \
                                  with --gateway-api=false; checking again with backoff"
                             );

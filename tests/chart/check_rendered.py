@@ -156,6 +156,7 @@ EXPECTED_CLUSTER_RULES = sorted([
 GATEWAY_API_RULES = [
     (("gateway.networking.k8s.io",), ("grpcroutes", "httproutes"), ("get", "list", "watch")),
     (("gateway.networking.k8s.io",), ("grpcroutes/status", "httproutes/status"), ("patch",)),
+    (("gateway.networking.x-k8s.io",), ("xbackendtrafficpolicies",), ("get", "list", "watch")),
 ]
 
 

@@ -136,6 +136,8 @@ fn positive(field: &str, value: &str) -> Result<Duration, String> {
 pub struct Budgets {
     /// By (namespace, Service name).
     pub services: BTreeMap<(String, String), RetryBudget>,
+    /// The policy each budget of `services` comes from, as its label.
+    pub holders: BTreeMap<(String, String), String>,
     /// (policy label, Service name, Accepted).
     pub verdicts: Vec<(String, String, Verdict)>,
 }
@@ -144,6 +146,13 @@ impl Budgets {
     pub fn for_service(&self, namespace: &str, name: &str) -> Option<&RetryBudget> {
         self.services
             .get(&(namespace.to_string(), name.to_string()))
+    }
+
+    /// "XBackendTrafficPolicy ns/name" of the Service's budget.
+    pub fn holder(&self, namespace: &str, name: &str) -> Option<&str> {
+        self.holders
+            .get(&(namespace.to_string(), name.to_string()))
+            .map(String::as_str)
     }
 }
 
@@ -174,7 +183,8 @@ pub fn budgets(policies: &[TrafficPolicy], services: &dyn Services) -> Budgets {
                     "an older BackendTrafficPolicy sets this Service's retry budget",
                 ),
                 (Ok(Some(budget)), _) => {
-                    out.services.insert(key, budget.clone());
+                    out.services.insert(key.clone(), budget.clone());
+                    out.holders.insert(key, policy.label());
                     Verdict::ok("Accepted", "the Service's retries draw on this budget where its ResiliencePolicy sets none")
                 }
             };
