@@ -67,11 +67,12 @@ fn operator_mode(text: &str, service: &str, port: u16) -> Effect {
     let manifests = outrigger_operator::local::read_dir(&dir).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();
     assert!(manifests.errors.is_empty(), "{:?}", manifests.errors);
-    let compiled = outrigger_operator::compile::compile_with_routes(
+    let compiled = outrigger_operator::compile::compile_gateway(
         &manifests.policies,
         &manifests.services,
         &manifests.slices,
         &manifests.routes,
+        &manifests.traffic,
     );
     let subscription =
         Subscription::Destination(format!("{service}.{NAMESPACE}.svc.{DOMAIN}:{port}"));
@@ -600,8 +601,11 @@ fn gateway_routes_mean_the_same_in_both_modes() {
                        {"matches": [{"path": {"type": "Exact", "value": "/health"}, "method": "GET"}],
                         "filters": [{"type": "RequestHeaderModifier",
                                      "requestHeaderModifier": {"set": [{"name": "x-a", "value": "1"}]}}]}]);
+    // A backend port its Service lacks: BackendNotFound in both modes (the
+    // Service is declared). A Service no document declares differs by
+    // design: checked on its own below.
     let missing = json!([{"matches": [{"headers": [{"name": "x-v", "value": "2"}]}],
-                          "backendRefs": [{"name": "gone", "port": 80}]}]);
+                          "backendRefs": [{"name": "backend", "port": 81}]}]);
     let redirect = json!([{"filters": [{"type": "RequestRedirect",
                                         "requestRedirect": {"statusCode": 302}}]}]);
     let policy = policy_doc(
@@ -615,6 +619,12 @@ fn gateway_routes_mean_the_same_in_both_modes() {
         json!({"targetRef": {"kind": "Service", "name": "web", "port": 8080},
                                                    "circuitBreaker": {}}),
     );
+    let traffic_doc = json!({
+        "apiVersion": "gateway.networking.x-k8s.io/v1alpha1", "kind": "XBackendTrafficPolicy",
+        "metadata": {"name": "budget", "namespace": NAMESPACE},
+        "spec": {"targetRefs": [{"group": "", "kind": "Service", "name": "web"}],
+                 "retryConstraint": {"budget": {"percent": 35, "interval": "20s"}}}
+    });
     let cases: Vec<(&str, Vec<Value>)> = vec![
         (
             "route alone on port 80",
@@ -637,11 +647,27 @@ fn gateway_routes_mean_the_same_in_both_modes() {
             ],
         ),
         (
+            "a BackendTrafficPolicy's budget under a policy without one",
+            vec![policy.clone(), port_policy.clone(), traffic_doc.clone()],
+        ),
+        (
+            "a BackendTrafficPolicy's budget with routes, and a policy setting its own",
+            vec![
+                policy_doc(
+                    "web",
+                    json!({"targetRef": {"kind": "Service", "name": "web"},
+                           "retry": {"budget": {"percent": 7}}}),
+                ),
+                http_route_doc("a", None, timed.clone()),
+                traffic_doc.clone(),
+            ],
+        ),
+        (
             "two routes, one with a missing backend, one refused",
             vec![
                 policy.clone(),
                 http_route_doc("a", Some(80), timed.clone()),
-                http_route_doc("b", Some(80), missing),
+                http_route_doc("b", Some(80), missing.clone()),
                 http_route_doc("c", Some(8080), redirect),
             ],
         ),
@@ -665,6 +691,50 @@ fn gateway_routes_mean_the_same_in_both_modes() {
     );
     let (other_port, _) = operator_mode(&alone, "web", 8080);
     assert!(other_port.routes.is_empty(), "port 8080 has no route");
+    // The unresolved backend reached both configs as one answering 500.
+    let with_missing = documents(&[
+        service_doc("web"),
+        slice.clone(),
+        backend.clone(),
+        http_route_doc("b", Some(80), missing.clone()),
+    ]);
+    for (mode, (config, _)) in [
+        ("file", file_mode(&with_missing, "web", 80)),
+        ("operator", operator_mode(&with_missing, "web", 80)),
+    ] {
+        let backends = format!("{:?}", config.routes[0].1.backends);
+        assert!(backends.contains("invalid: Some("), "{mode}: {backends}");
+    }
+    // By design (docs/gateway-api.md): a file without a Service's document
+    // assumes it exists (DNS decides at request time), where a cluster knows
+    // it does not.
+    let undeclared = documents(&[
+        service_doc("web"),
+        slice.clone(),
+        http_route_doc(
+            "b",
+            Some(80),
+            json!([{"backendRefs": [{"name": "gone", "port": 80}]}]),
+        ),
+    ]);
+    let (file, _) = file_mode(&undeclared, "web", 80);
+    let (operator, _) = operator_mode(&undeclared, "web", 80);
+    let invalid =
+        |c: &DestinationConfig| format!("{:?}", c.routes[0].1.backends).contains("invalid: Some(");
+    assert!(
+        !invalid(&file) && invalid(&operator),
+        "{file:?}\n{operator:?}"
+    );
+
+    // Not vacuous: the BackendTrafficPolicy's budget reaches the config.
+    let budgeted = documents(&[
+        service_doc("web"),
+        slice.clone(),
+        policy.clone(),
+        traffic_doc.clone(),
+    ]);
+    let (config, _) = operator_mode(&budgeted, "web", 80);
+    assert_eq!(config.budget.as_ref().map(|b| b.percent), Some(35));
 
     let mut out = Vec::new();
     for (what, extra) in cases {

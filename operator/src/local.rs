@@ -11,12 +11,12 @@ use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use outrigger_api::gateway::{RouteObject, RouteVerdict};
+use outrigger_api::gateway::{RouteObject, RouteVerdict, TrafficPolicy, TRAFFIC_KIND};
 use outrigger_api::manifest::{parse_documents, Document};
 use outrigger_api::policy::ResiliencePolicy;
 use tokio_util::sync::CancellationToken;
 
-use crate::compile::{compile_with_routes, ObjectKey, Verdict};
+use crate::compile::{compile_gateway, ObjectKey, Verdict};
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
 
@@ -27,6 +27,8 @@ pub struct Manifests {
     pub slices: Vec<EndpointSlice>,
     /// Gateway API HTTPRoutes and GRPCRoutes.
     pub routes: Vec<RouteObject>,
+    /// BackendTrafficPolicies (XBackendTrafficPolicy): Services' retry budgets.
+    pub traffic: Vec<TrafficPolicy>,
     /// Files that could not be used, with why; the rest still count.
     pub errors: Vec<String>,
 }
@@ -63,6 +65,7 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
     let mut services = Vec::new();
     let mut slices = Vec::new();
     let mut routes = Vec::new();
+    let mut traffic = Vec::new();
     for document in parse_documents(text).map_err(|e| e.to_string())? {
         match document {
             Document::Policy(policy) => {
@@ -93,6 +96,7 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
                         route.generation.get_or_insert(1);
                         routes.push(route);
                     }
+                    kind if kind == TRAFFIC_KIND => traffic.push(TrafficPolicy::from_value(&raw)?),
                     _ => {}
                 }
             }
@@ -102,6 +106,7 @@ fn add_documents(manifests: &mut Manifests, text: &str) -> Result<(), String> {
     manifests.services.extend(services);
     manifests.slices.extend(slices);
     manifests.routes.extend(routes);
+    manifests.traffic.extend(traffic);
     Ok(())
 }
 
@@ -143,11 +148,12 @@ pub async fn run(
                     .inc();
                 tracing::error!(error = %error, "manifest skipped");
             }
-            let compiled = compile_with_routes(
+            let compiled = compile_gateway(
                 &manifests.policies,
                 &manifests.services,
                 &manifests.slices,
                 &manifests.routes,
+                &manifests.traffic,
             );
             // Publish the view before saying so: a reader of the report then
             // finds the view already current.
@@ -283,7 +289,7 @@ mod tests {
         assert!(m.errors.is_empty(), "{:?}", m.errors);
         assert_eq!(m.routes.len(), 1);
         assert_eq!(m.routes[0].generation, Some(1));
-        let compiled = compile_with_routes(&m.policies, &m.services, &m.slices, &m.routes);
+        let compiled = compile_gateway(&m.policies, &m.services, &m.slices, &m.routes, &m.traffic);
         let status = route_status_json(&compiled.route_verdicts[0]);
         assert_eq!(status["parents"][0]["accepted"]["status"], "True");
         assert_eq!(
