@@ -51,6 +51,11 @@ pub struct Node {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     attached: Mutex<HashMap<String, Attached>>,
+    /// Held while Service rules are computed from the caches and written:
+    /// two refreshes that overlapped could otherwise write in the wrong
+    /// order, the older rules last (a pod stopped after its drain would
+    /// come back into a caller's rules and its connections time out).
+    rules: Mutex<()>,
 }
 
 fn cloned<K>(store: &Store<K>) -> Vec<K>
@@ -72,6 +77,7 @@ impl Node {
             hostname: name.into(),
             ip: net.ip,
         };
+        let _rules = self.rules.lock().unwrap();
         let services = cloned(&self.services);
         volumes::write_in_place(
             &pod.hosts,
@@ -91,6 +97,7 @@ impl Node {
 
     /// Rewrites one namespace's Service rules (after an init container).
     pub fn refresh_pod(&self, netns: &str) {
+        let _rules = self.rules.lock().unwrap();
         let rules = kubeproxy::rules(&cloned(&self.services), &cloned(&self.slices));
         if let Err(e) = kubeproxy::apply(netns, &rules) {
             tracing::warn!(netns, error = %format!("{e:#}"), "service rules not applied");
@@ -99,6 +106,8 @@ impl Node {
 
     /// Every pod's `/etc/hosts` and Service rules, from the caches.
     fn refresh_all(&self) {
+        // Read the caches under the lock: whoever writes last has read last.
+        let _rules = self.rules.lock().unwrap();
         let services = cloned(&self.services);
         let rules = kubeproxy::rules(&services, &cloned(&self.slices));
         let pods: Vec<(String, PathBuf, String)> = self
@@ -333,6 +342,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<()> {
         services: services.clone(),
         slices,
         attached: Mutex::new(HashMap::new()),
+        rules: Mutex::new(()),
     });
     let controllers = tokio::spawn(crate::controllers::run(
         client.clone(),
