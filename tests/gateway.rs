@@ -813,3 +813,114 @@ async fn applied_routes_split_traffic_and_budgets_cap_retries_through_the_proxy(
     // budget would have allowed all nine).
     assert_eq!(failing.hits(), 4);
 }
+
+/// A route written with kubectl as a user would (the standard channel:
+/// timeouts and matches; retries from the Service's ResiliencePolicy, which
+/// the rules inherit), enforced by a proxy subscribed to the operator:
+/// header matching picks the backend, a rule's request timeout cuts a slow
+/// call, and only the policy's retry codes are retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_route_timeouts_matches_and_inherited_retries_are_enforced() {
+    let Some(api) = KubeApi::start("gateway-rules") else {
+        return;
+    };
+    let upstream = || FaultUpstream::start("127.0.0.1:0".parse().unwrap(), FaultConfig::default());
+    let (parent, v1, v2) = (
+        upstream().await.unwrap(),
+        upstream().await.unwrap(),
+        upstream().await.unwrap(),
+    );
+    blocking(|| {
+        api.install_crds();
+        install_gateway_crds(&api);
+        api.apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {NS}}}\n"
+        ));
+        api.apply(&service_with_endpoint("web", 80, parent.addr.port()));
+        api.apply(&service_with_endpoint("web-v1", 8080, v1.addr.port()));
+        api.apply(&service_with_endpoint("web-v2", 8080, v2.addr.port()));
+        api.apply(&format!(
+            "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {{name: web, namespace: {NS}}}\nspec:\n  targetRef: {{kind: Service, name: web}}\n  retry: {{attempts: 2, codes: [500], backoff: {{base: 1ms, max: 2ms}}}}\n"
+        ));
+        api.apply(&format!(
+            "apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {{name: web, namespace: {NS}}}
+spec:
+  parentRefs: [{{group: \"\", kind: Service, name: web, port: 80}}]
+  rules:
+  - matches: [{{headers: [{{name: version, value: two}}]}}]
+    backendRefs: [{{name: web-v2, port: 8080}}]
+  - matches: [{{path: {{type: PathPrefix, value: /slow}}}}]
+    timeouts: {{request: 300ms}}
+    backendRefs: [{{name: web-v1, port: 8080}}]
+  - backendRefs: [{{name: web-v1, port: 8080}}]
+"
+        ));
+    });
+    let op = operator(&api, &[]).await;
+    wait_for_route(
+        &api,
+        "httproute",
+        "web",
+        "accepted",
+        Duration::from_secs(30),
+        |r| our_conditions_are(r, ("True", "Accepted"), Some(("True", "ResolvedRefs"))),
+    )
+    .await;
+    let token = api.dir.join("shared-token");
+    let proxy = proxy(&op, &token).await;
+    let outbound = proxy.addr("outbound");
+    let host = format!("web.{NS}");
+    let send = |path: &'static str, headers: Vec<(&'static str, &'static str)>| {
+        let host = host.clone();
+        async move {
+            let stream = tokio::net::TcpStream::connect(outbound).await.unwrap();
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                    .await
+                    .unwrap();
+            tokio::spawn(connection);
+            let mut request = ::http::Request::get(path).header("host", host);
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            let request = request
+                .body(http_body_util::Empty::<bytes::Bytes>::new())
+                .unwrap();
+            let response = sender.send_request(request).await.unwrap();
+            let error = response
+                .headers()
+                .get("x-outrigger-error")
+                .map(|v| v.to_str().unwrap().to_string());
+            (response.status().as_u16(), error)
+        }
+    };
+
+    // Header matching picks the backend.
+    assert_eq!(send("/", vec![("version", "two")]).await.0, 200);
+    assert_eq!((v1.hits(), v2.hits()), (0, 1));
+    assert_eq!(send("/", vec![]).await.0, 200);
+    assert_eq!((v1.hits(), v2.hits()), (1, 1));
+
+    // The rule's request timeout: 300ms against a 2s upstream.
+    let started = Instant::now();
+    let (status, error) = send("/slow", vec![("x-fault", "delay=2s")]).await;
+    assert_eq!((status, error.as_deref()), (504, Some("timeout")));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // The policy's retry, inherited by the rules: 500 is retried, 503 not.
+    let before = v1.hits();
+    v1.set_script(vec![outrigger_tools::fault_upstream::Fault::status(500)]);
+    assert_eq!(send("/", vec![]).await.0, 200);
+    assert_eq!(v1.hits() - before, 2, "one retry of 500");
+    let before = v1.hits();
+    v1.set_script(vec![outrigger_tools::fault_upstream::Fault::status(503)]);
+    assert_eq!(send("/", vec![]).await.0, 503);
+    assert_eq!(v1.hits() - before, 1, "503 is not in the policy's codes");
+    assert_eq!(parent.hits(), 0, "web itself serves no rule");
+}
