@@ -219,12 +219,7 @@ async fn the_charts_rendered_crds_serve_the_examples() {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        api.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/resiliencepolicies.outrigger.dev",
-        ]);
+        api.wait_established("resiliencepolicies.outrigger.dev");
         let examples = workspace_root().join("examples/policies");
         let deadline = Instant::now() + Duration::from_secs(20);
         let out = loop {

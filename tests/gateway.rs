@@ -54,12 +54,7 @@ fn install_gateway_crds(api: &KubeApi) {
     for resource in ["httproutes", "grpcroutes", "referencegrants"] {
         let file = dir.join(format!("gateway.networking.k8s.io_{resource}.yaml"));
         api.kubectl_ok(&["apply", "--server-side", "-f", file.to_str().unwrap()]);
-        api.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            &format!("crd/{resource}.gateway.networking.k8s.io"),
-        ]);
+        api.wait_established(&format!("{resource}.gateway.networking.k8s.io"));
     }
     // Discovery of the new group reaches kubectl's cache a moment later.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -685,12 +680,7 @@ spec:
       openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
 ",
     );
-    api.kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=30s",
-        "crd/xbackendtrafficpolicies.gateway.networking.x-k8s.io",
-    ]);
+    api.wait_established("xbackendtrafficpolicies.gateway.networking.x-k8s.io");
 }
 
 /// A Service in the conformance namespace whose port `port` targets the

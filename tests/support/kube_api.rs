@@ -255,16 +255,36 @@ impl KubeApi {
             .then(|| serde_json::from_slice(&out.stdout).expect("kubectl prints JSON"))
     }
 
+    /// Waits (at most 30 s) until CRD `name` is Established. Polled here:
+    /// `kubectl wait` fails at once, instead of waiting, when it reads the
+    /// CRD before the API server has given it any condition.
+    pub fn wait_established(&self, name: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let crd = self.get_json(&["crd", name]);
+            let established = crd.as_ref().is_some_and(|crd| {
+                crd["status"]["conditions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|c| c["type"] == "Established" && c["status"] == "True")
+            });
+            if established {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "CRD {name} not Established within 30s: {crd:#?}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// Applies the repository's CRDs and waits until they are Established.
     pub fn install_crds(&self) {
         let crds = crate::workspace_root().join("crds");
         self.kubectl_ok(&["apply", "--server-side", "-f", crds.to_str().unwrap()]);
-        self.kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            "--timeout=30s",
-            "crd/resiliencepolicies.outrigger.dev",
-        ]);
+        self.wait_established("resiliencepolicies.outrigger.dev");
         // Discovery of the new group reaches kubectl's cache a moment later.
         let deadline = Instant::now() + Duration::from_secs(20);
         while !self.kubectl(&["get", "rp", "-A"]).status.success() {
