@@ -304,40 +304,35 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
 /// The routes the translation reads; one that does not parse is logged and
 /// left out (it gets no status from us: we cannot tell its parentRefs).
 fn route_models(objects: &[Arc<kube::api::DynamicObject>]) -> Vec<RouteObject> {
-    objects
-        .iter()
-        .filter_map(|object| {
-            let value = serde_json::to_value(&**object).ok()?;
-            match RouteObject::from_value(&value) {
-                Ok(route) => Some(route),
-                Err(err) => {
-                    tracing::warn!(
-                        route = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
-                        error = %err,
-                        "route skipped"
-                    );
-                    None
-                }
-            }
-        })
-        .collect()
+    parsed(objects, RouteObject::from_value)
 }
 
 /// The BackendTrafficPolicies the budgets are read from; one that does not
 /// parse is logged and left out.
 fn traffic_models(cache: Option<&crate::route_watch::RouteCache>) -> Vec<TrafficPolicy> {
-    cache
-        .map(|c| c.objects())
-        .unwrap_or_default()
+    parsed(
+        &cache.map(|c| c.objects()).unwrap_or_default(),
+        TrafficPolicy::from_value,
+    )
+}
+
+/// Gateway API objects read by `read`; one that does not parse is logged
+/// (by kind, namespace and name) and left out.
+fn parsed<T>(
+    objects: &[Arc<kube::api::DynamicObject>],
+    read: fn(&serde_json::Value) -> Result<T, String>,
+) -> Vec<T> {
+    objects
         .iter()
         .filter_map(|object| {
             let value = serde_json::to_value(&**object).ok()?;
-            TrafficPolicy::from_value(&value)
+            read(&value)
                 .map_err(|err| {
+                    let kind = object.types.as_ref().map_or("", |t| t.kind.as_str());
                     tracing::warn!(
-                        policy = %format!("{}/{}", object.namespace().unwrap_or_default(), object.name_any()),
+                        object = %format!("{kind} {}/{}", object.namespace().unwrap_or_default(), object.name_any()),
                         error = %err,
-                        "BackendTrafficPolicy skipped"
+                        "skipped: does not parse"
                     )
                 })
                 .ok()

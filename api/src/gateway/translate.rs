@@ -140,23 +140,7 @@ fn http_rule(
         }
         base.backends.push(backend);
     }
-    let default_match = [HttpRouteRulesMatches::default()];
-    let matches = match rule.matches.as_deref() {
-        None | Some([]) => &default_match[..],
-        Some(matches) => matches,
-    };
-    for (i, m) in matches.iter().enumerate() {
-        let r#match = http_match(m).map_err(|e| format!("matches[{i}]: {e}"))?;
-        out.push(TranslatedMatch {
-            rule: index,
-            index: i,
-            route: Route {
-                r#match,
-                ..base.clone()
-            },
-        });
-    }
-    Ok(())
+    push_matches(index, &base, rule.matches.as_deref(), http_match, out)
 }
 
 fn grpc_rule(
@@ -215,13 +199,25 @@ fn grpc_rule(
         }
         base.backends.push(backend);
     }
-    let default_match = [GrpcRouteRulesMatches::default()];
-    let matches = match rule.matches.as_deref() {
+    push_matches(index, &base, rule.matches.as_deref(), grpc_match, out)
+}
+
+/// One route per match of rule `index` (none: one that selects every
+/// request, as Gateway API defaults it), each `base` with its match.
+fn push_matches<M: Default>(
+    index: usize,
+    base: &Route,
+    matches: Option<&[M]>,
+    read: fn(&M) -> Result<RouteMatch, String>,
+    out: &mut Vec<TranslatedMatch>,
+) -> Result<(), String> {
+    let default_match = [M::default()];
+    let matches = match matches {
         None | Some([]) => &default_match[..],
         Some(matches) => matches,
     };
     for (i, m) in matches.iter().enumerate() {
-        let r#match = grpc_match(m).map_err(|e| format!("matches[{i}]: {e}"))?;
+        let r#match = read(m).map_err(|e| format!("matches[{i}]: {e}"))?;
         out.push(TranslatedMatch {
             rule: index,
             index: i,

@@ -1,7 +1,8 @@
 //! Where a route sends its requests when a Gateway API route says so
 //! (`backendRefs`): one Service port picked per request by weight, and the
 //! header changes of the route and of the backend picked. Compiled once per
-//! policy generation.
+//! policy generation. Pure configuration: the backend's stack is found at
+//! request time ([`crate::cache::Engine::backend_stack`]).
 //!
 //! A request goes to the backend's own stack (its endpoints, breaker,
 //! outlier detector, retry budget and connection pool: the state of the
@@ -9,13 +10,11 @@
 //! chose it. Retries stay on the backend picked first, as Envoy's weighted
 //! clusters do: a retry that moved would hide a failing backend's share.
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use http::{HeaderMap, HeaderName, HeaderValue};
 use outrigger_api::policy as spec;
-use outrigger_proxy_core::addr::{Destination, HostPort};
-
-use crate::route_memo::Resolved;
+use outrigger_proxy_core::addr::HostPort;
 
 /// A route's backends and their weights.
 #[derive(Debug)]
@@ -37,21 +36,11 @@ impl PartialEq for Backends {
 }
 
 /// One backend: a Service port.
+#[derive(Debug)]
 pub struct BackendChoice {
     spec: spec::Backend,
     pub request_headers: Option<HeaderEdits>,
     pub response_headers: Option<HeaderEdits>,
-    /// The backend as a destination, kept so its stack is found through the
-    /// same memo every request uses (`StackCache::get`).
-    resolved: OnceLock<Arc<Resolved>>,
-}
-
-impl std::fmt::Debug for BackendChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackendChoice")
-            .field("spec", &self.spec)
-            .finish_non_exhaustive()
-    }
 }
 
 impl Backends {
@@ -66,7 +55,6 @@ impl Backends {
                 spec: b.clone(),
                 request_headers: b.request_headers.as_ref().map(HeaderEdits::compile),
                 response_headers: b.response_headers.as_ref().map(HeaderEdits::compile),
-                resolved: OnceLock::new(),
             })
             .collect();
         let total = choices.iter().map(|c| u64::from(c.spec.weight)).sum();
@@ -99,7 +87,9 @@ impl BackendChoice {
         self.spec.invalid.as_deref()
     }
 
-    /// `name.namespace.svc.<domain>:port`, for the access log and errors.
+    /// `name.namespace.svc.<domain>:port`: the backend as a request naming
+    /// its Service would (explicit, so every spelling of the Service finds
+    /// one state identity).
     pub fn host_port(&self, cluster_domain: &str) -> HostPort {
         HostPort {
             host: format!(
@@ -108,19 +98,6 @@ impl BackendChoice {
             ),
             port: self.spec.port,
         }
-    }
-
-    /// The backend as a request naming its Service would resolve: by its
-    /// fully qualified name (explicit, so every spelling of the Service
-    /// finds one state identity).
-    pub fn resolved(&self, cluster_domain: &str) -> &Arc<Resolved> {
-        self.resolved.get_or_init(|| {
-            let target = self.host_port(cluster_domain);
-            Arc::new(Resolved::new(Destination {
-                connect: target.clone(),
-                name: target,
-            }))
-        })
     }
 }
 
@@ -210,12 +187,10 @@ mod tests {
     fn a_backend_resolves_to_its_services_full_name() {
         let b = Backends::compile(&[backend("echo-v1", 1)]).unwrap();
         let choice = b.pick(|_| 0).unwrap();
-        let resolved = choice.resolved("cluster.local");
         assert_eq!(
-            resolved.destination.name.to_string(),
+            choice.host_port("cluster.local").to_string(),
             "echo-v1.shop.svc.cluster.local:8080"
         );
-        assert!(Arc::ptr_eq(resolved, choice.resolved("cluster.local")));
     }
 
     #[test]

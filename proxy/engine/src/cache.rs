@@ -56,6 +56,15 @@ impl Engine {
     pub async fn stack(&self, direction: Direction, resolved: &Resolved) -> Arc<DestinationStack> {
         self.stacks.get(self, direction, resolved).await
     }
+
+    /// The outbound stack of a Gateway API route's backend, named
+    /// `name.ns.svc.<domain>:port` as an explicit request naming the Service
+    /// would be. Its resolution (subscription, last stack) is kept like a
+    /// client connection's, so steered requests look nothing up twice.
+    pub async fn backend_stack(&self, target: HostPort) -> Arc<DestinationStack> {
+        let resolved = self.stacks.backend(target);
+        self.stack(Direction::Outbound, &resolved).await
+    }
 }
 
 /// Stacks by state identity (see [`locate`]), then by direction (inbound,
@@ -64,6 +73,9 @@ impl Engine {
 #[derive(Default)]
 pub struct StackCache {
     stacks: RwLock<HashMap<Arc<str>, [Option<Cached>; 2]>>,
+    /// Gateway API backends as destinations; names come from policies, and
+    /// past `MAX_CACHED` a backend is resolved afresh for each request.
+    backends: RwLock<HashMap<HostPort, Arc<Resolved>>>,
 }
 
 struct Cached {
@@ -107,6 +119,22 @@ fn slot(direction: Direction) -> usize {
 }
 
 impl StackCache {
+    /// A backend's destination, remembered (see [`Engine::backend_stack`]).
+    fn backend(&self, target: HostPort) -> Arc<Resolved> {
+        if let Some(resolved) = self.backends.read().expect("not poisoned").get(&target) {
+            return resolved.clone();
+        }
+        let resolved = Arc::new(Resolved::new(Destination {
+            connect: target.clone(),
+            name: target.clone(),
+        }));
+        let mut backends = self.backends.write().expect("not poisoned");
+        if backends.len() < MAX_CACHED {
+            return backends.entry(target).or_insert(resolved).clone();
+        }
+        resolved
+    }
+
     pub async fn get(
         &self,
         engine: &Engine,
@@ -559,6 +587,23 @@ spec:
     /// Explicit mode: the request names where it goes.
     async fn named(engine: &Engine, name: &str) -> Arc<DestinationStack> {
         stack(engine, Direction::Outbound, name, name).await
+    }
+
+    /// A Gateway API backend reaches the stack a request naming its Service
+    /// does, through one remembered destination.
+    #[tokio::test]
+    async fn a_backend_shares_its_services_stack() {
+        let engine = engine(WEB, None, None, 100);
+        let target = HostPort {
+            host: "web.shop.svc.cluster.local".into(),
+            port: 80,
+        };
+        let backend = engine.backend_stack(target.clone()).await;
+        assert!(Arc::ptr_eq(&backend, &named(&engine, "web:80").await));
+        assert!(Arc::ptr_eq(
+            &engine.stacks.backend(target.clone()),
+            &engine.stacks.backend(target)
+        ));
     }
 
     #[tokio::test]

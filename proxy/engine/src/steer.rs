@@ -15,7 +15,6 @@ use crate::cache::Engine;
 use crate::call::{call_route, refuse, request_target, Served};
 use crate::stack::DestinationStack;
 use outrigger_api::semantics::DEFAULT_ROUTE;
-use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::error::ProxyError;
 
 /// Serves `request`, which named `stack`'s destination, through the route
@@ -58,8 +57,9 @@ pub async fn steer(
             if let Some(edits) = &backend.request_headers {
                 edits.apply(request.headers_mut());
             }
-            let resolved = backend.resolved(&engine.matcher.cluster_domain);
-            let serving = engine.stack(Direction::Outbound, resolved).await;
+            let serving = engine
+                .backend_stack(backend.host_port(&engine.matcher.cluster_domain))
+                .await;
             // Both labels are stack labels (capped like every destination's),
             // the route's name comes from the policy: no client chooses a series.
             engine
