@@ -16,7 +16,8 @@ need_apt=()
 for pair in curl:curl redis-server:redis-server redis-cli:redis-tools wrk:wrk \
             h2load:nghttp2-client iptables:iptables ip:iproute2 sha256sum:coreutils \
             haproxy:haproxy nginx:nginx-light taskset:util-linux setpriv:util-linux \
-            git:git python3:python3; do
+            git:git python3:python3 epmd:erlang-base \
+            /usr/lib/rabbitmq/bin/rabbitmq-server:rabbitmq-server; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need_apt+=("${pair#*:}")
 done
 if [ ${#need_apt[@]} -gt 0 ]; then
@@ -30,8 +31,9 @@ python3 -m pip --version >/dev/null 2>&1 || {
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends python3-pip
 }
-# Every module the Python peers (tests/peers/) import: websockets, grpc (grpcio).
-python3 -c 'import websockets, grpc' 2>/dev/null || {
+# Every module the Python peers (tests/peers/) import: websockets, grpc
+# (grpcio), pika (AMQP), aiosmtpd.
+python3 -c 'import websockets, grpc, pika, aiosmtpd' 2>/dev/null || {
   echo "== pip install -r tests/peers/requirements.txt"
   python3 -m pip install -q -r tests/peers/requirements.txt
 }

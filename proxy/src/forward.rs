@@ -153,7 +153,17 @@ async fn route(
                 upgrade::tunnel(state, destination, label.clone(), request, slot).await
             }
             // Towards the app, CONNECT is the app's business: pass it through.
-            _ => upgrade::forward_upgrade(state, destination, request, slot).await,
+            _ => {
+                upgrade::forward_upgrade(
+                    state,
+                    conn.direction,
+                    destination,
+                    label.clone(),
+                    request,
+                    slot,
+                )
+                .await
+            }
         };
         return (label, Some((stack, "".into())), response, Answered::Tunnel);
     }

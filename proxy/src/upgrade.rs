@@ -17,6 +17,7 @@ use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::Destination;
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::error::error_chain;
+use outrigger_proxy_core::metrics::TunnelBytes;
 use outrigger_transport::tcp_forward::splice_counted;
 
 /// CONNECT to an explicit proxy: open TCP to the authority, answer 200, splice.
@@ -42,15 +43,8 @@ pub async fn tunnel(
         // The concurrency slot, if any, is held until the tunnel closes.
         let _slot = slot;
         let Ok(client) = client.await else { return };
-        splice_counted(
-            &metrics,
-            Direction::Outbound,
-            &label,
-            TokioIo::new(client),
-            upstream,
-            0,
-        )
-        .await;
+        let bytes = metrics.tunnel_bytes(Direction::Outbound.as_str(), &label);
+        splice_counted(bytes, &label, TokioIo::new(client), upstream).await;
     });
     Response::new(empty())
 }
@@ -59,7 +53,9 @@ pub async fn tunnel(
 /// pooled one: after a switch the connection belongs to the new protocol).
 pub async fn forward_upgrade(
     state: &ProxyState,
+    direction: Direction,
     destination: Destination,
+    label: Arc<str>,
     mut request: Request<Incoming>,
     slot: Option<OwnedSemaphorePermit>,
 ) -> Response<ProxyBody> {
@@ -97,9 +93,17 @@ pub async fn forward_upgrade(
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         // The concurrency slot, if any, is held while the upgraded
         // connection is open.
-        state
-            .tunnels
-            .spawn(splice(client_upgrade, upstream_upgrade, slot.take()));
+        let bytes = state
+            .engine
+            .metrics
+            .tunnel_bytes(direction.as_str(), &label);
+        state.tunnels.spawn(splice(
+            client_upgrade,
+            upstream_upgrade,
+            bytes,
+            label,
+            slot.take(),
+        ));
     }
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers, switched);
@@ -111,7 +115,13 @@ pub async fn forward_upgrade(
     }
 }
 
-async fn splice(client: OnUpgrade, upstream: OnUpgrade, _slot: Option<OwnedSemaphorePermit>) {
+async fn splice(
+    client: OnUpgrade,
+    upstream: OnUpgrade,
+    bytes: TunnelBytes,
+    label: Arc<str>,
+    _slot: Option<OwnedSemaphorePermit>,
+) {
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(pair) => pair,
         Err(err) => {
@@ -119,9 +129,5 @@ async fn splice(client: OnUpgrade, upstream: OnUpgrade, _slot: Option<OwnedSemap
             return;
         }
     };
-    let mut client = TokioIo::new(client);
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!(error = %err, "upgraded connection ended with an error");
-    }
+    splice_counted(bytes, &label, TokioIo::new(client), TokioIo::new(upstream)).await;
 }

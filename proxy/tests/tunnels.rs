@@ -65,6 +65,124 @@ async fn websocket_echo_through_inbound() {
     assert_eq!(out, "hello\nthrough the proxy\nbinary-ok\n");
 }
 
+/// Starts tests/peers/ws_echo_server.py and returns it with its port.
+async fn start_ws_echo_server() -> (tokio::process::Child, u16) {
+    require_python_websockets();
+    let mut server = Command::new("python3")
+        .arg(peer_script("ws_echo_server.py"))
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("websocket server starts")
+        .unwrap();
+    let port: u16 = first
+        .as_deref()
+        .and_then(|line| line.strip_prefix("listening "))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
+    (server, port)
+}
+
+fn tunnel_bytes(metrics: &str, direction: &str, flow: &str) -> f64 {
+    metric_value(
+        metrics,
+        "outrigger_tcp_bytes_total",
+        &[
+            &format!("direction=\"{direction}\""),
+            &format!("flow=\"{flow}\""),
+        ],
+    )
+}
+
+/// A WebSocket lives as long as the page or the client that opened it: its
+/// bytes are counted as they pass, not when it closes. The client echoes a
+/// 1 MB message, then holds the connection open while the test reads the
+/// counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_bytes_count_while_the_connection_is_open() {
+    let (_server, port) = start_ws_echo_server().await;
+    let proxy = ProxyProcess::start(&[&format!("--app-addr={}", loopback(port))]).await;
+    let mut client = Command::new("python3")
+        .arg(peer_script("ws_client.py"))
+        .args(["--hold", &format!("ws://{}/chat", proxy.inbound), "hello"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut stdin = client.stdin.take().unwrap();
+    let mut lines = BufReader::new(client.stdout.take().unwrap()).lines();
+    for expected in ["hello", "binary-ok", "holding"] {
+        let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("websocket client answers")
+            .unwrap();
+        assert_eq!(line.as_deref(), Some(expected));
+    }
+    // Open, and the 1 MB each way already counted.
+    let metrics = proxy.metrics().await;
+    for flow in ["sent", "received"] {
+        let bytes = tunnel_bytes(&metrics, "inbound", flow);
+        assert!(bytes >= 1_000_000.0, "{flow}: {bytes}\n{metrics}");
+    }
+    stdin.write_all(b"goodbye\n").await.unwrap();
+    let last = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("websocket client answers")
+        .unwrap();
+    assert_eq!(last.as_deref(), Some("goodbye"));
+    assert!(client.wait().await.unwrap().success());
+}
+
+/// A CONNECT tunnel's bytes show while it is open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_tunnel_bytes_count_while_the_tunnel_is_open() {
+    let echo = TcpListener::bind(loopback(0)).await.unwrap();
+    let echo_addr = echo.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = echo.accept().await {
+            tokio::spawn(async move {
+                let (mut read, mut write) = stream.into_split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    let proxy = ProxyProcess::start(&[]).await;
+    let stream = tokio::net::TcpStream::connect(proxy.outbound)
+        .await
+        .unwrap();
+    let mut stream = BufReader::new(stream);
+    stream
+        .get_mut()
+        .write_all(format!("CONNECT {echo_addr} HTTP/1.1\r\nHost: {echo_addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut status = String::new();
+    stream.read_line(&mut status).await.unwrap();
+    assert!(status.starts_with("HTTP/1.1 200"), "{status:?}");
+    loop {
+        let mut header = String::new();
+        stream.read_line(&mut header).await.unwrap();
+        if header == "\r\n" {
+            break;
+        }
+    }
+    let payload = vec![7u8; 100_000];
+    stream.get_mut().write_all(&payload).await.unwrap();
+    let mut echoed = vec![0u8; payload.len()];
+    stream.read_exact(&mut echoed).await.unwrap();
+    assert_eq!(echoed, payload);
+    let metrics = proxy.metrics().await;
+    for flow in ["sent", "received"] {
+        let bytes = tunnel_bytes(&metrics, "outbound", flow);
+        assert!(bytes >= 100_000.0, "{flow}: {bytes}\n{metrics}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connect_tunnel_through_outbound() {
     require_tool("curl");

@@ -199,7 +199,7 @@ impl Metrics {
             ),
             tcp_bytes: f.counters(
                 "outrigger_tcp_bytes_total",
-                "Bytes forwarded on opaque TCP connections and tunnels",
+                "Bytes forwarded on opaque TCP connections, upgraded connections (WebSocket) and CONNECT tunnels, counted as they pass",
                 &["direction", "destination", "flow"],
             ),
             policy_version: f.gauge(
@@ -260,6 +260,19 @@ impl Metrics {
         }
     }
 
+    /// The byte counters of one tunnel's destination, resolved once so that
+    /// the bytes of a long-lived connection are counted as they pass.
+    pub fn tunnel_bytes(&self, direction: &str, destination: &str) -> TunnelBytes {
+        TunnelBytes {
+            sent: self
+                .tcp_bytes
+                .with_label_values(&[direction, destination, "sent"]),
+            received: self
+                .tcp_bytes
+                .with_label_values(&[direction, destination, "received"]),
+        }
+    }
+
     /// The label value for a destination, within the label budget.
     pub fn destination_label(&self, destination: &str) -> Arc<str> {
         self.destinations.label(destination)
@@ -279,6 +292,15 @@ impl Metrics {
             .expect("encoding to a Vec cannot fail");
         out
     }
+}
+
+/// `outrigger_tcp_bytes_total` of one tunnel: `sent` counts the client's
+/// bytes on their way to the upstream, `received` the upstream's bytes on
+/// their way back.
+#[derive(Clone)]
+pub struct TunnelBytes {
+    pub sent: IntCounter,
+    pub received: IntCounter,
 }
 
 /// The request series of one direction and destination, by route.

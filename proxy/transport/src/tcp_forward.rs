@@ -7,7 +7,7 @@ use crate::connect::Connector;
 use crate::counted_io::CountedIo;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::direction::Direction;
-use outrigger_proxy_core::metrics::Metrics;
+use outrigger_proxy_core::metrics::{Metrics, TunnelBytes};
 
 /// Connects to `target`, replays `prefix` (bytes read during detection) and
 /// splices until both sides have closed.
@@ -39,38 +39,23 @@ pub async fn forward<IO>(
             return;
         }
     }
-    let replayed = prefix.len() as u64;
-    splice_counted(metrics, direction, &label, client, upstream, replayed).await;
+    let bytes = metrics.tunnel_bytes(direction.as_str(), &label);
+    bytes.sent.inc_by(prefix.len() as u64);
+    splice_counted(bytes, &label, client, upstream).await;
 }
 
-/// Copies both ways until both sides have closed, then counts the bytes
-/// (`already_sent`: bytes sent upstream before the splice, e.g. a replay).
+/// Copies both ways until both sides have closed, counting the bytes as they
+/// pass (`bytes`: the destination's counters; bytes sent before the splice,
+/// such as a replayed prefix, are the caller's to count).
 /// copy_bidirectional shuts down each write side when its read side ends, so
-/// a client's half-close reaches the server and vice versa; the counting
-/// wrapper keeps the totals of a connection that ends in a reset.
-pub async fn splice_counted<C, U>(
-    metrics: &Metrics,
-    direction: Direction,
-    label: &str,
-    client: C,
-    mut upstream: U,
-    already_sent: u64,
-) where
+/// a client's half-close reaches the server and vice versa.
+pub async fn splice_counted<C, U>(bytes: TunnelBytes, label: &str, client: C, mut upstream: U)
+where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut client = CountedIo::new(client);
+    let mut client = CountedIo::new(client, bytes);
     if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!(destination = label, error = %err, "spliced connection ended with an error");
     }
-    let (sent, received) = client.counts();
-    let direction = direction.as_str();
-    metrics
-        .tcp_bytes
-        .with_label_values(&[direction, label, "sent"])
-        .inc_by(sent + already_sent);
-    metrics
-        .tcp_bytes
-        .with_label_values(&[direction, label, "received"])
-        .inc_by(received);
 }
