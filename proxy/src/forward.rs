@@ -10,6 +10,7 @@ use hyper::body::Incoming;
 
 use crate::connection::ConnectionContext;
 use crate::destination;
+use crate::grpc_status::{count_status, StatusSeries};
 use crate::state::ProxyState;
 use crate::upgrade;
 use outrigger_engine::call::{admit, call};
@@ -85,6 +86,13 @@ pub async fn handle(
     }
     if grpc {
         response = grpc_error(response);
+        let series = StatusSeries::new(
+            &state.engine.metrics,
+            conn.direction.as_str(),
+            label,
+            route_name.unwrap_or_else(|| "".into()),
+        );
+        response = count_status(response, series);
     }
     Ok(response)
 }

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod connection;
 pub mod destination;
 pub mod forward;
+pub mod grpc_status;
 pub mod init;
 pub mod listener;
 pub mod malloc_tuning;

@@ -139,6 +139,56 @@ async fn calls_of_every_kind_pass_through_both_sides() {
     assert_eq!(metric(&proxy, "outrigger_retries_total", &[]).await, 0.0);
 }
 
+/// A failed gRPC call is an HTTP 200: its status, in the headers of a
+/// trailers-only answer or in the trailers after the messages, is counted
+/// by route and code in `outrigger_grpc_responses_total`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_statuses_are_counted_by_route_and_code() {
+    let server = GrpcServer::start().await;
+    let spec =
+        "  routes:\n  - name: unary\n    match: {grpc: {service: test.Echo, method: Unary}}\n";
+    let (proxy, _file) = caller_proxy(&server, &[("web", spec)]).await;
+    server
+        .direct(&["script ok,late-unavailable,not-found"])
+        .await;
+    let out = client(
+        proxy.outbound,
+        "web",
+        &["unary a", "unary b", "unary c", "server-stream 2,fail"],
+    )
+    .await;
+    assert_eq!(out.lines().count(), 6, "{out}");
+    let metrics = proxy.metrics().await;
+    let count = |route: &str, status: &str| {
+        metric_value(
+            &metrics,
+            "outrigger_grpc_responses_total",
+            &[
+                "direction=\"outbound\"",
+                "destination=\"web.default.svc.cluster.local:80\"",
+                &format!("route=\"{route}\""),
+                &format!("grpc_status=\"{status}\""),
+            ],
+        )
+    };
+    // OK and UNAVAILABLE in trailers, NOT_FOUND trailers-only.
+    assert_eq!(count("unary", "ok"), 1.0, "{metrics}");
+    assert_eq!(count("unary", "unavailable"), 1.0, "{metrics}");
+    assert_eq!(count("unary", "not-found"), 1.0, "{metrics}");
+    // The stream that failed after its messages, on no named route.
+    assert_eq!(count("default", "unavailable"), 1.0, "{metrics}");
+    // Every one of them an HTTP 200.
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_requests_total",
+            &["status_class=\"2xx\""]
+        ),
+        4.0,
+        "{metrics}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trailers_only_unavailable_is_retried_on_an_idempotent_route() {
     let server = GrpcServer::start().await;

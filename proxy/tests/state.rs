@@ -348,3 +348,102 @@ async fn upgrades_and_connect_meet_the_rate_limit() {
         "{metrics}"
     );
 }
+
+/// Every series of `/metrics`, without its value.
+fn series(metrics: &str) -> BTreeSet<String> {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            l.rsplit_once(' ')
+                .map_or(l, |(series, _)| series)
+                .to_string()
+        })
+        .collect()
+}
+
+/// One round of what a hostile client controls, every value fresh: hosts
+/// and ports it names (plain requests, upgrades, CONNECT tunnels), methods,
+/// paths, header names and values, on both sides of the proxy.
+async fn hostile_round(outbound: SocketAddr, inbound: SocketAddr, n: usize) {
+    let host = loopback(free_port()).to_string();
+    let path = format!("/{n}/{}?q={n}", "x".repeat(n % 50));
+    let method = format!("M{n}X");
+    let header = format!("x-hostile-{n}");
+    for (method, extra) in [
+        ("GET", None),
+        (method.as_str(), None),
+        ("GET", Some(("upgrade", "websocket"))),
+    ] {
+        let mut headers = vec![("host", host.as_str()), (header.as_str(), "v")];
+        if let Some(pair) = extra {
+            headers.extend([pair, ("connection", "upgrade")]);
+        }
+        let (status, _, _) = request(outbound, method, &path, &headers, b"").await;
+        assert_eq!(status, 502, "{method} {host}");
+    }
+    // A CONNECT tunnel to a port of its choosing (nothing listens: 502).
+    let target = loopback(free_port());
+    let mut stream = tokio::net::TcpStream::connect(outbound).await.unwrap();
+    stream
+        .write_all(format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).await.unwrap();
+    assert_eq!(&head, b"HTTP/1.1 502");
+    // The app's side: whatever path, method and headers.
+    let agent = format!("hostile/{n}");
+    for method in ["GET", method.as_str()] {
+        let headers = [
+            (header.as_str(), agent.as_str()),
+            ("user-agent", agent.as_str()),
+        ];
+        let (status, _, _) = request(inbound, method, &path, &headers, b"").await;
+        assert_eq!(status, 200, "{method} {path}");
+    }
+}
+
+/// Nothing a client sends decides how many series the proxy exports: after
+/// a first batch of hostile rounds has spent the destination label budget,
+/// a batch twice as long with fresh values adds no series at all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_never_adds_metric_series() {
+    let app = FaultUpstream::start(loopback(0), FaultConfig::default())
+        .await
+        .unwrap();
+    let proxy = ProxyProcess::start(&[
+        "--max-destination-labels=3",
+        &format!("--app-addr={}", app.addr),
+    ])
+    .await;
+    for n in 0..8 {
+        hostile_round(proxy.outbound, proxy.inbound, n).await;
+    }
+    let first = series(&proxy.metrics().await);
+    for n in 8..24 {
+        hostile_round(proxy.outbound, proxy.inbound, n).await;
+    }
+    let metrics = proxy.metrics().await;
+    let second = series(&metrics);
+    let added: Vec<_> = second.difference(&first).collect();
+    assert!(
+        added.is_empty(),
+        "series added by fresh hostile input: {added:#?}"
+    );
+    assert!(
+        second.len() < 300,
+        "{} series after 24 hostile rounds\n{metrics}",
+        second.len()
+    );
+    // The rounds were counted: the requests went into the shared series.
+    assert_eq!(
+        metric_value(
+            &metrics,
+            "outrigger_requests_total",
+            &["direction=\"outbound\""]
+        ),
+        24.0 * 4.0,
+        "{metrics}"
+    );
+}

@@ -24,6 +24,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// Requests a Gateway API route sent to each of its backends.
     pub route_backend_requests: IntCounterVec,
+    /// gRPC calls by the status the client received.
+    pub grpc_responses: IntCounterVec,
     pub proxy_errors: IntCounterVec,
     pub open_connections: IntGaugeVec,
     pub connections: IntCounterVec,
@@ -176,6 +178,11 @@ impl Metrics {
                 "outrigger_route_backend_requests_total",
                 "Requests a Gateway API route sent to a backend Service (destination: the Service the client named; backend: the one that served it)",
                 &["direction", "destination", "route", "backend"],
+            ),
+            grpc_responses: f.counters(
+                "outrigger_grpc_responses_total",
+                "gRPC calls answered, by the grpc-status the client received (a defined code's name, other, or none)",
+                &["direction", "destination", "route", "grpc_status"],
             ),
             proxy_errors: f.counters(
                 "outrigger_proxy_errors_total",

@@ -78,10 +78,9 @@ fn classify(buf: &[u8]) -> Verdict {
 
 /// An HTTP/1 request line is `METHOD SP target SP HTTP/1.x CRLF`.
 fn classify_http1(buf: &[u8]) -> Verdict {
-    let method_len = buf
-        .iter()
-        .take_while(|b| b.is_ascii_alphabetic() || **b == b'-' || **b == b'_')
-        .count();
+    // A method is any token (RFC 9110 tchar): extension methods with digits
+    // or punctuation are HTTP too, and the full request line decides below.
+    let method_len = buf.iter().take_while(|b| is_tchar(**b)).count();
     // Too long a method is opaque whatever follows (found by fuzzing: it was
     // opaque only when read in pieces).
     if method_len > MAX_METHOD {
@@ -115,6 +114,10 @@ fn classify_http1(buf: &[u8]) -> Verdict {
     }
 }
 
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -131,6 +134,15 @@ mod tests {
         );
         assert_eq!(classify(b"GE"), Verdict::NeedMore);
         assert_eq!(classify(b"GET /long/pa"), Verdict::NeedMore);
+        // Extension methods are tokens: digits and punctuation included.
+        for method in ["M0X", "BASELINE-CONTROL", "X.Y!", "V2_SYNC"] {
+            let line = format!("{method} / HTTP/1.1\r\n");
+            assert_eq!(
+                classify(line.as_bytes()),
+                Verdict::Known(Protocol::Http1),
+                "{method}"
+            );
+        }
     }
 
     #[test]
