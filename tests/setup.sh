@@ -32,8 +32,8 @@ python3 -m pip --version >/dev/null 2>&1 || {
   apt-get install -y -qq --no-install-recommends python3-pip
 }
 # Every module the Python peers (tests/peers/) import: websockets, grpc
-# (grpcio), pika (AMQP), aiosmtpd.
-python3 -c 'import websockets, grpc, pika, aiosmtpd' 2>/dev/null || {
+# (grpcio), pika (AMQP), aiosmtpd, opentelemetry.proto (OTLP receiver).
+python3 -c 'import websockets, grpc, pika, aiosmtpd, opentelemetry.proto' 2>/dev/null || {
   echo "== pip install -r tests/peers/requirements.txt"
   python3 -m pip install -q -r tests/peers/requirements.txt
 }

@@ -43,6 +43,8 @@ pub mod env {
     pub const CONTROL_CA_PEM: &str = "OUTRIGGER_CONTROL_CA_PEM";
     pub const CONTROL_TOKEN_FILE: &str = "OUTRIGGER_CONTROL_TOKEN_FILE";
     pub const OPAQUE_PORTS: &str = "OUTRIGGER_OPAQUE_PORTS";
+    pub const TRACE_OTLP_ENDPOINT: &str = "OUTRIGGER_TRACE_OTLP_ENDPOINT";
+    pub const TRACE_SAMPLING: &str = "OUTRIGGER_TRACE_SAMPLING";
 }
 
 /// Annotations users put on pods (and the marker the webhook leaves).

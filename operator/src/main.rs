@@ -128,6 +128,13 @@ struct RunArgs {
     proxy_cpu_limit: Option<String>,
     #[arg(long, env = "OUTRIGGER_PROXY_LOG_LEVEL", default_value = "info")]
     proxy_log_level: String,
+    /// Injected proxies export request spans over OTLP/gRPC here (unset: no
+    /// tracing).
+    #[arg(long, env = "OUTRIGGER_PROXY_TRACE_OTLP_ENDPOINT")]
+    proxy_trace_otlp_endpoint: Option<String>,
+    /// Share of the traces injected proxies start that are sampled.
+    #[arg(long, env = "OUTRIGGER_PROXY_TRACE_SAMPLING")]
+    proxy_trace_sampling: Option<String>,
     /// Namespace the operator runs in: its pods are never injected.
     #[arg(long, env = "POD_NAMESPACE", default_value = "outrigger-system")]
     operator_namespace: String,
@@ -373,6 +380,8 @@ fn webhook_config(
             memory_limit: args.proxy_memory_limit.clone(),
             cpu_limit: args.proxy_cpu_limit.clone(),
             log_level: args.proxy_log_level.clone(),
+            trace_otlp_endpoint: args.proxy_trace_otlp_endpoint.clone(),
+            trace_sampling: args.proxy_trace_sampling.clone(),
         },
     };
     Ok(Some((tls::server_config(cert, key)?, config)))

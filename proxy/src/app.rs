@@ -12,7 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::admin::{self, AdminState, Readiness};
 use crate::cli::RunArgs;
 use crate::listener::{accept_loop, ListenerConfig};
-use crate::state::ProxyState;
+use crate::state::{Drain, ProxyState};
 use outrigger_api::stream::Subscription;
 use outrigger_control::{ControlConfig, ControlPlane};
 use outrigger_http::server::ServerLimits;
@@ -21,6 +21,7 @@ use outrigger_proxy_core::metrics::Metrics;
 use outrigger_proxy_policy::{
     activate, load_policy_file, watch_policy_file, ActivePolicy, PolicyStore,
 };
+use outrigger_trace::{Tracing, TracingConfig};
 
 /// How long, once the drain timeout has run out, the proxy waits for the 503
 /// `shutdown` answers to requests still waiting to be written out.
@@ -96,14 +97,37 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
             ))
         }
     };
+    let tracing = match &args.trace_otlp_endpoint {
+        None => None,
+        Some(endpoint) => {
+            let mut resource = vec![("outrigger.namespace".to_string(), args.namespace.clone())];
+            if let Some(pod) = &args.pod_name {
+                resource.push(("k8s.pod.name".to_string(), pod.clone()));
+            }
+            let config = TracingConfig {
+                otlp_endpoint: endpoint.clone(),
+                sampling: args.trace_sampling,
+                service_name: args
+                    .service_name
+                    .clone()
+                    .unwrap_or_else(|| "outrigger-proxy".to_string()),
+                resource,
+            };
+            tracing::info!(endpoint, sampling = args.trace_sampling, "tracing requests");
+            Some(Tracing::start(&config).map_err(anyhow::Error::msg)?)
+        }
+    };
     let state = ProxyState::new(
         &args,
         metrics.clone(),
         policy.clone(),
         vec![inbound_addr, outbound_addr, admin_addr],
-        tunnels.clone(),
-        drain_expired.clone(),
+        Drain {
+            tunnels: tunnels.clone(),
+            expired: drain_expired.clone(),
+        },
         control.clone(),
+        tracing.clone(),
     );
     // The pod's own inbound policy is wanted at once, not on first request.
     if let (Some(control), Some(service)) = (&control, &args.service_name) {
@@ -197,6 +221,10 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
             }
         }
         stop_background.cancel();
+        // The spans of the last requests, exported before the exit.
+        if let Some(tracing) = tracing {
+            let _ = tokio::task::spawn_blocking(move || tracing.shutdown()).await;
+        }
     });
 
     Ok(RunningProxy {

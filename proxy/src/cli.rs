@@ -174,6 +174,18 @@ pub struct RunArgs {
     #[arg(long, env = "OUTRIGGER_ACCESS_LOG")]
     pub access_log: bool,
 
+    /// Trace requests and export the spans over OTLP/gRPC to this endpoint
+    /// (e.g. http://otel-collector.observability:4317). Unset: no tracing
+    /// (trace headers pass through untouched).
+    #[arg(long, env = env::TRACE_OTLP_ENDPOINT)]
+    pub trace_otlp_endpoint: Option<String>,
+
+    /// Share of the traces the proxy starts (requests without a trace
+    /// context) that are sampled, 0 to 1. Requests with a context keep
+    /// their caller's decision.
+    #[arg(long, env = env::TRACE_SAMPLING, default_value_t = 0.01, value_parser = parse_ratio)]
+    pub trace_sampling: f64,
+
     /// Log format.
     #[arg(
         long,
@@ -253,4 +265,11 @@ fn parse_mark(value: &str) -> Result<u32, String> {
         None => value.parse(),
     };
     parsed.map_err(|e| format!("{value:?} is not a mark (decimal or 0x hex): {e}"))
+}
+
+fn parse_ratio(value: &str) -> Result<f64, String> {
+    match value.parse::<f64>() {
+        Ok(ratio) if (0.0..=1.0).contains(&ratio) => Ok(ratio),
+        _ => Err(format!("{value:?} is not a ratio between 0 and 1")),
+    }
 }

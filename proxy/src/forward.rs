@@ -22,6 +22,8 @@ use outrigger_http::error_response::{grpc_error, is_grpc, ErrorResponse, ERROR_H
 use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::status_class;
+use outrigger_trace::propagation::trace_id_of;
+use outrigger_trace::RequestFacts;
 
 /// Entry point for every request a client connection carries.
 pub async fn handle(
@@ -35,6 +37,29 @@ pub async fn handle(
     // Copied only for the access log: the request moves upstream.
     let path = state.access_log.then(|| request.uri().path().to_owned());
     let grpc = is_grpc(request.headers());
+    // Tracing on: the request's span, which the engine's attempts find in
+    // the request's extensions. Off: nothing but this check.
+    let trace = state.tracing.as_ref().map(|tracing| {
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
+            .unwrap_or("");
+        let facts = RequestFacts {
+            direction: conn.direction.as_str(),
+            method: method.as_str(),
+            path: request.uri().path(),
+            destination: host,
+        };
+        let trace = Arc::new(tracing.request(request.headers(), facts));
+        request.extensions_mut().insert(trace.clone());
+        trace
+    });
+    // For the access log when tracing is off: the id a caller's trace has.
+    let caller_trace_id = (state.access_log && trace.is_none())
+        .then(|| trace_id_of(request.headers()))
+        .flatten();
 
     let resolved = conn
         .routes
@@ -69,10 +94,15 @@ pub async fn handle(
         cause,
         started,
     );
+    if let Some(trace) = &trace {
+        trace.finish(status, &label, route_label, cause);
+    }
     if state.access_log {
+        let trace_id = trace.as_ref().map(|t| t.trace_id()).or(caller_trace_id);
         tracing::info!(
             target: "outrigger::access",
             request_id = request_id.to_str().unwrap_or(""),
+            trace_id = trace_id.as_deref().unwrap_or(""),
             direction = conn.direction.as_str(),
             client = %conn.client_addr,
             destination = &*label,

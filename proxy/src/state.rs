@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use outrigger_trace::Tracing;
+
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -22,6 +24,8 @@ pub struct ProxyState {
     pub outbound_mode: OutboundMode,
     pub opaque_ports: Vec<u16>,
     pub access_log: bool,
+    /// Request tracing, when an OTLP endpoint is set.
+    pub tracing: Option<Tracing>,
     /// The proxy's own listeners: a request addressed to one of them would loop.
     pub own_addrs: Vec<SocketAddr>,
     /// Tunnels (upgrades, CONNECT, opaque TCP) outlive their request; the drain
@@ -32,15 +36,22 @@ pub struct ProxyState {
     pub drain_expired: CancellationToken,
 }
 
+/// How a running proxy drains: the tunnels it waits for, and the signal
+/// that its drain timeout has run out.
+pub struct Drain {
+    pub tunnels: TaskTracker,
+    pub expired: CancellationToken,
+}
+
 impl ProxyState {
     pub fn new(
         args: &RunArgs,
         metrics: Arc<Metrics>,
         policy: Arc<PolicyStore>,
         own_addrs: Vec<SocketAddr>,
-        tunnels: TaskTracker,
-        drain_expired: CancellationToken,
+        drain: Drain,
         control: Option<Arc<ControlPlane>>,
+        tracing: Option<Tracing>,
     ) -> Arc<Self> {
         Arc::new(ProxyState {
             engine: Engine {
@@ -64,9 +75,10 @@ impl ProxyState {
             outbound_mode: args.outbound_mode,
             opaque_ports: args.opaque_ports.clone(),
             access_log: args.access_log,
+            tracing,
             own_addrs,
-            tunnels,
-            drain_expired,
+            tunnels: drain.tunnels,
+            drain_expired: drain.expired,
         })
     }
 

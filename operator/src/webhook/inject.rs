@@ -43,6 +43,9 @@ pub struct ProxyDefaults {
     pub memory_limit: String,
     pub cpu_limit: Option<String>,
     pub log_level: String,
+    /// OTLP endpoint and sampling ratio for request tracing (unset: off).
+    pub trace_otlp_endpoint: Option<String>,
+    pub trace_sampling: Option<String>,
 }
 
 impl Default for ProxyDefaults {
@@ -53,6 +56,8 @@ impl Default for ProxyDefaults {
             memory_limit: "64Mi".into(),
             cpu_limit: None,
             log_level: "info".into(),
+            trace_otlp_endpoint: None,
+            trace_sampling: None,
         }
     }
 }
@@ -184,6 +189,12 @@ fn patch(pod: &Pod, namespace: &str, config: &InjectConfig) -> Result<Vec<PatchO
     }
     if let Some(p) = &opaque {
         env.push(json!({"name": env::OPAQUE_PORTS, "value": p}));
+    }
+    if let Some(endpoint) = &config.defaults.trace_otlp_endpoint {
+        env.push(json!({"name": env::TRACE_OTLP_ENDPOINT, "value": endpoint}));
+        if let Some(sampling) = &config.defaults.trace_sampling {
+            env.push(json!({"name": env::TRACE_SAMPLING, "value": sampling}));
+        }
     }
     let mut proxy = json!({
         "name": PROXY_CONTAINER,

@@ -282,6 +282,35 @@ mod tests {
     }
 
     #[test]
+    fn tracing_settings_reach_the_proxy_only_when_an_endpoint_is_set() {
+        let review: Value = serde_json::from_str(DEPLOYMENT_POD).unwrap();
+        let env_of = |config: &InjectConfig| {
+            let (_, pod) = admit(&review, config);
+            pod["spec"]["initContainers"][1]["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["name"].as_str().unwrap().starts_with("OUTRIGGER_TRACE_"))
+                .map(|e| (e["name"].as_str().unwrap().to_string(), e["value"].clone()))
+                .collect::<Vec<_>>()
+        };
+        assert!(env_of(&config(true)).is_empty());
+        let mut traced = config(true);
+        traced.defaults.trace_otlp_endpoint = Some("http://collector.obs:4317".into());
+        traced.defaults.trace_sampling = Some("0.25".into());
+        assert_eq!(
+            env_of(&traced),
+            [
+                (
+                    "OUTRIGGER_TRACE_OTLP_ENDPOINT".to_string(),
+                    json!("http://collector.obs:4317")
+                ),
+                ("OUTRIGGER_TRACE_SAMPLING".to_string(), json!("0.25")),
+            ]
+        );
+    }
+
+    #[test]
     fn job_pod_without_native_sidecars_gets_a_first_container_with_a_wait_hook() {
         let pod = json!({
             "apiVersion": "v1", "kind": "Pod",

@@ -23,6 +23,8 @@ fn config(native_sidecar: bool) -> InjectConfig {
             memory_limit: "64Mi".into(),
             cpu_limit: None,
             log_level: "info".into(),
+            trace_otlp_endpoint: Some("http://collector:4317".into()),
+            trace_sampling: Some("0.5".into()),
         },
     }
 }

@@ -23,6 +23,7 @@ use outrigger_http::body::{empty, ProxyBody};
 use outrigger_http::error_response::{is_grpc, ProxyError};
 use outrigger_proxy_core::metrics::Metrics;
 use outrigger_resilience::grpc::Codes;
+use outrigger_trace::KeyValue;
 
 /// Latency the balancer charges an endpoint for a transport failure.
 const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
@@ -40,7 +41,17 @@ pub async fn attempt<U: Upstream>(
     // One reading of the clock serves the admission, the choice and the
     // per-try limit: they happen together.
     let sent = now();
-    let permit = breaker::admit(stack, sent)?;
+    let trace = head.trace();
+    let permit = match breaker::admit(stack, sent) {
+        Ok(permit) => permit,
+        Err(error) => {
+            if let Some(trace) = &trace {
+                let cause = KeyValue::new("outrigger.error", error.cause().as_str());
+                trace.event("circuit-open", vec![cause]);
+            }
+            return Err(error);
+        }
+    };
     let Some(index) = stack.choose_endpoint(sent) else {
         return Err(CallError::new(
             ProxyError::NoEndpoints,
@@ -49,6 +60,9 @@ pub async fn attempt<U: Upstream>(
     };
     let endpoint = &stack.endpoints.list[index];
     let mut request = upstream_request(head, body, &endpoint.target);
+    let span = trace
+        .as_ref()
+        .map(|trace| trace.attempt(request.headers_mut(), &endpoint.target.to_string()));
     // Only a gRPC call has a gRPC status to read in its response.
     let grpc = is_grpc(request.headers());
     grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
@@ -62,11 +76,19 @@ pub async fn attempt<U: Upstream>(
                 Ok(outcome) => outcome,
                 // The call's deadline, not the endpoint's failure: nothing is
                 // recorded against it, and the breaker admission is released.
-                Err(_) if is_deadline => return Err(deadline::passed(stack, route)),
+                Err(_) if is_deadline => {
+                    if let Some(span) = span {
+                        span.finish(None, Some("deadline"));
+                    }
+                    return Err(deadline::passed(stack, route));
+                }
                 Err(_) => Outcome::AttemptTimeout,
             },
         }
     };
+    if let Some(span) = span {
+        span.finish(outcome.status(), outcome.failure());
+    }
     record(stack, route, index, permit, &mut outcome, sent, grpc);
     Ok((outcome, index))
 }

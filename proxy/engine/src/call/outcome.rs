@@ -29,6 +29,26 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// The response's status, if there is a response.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            Outcome::Response(response) => Some(response.status().as_u16()),
+            _ => None,
+        }
+    }
+
+    /// What went wrong when there is no response (for trace spans).
+    pub fn failure(&self) -> Option<&'static str> {
+        match self {
+            Outcome::Response(_) => None,
+            Outcome::ConnectFailure(_) => Some("connect-failure"),
+            Outcome::RefusedStream(_) => Some("refused-stream"),
+            Outcome::ResetBeforeRequest(_) => Some("reset-before-request"),
+            Outcome::Reset(_) => Some("reset"),
+            Outcome::AttemptTimeout => Some("attempt-timeout"),
+        }
+    }
+
     /// Whether the upstream provably never saw the request: safe to replay
     /// whatever the method.
     pub fn never_reached_upstream(&self) -> bool {

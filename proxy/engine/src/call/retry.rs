@@ -9,6 +9,7 @@
 //! The body is not read ahead: the first attempt streams it while a copy of
 //! up to `maxBufferedBodyBytes` is kept for replay ([`Replay`]).
 
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -29,6 +30,7 @@ use outrigger_http::body::{empty, BoxError, ProxyBody};
 use outrigger_http::error_response::is_grpc;
 use outrigger_http::replay::{NotReplayable, Replay};
 use outrigger_resilience::{parse_retry_after, Backoff};
+use outrigger_trace::{KeyValue, RequestTrace};
 
 /// A request body the proxy can forward: hyper's `Incoming`, or a test's.
 pub trait RequestBody: Body<Data = Bytes, Error: Into<BoxError>> + Send + Unpin + 'static {}
@@ -70,11 +72,18 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         return outcome.into_result(stack, &stack.endpoints.list[index].target);
     };
     let metrics = &stack.metrics.resilience;
-    let skip = |why: &str| {
+    let trace = parts.extensions.get::<Arc<RequestTrace>>().cloned();
+    let skip = |why: &'static str| {
         metrics
             .retries_skipped
             .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
+        if let Some(trace) = &trace {
+            trace.event(
+                "retry-skipped",
+                vec![KeyValue::new("outrigger.retry.skipped", why)],
+            );
+        }
     };
     let grpc = is_grpc(&parts.headers);
     let body = Replay::new(body, retry.max_buffered_body_bytes);
@@ -136,6 +145,16 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             .retries
             .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
             .inc();
+        if let Some(trace) = &trace {
+            trace.event(
+                "retry",
+                vec![
+                    KeyValue::new("outrigger.retry.reason", reason),
+                    KeyValue::new("outrigger.retry.delay_ms", delay.as_millis() as i64),
+                    KeyValue::new("outrigger.retry.number", i64::from(retries_done + 1)),
+                ],
+            );
+        }
         drop(outcome);
         tokio::time::sleep(delay).await;
         retries_done += 1;

@@ -1,0 +1,289 @@
+//! Trace context in request headers: W3C `traceparent`/`tracestate` (through
+//! the OpenTelemetry SDK's propagator) and Zipkin's B3, single (`b3`) and
+//! multi (`x-b3-*`) header forms. The B3 codec is our own: the crate that
+//! carries one (opentelemetry-zipkin) brings an exporter and an HTTP client
+//! the proxy has no use for, and the format is four hex fields.
+//!
+//! A request may carry both: the W3C context wins, and both are rewritten
+//! for the next hop so that each names the proxy's span as the parent.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
+use opentelemetry::Context;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const B3: HeaderName = HeaderName::from_static("b3");
+const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
+const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
+const B3_PARENT_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-parentspanid");
+const B3_SAMPLED: HeaderName = HeaderName::from_static("x-b3-sampled");
+const B3_FLAGS: HeaderName = HeaderName::from_static("x-b3-flags");
+
+/// Which header forms a request's context came in, so the next hop gets
+/// the same ones (W3C is always written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Formats {
+    pub b3_single: bool,
+    pub b3_multi: bool,
+    /// The B3 trace id had 64 bits (16 hex digits): written back that way.
+    pub b3_short_id: bool,
+}
+
+/// The context a request arrived with (a remote parent), if any valid one.
+pub fn extract(headers: &HeaderMap) -> (Option<SpanContext>, Formats) {
+    let mut formats = Formats::default();
+    let b3 = extract_b3(headers, &mut formats);
+    if headers.contains_key(TRACEPARENT) {
+        let cx = TraceContextPropagator::new().extract(&Headers(headers));
+        let span = cx.span().span_context().clone();
+        if span.is_valid() {
+            return (Some(span), formats);
+        }
+    }
+    (b3, formats)
+}
+
+/// Writes `span` as the parent for the next hop, in W3C form and in the B3
+/// forms the request came with (`parent`: the span the proxy's span is a
+/// child of, for B3's parent id).
+pub fn inject(headers: &mut HeaderMap, span: &SpanContext, parent: SpanId, formats: Formats) {
+    let cx = Context::new().with_remote_span_context(span.clone());
+    TraceContextPropagator::new().inject_context(&cx, &mut HeadersMut(headers));
+    if !(formats.b3_single || formats.b3_multi) {
+        return;
+    }
+    let trace_id = span.trace_id().to_string();
+    let trace_id = if formats.b3_short_id {
+        trace_id[16..].to_string()
+    } else {
+        trace_id
+    };
+    let sampled = if span.is_sampled() { "1" } else { "0" };
+    let set = |headers: &mut HeaderMap, name: HeaderName, value: String| {
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
+    };
+    if formats.b3_single {
+        let mut value = format!("{trace_id}-{}-{sampled}", span.span_id());
+        if parent != SpanId::INVALID {
+            value = format!("{value}-{parent}");
+        }
+        set(headers, B3, value);
+    }
+    if formats.b3_multi {
+        set(headers, B3_TRACE_ID, trace_id);
+        set(headers, B3_SPAN_ID, span.span_id().to_string());
+        set(headers, B3_SAMPLED, sampled.to_string());
+        headers.remove(B3_FLAGS);
+        match parent {
+            SpanId::INVALID => headers.remove(B3_PARENT_SPAN_ID),
+            parent => {
+                set(headers, B3_PARENT_SPAN_ID, parent.to_string());
+                None
+            }
+        };
+    }
+}
+
+/// The trace id a request carries (W3C, else B3), as 32 hex digits,
+/// without building any context: for access logs when tracing is off.
+pub fn trace_id_of(headers: &HeaderMap) -> Option<String> {
+    let (span, _) = extract(headers);
+    span.map(|span| span.trace_id().to_string())
+}
+
+fn extract_b3(headers: &HeaderMap, formats: &mut Formats) -> Option<SpanContext> {
+    if let Some(value) = headers.get(B3).and_then(|v| v.to_str().ok()) {
+        formats.b3_single = true;
+        let mut fields = value.split('-');
+        let trace_id = fields.next()?;
+        let span_id = fields.next()?;
+        let sampled = fields.next();
+        return b3_context(trace_id, span_id, sampled, formats);
+    }
+    let get = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
+    let trace_id = get(&B3_TRACE_ID)?;
+    formats.b3_multi = true;
+    let span_id = get(&B3_SPAN_ID)?;
+    let sampled = match get(&B3_FLAGS) {
+        Some("1") => Some("d"),
+        _ => get(&B3_SAMPLED),
+    };
+    b3_context(trace_id, span_id, sampled, formats)
+}
+
+fn b3_context(
+    trace_id: &str,
+    span_id: &str,
+    sampled: Option<&str>,
+    formats: &mut Formats,
+) -> Option<SpanContext> {
+    let hex = |s: &str| s.bytes().all(|b| b.is_ascii_hexdigit());
+    if !(trace_id.len() == 16 || trace_id.len() == 32) || !hex(trace_id) {
+        return None;
+    }
+    if span_id.len() != 16 || !hex(span_id) {
+        return None;
+    }
+    formats.b3_short_id = trace_id.len() == 16;
+    let trace_id = TraceId::from_hex(trace_id).ok()?;
+    let span_id = SpanId::from_hex(span_id).ok()?;
+    // "1", "true" or "d" (debug) sample; "0" does not; absent: not decided
+    // upstream, so the proxy's sampler decides (treated as not sampled by
+    // the parent-based sampler, as an unsampled parent).
+    let flags = match sampled {
+        Some("1" | "true" | "d") => TraceFlags::SAMPLED,
+        _ => TraceFlags::default(),
+    };
+    let span = SpanContext::new(trace_id, span_id, flags, true, TraceState::default());
+    span.is_valid().then_some(span)
+}
+
+struct Headers<'a>(&'a HeaderMap);
+
+impl Extractor for Headers<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(HeaderName::as_str).collect()
+    }
+}
+
+struct HeadersMut<'a>(&'a mut HeaderMap);
+
+impl Injector for HeadersMut<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
+            self.0.insert(name, value);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
+        pairs
+            .iter()
+            .map(|(k, v)| {
+                (
+                    HeaderName::try_from(*k).unwrap(),
+                    HeaderValue::try_from(*v).unwrap(),
+                )
+            })
+            .collect()
+    }
+
+    const TRACE: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+    const PARENT: &str = "00f067aa0ba902b7";
+
+    #[test]
+    fn w3c_context_is_read_and_rewritten_with_the_new_parent() {
+        let h = headers(&[
+            ("traceparent", &format!("00-{TRACE}-{PARENT}-01")),
+            ("tracestate", "vendor=opaque"),
+        ]);
+        let (span, formats) = extract(&h);
+        let span = span.unwrap();
+        assert_eq!(span.trace_id().to_string(), TRACE);
+        assert_eq!(span.span_id().to_string(), PARENT);
+        assert!(span.is_sampled() && span.is_remote());
+        assert_eq!(formats, Formats::default());
+
+        let child_id = SpanId::from_hex("1111111111111111").unwrap();
+        let child = SpanContext::new(
+            span.trace_id(),
+            child_id,
+            span.trace_flags(),
+            false,
+            span.trace_state().clone(),
+        );
+        let mut out = h.clone();
+        inject(&mut out, &child, span.span_id(), formats);
+        assert_eq!(
+            out["traceparent"],
+            format!("00-{TRACE}-1111111111111111-01")
+        );
+        assert_eq!(out["tracestate"], "vendor=opaque");
+        assert!(!out.contains_key("b3"));
+    }
+
+    #[test]
+    fn b3_single_and_multi_are_read_and_written_back_in_their_form() {
+        for h in [
+            headers(&[("b3", &format!("{TRACE}-{PARENT}-1"))]),
+            headers(&[
+                ("x-b3-traceid", TRACE),
+                ("x-b3-spanid", PARENT),
+                ("x-b3-sampled", "1"),
+            ]),
+        ] {
+            let (span, formats) = extract(&h);
+            let span = span.unwrap();
+            assert_eq!(span.trace_id().to_string(), TRACE);
+            assert!(span.is_sampled());
+            let child = SpanContext::new(
+                span.trace_id(),
+                SpanId::from_hex("2222222222222222").unwrap(),
+                span.trace_flags(),
+                false,
+                TraceState::default(),
+            );
+            let mut out = h.clone();
+            inject(&mut out, &child, span.span_id(), formats);
+            assert_eq!(
+                out["traceparent"],
+                format!("00-{TRACE}-2222222222222222-01")
+            );
+            if formats.b3_single {
+                assert_eq!(out["b3"], format!("{TRACE}-2222222222222222-1-{PARENT}"));
+            } else {
+                assert_eq!(out["x-b3-spanid"], "2222222222222222");
+                assert_eq!(out["x-b3-parentspanid"], PARENT);
+                assert_eq!(out["x-b3-traceid"], TRACE);
+            }
+        }
+    }
+
+    #[test]
+    fn short_b3_trace_ids_stay_short_and_w3c_wins_over_b3() {
+        let h = headers(&[("b3", &format!("{}-{PARENT}-0", &TRACE[16..]))]);
+        let (span, formats) = extract(&h);
+        let span = span.unwrap();
+        assert!(formats.b3_short_id && !span.is_sampled());
+        assert_eq!(
+            span.trace_id().to_string(),
+            format!("0000000000000000{}", &TRACE[16..])
+        );
+        let mut out = h.clone();
+        inject(&mut out, &span, SpanId::INVALID, formats);
+        assert_eq!(out["b3"], format!("{}-{PARENT}-0", &TRACE[16..]));
+
+        let both = headers(&[
+            ("traceparent", &format!("00-{TRACE}-{PARENT}-01")),
+            ("b3", "0000000000000001-0000000000000002-1"),
+        ]);
+        assert_eq!(extract(&both).0.unwrap().trace_id().to_string(), TRACE);
+    }
+
+    #[test]
+    fn malformed_contexts_are_ignored() {
+        for h in [
+            headers(&[("traceparent", "00-zz-00f067aa0ba902b7-01")]),
+            headers(&[("traceparent", &format!("00-{}-{PARENT}-01", "0".repeat(32)))]),
+            headers(&[("b3", "1")]),
+            headers(&[("b3", "abc-def")]),
+            headers(&[("x-b3-traceid", TRACE)]),
+            headers(&[("x-b3-traceid", TRACE), ("x-b3-spanid", "0000000000000000")]),
+        ] {
+            assert!(extract(&h).0.is_none(), "{h:?}");
+        }
+        assert_eq!(trace_id_of(&HeaderMap::new()), None);
+    }
+}

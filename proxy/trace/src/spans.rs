@@ -1,0 +1,224 @@
+//! The proxy's spans: one per request (kind server: the proxy received it),
+//! with a child per attempt (kind client: each went to one endpoint), and
+//! what the resilience engine decided as events on the request's span:
+//! retries, retries not sent and why, the circuit breaker refusing.
+//!
+//! Each attempt leaves with the trace context naming the attempt's span as
+//! the parent, so the next proxy's (or the app's) spans hang under the
+//! attempt that reached it. A request without a context starts a trace,
+//! sampled at the configured ratio; one with a context keeps its sampling
+//! decision (parent-based sampling). Spans the sampler drops cost no export.
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
+
+use http::HeaderMap;
+use opentelemetry::trace::{
+    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+};
+use opentelemetry::{Context, KeyValue};
+use opentelemetry_otlp::WithExportConfig;
+use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
+use opentelemetry_sdk::Resource;
+
+use crate::propagation::{self, Formats};
+
+/// How the proxy traces (`--trace-*` flags).
+#[derive(Debug, Clone)]
+pub struct TracingConfig {
+    /// Where spans go: an OTLP/gRPC endpoint such as `http://collector:4317`.
+    pub otlp_endpoint: String,
+    /// The share of traces the proxy starts (requests that came without a
+    /// context) that are sampled, 0.0 to 1.0.
+    pub sampling: f64,
+    /// `service.name` of the spans' resource.
+    pub service_name: String,
+    /// More resource attributes (the pod's name and namespace).
+    pub resource: Vec<(String, String)>,
+}
+
+/// The proxy's tracer and its exporter. Built inside the tokio runtime (the
+/// OTLP client's connection lives there); spans are exported in batches
+/// from the SDK's own thread, and a full queue drops spans rather than
+/// holding memory. Clones share the exporter.
+#[derive(Clone)]
+pub struct Tracing {
+    provider: SdkTracerProvider,
+    tracer: SdkTracer,
+}
+
+impl Tracing {
+    pub fn start(config: &TracingConfig) -> Result<Tracing, String> {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_tonic()
+            .with_endpoint(config.otlp_endpoint.clone())
+            .build()
+            .map_err(|err| format!("OTLP exporter for {}: {err}", config.otlp_endpoint))?;
+        let resource = config
+            .resource
+            .iter()
+            .fold(
+                Resource::builder().with_service_name(config.service_name.clone()),
+                |builder, (key, value)| {
+                    builder.with_attribute(KeyValue::new(key.clone(), value.clone()))
+                },
+            )
+            .build();
+        let sampling = config.sampling.clamp(0.0, 1.0);
+        let provider = SdkTracerProvider::builder()
+            .with_batch_exporter(exporter)
+            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
+                sampling,
+            ))))
+            .with_resource(resource)
+            .build();
+        let tracer = provider.tracer("outrigger-proxy");
+        Ok(Tracing { provider, tracer })
+    }
+
+    /// The span of a request just received, a child of the context its
+    /// headers carry (if any).
+    pub fn request(&self, headers: &HeaderMap, request: RequestFacts<'_>) -> RequestTrace {
+        let (parent, formats) = propagation::extract(headers);
+        let cx = match parent {
+            Some(parent) => Context::new().with_remote_span_context(parent),
+            None => Context::new(),
+        };
+        let span = self
+            .tracer
+            .span_builder(format!("{} {}", request.method, request.destination))
+            .with_kind(SpanKind::Server)
+            .with_attributes([
+                KeyValue::new("http.request.method", request.method.to_string()),
+                KeyValue::new("url.path", request.path.to_string()),
+                KeyValue::new("server.address", request.destination.to_string()),
+                KeyValue::new("outrigger.direction", request.direction),
+            ])
+            .start_with_context(&self.tracer, &cx);
+        RequestTrace {
+            tracer: self.tracer.clone(),
+            context: span.span_context().clone(),
+            span: Mutex::new(span),
+            formats,
+            attempts: AtomicU32::new(0),
+        }
+    }
+
+    /// Exports what is queued and stops the exporter (on the proxy's exit).
+    pub fn shutdown(&self) {
+        if let Err(err) = self.provider.shutdown() {
+            tracing::debug!(error = %err, "trace exporter shutdown");
+        }
+    }
+}
+
+/// What a request's span is named and labelled by.
+pub struct RequestFacts<'a> {
+    pub direction: &'static str,
+    pub method: &'a str,
+    pub path: &'a str,
+    pub destination: &'a str,
+}
+
+/// One request's span, shared by the attempts the engine makes for it (it
+/// travels in the request's extensions).
+pub struct RequestTrace {
+    tracer: SdkTracer,
+    context: SpanContext,
+    span: Mutex<Span>,
+    formats: Formats,
+    attempts: AtomicU32,
+}
+
+impl RequestTrace {
+    /// The trace's id, 32 hex digits (for access logs).
+    pub fn trace_id(&self) -> String {
+        self.context.trace_id().to_string()
+    }
+
+    /// Whether the sampler kept this trace.
+    pub fn sampled(&self) -> bool {
+        self.context.is_sampled()
+    }
+
+    /// Starts an attempt to `endpoint`: a child span, named in `headers` as
+    /// the parent of whatever the attempt reaches.
+    pub fn attempt(&self, headers: &mut HeaderMap, endpoint: &str) -> AttemptSpan {
+        let number = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let cx = Context::new().with_remote_span_context(self.context.clone());
+        let span = self
+            .tracer
+            .span_builder("attempt")
+            .with_kind(SpanKind::Client)
+            .with_attributes([
+                KeyValue::new("server.address", endpoint.to_string()),
+                KeyValue::new("outrigger.attempt", i64::from(number)),
+            ])
+            .start_with_context(&self.tracer, &cx);
+        propagation::inject(
+            headers,
+            span.span_context(),
+            self.context.span_id(),
+            self.formats,
+        );
+        AttemptSpan { span }
+    }
+
+    /// Records what the engine decided, as an event on the request's span.
+    pub fn event(&self, name: &'static str, attributes: Vec<KeyValue>) {
+        if self.context.is_sampled() {
+            let mut span = self.span.lock().expect("not poisoned");
+            span.add_event(name, attributes);
+        }
+    }
+
+    /// Ends the request's span with its response (`error`: the proxy's own
+    /// answer, by its `x-outrigger-error` cause).
+    /// `destination`: where the proxy sent it, as its metrics name it.
+    pub fn finish(&self, status: u16, destination: &str, route: &str, error: Option<&str>) {
+        let mut span = self.span.lock().expect("not poisoned");
+        if self.context.is_sampled() {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+            span.set_attribute(KeyValue::new(
+                "outrigger.destination",
+                destination.to_string(),
+            ));
+            span.set_attribute(KeyValue::new("outrigger.route", route.to_string()));
+            if let Some(cause) = error {
+                span.set_attribute(KeyValue::new("outrigger.error", cause.to_string()));
+            }
+            if status >= 500 {
+                span.set_status(Status::error(error.unwrap_or("upstream 5xx").to_string()));
+            }
+        }
+        span.end();
+    }
+}
+
+/// One attempt's span; ends when the attempt's outcome is known.
+pub struct AttemptSpan {
+    span: Span,
+}
+
+impl AttemptSpan {
+    /// Ends the span: the response status, or what went wrong.
+    pub fn finish(mut self, status: Option<u16>, error: Option<&str>) {
+        if self.span.span_context().is_sampled() {
+            if let Some(status) = status {
+                self.span.set_attribute(KeyValue::new(
+                    "http.response.status_code",
+                    i64::from(status),
+                ));
+            }
+            if let Some(error) = error {
+                self.span
+                    .set_attribute(KeyValue::new("error.type", error.to_string()));
+                self.span.set_status(Status::error(error.to_string()));
+            }
+        }
+        self.span.end();
+    }
+}
