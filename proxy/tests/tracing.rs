@@ -109,7 +109,7 @@ impl Receiver {
     }
 }
 
-/// The two proxies and the app; A retries 503s once.
+/// The two proxies and the app.
 struct Mesh {
     app: FaultUpstream,
     a: ProxyProcess,
@@ -117,7 +117,14 @@ struct Mesh {
     _file: PolicyFile,
 }
 
+/// A's policy for `web`: retry 503s once.
+const RETRY: &str = "  retry: {attempts: 1, codes: [503], backoff: {base: 1ms, max: 1ms}}\n";
+
 async fn mesh(receiver: &Receiver, a_flags: &[&str]) -> Mesh {
+    mesh_with(receiver, a_flags, RETRY).await
+}
+
+async fn mesh_with(receiver: &Receiver, a_flags: &[&str], spec: &str) -> Mesh {
     // Spans are exported in batches; a short delay keeps the test quick
     // (the SDK reads the standard variable; proxies inherit it).
     std::env::set_var("OTEL_BSP_SCHEDULE_DELAY", "100");
@@ -132,7 +139,6 @@ async fn mesh(receiver: &Receiver, a_flags: &[&str]) -> Mesh {
         "--pod-name=web-0",
     ])
     .await;
-    let spec = "  retry: {attempts: 1, codes: [503], backoff: {base: 1ms, max: 1ms}}\n";
     let file = PolicyFile::new(
         "tracing",
         &format!(
@@ -387,4 +393,45 @@ async fn unsampled_traces_are_propagated_but_not_exported() {
             .all(|s| s["trace_id"] != unsampled_trace.as_str()),
         "{exported:#?}"
     );
+}
+
+/// The breaker's refusal is an event on the request's span, with no
+/// attempt under it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refusal_by_the_open_circuit_is_an_event() {
+    let receiver = Receiver::start().await;
+    let spec = "  circuitBreaker: {minimumRequests: 2, openFor: 30s}\n";
+    let mesh = mesh_with(&receiver, &[], spec).await;
+    let failure = Fault {
+        status: Some(503),
+        ..Fault::default()
+    };
+    mesh.app.set_script(vec![failure.clone(), failure]);
+    for _ in 0..2 {
+        let (status, _, _) = request(mesh.a.outbound, "GET", "/", &[("host", "web")], b"").await;
+        assert_eq!(status, 503);
+    }
+    let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");
+    let (status, headers, _) = request(
+        mesh.a.outbound,
+        "GET",
+        "/",
+        &[("host", "web"), ("traceparent", &traceparent)],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 503);
+    assert_eq!(headers["x-outrigger-error"], "circuit-open");
+    let spans = receiver.trace(TRACE, 1).await;
+    let span = &spans[0];
+    assert_eq!(pod(span), "caller-0");
+    assert_eq!(span["attributes"]["outrigger.error"], "circuit-open");
+    let events: Vec<&str> = span["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(events, ["circuit-open"]);
+    assert_eq!(mesh.app.hits(), 2);
 }

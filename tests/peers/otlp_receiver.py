@@ -4,7 +4,9 @@ grpcio. Prints "listening PORT" once it serves, then one JSON line per span
 received: service, trace_id, span_id, parent_span_id (hex, "" for a root),
 name, kind, attributes and events.
 
-Usage: otlp_receiver.py [PORT]  (0 or none: the system picks one)
+Usage: otlp_receiver.py [PORT] [--count]  (0 or none: the system picks one)
+With --count (for benchmarks) spans are counted, not printed: the total is
+printed when the receiver is interrupted.
 """
 import json
 import sys
@@ -21,6 +23,16 @@ def value(any_value):
 
 def attributes(pairs):
     return {pair.key: value(pair.value) for pair in pairs}
+
+
+class Counter(trace_service_pb2_grpc.TraceServiceServicer):
+    spans = 0
+
+    def Export(self, request, context):
+        for resource_spans in request.resource_spans:
+            for scope_spans in resource_spans.scope_spans:
+                Counter.spans += len(scope_spans.spans)
+        return trace_service_pb2.ExportTraceServiceResponse()
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
@@ -47,14 +59,20 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
         return trace_service_pb2.ExportTraceServiceResponse()
 
 
-def main(port: int) -> None:
+def main(port: int, count: bool) -> None:
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    servicer = Counter() if count else Receiver()
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(f"listening {bound}", flush=True)
-    server.wait_for_termination()
+    try:
+        server.wait_for_termination()
+    except KeyboardInterrupt:
+        if count:
+            print(f"spans {Counter.spans}", flush=True)
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    args = [a for a in sys.argv[1:] if a != "--count"]
+    main(int(args[0]) if args else 0, "--count" in sys.argv)
