@@ -30,14 +30,14 @@ pub struct AdminState {
     pub replica: Option<String>,
 }
 
-/// The body of `/proxies`.
-#[derive(serde::Serialize)]
+/// The body of `/proxies` (the `outrigger` CLI reads it with this type).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct ProxiesView<'a> {
+pub struct ProxiesView {
     /// The operator's version, so the CLI can show which one answered.
-    version: &'static str,
-    replica: Option<&'a str>,
-    proxies: Vec<ConnectedProxy>,
+    pub version: String,
+    pub replica: Option<String>,
+    pub proxies: Vec<ConnectedProxy>,
 }
 
 pub async fn serve(listener: TcpListener, state: Arc<AdminState>, stop: CancellationToken) {
@@ -92,8 +92,8 @@ fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
             StatusCode::OK,
             "application/json",
             serde_json::to_vec_pretty(&ProxiesView {
-                version: env!("CARGO_PKG_VERSION"),
-                replica: state.replica.as_deref(),
+                version: env!("CARGO_PKG_VERSION").to_string(),
+                replica: state.replica.clone(),
                 proxies: state.hub.connected_proxies(),
             })
             .expect("the proxies serialize"),

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
 use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, StreamMessage, Subscription};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::resolve::resolve;
@@ -340,7 +340,7 @@ impl Hub {
 
 /// A proxy with open streams to this replica, as the admin endpoint
 /// `/proxies` shows it (read by `outrigger proxies` and `outrigger check`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ConnectedProxy {
     /// The id the proxy gave (its pod name).
@@ -352,7 +352,7 @@ pub struct ConnectedProxy {
 }
 
 /// One subscription of a proxy: what it applied against what it was sent.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WatchState {
     /// `dst:HOST:PORT`, `in:NS/SERVICE` or `pod:NS/POD:PORT`.
