@@ -476,18 +476,24 @@ fn expiry_line(group: &mut Group, what: &str, validity: &certs::Validity) {
 }
 
 /// A proxy's subscriptions that are not on the latest snapshot:
-/// (proxy, subscription, applied, latest).
-type Stale = Vec<(String, String, Option<u64>, u64)>;
+/// (proxy, subscription, what the latest carries, latest version).
+type Stale = Vec<(String, String, String, u64)>;
 
 fn stale(views: &[(Replica, ProxiesView)]) -> Stale {
     views
         .iter()
         .flat_map(|(_, v)| &v.proxies)
         .flat_map(|p| {
-            p.subscriptions
-                .iter()
-                .filter(|s| !s.current)
-                .map(|s| (p.proxy.clone(), s.subscription.clone(), s.applied, s.latest))
+            p.subscriptions.iter().filter(|s| !s.current).map(|s| {
+                // Versions are the operator's counters: the policy and its
+                // generation say more to a reader.
+                let carries = match (&s.policy, s.generation) {
+                    (Some(policy), Some(g)) => format!("{policy}@{g}"),
+                    (Some(policy), None) => policy.clone(),
+                    (None, _) => "latest snapshot".into(),
+                };
+                (p.proxy.clone(), s.subscription.clone(), carries, s.latest)
+            })
         })
         .collect()
 }
@@ -563,19 +569,18 @@ async fn proxies(
             }
         }
     }
-    let still: BTreeMap<(String, String), (Option<u64>, u64)> = stale(&again)
+    let still: BTreeMap<(String, String), String> = stale(&again)
         .into_iter()
         .filter(|s| first.contains(s))
-        .map(|(p, s, a, l)| ((p, s), (a, l)))
+        .map(|(p, s, carries, _)| ((p, s), carries))
         .collect();
     if still.is_empty() {
         group.ok("every connected proxy applied the latest policy");
     } else {
         let proxies: BTreeSet<&str> = still.keys().map(|(p, _)| p.as_str()).collect();
-        let detail = still.iter().map(|((p, s), (a, l))| {
-            let applied = a.map_or("none".to_string(), |a| a.to_string());
-            format!("{p} {s} (applied {applied}, latest {l})")
-        });
+        let detail = still
+            .iter()
+            .map(|((p, s), carries)| format!("{p} {s} ({carries} not applied)"));
         group.fail(format!(
             "{} proxy(ies) on stale policy: {}",
             proxies.len(),
