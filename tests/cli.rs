@@ -639,6 +639,13 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
         "{out}"
     );
     assert!(fails_with(&out, "does not answer"), "{out}");
+    assert!(
+        fails_with(
+            &out,
+            "connected proxies unknown: no operator replica answered"
+        ),
+        "{out}"
+    );
 
     // The CRD removed.
     blocking(|| {

@@ -205,6 +205,10 @@ async fn operator(
             (Ok(_), Ok(_)) => unreachable!("matched above"),
         }
     }
+    if views.is_empty() {
+        // Without an answer, "no proxy connected" would be a guess.
+        return (group, Err("no operator replica answered".into()));
+    }
     (group, Ok(views))
 }
 
