@@ -3,11 +3,13 @@
 //! `compile` (policies, Services, EndpointSlices, Gateway API routes and
 //! BackendTrafficPolicies), so the answer is the operator's, not a second
 //! reading of the rules; the spec is shown through the API's
-//! `with_defaults`, which is what every proxy applies.
+//! `with_defaults`, which is what every proxy applies. The proxies watching
+//! the Service come from the operator; their breaker and ejections from
+//! the proxies themselves (`live_state`).
 
 use std::fmt::Write as _;
 
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use outrigger_api::defaults::with_defaults;
@@ -16,8 +18,8 @@ use outrigger_api::policy::ResiliencePolicy;
 use outrigger_operator::compile::{compile_gateway, Compiled, Destination, ObjectKey};
 
 use crate::connect::{GlobalArgs, Kube};
-use crate::operator_admin;
 use crate::report::{wrap, WIDTH};
+use crate::{live_state, operator_admin};
 
 /// `svc/NAME`, `service/NAME`, `services/NAME` or `NAME`.
 pub fn parse_target(target: &str) -> anyhow::Result<String> {
@@ -314,8 +316,65 @@ async fn proxies_section(
     if !watching.is_empty() {
         line(&mut out, 4, &watching.join(", "));
     }
+    out.push_str(&live_section(kube, key, &watching).await);
     out
 }
+
+/// Each watching proxy's breaker and ejections for this Service, from the
+/// proxy itself (at most [`LIVE_PROXIES`] of them, to keep the calls few).
+async fn live_section(kube: &Kube, key: &ObjectKey, watching: &[String]) -> String {
+    let mut out = String::new();
+    if watching.is_empty() {
+        return out;
+    }
+    let _ = writeln!(out, "\nLive state (from the proxies)");
+    // A proxy's id is its pod's name; the namespace comes from the pod.
+    let pods: Vec<Pod> = match Api::<Pod>::all(kube.client.clone())
+        .list(&ListParams::default())
+        .await
+    {
+        Ok(list) => list.items,
+        Err(err) => {
+            line(&mut out, 2, &format!("unknown: cannot list pods: {err}"));
+            return out;
+        }
+    };
+    for proxy in watching.iter().take(LIVE_PROXIES) {
+        let Some(namespace) = pods
+            .iter()
+            .find(|p| p.metadata.name.as_deref() == Some(proxy.as_str()))
+            .and_then(|p| p.metadata.namespace.clone())
+        else {
+            line(&mut out, 2, &format!("{proxy}: no pod of that name"));
+            continue;
+        };
+        match live_state::fetch(kube, &namespace, proxy).await {
+            Ok(metrics) => {
+                let states = live_state::parse(&metrics, &key.namespace, &key.name);
+                if states.is_empty() {
+                    line(
+                        &mut out,
+                        2,
+                        &format!("{proxy}: no calls to this Service yet"),
+                    );
+                }
+                for (destination, state) in states {
+                    let port = destination.rsplit(':').next().unwrap_or_default();
+                    let state = live_state::describe(&state);
+                    line(&mut out, 2, &format!("{proxy} port {port}: {state}"));
+                }
+            }
+            Err(err) => line(&mut out, 2, &format!("{proxy}: unavailable: {err}")),
+        }
+    }
+    if watching.len() > LIVE_PROXIES {
+        let more = watching.len() - LIVE_PROXIES;
+        line(&mut out, 2, &format!("({more} more proxies not asked)"));
+    }
+    out
+}
+
+const LIVE_PROXIES: usize = 10;
 
 #[cfg(test)]
 mod tests {

@@ -1,7 +1,8 @@
 //! The `outrigger` command line (also run as `kubectl outrigger`): what a
 //! user runs when something is wrong. One module per concern: `connect`
 //! (kubeconfig, as kubectl reads it), `install` (finding the chart's
-//! objects), `operator_admin` (asking the operator's replicas), `certs`,
+//! objects), `operator_admin` (asking the operator's replicas),
+//! `live_state` (a proxy's breaker and ejections), `tls_probe`, `certs`,
 //! `report` (✔/‼/✘ lines in 80 columns), and one module per command.
 #![forbid(unsafe_code)]
 
@@ -10,6 +11,7 @@ pub mod check;
 pub mod connect;
 pub mod explain;
 pub mod install;
+pub mod live_state;
 pub mod operator_admin;
 pub mod proxies;
 pub mod report;
