@@ -434,6 +434,7 @@ async fn a_healthy_install_checks_clean_and_explains_its_services() {
     for expected in [
         "resiliencepolicies.outrigger.dev is established",
         "serves v1alpha1, stores v1alpha1",
+        "1 of 1 ResiliencePolicies programmed",
         "Deployment outrigger-operator: 2/2 replicas ready",
         "leader: outrigger-operator-7d9c-x2k4p",
         "caBundle verifies the certificate in secret",

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{Pod, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, ListParams};
+use outrigger_api::policy::ResiliencePolicy;
 use outrigger_api::sidecar::PROXY_CONTAINER;
 use outrigger_operator::admin::ProxiesView;
 
@@ -42,6 +43,7 @@ pub async fn run(kube: &Kube, args: &GlobalArgs) -> Vec<Group> {
     }
     groups.push(api);
     groups.push(crd(kube).await);
+    groups.push(policies(kube).await);
 
     let namespace = &args.operator_namespace;
     let install = match install::discover(kube, namespace).await {
@@ -107,6 +109,74 @@ async fn crd(kube: &Kube) -> Group {
         group.ok(text);
     } else {
         group.fail(format!("{text}: this CLI reads {CRD_VERSION}"));
+    }
+    group
+}
+
+async fn policies(kube: &Kube) -> Group {
+    let api: Api<ResiliencePolicy> = Api::all(kube.client.clone());
+    match api.list(&ListParams::default()).await {
+        Ok(list) => policy_lines(&list.items),
+        Err(err) => {
+            let mut group = Group::new("Policies");
+            group.fail(format!("cannot list ResiliencePolicies: {err}"));
+            group
+        }
+    }
+}
+
+/// What the policies' status (written by the operator's leader) says. A
+/// policy not programmed is the user's to fix, not a broken install: a
+/// warning; one whose status lags its generation has not been seen yet.
+fn policy_lines(policies: &[ResiliencePolicy]) -> Group {
+    let mut group = Group::new("Policies");
+    let key = |p: &ResiliencePolicy| {
+        format!(
+            "{}/{}",
+            p.metadata.namespace.as_deref().unwrap_or_default(),
+            p.metadata.name.as_deref().unwrap_or_default()
+        )
+    };
+    let (mut not_programmed, mut unseen) = (Vec::new(), Vec::new());
+    for policy in policies {
+        let status = policy.status.as_ref();
+        let seen = status.and_then(|s| s.observed_generation);
+        if seen.is_none() || seen < policy.metadata.generation {
+            unseen.push(key(policy));
+            continue;
+        }
+        let condition = |kind: &str| {
+            status
+                .into_iter()
+                .flat_map(|s| &s.conditions)
+                .find(|c| c.type_ == kind)
+        };
+        if condition("Programmed").is_some_and(|c| c.status == "True") {
+            continue;
+        }
+        let reason = ["Accepted", "ResolvedRefs"]
+            .into_iter()
+            .filter_map(condition)
+            .find(|c| c.status != "True")
+            .map_or("NotProgrammed".to_string(), |c| c.reason.clone());
+        not_programmed.push(format!("{} ({reason})", key(policy)));
+    }
+    let good = policies.len() - not_programmed.len() - unseen.len();
+    group.ok(format!(
+        "{good} of {} ResiliencePolicies programmed",
+        policies.len()
+    ));
+    if !not_programmed.is_empty() {
+        group.warn(format!(
+            "not programmed: {}",
+            list_some(not_programmed.iter().map(String::as_str))
+        ));
+    }
+    if !unseen.is_empty() {
+        group.warn(format!(
+            "status behind the spec (not reconciled yet): {}",
+            list_some(unseen.iter().map(String::as_str))
+        ));
     }
     group
 }
@@ -629,6 +699,56 @@ mod tests {
         let items = ["a", "b", "c", "d", "e", "f", "g"];
         assert_eq!(list_some(items.iter().copied()), "a, b, c, d, e and 2 more");
         assert_eq!(list_some(items[..2].iter().copied()), "a, b");
+    }
+
+    fn policy(name: &str, generation: i64, status: serde_json::Value) -> ResiliencePolicy {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "outrigger.dev/v1alpha1", "kind": "ResiliencePolicy",
+            "metadata": {"name": name, "namespace": "shop", "generation": generation},
+            "spec": {"targetRef": {"kind": "Service", "name": name}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn policies_not_programmed_or_not_reconciled_warn() {
+        let condition = |kind: &str, ok: bool, reason: &str| {
+            serde_json::json!({"type": kind, "status": if ok { "True" } else { "False" },
+                               "reason": reason, "message": ""})
+        };
+        let programmed = policy(
+            "web",
+            2,
+            serde_json::json!({"observedGeneration": 2, "conditions": [
+                condition("Accepted", true, "Accepted"),
+                condition("ResolvedRefs", true, "ResolvedRefs"),
+                condition("Programmed", true, "Programmed")]}),
+        );
+        let orphan = policy(
+            "gone",
+            1,
+            serde_json::json!({"observedGeneration": 1, "conditions": [
+                condition("Accepted", true, "Accepted"),
+                condition("ResolvedRefs", false, "ServiceNotFound"),
+                condition("Programmed", false, "NotProgrammed")]}),
+        );
+        let edited = policy("new", 3, serde_json::json!({"observedGeneration": 2}));
+        let group = policy_lines(std::slice::from_ref(&programmed));
+        assert_eq!(group.lines.len(), 1);
+        assert_eq!(group.lines[0].text, "1 of 1 ResiliencePolicies programmed");
+        assert_eq!(crate::report::worst(&[group]), crate::report::Status::Ok);
+        let group = policy_lines(&[programmed, orphan, edited]);
+        let texts: Vec<&str> = group.lines.iter().map(|l| l.text.as_str()).collect();
+        assert_eq!(
+            texts,
+            [
+                "1 of 3 ResiliencePolicies programmed",
+                "not programmed: shop/gone (ServiceNotFound)",
+                "status behind the spec (not reconciled yet): shop/new",
+            ]
+        );
+        assert_eq!(crate::report::worst(&[group]), crate::report::Status::Warn);
     }
 
     #[test]
