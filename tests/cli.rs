@@ -478,7 +478,7 @@ async fn a_healthy_install_checks_clean_and_explains_its_services() {
     assert_fits(&out);
     let row = out
         .lines()
-        .find(|l| l.starts_with("web-1 "))
+        .find(|l| l.starts_with("shop/web-1 "))
         .unwrap_or_else(|| panic!("{out}"));
     assert!(row.contains("outrigger-operator-7d9c-x2k4p"), "{row}");
     assert!(row.contains("1/1") && row.contains("shop/web@1"), "{row}");
