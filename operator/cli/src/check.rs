@@ -59,7 +59,7 @@ pub async fn run(kube: &Kube, args: &GlobalArgs) -> Vec<Group> {
     groups.push(operator);
     let secrets = Secrets::read(kube, &install).await;
     groups.push(policy_server(kube, &install, &secrets).await);
-    groups.push(webhook(kube, &secrets).await);
+    groups.push(webhook(kube, &install, &secrets).await);
     groups.push(certificates(&secrets));
     groups.push(proxies(kube, args, &install, views).await);
     groups
@@ -293,6 +293,7 @@ struct Secrets {
     webhook: Result<Tls, String>,
     policy_name: String,
     webhook_name: String,
+    webhook_enabled: bool,
 }
 
 struct Tls {
@@ -328,6 +329,7 @@ impl Secrets {
             webhook: read(install.webhook_secret.clone()).await,
             policy_name: format!("{}/{}", install.namespace, install.policy_secret),
             webhook_name: format!("{}/{}", install.namespace, install.webhook_secret),
+            webhook_enabled: install.webhook_enabled,
         }
     }
 }
@@ -414,7 +416,7 @@ fn first_port(service: &k8s_openapi::api::core::v1::Service) -> i32 {
         .map_or(0, |p| p.port)
 }
 
-async fn webhook(kube: &Kube, secrets: &Secrets) -> Group {
+async fn webhook(kube: &Kube, install: &Install, secrets: &Secrets) -> Group {
     let mut group = Group::new("Injection webhook");
     let api: Api<MutatingWebhookConfiguration> = Api::all(kube.client.clone());
     let configs = match api
@@ -428,7 +430,11 @@ async fn webhook(kube: &Kube, secrets: &Secrets) -> Group {
         }
     };
     let Some(config) = configs.into_iter().next() else {
-        group.fail("no MutatingWebhookConfiguration of Outrigger");
+        if install.webhook_enabled {
+            group.fail("no MutatingWebhookConfiguration of Outrigger");
+        } else {
+            group.ok("injection is off in this install (injector.enabled=false)");
+        }
         return group;
     };
     let config_name = config.metadata.name.clone().unwrap_or_default();
@@ -507,10 +513,11 @@ async fn webhook(kube: &Kube, secrets: &Secrets) -> Group {
 
 fn certificates(secrets: &Secrets) -> Group {
     let mut group = Group::new("Certificates");
-    for (what, tls, name) in [
-        ("policy server", &secrets.policy, &secrets.policy_name),
-        ("webhook", &secrets.webhook, &secrets.webhook_name),
-    ] {
+    let mut servers = vec![("policy server", &secrets.policy, &secrets.policy_name)];
+    if secrets.webhook_enabled {
+        servers.push(("webhook", &secrets.webhook, &secrets.webhook_name));
+    }
+    for (what, tls, name) in servers {
         let Ok(tls) = tls else {
             group.fail(format!("{what}: secret {name} not read"));
             continue;

@@ -27,6 +27,9 @@ pub struct Install {
     pub policy_host: Option<String>,
     pub policy_secret: String,
     pub webhook_secret: String,
+    /// Whether the operator serves the injection webhook (the chart's
+    /// `injector.enabled`: the Deployment passes its certificate).
+    pub webhook_enabled: bool,
     pub admin_port: u16,
 }
 
@@ -80,6 +83,8 @@ pub async fn discover(kube: &Kube, namespace: &str) -> kube::Result<Install> {
         policy_secret: secret_of("policy-tls").unwrap_or_else(|| "outrigger-policy-tls".into()),
         webhook_secret: secret_of("webhook-tls").unwrap_or_else(|| "outrigger-webhook-tls".into()),
         admin_port,
+        // Without a Deployment to read, expect the chart's default (on).
+        webhook_enabled: deployment.is_none() || flag("webhook-tls-cert").is_some(),
         deployment,
     })
 }
