@@ -263,16 +263,20 @@ async fn operator(
                 ));
                 views.push((replica, view));
             }
-            (Ok((status, body)), _) if status != 200 => group.fail(format!(
+            (Err(err), _) => group.fail(format!(
+                "replica {} does not answer: {err:#}",
+                replica.name()
+            )),
+            // Ready, but its proxies unreadable (e.g. an operator older
+            // than /proxies).
+            (Ok((200, _)), Err(err)) => {
+                group.fail(format!("replica {}: /proxies: {err:#}", replica.name()))
+            }
+            (Ok((status, body)), _) => group.fail(format!(
                 "replica {} not ready: {status} {}",
                 replica.name(),
                 body.trim()
             )),
-            (Err(err), _) | (_, Err(err)) => group.fail(format!(
-                "replica {} does not answer: {err:#}",
-                replica.name()
-            )),
-            (Ok(_), Ok(_)) => unreachable!("matched above"),
         }
     }
     if views.is_empty() {
