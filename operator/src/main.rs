@@ -430,12 +430,16 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     let stop = CancellationToken::new();
     stop_on_signal(stop.clone());
 
+    // Created before the admin server, which lists its proxies.
+    let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     let admin_listener = bind(args.admin_addr, "admin listener").await?;
     let admin_addr = admin_listener.local_addr()?;
     let admin_state = admin::AdminState {
         metrics: metrics.clone(),
         index: index.clone(),
         ready: ready.clone(),
+        hub: hub.clone(),
+        replica: args.identity.clone(),
     };
     tokio::spawn(admin::serve(
         admin_listener,
@@ -507,7 +511,6 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         (Auth::TokenReview, ..) => unreachable!("cluster mode has its caches"),
     };
 
-    let hub = policy_server::Hub::new(index.clone(), metrics.clone(), args.cluster_domain.clone());
     tokio::spawn(hub.clone().follow());
     let acked = Arc::new(tokio::sync::Notify::new());
     let policy_listener = bind(args.policy_addr, "policy server").await?;

@@ -191,6 +191,12 @@ impl KubeApi {
         Some(api)
     }
 
+    /// The kubectl binary (for runs that need their own environment, e.g.
+    /// a PATH with a kubectl plugin).
+    pub fn kubectl_bin(&self) -> &Path {
+        &self.kubectl
+    }
+
     /// Runs kubectl against this server: its output, whatever the status.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new(&self.kubectl)

@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
+use k8s_openapi::jiff::Timestamp;
 use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, StreamMessage, Subscription};
+use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::resolve::resolve;
@@ -78,9 +80,13 @@ struct HubState {
     proxies: HashMap<Arc<str>, ProxyState>,
 }
 
-#[derive(Default)]
 struct ProxyState {
     open_streams: usize,
+    /// When the proxy's first open stream began (for `outrigger proxies`).
+    since: Timestamp,
+    /// The channel of each open stream (one entry per stream), so the admin
+    /// view lists subscriptions not acknowledged yet too.
+    watching: Vec<Arc<Channel>>,
     /// A proxy watches a handful of subscriptions: a short list, searched by
     /// channel identity, costs less than a map keyed by subscription name.
     applied: Vec<(Arc<Channel>, u64)>,
@@ -141,7 +147,6 @@ impl Hub {
             Some((name, _)) => name.clone(),
             None => Arc::from(proxy),
         };
-        state.proxies.entry(proxy.clone()).or_default().open_streams += 1;
         let channel = match state.channels.get(subscription) {
             Some(channel) => channel.clone(),
             None => {
@@ -162,6 +167,17 @@ impl Hub {
                 channel
             }
         };
+        let entry = state
+            .proxies
+            .entry(proxy.clone())
+            .or_insert_with(|| ProxyState {
+                open_streams: 0,
+                since: Timestamp::now(),
+                watching: Vec::new(),
+                applied: Vec::new(),
+            });
+        entry.open_streams += 1;
+        entry.watching.push(channel.clone());
         let receiver = channel.sender.subscribe();
         self.publish_gauges(&state);
         Subscriber {
@@ -179,6 +195,9 @@ impl Hub {
         let mut state = self.state.lock().expect("not poisoned");
         if let Some(p) = state.proxies.get_mut(proxy) {
             p.open_streams = p.open_streams.saturating_sub(1);
+            if let Some(i) = p.watching.iter().position(|c| Arc::ptr_eq(c, channel)) {
+                p.watching.swap_remove(i);
+            }
             // Without streams a proxy counts nowhere: forget it, or every pod
             // that ever connected (pod names churn) stays in memory.
             if p.open_streams == 0 {
@@ -319,6 +338,85 @@ impl Hub {
     }
 }
 
+/// A proxy with open streams to this replica, as the admin endpoint
+/// `/proxies` shows it (read by `outrigger proxies` and `outrigger check`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConnectedProxy {
+    /// The id the proxy gave (its pod name).
+    pub proxy: String,
+    /// RFC 3339: when its first open stream began.
+    pub connected_since: String,
+    pub streams: usize,
+    pub subscriptions: Vec<WatchState>,
+}
+
+/// One subscription of a proxy: what it applied against what it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WatchState {
+    /// `dst:HOST:PORT`, `in:NS/SERVICE` or `pod:NS/POD:PORT`.
+    pub subscription: String,
+    /// The policy (`namespace/name`) the latest snapshot carries.
+    pub policy: Option<String>,
+    pub generation: Option<i64>,
+    /// The snapshot version the proxy acknowledged last, if any.
+    pub applied: Option<u64>,
+    /// The latest snapshot version of the subscription.
+    pub latest: u64,
+    /// Whether the proxy applied the latest snapshot.
+    pub current: bool,
+}
+
+impl Hub {
+    /// Every proxy with open streams here, sorted by id.
+    pub fn connected_proxies(&self) -> Vec<ConnectedProxy> {
+        let state = self.state.lock().expect("not poisoned");
+        let mut proxies: Vec<ConnectedProxy> = state
+            .proxies
+            .iter()
+            .map(|(name, proxy)| {
+                let mut subscriptions: Vec<WatchState> = Vec::new();
+                for channel in &proxy.watching {
+                    let key = channel.subscription.key();
+                    // Two streams of one subscription show once.
+                    if subscriptions.iter().any(|s| s.subscription == key) {
+                        continue;
+                    }
+                    let applied = proxy
+                        .applied
+                        .iter()
+                        .find(|(c, _)| Arc::ptr_eq(c, channel))
+                        .map(|(_, v)| *v);
+                    let published = channel.sender.borrow();
+                    let latest = published.snapshot.version;
+                    let (policy, generation) = match &published.policy {
+                        Some((p, g)) => (Some(p.to_string()), *g),
+                        None => (None, None),
+                    };
+                    subscriptions.push(WatchState {
+                        subscription: key,
+                        policy,
+                        generation,
+                        applied,
+                        latest,
+                        current: applied.is_some_and(|a| a >= latest),
+                    });
+                }
+                subscriptions.sort_by(|a, b| a.subscription.cmp(&b.subscription));
+                ConnectedProxy {
+                    proxy: name.to_string(),
+                    connected_since: proxy.since.to_string(),
+                    streams: proxy.open_streams,
+                    subscriptions,
+                }
+            })
+            .collect();
+        proxies.sort_by(|a, b| a.proxy.cmp(&b.proxy));
+        proxies
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -453,11 +551,41 @@ mod tests {
         hub.record_ack(&ack("p2", &long, u64::MAX));
         assert_eq!(tally(&hub), (2, 2, Some(2)));
 
+        // The admin view: each proxy once, each subscription once, with what
+        // it applied against the latest.
+        let listed = hub.connected_proxies();
+        assert_eq!(
+            listed.iter().map(|p| p.proxy.as_str()).collect::<Vec<_>>(),
+            ["p1", "p2"]
+        );
+        assert_eq!(listed[0].streams, 2);
+        assert_eq!(listed[0].subscriptions.len(), 2);
+        let p2 = &listed[1].subscriptions[0];
+        assert_eq!(p2.subscription, "dst:web.shop:80");
+        assert_eq!(p2.policy.as_deref(), Some("shop/web"));
+        assert_eq!(p2.generation, Some(2));
+        assert_eq!(p2.applied, Some(version(&p2_short)));
+        assert!(p2.current);
+        assert!(listed[0].connected_since.parse::<Timestamp>().is_ok());
+        // A new generation nobody acknowledged: every subscription is behind.
+        index.store(compile(&[policy(3)], &[service(80)], &[]));
+        hub.refresh();
+        let listed = hub.connected_proxies();
+        assert!(listed
+            .iter()
+            .flat_map(|p| &p.subscriptions)
+            .all(|s| !s.current && s.applied < Some(s.latest)));
+        hub.record_ack(&ack("p1", &short, version(&p1_short)));
+        hub.record_ack(&ack("p1", &long, version(&p1_long)));
+        hub.record_ack(&ack("p2", &short, version(&p2_short)));
+
         drop(p2_short);
-        assert_eq!(tally(&hub), (1, 1, Some(2)), "p2 left");
+        assert_eq!(tally(&hub), (1, 1, Some(3)), "p2 left");
         drop(p1_short);
+        assert_eq!(hub.connected_proxies()[0].subscriptions.len(), 1);
         drop(p1_long);
         assert_eq!(tally(&hub), (0, 0, None));
+        assert!(hub.connected_proxies().is_empty());
         let state = hub.state.lock().unwrap();
         assert_eq!((state.channels.len(), state.proxies.len()), (0, 0));
     }

@@ -7,6 +7,6 @@ mod hub;
 mod resolve;
 mod server;
 
-pub use hub::Hub;
+pub use hub::{ConnectedProxy, Hub, WatchState};
 pub use resolve::resolve;
 pub use server::{serve, ServerConfig};
