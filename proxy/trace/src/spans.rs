@@ -7,14 +7,16 @@
 //! the parent, so the next proxy's (or the app's) spans hang under the
 //! attempt that reached it. A request without a context starts a trace,
 //! sampled at the configured ratio; one with a context keeps its sampling
-//! decision (parent-based sampling). Spans the sampler drops cost no export.
+//! decision (parent-based sampling). An unsampled request gets ids to pass
+//! on and no span at all: nothing is built, recorded or exported.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
 use http::HeaderMap;
 use opentelemetry::trace::{
-    Span as _, SpanContext, SpanKind, Status, TraceContextExt, Tracer as _, TracerProvider as _,
+    Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
+    TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
 use opentelemetry_otlp::WithExportConfig;
@@ -45,6 +47,8 @@ pub struct TracingConfig {
 pub struct Tracing {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
+    /// The share of the traces the proxy starts that are sampled.
+    sampling: f64,
 }
 
 impl Tracing {
@@ -64,22 +68,50 @@ impl Tracing {
                 },
             )
             .build();
-        let sampling = config.sampling.clamp(0.0, 1.0);
+        // The proxy samples before it asks the SDK for a span (`request`):
+        // the SDK records every span it is asked for.
         let provider = SdkTracerProvider::builder()
             .with_batch_exporter(exporter)
-            .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                sampling,
-            ))))
+            .with_sampler(Sampler::AlwaysOn)
             .with_resource(resource)
             .build();
         let tracer = provider.tracer("outrigger-proxy");
-        Ok(Tracing { provider, tracer })
+        Ok(Tracing {
+            provider,
+            tracer,
+            sampling: config.sampling.clamp(0.0, 1.0),
+        })
     }
 
     /// The span of a request just received, a child of the context its
-    /// headers carry (if any).
+    /// headers carry (if any). The sampling decision comes first: an
+    /// unsampled request gets ids to pass on and nothing else (no span is
+    /// built, nothing is exported), which is most requests at the default
+    /// ratio (bench/tracing.sh, BENCHMARKS.md).
     pub fn request(&self, headers: &HeaderMap, request: RequestFacts<'_>) -> RequestTrace {
         let (parent, formats) = propagation::extract(headers);
+        let sampled = match &parent {
+            Some(parent) => parent.is_sampled(),
+            None => self.sampling > 0.0 && rand::random::<f64>() < self.sampling,
+        };
+        if !sampled {
+            let (trace_id, state) = match parent {
+                Some(parent) => (parent.trace_id(), parent.trace_state().clone()),
+                None => (random_trace_id(), TraceState::default()),
+            };
+            let context = SpanContext::new(
+                trace_id,
+                random_span_id(),
+                TraceFlags::default(),
+                false,
+                state,
+            );
+            return RequestTrace {
+                context,
+                formats,
+                recorded: None,
+            };
+        }
         let cx = match parent {
             Some(parent) => Context::new().with_remote_span_context(parent),
             None => Context::new(),
@@ -96,11 +128,13 @@ impl Tracing {
             ])
             .start_with_context(&self.tracer, &cx);
         RequestTrace {
-            tracer: self.tracer.clone(),
             context: span.span_context().clone(),
-            span: Mutex::new(span),
             formats,
-            attempts: AtomicU32::new(0),
+            recorded: Some(Recorded {
+                tracer: self.tracer.clone(),
+                span: Mutex::new(span),
+                attempts: AtomicU32::new(0),
+            }),
         }
     }
 
@@ -123,11 +157,34 @@ pub struct RequestFacts<'a> {
 /// One request's span, shared by the attempts the engine makes for it (it
 /// travels in the request's extensions).
 pub struct RequestTrace {
-    tracer: SdkTracer,
     context: SpanContext,
-    span: Mutex<Span>,
     formats: Formats,
+    /// Sampled: the span, and what its attempts' spans need.
+    recorded: Option<Recorded>,
+}
+
+struct Recorded {
+    tracer: SdkTracer,
+    span: Mutex<Span>,
     attempts: AtomicU32,
+}
+
+fn random_trace_id() -> TraceId {
+    loop {
+        let id = rand::random::<u128>();
+        if id != 0 {
+            return TraceId::from_bytes(id.to_be_bytes());
+        }
+    }
+}
+
+fn random_span_id() -> SpanId {
+    loop {
+        let id = rand::random::<u64>();
+        if id != 0 {
+            return SpanId::from_bytes(id.to_be_bytes());
+        }
+    }
 }
 
 impl RequestTrace {
@@ -136,17 +193,28 @@ impl RequestTrace {
         self.context.trace_id().to_string()
     }
 
-    /// Whether the sampler kept this trace.
+    /// Whether this trace is sampled (its spans are recorded and exported).
     pub fn sampled(&self) -> bool {
-        self.context.is_sampled()
+        self.recorded.is_some()
     }
 
     /// Starts an attempt to `endpoint`: a child span, named in `headers` as
     /// the parent of whatever the attempt reaches.
     pub fn attempt(&self, headers: &mut HeaderMap, endpoint: &str) -> AttemptSpan {
-        let number = self.attempts.fetch_add(1, Ordering::Relaxed) + 1;
+        let Some(recorded) = &self.recorded else {
+            let context = SpanContext::new(
+                self.context.trace_id(),
+                random_span_id(),
+                self.context.trace_flags(),
+                false,
+                self.context.trace_state().clone(),
+            );
+            propagation::inject(headers, &context, self.context.span_id(), self.formats);
+            return AttemptSpan { span: None };
+        };
+        let number = recorded.attempts.fetch_add(1, Ordering::Relaxed) + 1;
         let cx = Context::new().with_remote_span_context(self.context.clone());
-        let span = self
+        let span = recorded
             .tracer
             .span_builder("attempt")
             .with_kind(SpanKind::Client)
@@ -154,20 +222,20 @@ impl RequestTrace {
                 KeyValue::new("server.address", endpoint.to_string()),
                 KeyValue::new("outrigger.attempt", i64::from(number)),
             ])
-            .start_with_context(&self.tracer, &cx);
+            .start_with_context(&recorded.tracer, &cx);
         propagation::inject(
             headers,
             span.span_context(),
             self.context.span_id(),
             self.formats,
         );
-        AttemptSpan { span }
+        AttemptSpan { span: Some(span) }
     }
 
     /// Records what the engine decided, as an event on the request's span.
     pub fn event(&self, name: &'static str, attributes: Vec<KeyValue>) {
-        if self.context.is_sampled() {
-            let mut span = self.span.lock().expect("not poisoned");
+        if let Some(recorded) = &self.recorded {
+            let mut span = recorded.span.lock().expect("not poisoned");
             span.add_event(name, attributes);
         }
     }
@@ -176,23 +244,24 @@ impl RequestTrace {
     /// answer, by its `x-outrigger-error` cause).
     /// `destination`: where the proxy sent it, as its metrics name it.
     pub fn finish(&self, status: u16, destination: &str, route: &str, error: Option<&str>) {
-        let mut span = self.span.lock().expect("not poisoned");
-        if self.context.is_sampled() {
-            span.set_attribute(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
-            span.set_attribute(KeyValue::new(
-                "outrigger.destination",
-                destination.to_string(),
-            ));
-            span.set_attribute(KeyValue::new("outrigger.route", route.to_string()));
-            if let Some(cause) = error {
-                span.set_attribute(KeyValue::new("outrigger.error", cause.to_string()));
-            }
-            if status >= 500 {
-                span.set_status(Status::error(error.unwrap_or("upstream 5xx").to_string()));
-            }
+        let Some(recorded) = &self.recorded else {
+            return;
+        };
+        let mut span = recorded.span.lock().expect("not poisoned");
+        span.set_attribute(KeyValue::new(
+            "http.response.status_code",
+            i64::from(status),
+        ));
+        span.set_attribute(KeyValue::new(
+            "outrigger.destination",
+            destination.to_string(),
+        ));
+        span.set_attribute(KeyValue::new("outrigger.route", route.to_string()));
+        if let Some(cause) = error {
+            span.set_attribute(KeyValue::new("outrigger.error", cause.to_string()));
+        }
+        if status >= 500 {
+            span.set_status(Status::error(error.unwrap_or("upstream 5xx").to_string()));
         }
         span.end();
     }
@@ -200,25 +269,25 @@ impl RequestTrace {
 
 /// One attempt's span; ends when the attempt's outcome is known.
 pub struct AttemptSpan {
-    span: Span,
+    span: Option<Span>,
 }
 
 impl AttemptSpan {
     /// Ends the span: the response status, or what went wrong.
-    pub fn finish(mut self, status: Option<u16>, error: Option<&str>) {
-        if self.span.span_context().is_sampled() {
-            if let Some(status) = status {
-                self.span.set_attribute(KeyValue::new(
-                    "http.response.status_code",
-                    i64::from(status),
-                ));
-            }
-            if let Some(error) = error {
-                self.span
-                    .set_attribute(KeyValue::new("error.type", error.to_string()));
-                self.span.set_status(Status::error(error.to_string()));
-            }
+    pub fn finish(self, status: Option<u16>, error: Option<&str>) {
+        let Some(mut span) = self.span else {
+            return;
+        };
+        if let Some(status) = status {
+            span.set_attribute(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
         }
-        self.span.end();
+        if let Some(error) = error {
+            span.set_attribute(KeyValue::new("error.type", error.to_string()));
+            span.set_status(Status::error(error.to_string()));
+        }
+        span.end();
     }
 }
