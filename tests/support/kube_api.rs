@@ -191,6 +191,11 @@ impl KubeApi {
         Some(api)
     }
 
+    /// The kubectl binary the tests use (for a thread of a test's own).
+    pub fn kubectl_path(&self) -> &Path {
+        &self.kubectl
+    }
+
     /// Runs kubectl against this server: its output, whatever the status.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         Command::new(&self.kubectl)
