@@ -10,10 +10,12 @@
 //! 1s through the chart's values). Traffic through the proxies with known
 //! counts (plain calls, calls retried twice, a policy edit adding a circuit
 //! breaker, calls that open it, calls past an inbound rate limit with a
-//! retry budget of zero, a watch without a token) is then read back with
+//! retry budget of zero, calls past a request timeout and a concurrency
+//! limit, a watch without a token) is then read back with
 //! `/api/v1/query`: request totals and rates, the retry ratio, the breaker's
 //! state, its transition and fallbacks, the operator's change-to-ack
-//! histogram, rate-limited calls, exhausted budget, the refused watch. Every
+//! histogram, rate-limited calls, exhausted budget, timeouts, shed calls,
+//! the refused watch. Every
 //! expression of the chart's PrometheusRule is evaluated (the breaker
 //! alert's condition holds for the pod whose breaker is open, later the
 //! budget alert's for the pod whose budget ran out; the others are quiet in
@@ -108,16 +110,8 @@ const NO_DATA_HERE: &[(&str, &str)] = &[
         "outlier detection needs several endpoints to eject one (maxEjectionPercent)",
     ),
     (
-        "outrigger_shed_requests_total",
-        "no concurrency limit is set",
-    ),
-    (
         "outrigger_dry_run_would_reject_total",
         "no policy is in DryRun mode",
-    ),
-    (
-        "outrigger_timeouts_total",
-        "the test app never answers slowly",
     ),
     (
         "outrigger_operator_reconcile_errors_total",
@@ -566,7 +560,45 @@ fn prometheus_scrapes_as_the_chart_says_and_the_rules_and_dashboard_hold() {
         (refused == 1.0 && samples >= 2.0).then_some(())
     });
 
-    // 8. Every dashboard query returns data (Grafana's variables at "All",
+    // 8. Timeouts and shedding: the callers give up after 300 ms, the web
+    // pods' proxies take one request at a time with no queue; 5 calls in a
+    // second to a path the app answers after a second. (Short, as above:
+    // the probes pass through the same limit.)
+    api.apply(&policy(
+        "  timeouts: {request: 300ms}\n  limits: {maxConcurrentRequests: 1, maxPendingRequests: 0}\n",
+    ));
+    acknowledged(
+        &api,
+        &node,
+        3,
+        "the limits reach the web, trip and limits proxies",
+    );
+    let (slow, _) = run_load(
+        &api,
+        &node,
+        &state,
+        "slow",
+        "http://web.shop.svc.cluster.local/slow",
+        5,
+        1,
+    );
+    let timed_out = slow.count("504/timeout");
+    let shed = slow.count("503/overloaded");
+    assert!(timed_out >= 1 && shed >= 1, "{}", slow.statuses);
+    let out_slow = "namespace=\"shop\", pod=\"slow\", direction=\"outbound\"";
+    prometheus.wait(Duration::from_secs(30), "slow scraped", || {
+        let timeouts = prometheus.value(&format!(
+            "sum(outrigger_timeouts_total{{{out_slow}, kind=\"request\"}})"
+        ))?;
+        // The web proxy's limit also sheds probes: at least the client's.
+        let shed_here = prometheus.value(&format!(
+            "sum(outrigger_shed_requests_total{{namespace=\"shop\", pod=\"{web_pod}\", direction=\"inbound\"}})"
+        ))?;
+        eprintln!("timeouts {timeouts} (504s {timed_out}); shed {shed_here} (503s {shed})");
+        (timeouts == timed_out as f64 && shed_here >= shed as f64).then_some(())
+    });
+
+    // 9. Every dashboard query returns data (Grafana's variables at "All",
     // the rate interval at 30s: at least four scrapes, as Grafana's
     // $__rate_interval would be with a 1s scrape).
     let mut exprs = Vec::new();
@@ -641,7 +673,7 @@ fn prometheus_scrapes_as_the_chart_says_and_the_rules_and_dashboard_hold() {
         );
     }
 
-    // 9. promtool check metrics on the real expositions, after the traffic.
+    // 10. promtool check metrics on the real expositions, after the traffic.
     let trip_ip = api.get_json(&["-n", "shop", "pod", "trip"]).unwrap()["status"]["podIP"]
         .as_str()
         .unwrap()
