@@ -26,6 +26,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need_apt[@]}"
 fi
 
+# Prometheus and promtool (Debian's package ships both): the monitoring test
+# (tests/node/tests/prometheus.rs) and the alert rule tests in
+# tests/chart/check.sh.
+command -v prometheus >/dev/null 2>&1 && command -v promtool >/dev/null 2>&1 || {
+  echo "== apt-get install prometheus"
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus
+}
+
 python3 -m pip --version >/dev/null 2>&1 || {
   echo "== apt-get install python3-pip"
   apt-get update -qq

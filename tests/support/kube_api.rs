@@ -191,8 +191,8 @@ impl KubeApi {
         Some(api)
     }
 
-    /// The kubectl binary (for runs that need their own environment, e.g.
-    /// a PATH with a kubectl plugin).
+    /// The kubectl binary the tests use (for runs that need an environment
+    /// or a thread of their own, e.g. a PATH with a kubectl plugin).
     pub fn kubectl_bin(&self) -> &Path {
         &self.kubectl
     }

@@ -262,11 +262,7 @@ impl Hub {
 
     pub fn record_ack(&self, ack: &Ack) {
         let mut state = self.state.lock().expect("not poisoned");
-        if let Some(published) = state.published.get(&ack.version) {
-            self.metrics
-                .change_to_ack
-                .observe(published.elapsed().as_secs_f64());
-        }
+        let since_published = state.published.get(&ack.version).map(Instant::elapsed);
         // Only subscriptions with open streams, of proxies with open streams,
         // are tracked (an ack racing the stream's close would otherwise
         // re-create a forgotten proxy).
@@ -284,7 +280,21 @@ impl Hub {
             .iter_mut()
             .find(|(c, _)| Arc::ptr_eq(c, channel))
         {
-            Some((_, applied)) => *applied = ack.version,
+            Some((_, applied)) => {
+                // Change-to-ack latency: only a version newer than the one
+                // this proxy had applied, i.e. a change it was subscribed
+                // for. The snapshot a stream starts with (below) may have
+                // been published long before the proxy came (another proxy's
+                // subscription made the channel), and a repeated ack is no
+                // new change. (A change racing a new stream's first ack is
+                // not timed: its ack lands below.)
+                if ack.version > *applied {
+                    if let Some(elapsed) = since_published {
+                        self.metrics.change_to_ack.observe(elapsed.as_secs_f64());
+                    }
+                }
+                *applied = ack.version;
+            }
             None => {
                 // Entries of channels dropped since go with the new one.
                 proxy
@@ -503,6 +513,37 @@ mod tests {
         assert_eq!(published.line, expected);
         let parsed: StreamMessage = serde_json::from_slice(&published.line).unwrap();
         assert_eq!(parsed, message);
+    }
+
+    /// Change-to-ack latency times the changes a subscribed proxy receives,
+    /// not the snapshot a new stream starts with (possibly published long
+    /// before, for another proxy), nor a repeated ack.
+    #[tokio::test]
+    async fn change_to_ack_times_changes_only() {
+        let index = Arc::new(CompiledIndex::default());
+        index.store(compile(&[policy(1)], &[service(80)], &[]));
+        let metrics = Arc::new(Metrics::new());
+        let hub = Hub::new(index.clone(), metrics.clone(), "cluster.local".into());
+        let web = Subscription::Destination("web.shop:80".into());
+        let ack = |proxy: &str, s: &Subscriber| Ack {
+            proxy: proxy.into(),
+            subscription: web.clone(),
+            version: s.receiver.borrow().snapshot.version,
+        };
+        let timed = || metrics.change_to_ack.get_sample_count();
+        let p1 = hub.subscribe("p1", &web);
+        hub.record_ack(&ack("p1", &p1));
+        // p2 joins the channel p1 made: its first snapshot is not a change.
+        let p2 = hub.subscribe("p2", &web);
+        hub.record_ack(&ack("p2", &p2));
+        assert_eq!(timed(), 0, "first snapshots are not timed");
+        index.store(compile(&[policy(2)], &[service(80)], &[]));
+        hub.refresh();
+        hub.record_ack(&ack("p1", &p1));
+        hub.record_ack(&ack("p2", &p2));
+        assert_eq!(timed(), 2, "the change, once per proxy");
+        hub.record_ack(&ack("p1", &p1));
+        assert_eq!(timed(), 2, "a repeated ack is not timed again");
     }
 
     /// A proxy counts once per policy, current only once it acknowledged the

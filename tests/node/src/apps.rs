@@ -57,7 +57,8 @@ pub fn http_get_head(url: &str, timeout: Duration) -> Result<(u16, String, Strin
 }
 
 /// The test app: answers every request with 200 and the pod's name, except
-/// `GET /fail` (503, counted) and `GET /failures` (200, that count as body).
+/// `GET /fail` (503, counted), `GET /failures` (200, that count as body) and
+/// `GET /slow` (200 after a second).
 pub fn serve(port: u16) -> Result<()> {
     let listener = TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("port {port}"))?;
     let name = std::env::var("POD_NAME").unwrap_or_else(|_| "test-app".into());
@@ -100,6 +101,10 @@ fn answer(mut stream: TcpStream, name: &str, failures: &AtomicU64) {
             )
         }
         "/failures" => ("200 OK", format!("{}\n", failures.load(Ordering::SeqCst))),
+        "/slow" => {
+            std::thread::sleep(Duration::from_secs(1));
+            ("200 OK", format!("slow hello from {name}\n"))
+        }
         _ => ("200 OK", format!("hello from {name}\n")),
     };
     let _ = write!(

@@ -2,6 +2,8 @@
 //! deadline, metrics from a pod's admin port, the chart's namespace.
 #![allow(dead_code)]
 
+pub mod prometheus;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
