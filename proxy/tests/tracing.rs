@@ -321,7 +321,10 @@ async fn a_request_without_context_starts_a_trace_and_b3_callers_keep_theirs() {
     let (status, _, body) =
         request(mesh.a.outbound, "GET", "/headers", &[("host", "web")], b"").await;
     assert_eq!(status, 200);
-    let traceparent = &app_headers(&body)["traceparent"];
+    let received = app_headers(&body);
+    // No tracestate is invented: there was none to pass on.
+    assert!(!received.contains_key("tracestate"), "{received:?}");
+    let traceparent = &received["traceparent"];
     let trace = traceparent.split('-').nth(1).unwrap().to_string();
     assert!(traceparent.ends_with("-01"), "{traceparent}");
     let spans = receiver.trace(&trace, 4).await;

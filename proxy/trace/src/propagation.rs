@@ -1,5 +1,6 @@
-//! Trace context in request headers: W3C `traceparent`/`tracestate` (through
-//! the OpenTelemetry SDK's propagator) and Zipkin's B3, single (`b3`) and
+//! Trace context in request headers: W3C `traceparent`/`tracestate` (read
+//! through the OpenTelemetry SDK's propagator; `traceparent` written here,
+//! `tracestate` passed on as it came) and Zipkin's B3, single (`b3`) and
 //! multi (`x-b3-*`) header forms. The B3 codec is our own: the crate that
 //! carries one (opentelemetry-zipkin) brings an exporter and an HTTP client
 //! the proxy has no use for, and the format is four hex fields.
@@ -8,9 +9,8 @@
 //! for the next hop so that each names the proxy's span as the parent.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry::Context;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
@@ -49,8 +49,7 @@ pub fn extract(headers: &HeaderMap) -> (Option<SpanContext>, Formats) {
 /// forms the request came with (`parent`: the span the proxy's span is a
 /// child of, for B3's parent id).
 pub fn inject(headers: &mut HeaderMap, span: &SpanContext, parent: SpanId, formats: Formats) {
-    let cx = Context::new().with_remote_span_context(span.clone());
-    TraceContextPropagator::new().inject_context(&cx, &mut HeadersMut(headers));
+    headers.insert(TRACEPARENT, traceparent(span));
     if !(formats.b3_single || formats.b3_multi) {
         return;
     }
@@ -86,6 +85,30 @@ pub fn inject(headers: &mut HeaderMap, span: &SpanContext, parent: SpanId, forma
             }
         };
     }
+}
+
+/// `traceparent` for `span`, written here rather than by the SDK's
+/// propagator: that one also rewrites `tracestate` on every request (empty
+/// when there is none, re-serialized when there is), where a proxy has
+/// nothing to add and should pass the caller's on as it came; and it goes
+/// through a `Context` and a formatted `String` per request.
+fn traceparent(span: &SpanContext) -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 55];
+    out[..3].copy_from_slice(b"00-");
+    let digits = |out: &mut [u8], bytes: &[u8]| {
+        for (i, b) in bytes.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(b >> 4)];
+            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
+        }
+    };
+    digits(&mut out[3..35], &span.trace_id().to_bytes());
+    out[35] = b'-';
+    digits(&mut out[36..52], &span.span_id().to_bytes());
+    out[52] = b'-';
+    let sampled = u8::from(span.is_sampled());
+    digits(&mut out[53..55], &[sampled]);
+    HeaderValue::from_bytes(&out).expect("hex digits and dashes")
 }
 
 /// The trace id a request carries (W3C, else B3), as 32 hex digits,
@@ -151,16 +174,6 @@ impl Extractor for Headers<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
-struct HeadersMut<'a>(&'a mut HeaderMap);
-
-impl Injector for HeadersMut<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        if let (Ok(name), Ok(value)) = (HeaderName::try_from(key), HeaderValue::try_from(value)) {
-            self.0.insert(name, value);
-        }
     }
 }
 

@@ -200,7 +200,11 @@ impl RequestTrace {
 
     /// Starts an attempt to `endpoint`: a child span, named in `headers` as
     /// the parent of whatever the attempt reaches.
-    pub fn attempt(&self, headers: &mut HeaderMap, endpoint: &str) -> AttemptSpan {
+    pub fn attempt(
+        &self,
+        headers: &mut HeaderMap,
+        endpoint: &dyn std::fmt::Display,
+    ) -> AttemptSpan {
         let Some(recorded) = &self.recorded else {
             let context = SpanContext::new(
                 self.context.trace_id(),

@@ -62,7 +62,7 @@ pub async fn attempt<U: Upstream>(
     let mut request = upstream_request(head, body, &endpoint.target);
     let span = trace
         .as_ref()
-        .map(|trace| trace.attempt(request.headers_mut(), &endpoint.target.to_string()));
+        .map(|trace| trace.attempt(request.headers_mut(), &endpoint.target));
     // Only a gRPC call has a gRPC status to read in its response.
     let grpc = is_grpc(request.headers());
     grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
