@@ -23,7 +23,7 @@ use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::status_class;
 use outrigger_trace::propagation::trace_id_of;
-use outrigger_trace::RequestFacts;
+use outrigger_trace::{RequestFacts, RequestTrace};
 
 /// Entry point for every request a client connection carries.
 pub async fn handle(
@@ -37,8 +37,8 @@ pub async fn handle(
     // Copied only for the access log: the request moves upstream.
     let path = state.access_log.then(|| request.uri().path().to_owned());
     let grpc = is_grpc(request.headers());
-    // Tracing on: the request's span, which the engine's attempts find in
-    // the request's extensions. Off: nothing but this check.
+    // Tracing on: the request's span, handed down to the engine's attempts.
+    // Off: nothing but this check.
     let trace = state.tracing.as_ref().map(|tracing| {
         let host = request
             .uri()
@@ -52,9 +52,7 @@ pub async fn handle(
             path: request.uri().path(),
             destination: host,
         };
-        let trace = Arc::new(tracing.request(request.headers(), facts));
-        request.extensions_mut().insert(trace.clone());
-        trace
+        tracing.request(request.headers(), facts)
     });
     // For the access log when tracing is off: the id a caller's trace has.
     let caller_trace_id = (state.access_log && trace.is_none())
@@ -71,7 +69,7 @@ pub async fn handle(
             error.response(&detail),
             Answered::Proxy(error.cause()),
         ),
-        Ok(resolved) => route(&state, &conn, resolved, request, started).await,
+        Ok(resolved) => route(&state, &conn, resolved, request, started, trace.as_ref()).await,
     };
     // The route that served it, by the policy's name for it; "" when none
     // did (tunnels, upgrades, no destination).
@@ -159,6 +157,7 @@ async fn route(
     resolved: Arc<Resolved>,
     request: Request<Incoming>,
     started: Instant,
+    trace: Option<&RequestTrace>,
 ) -> (
     Arc<str>,
     Option<(Arc<DestinationStack>, Arc<str>)>,
@@ -209,9 +208,9 @@ async fn route(
     let stop = state.drain_expired.cancelled();
     let served = if stack.config.steers() {
         // Gateway API routes: the route picks the Service that serves it.
-        steer(&state.engine, &stack, request, started, stop).await
+        steer(&state.engine, &stack, request, started, trace, stop).await
     } else {
-        call(stack.clone(), request, started, stop).await
+        call(stack.clone(), request, started, trace, stop).await
     };
     let answered = match served.error {
         Some(cause) => Answered::Proxy(cause.as_str()),

@@ -16,6 +16,7 @@ use crate::call::{call_route, refuse, request_target, Served};
 use crate::stack::DestinationStack;
 use outrigger_api::semantics::DEFAULT_ROUTE;
 use outrigger_proxy_core::error::ProxyError;
+use outrigger_trace::RequestTrace;
 
 /// Serves `request`, which named `stack`'s destination, through the route
 /// it matches.
@@ -24,6 +25,7 @@ pub async fn steer(
     stack: &Arc<DestinationStack>,
     mut request: Request<Incoming>,
     started: Instant,
+    trace: Option<&RequestTrace>,
     stop: impl Future<Output = ()>,
 ) -> Served {
     let config = &stack.config;
@@ -70,7 +72,7 @@ pub async fn steer(
             (serving, Some(backend))
         }
     };
-    let mut served = call_route(serving, route, request, started, stop).await;
+    let mut served = call_route(serving, route, request, started, trace, stop).await;
     let headers = served.response.headers_mut();
     if let Some(edits) = &route.response_headers {
         edits.apply(headers);

@@ -34,8 +34,12 @@ pub struct Formats {
 /// The context a request arrived with (a remote parent), if any valid one.
 pub fn extract(headers: &HeaderMap) -> (Option<SpanContext>, Formats) {
     let mut formats = Formats::default();
-    let b3 = extract_b3(headers, &mut formats);
-    if headers.contains_key(TRACEPARENT) {
+    let present = Present::scan(headers);
+    let b3 = present
+        .b3
+        .then(|| extract_b3(headers, &mut formats))
+        .flatten();
+    if present.traceparent {
         let cx = TraceContextPropagator::new().extract(&Headers(headers));
         let span = cx.span().span_context().clone();
         if span.is_valid() {
@@ -116,6 +120,33 @@ fn traceparent(span: &SpanContext) -> HeaderValue {
 pub fn trace_id_of(headers: &HeaderMap) -> Option<String> {
     let (span, _) = extract(headers);
     span.map(|span| span.trace_id().to_string())
+}
+
+/// Which context headers a request has, found in one pass over its header
+/// names: most requests carry none, and comparing a few names costs less
+/// than hashing each candidate name for a lookup (`traceparent`, `b3`,
+/// `x-b3-traceid`), which a request without context would pay in full.
+struct Present {
+    traceparent: bool,
+    b3: bool,
+}
+
+impl Present {
+    fn scan(headers: &HeaderMap) -> Present {
+        let mut present = Present {
+            traceparent: false,
+            b3: false,
+        };
+        for name in headers.keys() {
+            let name = name.as_str();
+            if name == TRACEPARENT.as_str() {
+                present.traceparent = true;
+            } else if name == B3.as_str() || name.starts_with("x-b3-") {
+                present.b3 = true;
+            }
+        }
+        present
+    }
 }
 
 fn extract_b3(headers: &HeaderMap, formats: &mut Formats) -> Option<SpanContext> {

@@ -130,11 +130,11 @@ impl Tracing {
         RequestTrace {
             context: span.span_context().clone(),
             formats,
-            recorded: Some(Recorded {
+            recorded: Some(Box::new(Recorded {
                 tracer: self.tracer.clone(),
                 span: Mutex::new(span),
                 attempts: AtomicU32::new(0),
-            }),
+            })),
         }
     }
 
@@ -154,13 +154,15 @@ pub struct RequestFacts<'a> {
     pub destination: &'a str,
 }
 
-/// One request's span, shared by the attempts the engine makes for it (it
-/// travels in the request's extensions).
+/// One request's span, shared by the attempts the engine makes for it (the
+/// engine's calls take it as an argument).
 pub struct RequestTrace {
     context: SpanContext,
     formats: Formats,
-    /// Sampled: the span, and what its attempts' spans need.
-    recorded: Option<Recorded>,
+    /// Sampled: the span, and what its attempts' spans need. Boxed: an
+    /// unsampled request's trace (most of them) stays a few words in the
+    /// request's future.
+    recorded: Option<Box<Recorded>>,
 }
 
 struct Recorded {

@@ -23,7 +23,7 @@ use outrigger_http::body::{empty, ProxyBody};
 use outrigger_http::error_response::{is_grpc, ProxyError};
 use outrigger_proxy_core::metrics::Metrics;
 use outrigger_resilience::grpc::Codes;
-use outrigger_trace::KeyValue;
+use outrigger_trace::{KeyValue, RequestTrace};
 
 /// Latency the balancer charges an endpoint for a transport failure.
 const TRANSPORT_FAILURE_COST: Duration = Duration::from_secs(1);
@@ -37,15 +37,15 @@ pub async fn attempt<U: Upstream>(
     head: Head<'_>,
     body: ProxyBody,
     deadline: Option<Instant>,
+    trace: Option<&RequestTrace>,
 ) -> Result<(Outcome, usize), CallError> {
     // One reading of the clock serves the admission, the choice and the
     // per-try limit: they happen together.
     let sent = now();
-    let trace = head.trace();
     let permit = match breaker::admit(stack, sent) {
         Ok(permit) => permit,
         Err(error) => {
-            if let Some(trace) = &trace {
+            if let Some(trace) = trace {
                 let cause = KeyValue::new("outrigger.error", error.cause().as_str());
                 trace.event("circuit-open", vec![cause]);
             }
@@ -60,9 +60,7 @@ pub async fn attempt<U: Upstream>(
     };
     let endpoint = &stack.endpoints.list[index];
     let mut request = upstream_request(head, body, &endpoint.target);
-    let span = trace
-        .as_ref()
-        .map(|trace| trace.attempt(request.headers_mut(), &endpoint.target));
+    let span = trace.map(|trace| trace.attempt(request.headers_mut(), &endpoint.target));
     // Only a gRPC call has a gRPC status to read in its response.
     let grpc = is_grpc(request.headers());
     grpc::pass_on_deadline(request.headers_mut(), deadline, sent);
@@ -227,7 +225,7 @@ mod tests {
         let route = &stack.config.default_route;
         let head = Head::Once(&mut parts);
         let body = outrigger_http::body::empty();
-        attempt(stack, upstream, route, head, body, deadline).await
+        attempt(stack, upstream, route, head, body, deadline, None).await
     }
 
     async fn once(
@@ -304,7 +302,16 @@ mod tests {
         let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
         let route = &stack.config.default_route;
         let body = outrigger_http::body::empty();
-        let result = attempt(&stack, &upstream, route, Head::Once(&mut parts), body, None).await;
+        let result = attempt(
+            &stack,
+            &upstream,
+            route,
+            Head::Once(&mut parts),
+            body,
+            None,
+            None,
+        )
+        .await;
         let response = result.err().expect("no endpoints").into_response();
         assert_eq!(response.status(), 503);
         assert_eq!(response.headers()["x-outrigger-error"], "no-endpoints");

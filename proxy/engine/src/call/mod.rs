@@ -41,6 +41,7 @@ use super::stack::DestinationStack;
 use body_time::{Activity, Limits, RequestFacts, Shape, Touching};
 use outrigger_http::body::ProxyBody;
 use outrigger_http::error_response::ProxyError;
+use outrigger_trace::RequestTrace;
 
 pub use error::{CallError, Cause};
 pub use retry::RequestBody;
@@ -56,19 +57,28 @@ pub struct Served {
 }
 
 /// Runs one request through `stack`, sending through its kept-alive
-/// connections. `started` is when the proxy received it; `stop` resolves when
-/// the proxy's drain timeout has run out, which answers a request still
-/// waiting for its response with 503 `shutdown`.
+/// connections. `started` is when the proxy received it; `trace`, its trace
+/// when tracing is on (handed down to the attempts as an argument: in the
+/// request's extensions it cost allocations on every request, BENCHMARKS.md
+/// "Tracing's cost"); `stop` resolves when the proxy's drain timeout has run
+/// out, which answers a request still waiting for its response with 503
+/// `shutdown`.
 pub async fn call(
     stack: Arc<DestinationStack>,
     request: Request<Incoming>,
     started: Instant,
+    trace: Option<&RequestTrace>,
     stop: impl Future<Output = ()>,
 ) -> Served {
-    serve(&stack, &stack.clients, request, started, stop).await
+    let route = stack.config.route(
+        request.method(),
+        request_target(&request),
+        request.headers(),
+    );
+    serve_route(&stack, &stack.clients, route, request, started, trace, stop).await
 }
 
-/// [`call`] over any upstream.
+/// [`call`] over any upstream, untraced (the engine's tests script it).
 pub async fn serve<U: Upstream, B: RequestBody>(
     stack: &DestinationStack,
     upstream: &U,
@@ -83,7 +93,7 @@ pub async fn serve<U: Upstream, B: RequestBody>(
         request_target(&request),
         request.headers(),
     );
-    serve_route(stack, upstream, route, request, started, stop).await
+    serve_route(stack, upstream, route, request, started, None, stop).await
 }
 
 /// Runs one request through `stack` under a route chosen beforehand: a
@@ -95,9 +105,10 @@ pub async fn call_route(
     route: &RouteConfig,
     request: Request<Incoming>,
     started: Instant,
+    trace: Option<&RequestTrace>,
     stop: impl Future<Output = ()>,
 ) -> Served {
-    serve_route(&stack, &stack.clients, route, request, started, stop).await
+    serve_route(&stack, &stack.clients, route, request, started, trace, stop).await
 }
 
 /// The path and query routes match on (`/` when the request has none).
@@ -115,10 +126,11 @@ pub async fn serve_route<U: Upstream, B: RequestBody>(
     route: &RouteConfig,
     request: Request<B>,
     started: Instant,
+    trace: Option<&RequestTrace>,
     stop: impl Future<Output = ()>,
 ) -> Served {
     tokio::select! {
-        served = exchange(stack, upstream, route, request, started) => served,
+        served = exchange(stack, upstream, route, request, started, trace) => served,
         () = stop => edge(Err(CallError::new(
             ProxyError::Shutdown,
             "the proxy is shutting down and its drain timeout ran out before a response",
@@ -132,6 +144,7 @@ async fn exchange<U: Upstream, B: RequestBody>(
     route: &RouteConfig,
     request: Request<B>,
     started: Instant,
+    trace: Option<&RequestTrace>,
 ) -> Served {
     let slot = match admission::admit(stack).await {
         Ok(slot) => slot,
@@ -155,7 +168,7 @@ async fn exchange<U: Upstream, B: RequestBody>(
         None => Touching::unwatched(body),
     });
     // The deadline ends the attempts (see `deadline`).
-    let result = retry::with_retries(stack, upstream, route, request, deadline).await;
+    let result = retry::with_retries(stack, upstream, route, request, deadline, trace).await;
     let result = result.map(|response| {
         // The deadline covers a bounded body to its end; a stream's stopped
         // at its headers.

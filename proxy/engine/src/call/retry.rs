@@ -9,7 +9,6 @@
 //! The body is not read ahead: the first attempt streams it while a copy of
 //! up to `maxBufferedBodyBytes` is kept for replay ([`Replay`]).
 
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
@@ -47,6 +46,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     route: &RouteConfig,
     request: Request<B>,
     deadline: Option<Instant>,
+    trace: Option<&RequestTrace>,
 ) -> Result<Response<ProxyBody>, CallError> {
     if let Some(budget) = &stack.budget {
         // Every request counts towards the budget, retried or not.
@@ -67,18 +67,18 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             Head::Once(&mut parts),
             body,
             deadline,
+            trace,
         )
         .await?;
         return outcome.into_result(stack, &stack.endpoints.list[index].target);
     };
     let metrics = &stack.metrics.resilience;
-    let trace = parts.extensions.get::<Arc<RequestTrace>>().cloned();
     let skip = |why: &'static str| {
         metrics
             .retries_skipped
             .with_label_values(&[stack.direction, &stack.label, &route.name, why])
             .inc();
-        if let Some(trace) = &trace {
+        if let Some(trace) = trace {
             trace.event(
                 "retry-skipped",
                 vec![KeyValue::new("outrigger.retry.skipped", why)],
@@ -92,8 +92,16 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     let mut retries_done = 0u32;
     loop {
         let head = Head::Kept(&mut parts);
-        let (outcome, index) =
-            attempt(stack, upstream, route, head, body.attempt(), deadline).await?;
+        let (outcome, index) = attempt(
+            stack,
+            upstream,
+            route,
+            head,
+            body.attempt(),
+            deadline,
+            trace,
+        )
+        .await?;
         let target = &stack.endpoints.list[index].target;
         let reason = match outcome.retry_verdict(retry, grpc) {
             RetryVerdict::Final => return outcome.into_result(stack, target),
@@ -145,7 +153,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             .retries
             .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
             .inc();
-        if let Some(trace) = &trace {
+        if let Some(trace) = trace {
             trace.event(
                 "retry",
                 vec![
@@ -249,7 +257,7 @@ mod tests {
         deadline: Option<Instant>,
     ) -> Result<Response<ProxyBody>, CallError> {
         let route = &stack.config.default_route;
-        with_retries(stack, upstream, route, request, deadline).await
+        with_retries(stack, upstream, route, request, deadline, None).await
     }
 
     fn skipped(stack: &DestinationStack, reason: &str) -> f64 {

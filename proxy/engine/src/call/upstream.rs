@@ -16,7 +16,6 @@ use outrigger_http::h1_pool::SendError;
 use outrigger_http::headers::strip_hop_by_hop;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::error::error_chain;
-use outrigger_trace::RequestTrace;
 
 /// Sends one request to one endpoint. Never `Outcome::AttemptTimeout`: the
 /// per-try timeout is the caller's.
@@ -75,15 +74,6 @@ pub enum Head<'a> {
     Kept(&'a mut Parts),
     /// The only attempt: it takes the headers.
     Once(&'a mut Parts),
-}
-
-impl Head<'_> {
-    /// The request's trace, when tracing is on (forward.rs puts it in the
-    /// request's extensions; without it the lookup finds no map at all).
-    pub fn trace(&self) -> Option<Arc<RequestTrace>> {
-        let (Head::Kept(parts) | Head::Once(parts)) = self;
-        parts.extensions.get::<Arc<RequestTrace>>().cloned()
-    }
 }
 
 /// The request for one attempt, addressed to the chosen endpoint.
