@@ -47,6 +47,9 @@ pub struct Context {
     pub ready: Arc<std::sync::atomic::AtomicBool>,
     /// Pokes the recompute loop (e.g. when this replica becomes leader).
     pub trigger: Arc<Notify>,
+    /// Poked on acknowledgements: they change `status.proxies`, never the
+    /// view, so they wake a status-only pass (`recount`), not a recompute.
+    pub acks: Arc<Notify>,
     pub reporter: Reporter,
     /// Acknowledgements, for `status.proxies`.
     pub hub: Arc<crate::policy_server::Hub>,
@@ -232,13 +235,35 @@ pub async fn run(ctx: Arc<Context>, stores: Stores, stop: CancellationToken) -> 
     recompute(&ctx, &stores).await;
     ctx.ready.store(true, std::sync::atomic::Ordering::SeqCst);
     loop {
-        tokio::select! {
+        let objects_changed = tokio::select! {
+            biased;
             _ = stop.cancelled() => return Ok(()),
-            _ = ctx.trigger.notified() => tokio::time::sleep(DEBOUNCE).await,
-            _ = tokio::time::sleep(RESYNC) => {}
+            _ = ctx.trigger.notified() => true,
+            _ = ctx.acks.notified() => false,
+            _ = tokio::time::sleep(RESYNC) => true,
+        };
+        tokio::time::sleep(DEBOUNCE).await;
+        if objects_changed {
+            recompute(&ctx, &stores).await;
+        } else {
+            recount(&ctx, &stores).await;
         }
-        recompute(&ctx, &stores).await;
     }
+}
+
+/// After acknowledgements only: `status.proxies` against the view last
+/// published, which acks do not change. During an edit reaching thousands of
+/// proxies, acks arrive by the thousand; each burst used to clone every
+/// object out of the caches, re-parse the routes and recompile the view.
+/// A follower writes no status, so it has nothing to do.
+pub async fn recount(ctx: &Context, stores: &Stores) {
+    if !ctx.leadership.is_leader() {
+        return;
+    }
+    let compiled = ctx.index.load();
+    let policies = stores.policies.state();
+    let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
+    write_statuses(ctx, policies.iter().map(|p| &**p), &compiled, &reports).await;
 }
 
 /// One pass: compile the view from the caches, publish it, and (as leader)
@@ -289,12 +314,17 @@ pub async fn recompute(ctx: &Context, stores: &Stores) {
             .set(count as i64);
     }
     let compiled = compile_gateway(&policies, &services, &slices, &routes, &traffic);
+    // Proxies first, statuses after: the leader's status writes are one API
+    // request per changed policy (all of them after an edit of every
+    // policy), and proxies need not wait for them. Counts taken right after
+    // find proxies on the older generation, which the tallies tell apart.
+    ctx.index.store(compiled);
+    let compiled = ctx.index.load();
     if ctx.leadership.is_leader() {
         let reports: Vec<Arc<Lease>> = stores.reports.as_ref().map_or(Vec::new(), |r| r.state());
         write_statuses(ctx, &policies, &compiled, &reports).await;
         write_route_statuses(ctx, &stores.routes, &route_objects, &routes, &compiled).await;
     }
-    ctx.index.store(compiled);
     ctx.metrics.reconciles.inc();
     ctx.metrics
         .reconcile_duration
@@ -401,9 +431,9 @@ async fn write_route_statuses(
     }
 }
 
-async fn write_statuses(
+async fn write_statuses<'a>(
     ctx: &Context,
-    policies: &[ResiliencePolicy],
+    policies: impl IntoIterator<Item = &'a ResiliencePolicy>,
     compiled: &crate::compile::Compiled,
     reports: &[Arc<Lease>],
 ) {
@@ -420,6 +450,11 @@ async fn write_statuses(
         let Some(verdict) = compiled.verdicts.get(&key) else {
             continue;
         };
+        // A view compiled before this generation (an ack pass racing an
+        // edit): the recompute on its way writes this one.
+        if verdict.generation != policy.metadata.generation {
+            continue;
+        }
         let existing = policy.status.as_ref();
         let (total, current) =
             crate::proxy_reports::merge(&tallies, &key.to_string(), policy.metadata.generation);
@@ -534,6 +569,7 @@ mod tests {
             leadership,
             ready: Arc::new(AtomicBool::new(false)),
             trigger: Arc::new(Notify::new()),
+            acks: Arc::new(Notify::new()),
             reporter: Reporter {
                 controller: "test".into(),
                 instance: None,
@@ -647,6 +683,49 @@ mod tests {
                 0
             );
         }
+    }
+
+    #[tokio::test]
+    async fn acks_write_statuses_without_recompiling() {
+        let (client, handle) = mock_client();
+        let patches = Arc::new(AtomicUsize::new(0));
+        serve_patches(handle, vec![], patches.clone());
+        let ctx = context(client);
+        let stores = |policy: ResiliencePolicy| Stores {
+            policies: store_of(vec![policy]),
+            services: store_of(vec![]),
+            slices: store_of(vec![]),
+            pods: store_of(vec![]),
+            reports: None,
+            routes: vec![],
+            traffic: None,
+        };
+        let current = stores(policy());
+        recompute(&ctx, &current).await;
+        assert_eq!(patches.load(Ordering::SeqCst), 1);
+        let view = ctx.index.load();
+        // The cache still holds the policy without status (the mock API
+        // server updates nothing), so every pass finds one to write.
+        recount(&ctx, &current).await;
+        assert_eq!(patches.load(Ordering::SeqCst), 2, "the status is written");
+        assert_eq!(ctx.metrics.reconciles.get(), 1, "no recompute");
+        assert!(
+            Arc::ptr_eq(&view, &ctx.index.load()),
+            "the view is untouched"
+        );
+
+        // A policy edited after the view was compiled: its status waits for
+        // the recompute (it would carry the old generation's verdict).
+        let mut edited = policy();
+        edited.metadata.generation = Some(2);
+        recount(&ctx, &stores(edited)).await;
+        assert_eq!(patches.load(Ordering::SeqCst), 2);
+
+        // A follower writes no status, so acks cost it nothing.
+        ctx.leadership.force(false);
+        recount(&ctx, &current).await;
+        assert_eq!(patches.load(Ordering::SeqCst), 2);
+        assert_eq!(ctx.metrics.reconciles.get(), 1);
     }
 
     fn store_of<K>(objects: Vec<K>) -> Store<K>

@@ -592,15 +592,17 @@ async fn run_cluster(
         .identity
         .clone()
         .unwrap_or_else(|| format!("outrigger-operator-{}", std::process::id()));
-    // Acks change status.proxies (the recompute loop) and this replica's
-    // proxy report (read by the leader).
+    // Acks change status.proxies (the status pass, not a recompute: they
+    // leave the view as it is) and this replica's proxy report (read by the
+    // leader).
     let report_acks = Arc::new(tokio::sync::Notify::new());
+    let status_acks = Arc::new(tokio::sync::Notify::new());
     {
-        let (trigger, report_acks) = (trigger.clone(), report_acks.clone());
+        let (status_acks, report_acks) = (status_acks.clone(), report_acks.clone());
         tokio::spawn(async move {
             loop {
                 acked.notified().await;
-                trigger.notify_one();
+                status_acks.notify_one();
                 report_acks.notify_one();
             }
         });
@@ -653,6 +655,7 @@ async fn run_cluster(
         leadership,
         ready,
         trigger,
+        acks: status_acks,
         reporter: kube::runtime::events::Reporter {
             controller: "outrigger-operator".into(),
             instance: Some(identity.clone()),
