@@ -23,7 +23,7 @@ use outrigger_http::headers::{ensure_request_id, wants_upgrade, REQUEST_ID};
 use outrigger_proxy_core::direction::Direction;
 use outrigger_proxy_core::metrics::status_class;
 use outrigger_trace::propagation::trace_id_of;
-use outrigger_trace::{RequestFacts, RequestTrace};
+use outrigger_trace::RequestTrace;
 
 /// Entry point for every request a client connection carries.
 pub async fn handle(
@@ -39,21 +39,10 @@ pub async fn handle(
     let grpc = is_grpc(request.headers());
     // Tracing on: the request's span, handed down to the engine's attempts.
     // Off: nothing but this check.
-    let trace = state.tracing.as_ref().map(|tracing| {
-        let host = request
-            .uri()
-            .authority()
-            .map(|a| a.as_str())
-            .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
-            .unwrap_or("");
-        let facts = RequestFacts {
-            direction: conn.direction.as_str(),
-            method: method.as_str(),
-            path: request.uri().path(),
-            destination: host,
-        };
-        tracing.request(request.headers(), facts)
-    });
+    let trace = state
+        .tracing
+        .as_ref()
+        .map(|tracing| tracing.request(&request, conn.direction.as_str()));
     // For the access log when tracing is off: the id a caller's trace has.
     let caller_trace_id = (state.access_log && trace.is_none())
         .then(|| trace_id_of(request.headers()))

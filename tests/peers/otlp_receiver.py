@@ -9,6 +9,7 @@ With --count (for benchmarks) spans are counted, not printed: the total is
 printed when the receiver is interrupted.
 """
 import json
+import signal
 import sys
 from concurrent import futures
 
@@ -64,6 +65,11 @@ def main(port: int, count: bool) -> None:
     servicer = Counter() if count else Receiver()
     trace_service_pb2_grpc.add_TraceServiceServicer_to_server(servicer, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
+    # Started in the background by a script, SIGINT arrives ignored (a
+    # non-interactive shell does that for background jobs): stop on SIGINT
+    # and SIGTERM alike, and say how many spans came.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
     server.start()
     print(f"listening {bound}", flush=True)
     try:

@@ -7,4 +7,4 @@ pub mod propagation;
 pub mod spans;
 
 pub use opentelemetry::KeyValue;
-pub use spans::{AttemptSpan, RequestFacts, RequestTrace, Tracing, TracingConfig};
+pub use spans::{AttemptSpan, RequestTrace, Tracing, TracingConfig};

@@ -97,22 +97,33 @@ pub fn inject(headers: &mut HeaderMap, span: &SpanContext, parent: SpanId, forma
 /// nothing to add and should pass the caller's on as it came; and it goes
 /// through a `Context` and a formatted `String` per request.
 fn traceparent(span: &SpanContext) -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 55];
     out[..3].copy_from_slice(b"00-");
-    let digits = |out: &mut [u8], bytes: &[u8]| {
-        for (i, b) in bytes.iter().enumerate() {
-            out[2 * i] = HEX[usize::from(b >> 4)];
-            out[2 * i + 1] = HEX[usize::from(b & 0xf)];
-        }
-    };
-    digits(&mut out[3..35], &span.trace_id().to_bytes());
+    hex_into(&mut out[3..35], &span.trace_id().to_bytes());
     out[35] = b'-';
-    digits(&mut out[36..52], &span.span_id().to_bytes());
+    hex_into(&mut out[36..52], &span.span_id().to_bytes());
     out[52] = b'-';
-    let sampled = u8::from(span.is_sampled());
-    digits(&mut out[53..55], &[sampled]);
+    hex_into(&mut out[53..55], &[u8::from(span.is_sampled())]);
     HeaderValue::from_bytes(&out).expect("hex digits and dashes")
+}
+
+/// Two lowercase hex digits for every byte value: one lookup per byte where
+/// splitting nibbles took two (every traced request writes 25 bytes).
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        pairs[byte] = [DIGITS[byte >> 4], DIGITS[byte & 0xf]];
+        byte += 1;
+    }
+    pairs
+};
+
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*byte)]);
+    }
 }
 
 /// The trace id a request carries (W3C, else B3), as 32 hex digits,

@@ -13,7 +13,7 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
 
-use http::HeaderMap;
+use http::{HeaderMap, Request};
 use opentelemetry::trace::{
     Span as _, SpanContext, SpanId, SpanKind, Status, TraceContextExt, TraceFlags, TraceId,
     TraceState, Tracer as _, TracerProvider as _,
@@ -88,8 +88,11 @@ impl Tracing {
     /// unsampled request gets ids to pass on and nothing else (no span is
     /// built, nothing is exported), which is most requests at the default
     /// ratio (bench/tracing.sh, BENCHMARKS.md).
-    pub fn request(&self, headers: &HeaderMap, request: RequestFacts<'_>) -> RequestTrace {
-        let (parent, formats) = propagation::extract(headers);
+    /// `direction`: the listener's (`inbound`, `outbound`), an attribute of
+    /// the span. What names the span is read from `request` only when it is
+    /// sampled.
+    pub fn request<B>(&self, request: &Request<B>, direction: &'static str) -> RequestTrace {
+        let (parent, formats) = propagation::extract(request.headers());
         let sampled = match &parent {
             Some(parent) => parent.is_sampled(),
             None => self.sampling > 0.0 && rand::random::<f64>() < self.sampling,
@@ -116,15 +119,23 @@ impl Tracing {
             Some(parent) => Context::new().with_remote_span_context(parent),
             None => Context::new(),
         };
+        let method = request.method().as_str();
+        // The host as the client named it (never a metric label).
+        let host = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str())
+            .or_else(|| request.headers().get(http::header::HOST)?.to_str().ok())
+            .unwrap_or("");
         let span = self
             .tracer
-            .span_builder(format!("{} {}", request.method, request.destination))
+            .span_builder(format!("{method} {host}"))
             .with_kind(SpanKind::Server)
             .with_attributes([
-                KeyValue::new("http.request.method", request.method.to_string()),
-                KeyValue::new("url.path", request.path.to_string()),
-                KeyValue::new("server.address", request.destination.to_string()),
-                KeyValue::new("outrigger.direction", request.direction),
+                KeyValue::new("http.request.method", method.to_string()),
+                KeyValue::new("url.path", request.uri().path().to_string()),
+                KeyValue::new("server.address", host.to_string()),
+                KeyValue::new("outrigger.direction", direction),
             ])
             .start_with_context(&self.tracer, &cx);
         RequestTrace {
@@ -144,14 +155,6 @@ impl Tracing {
             tracing::debug!(error = %err, "trace exporter shutdown");
         }
     }
-}
-
-/// What a request's span is named and labelled by.
-pub struct RequestFacts<'a> {
-    pub direction: &'static str,
-    pub method: &'a str,
-    pub path: &'a str,
-    pub destination: &'a str,
 }
 
 /// One request's span, shared by the attempts the engine makes for it (the
