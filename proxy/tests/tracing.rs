@@ -376,6 +376,27 @@ async fn unsampled_traces_are_propagated_but_not_exported() {
     assert!(unsampled.ends_with("-00"), "{unsampled}");
     let unsampled_trace = unsampled.split('-').nth(1).unwrap().to_string();
 
+    // A caller's unsampled context reaches the app as the caller sent it,
+    // through both proxies: they record nothing, so the caller's span stays
+    // the parent.
+    let caller_unsampled = format!("00-{TRACE}-{CALLER_SPAN}-00");
+    let (status, _, body) = request(
+        mesh.a.outbound,
+        "GET",
+        "/headers",
+        &[
+            ("host", "web"),
+            ("traceparent", &caller_unsampled),
+            ("tracestate", "vendor=opaque"),
+        ],
+        b"",
+    )
+    .await;
+    assert_eq!(status, 200);
+    let seen = app_headers(&body);
+    assert_eq!(seen["traceparent"], caller_unsampled);
+    assert_eq!(seen["tracestate"], "vendor=opaque");
+
     // A caller's sampled trace is exported; by the time its spans arrive,
     // the unsampled one's would have (batches go out in order).
     let traceparent = format!("00-{TRACE}-{CALLER_SPAN}-01");

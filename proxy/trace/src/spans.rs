@@ -7,8 +7,10 @@
 //! the parent, so the next proxy's (or the app's) spans hang under the
 //! attempt that reached it. A request without a context starts a trace,
 //! sampled at the configured ratio; one with a context keeps its sampling
-//! decision (parent-based sampling). An unsampled request gets ids to pass
-//! on and no span at all: nothing is built, recorded or exported.
+//! decision (parent-based sampling). An unsampled request gets no span at
+//! all (nothing is built, recorded or exported): a caller's context passes
+//! on unchanged, and a request without one gets a trace id and a parent id
+//! for the next hop.
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Mutex;
@@ -98,20 +100,28 @@ impl Tracing {
             None => self.sampling > 0.0 && rand::random::<f64>() < self.sampling,
         };
         if !sampled {
-            let (trace_id, state) = match parent {
-                Some(parent) => (parent.trace_id(), parent.trace_state().clone()),
-                None => (random_trace_id(), TraceState::default()),
+            // A caller's unsampled context goes on as it came: the proxy
+            // records nothing, so the caller's span stays the parent (as
+            // W3C lets a participant that does not record do), and the
+            // headers need no rewriting. Without one, the proxy starts the
+            // trace and names its ids.
+            let (context, pass_on) = match parent {
+                Some(parent) => (parent, true),
+                None => (
+                    SpanContext::new(
+                        random_trace_id(),
+                        random_span_id(),
+                        TraceFlags::default(),
+                        false,
+                        TraceState::default(),
+                    ),
+                    false,
+                ),
             };
-            let context = SpanContext::new(
-                trace_id,
-                random_span_id(),
-                TraceFlags::default(),
-                false,
-                state,
-            );
             return RequestTrace {
                 context,
                 formats,
+                pass_on,
                 recorded: None,
             };
         }
@@ -141,6 +151,7 @@ impl Tracing {
         RequestTrace {
             context: span.span_context().clone(),
             formats,
+            pass_on: false,
             recorded: Some(Box::new(Recorded {
                 tracer: self.tracer.clone(),
                 span: Mutex::new(span),
@@ -162,6 +173,9 @@ impl Tracing {
 pub struct RequestTrace {
     context: SpanContext,
     formats: Formats,
+    /// Unsampled with the caller's context: the request's headers carry it
+    /// on unchanged.
+    pass_on: bool,
     /// Sampled: the span, and what its attempts' spans need. Boxed: an
     /// unsampled request's trace (most of them) stays a few words in the
     /// request's future.
@@ -211,6 +225,9 @@ impl RequestTrace {
         endpoint: &dyn std::fmt::Display,
     ) -> AttemptSpan {
         let Some(recorded) = &self.recorded else {
+            if self.pass_on {
+                return AttemptSpan { span: None };
+            }
             let context = SpanContext::new(
                 self.context.trace_id(),
                 random_span_id(),
