@@ -32,25 +32,7 @@ fn require_python_websockets() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_echo_through_inbound() {
-    require_python_websockets();
-    let mut server = Command::new("python3")
-        .arg(peer_script("ws_echo_server.py"))
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(server.stdout.take().unwrap()).lines();
-    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line())
-        .await
-        .expect("websocket server starts")
-        .unwrap();
-    // The server binds a port of the system's choosing and names it.
-    let port: u16 = first
-        .as_deref()
-        .and_then(|line| line.strip_prefix("listening "))
-        .and_then(|port| port.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {first:?}"));
-
+    let (_server, port) = start_ws_echo_server().await;
     let proxy = ProxyProcess::start(&[&format!("--app-addr={}", loopback(port))]).await;
     let out = run(
         "python3",
@@ -79,6 +61,7 @@ async fn start_ws_echo_server() -> (tokio::process::Child, u16) {
         .await
         .expect("websocket server starts")
         .unwrap();
+    // The server binds a port of the system's choosing and names it.
     let port: u16 = first
         .as_deref()
         .and_then(|line| line.strip_prefix("listening "))
