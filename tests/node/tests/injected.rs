@@ -87,36 +87,8 @@ fn slice(service: &str, port_name: &str, ip: &str, port: u16) -> String {
     .to_string()
 }
 
-const APPS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {outrigger.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: outrigger/test-app:latest
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
----
+/// The client pod that calls `web` through both proxies.
+const CLIENT: &str = r#"
 apiVersion: v1
 kind: Pod
 metadata: {name: client, namespace: shop, labels: {app: client}}
@@ -356,11 +328,11 @@ async fn helm_install_runs_the_operator_on_the_node_and_injected_apps_work() {
     drop(node);
 }
 
-/// The apps of APPS (namespace labelled for injection) run injected and the
+/// The apps of `web_app` and CLIENT (namespace labelled for injection) run injected and the
 /// client reaches the server through both proxies.
 fn apps_run_injected(api: &KubeApi, node: &NodeProcess, state: &Path) {
     let began = Instant::now();
-    api.apply(APPS);
+    api.apply(&format!("{}---\n{CLIENT}", web_app(1)));
     let web = wait_for(Duration::from_secs(90), "web pod Ready", node, || {
         let list = api.get_json(&["-n", "shop", "pods", "-l", "app=web"])?;
         let pod = list["items"].get(0)?.clone();

@@ -54,37 +54,6 @@ use outrigger_e2e::binary;
 use outrigger_e2e::kube_api::KubeApi;
 use serde_json::{json, Value};
 
-const APPS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {outrigger.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 1
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: outrigger/test-app:latest
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
-"#;
-
 /// The chart's values for monitoring, as a user turns it on; 1s intervals so
 /// the test sees changes quickly.
 const MONITORING: &[&str] = &[
@@ -217,7 +186,7 @@ fn prometheus_scrapes_as_the_chart_says_and_the_rules_and_dashboard_hold() {
         (up.len() == 2 && up.iter().all(|s| s["metric"]["pod"].is_string())).then_some(())
     });
 
-    api.apply(APPS);
+    api.apply(&web_app(1));
     let web_ip = web_ready(&api, &node, 1, "the injected web pod Ready")[0].clone();
     let web_pod = web_pods(&api)[0]["metadata"]["name"]
         .as_str()

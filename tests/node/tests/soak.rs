@@ -15,37 +15,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use outrigger_e2e::binary;
 
-const APPS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {outrigger.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 3
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: outrigger/test-app:latest
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
-"#;
-
 fn load_deployment(rate: u32, seconds: u64) -> String {
     format!(
         r#"
@@ -166,7 +135,7 @@ fn soak() {
     let node = NodeProcess::start(&api, &state);
     let root = node.child.id();
     helm_install(&api, &node, &helm);
-    api.apply(APPS);
+    api.apply(&web_app(3));
     web_ready(&api, &node, 3, "3 web pods");
     api.apply(&policy("  timeouts: {request: 5s}\n"));
     let seconds = minutes * 60;

@@ -37,37 +37,6 @@ use common::*;
 use outrigger_e2e::binary;
 use outrigger_e2e::kube_api::KubeApi;
 
-const APPS: &str = r#"
-apiVersion: v1
-kind: Namespace
-metadata: {name: shop, labels: {outrigger.dev/inject: enabled}}
----
-apiVersion: v1
-kind: Service
-metadata: {name: web, namespace: shop}
-spec:
-  selector: {app: web}
-  ports: [{name: http, port: 80, targetPort: http}]
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: shop}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 5
-      containers:
-      - name: app
-        image: outrigger/test-app:latest
-        ports: [{name: http, containerPort: 8080}]
-        readinessProbe:
-          httpGet: {path: /, port: http}
-          periodSeconds: 1
-"#;
-
 /// The pid of pod `pod`'s proxy: a descendant of `root` named
 /// outrigger-proxy with `POD_NAME=<pod>` in its environment.
 fn proxy_pid(root: u32, pod: &str) -> Option<u32> {
@@ -118,7 +87,7 @@ fn the_users_path_on_one_machine() {
     let node = NodeProcess::start(&api, &state);
     let took = helm_install(&api, &node, &helm);
     eprintln!("helm install to 2 ready operator pods: {took:?}");
-    api.apply(APPS);
+    api.apply(&web_app(2));
     let ips = web_ready(&api, &node, 2, "2 injected web pods Ready");
 
     // 1. Status. Each server pod's proxy has subscribed to its inbound policy

@@ -14,6 +14,44 @@ use serde_json::Value;
 pub const RELEASE_NS: &str = "outrigger-system";
 pub const CONTROL_PLANE: &str = "https://outrigger-policy.outrigger-system.svc.cluster.local:8090";
 
+/// The app the node's tests deploy: namespace `shop` labelled for injection,
+/// Service `web` (port 80 to the pods' `http` port) and Deployment `web`
+/// with `replicas` pods of the test app, ready once `/` answers.
+pub fn web_app(replicas: u32) -> String {
+    format!(
+        r#"
+apiVersion: v1
+kind: Namespace
+metadata: {{name: shop, labels: {{outrigger.dev/inject: enabled}}}}
+---
+apiVersion: v1
+kind: Service
+metadata: {{name: web, namespace: shop}}
+spec:
+  selector: {{app: web}}
+  ports: [{{name: http, port: 80, targetPort: http}}]
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: web, namespace: shop}}
+spec:
+  replicas: {replicas}
+  selector: {{matchLabels: {{app: web}}}}
+  template:
+    metadata: {{labels: {{app: web}}}}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: app
+        image: outrigger/test-app:latest
+        ports: [{{name: http, containerPort: 8080}}]
+        readinessProbe:
+          httpGet: {{path: /, port: http}}
+          periodSeconds: 1
+"#
+    )
+}
+
 pub struct NodeProcess {
     pub child: Child,
     pub log: PathBuf,
