@@ -499,10 +499,10 @@ async fn a_healthy_install_checks_clean_and_explains_its_services() {
         "budget:",
         "1 watching this Service, 1 on its latest snapshot",
         // The live state is asked of the proxy's pod through the API
-        // server's pod proxy, which the test API server does not serve:
-        // the line says so rather than guessing.
+        // server's pod proxy, which refuses a pod with no IP (this one's
+        // proxy does not run): the line says so rather than guessing.
         "Live state (from the proxies)",
-        "web-1: unavailable: 404 the server could not find the requested resource",
+        "web-1: unavailable: 400 address not allowed",
     ] {
         assert!(out.contains(expected), "{expected:?} missing:\n{out}");
     }
