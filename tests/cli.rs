@@ -4,9 +4,10 @@
 //! server calling that webhook (checking it against the chart's caBundle)
 //! when pods are created, and a proxy's stream and acknowledgements made
 //! with curl over TLS and HTTP/2 against the chart's CA. Then `outrigger
-//! check` on the healthy install, and on installs broken one way at a time;
-//! and `explain`'s live state read from a real `outrigger-proxy` through
-//! the API server's pod proxy.
+//! check` on the healthy install, and on installs broken one way at a time
+//! (a certificate re-issued close to its end or expired, the injector
+//! turned off with helm upgrade among them); and `explain`'s live state
+//! read from a real `outrigger-proxy` through the API server's pod proxy.
 //!
 //! What is simulated: nothing runs the chart's Deployment (the operator
 //! runs as a local process; the Deployment's status is written as the
@@ -372,6 +373,16 @@ impl Installed {
         })
     }
 
+    /// The operator restarted (it reads its certificates again); proxy
+    /// `id` reconnects and acknowledges what it then receives.
+    async fn restart_operator(&mut self, id: &str) {
+        self.operator.take().unwrap().kill().await;
+        self.start_operator().await;
+        let stream = self.watch(id);
+        let version = Installed::snapshot_after(&stream, 0);
+        self.ack(id, version);
+    }
+
     /// Acknowledges `version` as proxy `id` (what a proxy does once applied).
     fn ack(&self, id: &str, version: u64) {
         let body = json!({"proxy": id, "subscription": {"kind": "destination", "name": "web.shop:80"},
@@ -456,6 +467,70 @@ fn base64(bytes: &[u8]) -> String {
         .unwrap();
     encoder.stdin.take().unwrap().write_all(bytes).unwrap();
     text(&encoder.wait_with_output().unwrap().stdout)
+}
+
+/// A CA of the test's, for the webhook's certificate.
+struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "outrigger-webhook-ca.test");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa { params, key, pem }
+    }
+
+    /// A certificate for the webhook's Service names (those the chart's
+    /// has), valid from `from` to `until` seconds relative to now: (PEM
+    /// certificate, PEM key).
+    fn issue(&self, from: i64, until: i64) -> (String, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |offset: i64| {
+            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + offset) as u64)
+        };
+        let service = format!("outrigger-webhook.{NS}");
+        let names = vec![
+            "outrigger-webhook".to_string(),
+            service.clone(),
+            format!("{service}.svc"),
+            format!("{service}.svc.cluster.local"),
+        ];
+        let mut leaf = rcgen::CertificateParams::new(names).unwrap();
+        leaf.not_before = at(from);
+        leaf.not_after = at(until);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+        (cert, key.serialize_pem())
+    }
+}
+
+/// The webhook's Secret rewritten: `ca`'s certificate and one it issued.
+fn set_webhook_secret(api: &KubeApi, ca: &TestCa, (cert, key): &(String, String)) {
+    let patch = json!({"stringData": {"ca.crt": ca.pem, "tls.crt": cert, "tls.key": key}});
+    api.kubectl_ok(&[
+        "patch",
+        "secret",
+        "outrigger-webhook-tls",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
 }
 
 fn pod(name: &str) -> Value {
@@ -692,6 +767,110 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
         "{out}"
     );
     blocking(|| set_ca_bundle(&cluster.api, &original));
+
+    // The webhook's certificate re-issued (a new CA, the caBundle updated,
+    // the operator restarted on it) with 10 days left: a warning, and the
+    // exit status stays 0 (warnings do not fail the check).
+    let secret_data =
+        |name: &str| cluster.api.get_json(&["secret", "-n", NS, name]).unwrap()["data"].clone();
+    let original_secret = blocking(|| secret_data("outrigger-webhook-tls"));
+    let day = 86_400;
+    let ca = TestCa::new();
+    blocking(|| {
+        set_webhook_secret(&cluster.api, &ca, &ca.issue(-day, 10 * day));
+        set_ca_bundle(&cluster.api, &base64(ca.pem.as_bytes()));
+    });
+    cluster.restart_operator("web-1").await;
+    let out = blocking(|| {
+        poll(
+            Duration::from_secs(20),
+            "a check with warnings only",
+            || {
+                let (code, out) = cluster.cli(&["check"]);
+                (code == 0 && failures(&out).is_empty()).then_some(out)
+            },
+        )
+    });
+    assert_fits(&out);
+    let warned: Vec<&str> = out.lines().filter(|l| l.starts_with("  ‼")).collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    // 10 days less the seconds since it was issued.
+    assert!(
+        warned[0].starts_with("  ‼ webhook certificate expires in 9d ("),
+        "{out}"
+    );
+    assert!(out.contains("renew it"), "{out}");
+    assert!(
+        out.ends_with("‼ all checks passed, 1 warning(s)\n"),
+        "{out}"
+    );
+
+    // Re-issued by the same CA, expired three days ago: a failure, exit
+    // status 1 (the operator still serves the one above, which verifies).
+    blocking(|| set_webhook_secret(&cluster.api, &ca, &ca.issue(-30 * day, -3 * day)));
+    let (code, out) = blocking(|| cluster.cli(&["check"]));
+    assert_eq!(code, 1, "{out}");
+    assert_fits(&out);
+    assert!(
+        fails_with(&out, "webhook certificate expired 3d ago ("),
+        "{out}"
+    );
+    assert!(
+        fails_with(&out, "the certificate has expired"),
+        "the caBundle check says why too: {out}"
+    );
+    assert_eq!(failures(&out).len(), 2, "only those lines: {out}");
+    // The install as it was.
+    blocking(|| {
+        let patch = json!({"data": original_secret});
+        cluster.api.kubectl_ok(&[
+            "patch",
+            "secret",
+            "outrigger-webhook-tls",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+        set_ca_bundle(&cluster.api, &original);
+    });
+    cluster.restart_operator("web-1").await;
+    blocking(|| {
+        poll(Duration::from_secs(20), "a clean check again", || {
+            let (code, out) = cluster.cli(&["check"]);
+            (code == 0 && out.ends_with("✔ all checks passed\n")).then_some(())
+        })
+    });
+
+    // The injector turned off (helm upgrade): no webhook configuration, no
+    // webhook certificate, and that is what the install asked for.
+    let chart = workspace_root().join("charts/outrigger");
+    let out = blocking(|| {
+        helm(
+            &cluster.api,
+            &[
+                "upgrade",
+                "outrigger",
+                chart.to_str().unwrap(),
+                "--namespace",
+                NS,
+                "--reuse-values",
+                "--set",
+                "injector.enabled=false",
+            ],
+        )
+    });
+    assert!(out.status.success(), "helm upgrade: {}", text(&out.stderr));
+    let (code, out) = blocking(|| cluster.cli(&["check"]));
+    assert_eq!(code, 0, "{out}");
+    assert_fits(&out);
+    assert!(
+        out.contains("  ✔ injection is off in this install (injector.enabled=false)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("webhook certificate"), "{out}");
+    assert!(out.ends_with("✔ all checks passed\n"), "{out}");
 
     // The operator stops: no leader once its lease runs out (2s), no
     // replica answering, the Deployment's pods not ready.
