@@ -4,27 +4,44 @@
 //! server calling that webhook (checking it against the chart's caBundle)
 //! when pods are created, and a proxy's stream and acknowledgements made
 //! with curl over TLS and HTTP/2 against the chart's CA. Then `outrigger
-//! check` on the healthy install, and on installs broken one way at a time.
+//! check` on the healthy install, and on installs broken one way at a time
+//! (a certificate re-issued close to its end or expired, the injector
+//! turned off with helm upgrade among them); and `explain`'s live state
+//! read from a real `outrigger-proxy` through the API server's pod proxy.
 //!
 //! What is simulated: nothing runs the chart's Deployment (the operator
 //! runs as a local process; the Deployment's status is written as the
 //! Deployment controller would, and the Services' EndpointSlices point at
-//! the process on 127.0.0.1); nothing runs pods (a pod's phase is written
-//! as the kubelet would); the test API server has no pod proxy, so the CLI
+//! the process on 127.0.0.1); nothing runs pods (a pod's phase and IP are
+//! written as the kubelet would). The API server's pod proxy is real
+//! (`pods/proxy`, tests/apiserver/wrapper/podproxy.go) and, like
+//! kube-apiserver, never proxies to loopback: a pod whose admin endpoint
+//! must answer gets an IP in a network namespace the test creates, joined
+//! to the host's by a veth pair (10.213.N.0/30), where the real proxy
+//! listens (its policy from a file with the same ResiliencePolicy the API
+//! server holds; the operator's stream for it is still curl's) and the
+//! operator's admin endpoint listens on the host's end. Elsewhere the CLI
 //! reaches the operator's admin endpoint with `--admin-url` (what a user
 //! does after `kubectl port-forward`).
 
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use outrigger_api::sidecar::ADMIN_PORT;
 use outrigger_e2e::kube_api::KubeApi;
+use outrigger_e2e::netns::Netns;
+use outrigger_e2e::proxy::{metric_value, raw_get, request};
 use outrigger_e2e::{binary, require_tool, workspace_root, Process};
+use outrigger_tools::fault_upstream::{FaultConfig, FaultUpstream};
 use serde_json::{json, Value};
 
 const NS: &str = "outrigger-system";
 const POLICY_HOST: &str = "outrigger-policy.outrigger-system.svc.cluster.local";
 const TOKEN: &str = "e2e-shared-token";
+/// The operator's admin port in the chart (deployment.yaml).
+const OPERATOR_ADMIN_PORT: u16 = 9090;
 
 fn blocking<T>(f: impl FnOnce() -> T) -> T {
     tokio::task::block_in_place(f)
@@ -109,10 +126,17 @@ struct Installed {
     api: KubeApi,
     policy_ca: PathBuf,
     cli: PathBuf,
+    /// The operator's --admin-addr.
+    admin_addr: String,
 }
 
 impl Installed {
     async fn start(name: &str) -> Installed {
+        Installed::start_with_admin(name, "127.0.0.1:0").await
+    }
+
+    /// Installed, the operator's admin endpoint on `admin_addr`.
+    async fn start_with_admin(name: &str, admin_addr: &str) -> Installed {
         require_tool("curl");
         let api = KubeApi::start(name).expect("an API server");
         let chart = workspace_root().join("charts/outrigger");
@@ -143,6 +167,7 @@ impl Installed {
             api,
             policy_ca,
             cli,
+            admin_addr: admin_addr.to_string(),
         };
         installed.start_operator().await;
         installed
@@ -168,7 +193,7 @@ impl Installed {
         let bin = binary("outrigger-operator", "outrigger-operator").unwrap();
         let args: Vec<String> = vec![
             "run".into(),
-            "--admin-addr=127.0.0.1:0".into(),
+            format!("--admin-addr={}", self.admin_addr),
             "--policy-addr=127.0.0.1:0".into(),
             format!("--tls-cert={}", files[0].display()),
             format!("--tls-key={}", files[1].display()),
@@ -267,6 +292,24 @@ impl Installed {
         (out.status.code().unwrap_or(-1), stdout)
     }
 
+    /// `outrigger ARGS --kubeconfig K`: the CLI finds the operator's pods
+    /// and asks them through the API server's pod proxy.
+    fn cli_through_pods(&self, args: &[&str]) -> (i32, String) {
+        let out = Command::new(&self.cli)
+            .args(args)
+            .arg(format!("--kubeconfig={}", self.api.kubeconfig.display()))
+            .stdin(Stdio::null())
+            .output()
+            .expect("outrigger runs");
+        let stdout = text(&out.stdout);
+        eprintln!(
+            "$ outrigger {}\n{stdout}{}",
+            args.join(" "),
+            text(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), stdout)
+    }
+
     /// The admin URL; once the operator is stopped, its old port (nobody
     /// listens there).
     fn admin_url_or_dead(&self) -> String {
@@ -295,7 +338,11 @@ impl Installed {
     /// A proxy `id` watching web.shop:80: curl holding the stream open,
     /// its snapshots appended to a file. The file's path.
     fn watch(&mut self, id: &str) -> PathBuf {
-        let file = self.api.dir.join(format!("stream-{id}"));
+        // A file per stream: a reconnection's is read from its start.
+        let file = self
+            .api
+            .dir
+            .join(format!("stream-{id}-{}", self.proxies.len()));
         let url = format!(
             "https://{POLICY_HOST}:{}/v1/watch?proxy={id}&destination=web.shop%3A80",
             self.policy_port()
@@ -324,6 +371,16 @@ impl Installed {
                 .filter(|v| *v > after)
                 .max()
         })
+    }
+
+    /// The operator restarted (it reads its certificates again); proxy
+    /// `id` reconnects and acknowledges what it then receives.
+    async fn restart_operator(&mut self, id: &str) {
+        self.operator.take().unwrap().kill().await;
+        self.start_operator().await;
+        let stream = self.watch(id);
+        let version = Installed::snapshot_after(&stream, 0);
+        self.ack(id, version);
     }
 
     /// Acknowledges `version` as proxy `id` (what a proxy does once applied).
@@ -364,6 +421,116 @@ impl Installed {
             r#"{"status":{"phase":"Running"}}"#,
         ]);
     }
+}
+
+impl Installed {
+    /// What the kubelet would report for pod `namespace/name`: its IP.
+    fn pod_ip(&self, namespace: &str, name: &str, ip: &str) {
+        let status = json!({"status": {"podIP": ip, "podIPs": [{"ip": ip}]}});
+        self.api.kubectl_ok(&[
+            "patch",
+            "pod",
+            name,
+            "-n",
+            namespace,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &status.to_string(),
+        ]);
+    }
+}
+
+/// The injection webhook's caBundle set to `bundle` (base64).
+fn set_ca_bundle(api: &KubeApi, bundle: &str) {
+    let patch = json!([
+        {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle},
+    ]);
+    api.kubectl_ok(&[
+        "patch",
+        "mutatingwebhookconfiguration",
+        "outrigger-sidecar-injector",
+        "--type=json",
+        "-p",
+        &patch.to_string(),
+    ]);
+}
+
+/// `bytes` in base64, as a Secret's data and a caBundle hold them.
+fn base64(bytes: &[u8]) -> String {
+    use std::io::Write;
+    let mut encoder = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    encoder.stdin.take().unwrap().write_all(bytes).unwrap();
+    text(&encoder.wait_with_output().unwrap().stdout)
+}
+
+/// A CA of the test's, for the webhook's certificate.
+struct TestCa {
+    params: rcgen::CertificateParams,
+    key: rcgen::KeyPair,
+    pem: String,
+}
+
+impl TestCa {
+    fn new() -> TestCa {
+        use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = rcgen::DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "outrigger-webhook-ca.test");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        TestCa { params, key, pem }
+    }
+
+    /// A certificate for the webhook's Service names (those the chart's
+    /// has), valid from `from` to `until` seconds relative to now: (PEM
+    /// certificate, PEM key).
+    fn issue(&self, from: i64, until: i64) -> (String, String) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let at = |offset: i64| {
+            rcgen::date_time_ymd(1970, 1, 1) + Duration::from_secs((now + offset) as u64)
+        };
+        let service = format!("outrigger-webhook.{NS}");
+        let names = vec![
+            "outrigger-webhook".to_string(),
+            service.clone(),
+            format!("{service}.svc"),
+            format!("{service}.svc.cluster.local"),
+        ];
+        let mut leaf = rcgen::CertificateParams::new(names).unwrap();
+        leaf.not_before = at(from);
+        leaf.not_after = at(until);
+        let key = rcgen::KeyPair::generate().unwrap();
+        let issuer = rcgen::Issuer::from_params(&self.params, &self.key);
+        let cert = leaf.signed_by(&key, &issuer).unwrap().pem();
+        (cert, key.serialize_pem())
+    }
+}
+
+/// The webhook's Secret rewritten: `ca`'s certificate and one it issued.
+fn set_webhook_secret(api: &KubeApi, ca: &TestCa, (cert, key): &(String, String)) {
+    let patch = json!({"stringData": {"ca.crt": ca.pem, "tls.crt": cert, "tls.key": key}});
+    api.kubectl_ok(&[
+        "patch",
+        "secret",
+        "outrigger-webhook-tls",
+        "-n",
+        NS,
+        "--type=merge",
+        "-p",
+        &patch.to_string(),
+    ]);
 }
 
 fn pod(name: &str) -> Value {
@@ -499,10 +666,11 @@ async fn a_healthy_install_checks_clean_and_explains_its_services() {
         "budget:",
         "1 watching this Service, 1 on its latest snapshot",
         // The live state is asked of the proxy's pod through the API
-        // server's pod proxy, which the test API server does not serve:
-        // the line says so rather than guessing.
+        // server's pod proxy, which refuses a pod with no IP (this one's
+        // proxy does not run): the line says so rather than guessing. The
+        // live-state test below gives a pod a real proxy.
         "Live state (from the proxies)",
-        "web-1: unavailable: 404 the server could not find the requested resource",
+        "web-1: unavailable: 400 address not allowed",
     ] {
         assert!(out.contains(expected), "{expected:?} missing:\n{out}");
     }
@@ -575,18 +743,7 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let bundle = {
-        use std::io::Write;
-        let pem = std::fs::read(other.join("ca.crt")).unwrap();
-        let mut encoder = Command::new("base64")
-            .arg("-w0")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        encoder.stdin.take().unwrap().write_all(&pem).unwrap();
-        text(&encoder.wait_with_output().unwrap().stdout)
-    };
+    let bundle = base64(&std::fs::read(other.join("ca.crt")).unwrap());
     let original = blocking(|| {
         let mwc = cluster
             .api
@@ -597,20 +754,7 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
             .unwrap()
             .to_string()
     });
-    let set_bundle = |bundle: &str| {
-        let patch = json!([
-            {"op": "replace", "path": "/webhooks/0/clientConfig/caBundle", "value": bundle},
-        ]);
-        cluster.api.kubectl_ok(&[
-            "patch",
-            "mutatingwebhookconfiguration",
-            "outrigger-sidecar-injector",
-            "--type=json",
-            "-p",
-            &patch.to_string(),
-        ]);
-    };
-    blocking(|| set_bundle(&bundle));
+    blocking(|| set_ca_bundle(&cluster.api, &bundle));
     let (code, out) = blocking(|| cluster.cli(&["check"]));
     assert_eq!(code, 1, "{out}");
     assert_fits(&out);
@@ -622,7 +766,111 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
         ),
         "{out}"
     );
-    blocking(|| set_bundle(&original));
+    blocking(|| set_ca_bundle(&cluster.api, &original));
+
+    // The webhook's certificate re-issued (a new CA, the caBundle updated,
+    // the operator restarted on it) with 10 days left: a warning, and the
+    // exit status stays 0 (warnings do not fail the check).
+    let secret_data =
+        |name: &str| cluster.api.get_json(&["secret", "-n", NS, name]).unwrap()["data"].clone();
+    let original_secret = blocking(|| secret_data("outrigger-webhook-tls"));
+    let day = 86_400;
+    let ca = TestCa::new();
+    blocking(|| {
+        set_webhook_secret(&cluster.api, &ca, &ca.issue(-day, 10 * day));
+        set_ca_bundle(&cluster.api, &base64(ca.pem.as_bytes()));
+    });
+    cluster.restart_operator("web-1").await;
+    let out = blocking(|| {
+        poll(
+            Duration::from_secs(20),
+            "a check with warnings only",
+            || {
+                let (code, out) = cluster.cli(&["check"]);
+                (code == 0 && failures(&out).is_empty()).then_some(out)
+            },
+        )
+    });
+    assert_fits(&out);
+    let warned: Vec<&str> = out.lines().filter(|l| l.starts_with("  ‼")).collect();
+    assert_eq!(warned.len(), 1, "{out}");
+    // 10 days less the seconds since it was issued.
+    assert!(
+        warned[0].starts_with("  ‼ webhook certificate expires in 9d ("),
+        "{out}"
+    );
+    assert!(out.contains("renew it"), "{out}");
+    assert!(
+        out.ends_with("‼ all checks passed, 1 warning(s)\n"),
+        "{out}"
+    );
+
+    // Re-issued by the same CA, expired three days ago: a failure, exit
+    // status 1 (the operator still serves the one above, which verifies).
+    blocking(|| set_webhook_secret(&cluster.api, &ca, &ca.issue(-30 * day, -3 * day)));
+    let (code, out) = blocking(|| cluster.cli(&["check"]));
+    assert_eq!(code, 1, "{out}");
+    assert_fits(&out);
+    assert!(
+        fails_with(&out, "webhook certificate expired 3d ago ("),
+        "{out}"
+    );
+    assert!(
+        fails_with(&out, "the certificate has expired"),
+        "the caBundle check says why too: {out}"
+    );
+    assert_eq!(failures(&out).len(), 2, "only those lines: {out}");
+    // The install as it was.
+    blocking(|| {
+        let patch = json!({"data": original_secret});
+        cluster.api.kubectl_ok(&[
+            "patch",
+            "secret",
+            "outrigger-webhook-tls",
+            "-n",
+            NS,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+        set_ca_bundle(&cluster.api, &original);
+    });
+    cluster.restart_operator("web-1").await;
+    blocking(|| {
+        poll(Duration::from_secs(20), "a clean check again", || {
+            let (code, out) = cluster.cli(&["check"]);
+            (code == 0 && out.ends_with("✔ all checks passed\n")).then_some(())
+        })
+    });
+
+    // The injector turned off (helm upgrade): no webhook configuration, no
+    // webhook certificate, and that is what the install asked for.
+    let chart = workspace_root().join("charts/outrigger");
+    let out = blocking(|| {
+        helm(
+            &cluster.api,
+            &[
+                "upgrade",
+                "outrigger",
+                chart.to_str().unwrap(),
+                "--namespace",
+                NS,
+                "--reuse-values",
+                "--set",
+                "injector.enabled=false",
+            ],
+        )
+    });
+    assert!(out.status.success(), "helm upgrade: {}", text(&out.stderr));
+    let (code, out) = blocking(|| cluster.cli(&["check"]));
+    assert_eq!(code, 0, "{out}");
+    assert_fits(&out);
+    assert!(
+        out.contains("  ✔ injection is off in this install (injector.enabled=false)\n"),
+        "{out}"
+    );
+    assert!(!out.contains("webhook certificate"), "{out}");
+    assert!(out.ends_with("✔ all checks passed\n"), "{out}");
 
     // The operator stops: no leader once its lease runs out (2s), no
     // replica answering, the Deployment's pods not ready.
@@ -670,4 +918,286 @@ async fn each_breakage_fails_its_line_and_the_exit_status() {
         "{out}"
     );
     eprintln!("broken installs test took {:?}", started.elapsed());
+}
+
+/// A pod's network: a network namespace joined to the host's by a veth
+/// pair, the host's end 10.213.N.(4k+1)/30, the namespace's 10.213.N.(4k+2)
+/// (N from the process id, k per test, so concurrent runs do not collide).
+/// The API server proxies only to such addresses, never to loopback.
+/// Deleted when dropped (the pair with it), on a panic too.
+struct PodNet {
+    host: Ipv4Addr,
+    pod: Ipv4Addr,
+    netns: Netns,
+}
+
+impl PodNet {
+    fn create(k: u8) -> PodNet {
+        let id = std::process::id();
+        let n = (id % 250) as u8;
+        let netns = Netns::create(&format!("orcli{id}-{k}"));
+        let (host, pod) = (
+            Ipv4Addr::new(10, 213, n, 4 * k + 1),
+            Ipv4Addr::new(10, 213, n, 4 * k + 2),
+        );
+        netns.link_host(
+            &format!("orcli{id}{k}"),
+            &format!("{host}/30"),
+            &format!("{pod}/30"),
+        );
+        PodNet { host, pod, netns }
+    }
+}
+
+/// The real `outrigger-proxy` inside a pod's network namespace: its admin
+/// listener on the pod's IP and the sidecar's admin port (where the API
+/// server's pod proxy reaches it), its outbound listener on the pod's IP
+/// too (where the test sends the application's calls), its policy from a
+/// file. Killed when dropped.
+struct SidecarProxy {
+    outbound: SocketAddr,
+    admin: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+impl SidecarProxy {
+    async fn start(net: &PodNet, policy: &Path) -> SidecarProxy {
+        let address_file = policy.with_file_name("addresses.json");
+        let _ = std::fs::remove_file(&address_file);
+        let admin = SocketAddr::from((net.pod, ADMIN_PORT));
+        let mut child = net
+            .netns
+            .command(&[
+                outrigger_e2e::proxy::proxy_binary(),
+                &format!("--admin-addr={admin}"),
+                &format!("--outbound-addr={}:0", net.pod),
+                "--inbound-addr=127.0.0.1:0",
+                "--namespace=shop",
+                &format!("--policy={}", policy.display()),
+                &format!("--address-file={}", address_file.display()),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("the proxy starts in the namespace");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addresses: Value = loop {
+            if let Ok(text) = std::fs::read_to_string(&address_file) {
+                if let Ok(value) = serde_json::from_str(&text) {
+                    break value;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("proxy exited before listening: {status}");
+            }
+            assert!(Instant::now() < deadline, "the proxy did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let outbound = addresses["outbound"].as_str().unwrap().parse().unwrap();
+        let proxy = SidecarProxy {
+            outbound,
+            admin,
+            _child: child,
+        };
+        outrigger_e2e::wait_until(Duration::from_secs(15), "the proxy is ready", || async {
+            matches!(raw_get(admin, "/ready").await, Ok((200, _)))
+        })
+        .await;
+        proxy
+    }
+
+    /// A gauge of Service web's destination in the proxy's own /metrics.
+    async fn gauge(&self, name: &str) -> f64 {
+        let metrics = raw_get(self.admin, "/metrics").await.unwrap().1;
+        metric_value(
+            &metrics,
+            name,
+            &["destination=\"web.shop.svc.cluster.local:80\""],
+        )
+    }
+
+    /// The application's call to Service web through the proxy.
+    async fn call(&self) -> u16 {
+        request(self.outbound, "GET", "/", &[("host", "web")], b"")
+            .await
+            .0
+    }
+}
+
+/// Service web's policy with a breaker and outlier detection, and its two
+/// endpoints on the host's end of the pod's veth pair: what the API server
+/// holds and what the proxy reads from its file.
+fn breaker_policy(host: Ipv4Addr, ports: [u16; 2]) -> (String, String) {
+    let policy = "apiVersion: outrigger.dev/v1alpha1\nkind: ResiliencePolicy\nmetadata: {name: web, namespace: shop}\nspec:\n  targetRef: {kind: Service, name: web}\n  retry: {attempts: 3}\n  outlierDetection: {consecutiveFailures: 3, baseEjectionTime: 300s, maxEjectionPercent: 50}\n  circuitBreaker: {failureRatePercent: 50, minimumRequests: 10, window: 30s, openFor: 300s, maxOpenFor: 600s}\n".to_string();
+    let slices: String = ports
+        .iter()
+        .enumerate()
+        .map(|(i, port)| {
+            format!(
+                "---\napiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata: {{name: web-{i}, namespace: shop, labels: {{kubernetes.io/service-name: web}}}}\naddressType: IPv4\nports: [{{port: {port}}}]\nendpoints: [{{addresses: [\"{host}\"], conditions: {{ready: true}}}}]\n"
+            )
+        })
+        .collect();
+    (policy.clone(), format!("{policy}{slices}"))
+}
+
+/// `explain`'s live section, its wrapped lines joined: one line a proxy
+/// (and destination).
+fn live_section(out: &str) -> String {
+    let section = out
+        .split("Live state (from the proxies)\n")
+        .nth(1)
+        .unwrap_or_else(|| panic!("no live section:\n{out}"));
+    let mut joined = String::new();
+    for line in section.lines().take_while(|l| l.starts_with("  ")) {
+        // A line that goes on wraps with the same indentation: a new entry
+        // starts with a proxy id, which these tests name web-N.
+        let line = line.trim();
+        if !joined.is_empty() {
+            joined.push(if line.starts_with("web-") { '\n' } else { ' ' });
+        }
+        joined.push_str(line);
+    }
+    joined
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_reads_a_real_proxys_breaker_and_ejections_through_the_pod_proxy() {
+    let started = Instant::now();
+    let net = PodNet::create(0);
+    // The operator's admin endpoint on the host's end of the pair: a pod IP
+    // the API server proxies to, on the chart's admin port.
+    let mut cluster =
+        Installed::start_with_admin("cli-live", &format!("{}:{OPERATOR_ADMIN_PORT}", net.host))
+            .await;
+    let good = FaultUpstream::start(SocketAddr::from((net.host, 0)), FaultConfig::default())
+        .await
+        .unwrap();
+    let bad = FaultUpstream::start(
+        SocketAddr::from((net.host, 0)),
+        FaultConfig {
+            failure_rate: 1.0,
+            ..FaultConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (policy, file) = breaker_policy(net.host, [good.addr.port(), bad.addr.port()]);
+    let policy_file = cluster.api.dir.join("web-1-proxy").join("policy.yaml");
+    std::fs::create_dir_all(policy_file.parent().unwrap()).unwrap();
+    std::fs::write(&policy_file, file).unwrap();
+    blocking(|| cluster.api.apply(&policy));
+    // Proxy web-1's stream and acknowledgement (curl, as in the other
+    // tests), and its pod, running, not yet with an IP.
+    let stream = cluster.watch("web-1");
+    let version = Installed::snapshot_after(&stream, 0);
+    cluster.ack("web-1", version);
+    blocking(|| cluster.running_pod("web-1"));
+
+    // A pod without an IP is not proxied to: the API server says so.
+    let (code, out) = blocking(|| cluster.cli(&["explain", "svc/web", "-n", "shop"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        live_section(&out),
+        "web-1: unavailable: 400 address not allowed",
+        "{out}"
+    );
+    // Its IP, with no proxy listening there yet.
+    blocking(|| cluster.pod_ip("shop", "web-1", &net.pod.to_string()));
+    let (code, out) = blocking(|| cluster.cli(&["explain", "svc/web", "-n", "shop"]));
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        live_section(&out),
+        format!(
+            "web-1: unavailable: 503 error trying to reach service: \
+             dial tcp {}:{ADMIN_PORT}: connect: connection refused",
+            net.pod
+        ),
+        "{out}"
+    );
+
+    // The proxy starts in the pod's namespace; the application calls web
+    // through it until the failing endpoint is ejected...
+    let proxy = SidecarProxy::start(&net, &policy_file).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.gauge("outrigger_ejected_endpoints").await < 1.0 {
+        assert!(
+            Instant::now() < deadline,
+            "the failing endpoint never ejected"
+        );
+        proxy.call().await;
+    }
+    assert!(
+        bad.hits() >= 3,
+        "{} calls reached the failing endpoint",
+        bad.hits()
+    );
+    // ...then the other endpoint fails too (it cannot be ejected: at most
+    // half the endpoints are) until the breaker opens.
+    good.set_failure_rate(1.0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while proxy.gauge("outrigger_circuit_state").await != 1.0 {
+        assert!(Instant::now() < deadline, "the breaker never opened");
+        proxy.call().await;
+    }
+    assert_eq!(proxy.call().await, 503, "the open breaker answers");
+
+    // explain reads it from the proxy, through the API server's pod proxy.
+    let (code, out) = blocking(|| cluster.cli(&["explain", "svc/web", "-n", "shop"]));
+    assert_eq!(code, 0, "{out}");
+    assert_fits(&out);
+    assert_eq!(
+        live_section(&out),
+        "web-1 port 80: breaker OPEN, 1 endpoint(s) ejected",
+        "{out}"
+    );
+    assert!(
+        out.contains("1 watching this Service, 1 on its latest snapshot"),
+        "{out}"
+    );
+
+    // Without --admin-url the CLI finds the operator's pod and asks its
+    // admin endpoint through the pod proxy too.
+    let selector = blocking(|| {
+        cluster
+            .api
+            .get_json(&["deploy", "-n", NS, "outrigger-operator"])
+            .unwrap()["spec"]["selector"]["matchLabels"]
+            .clone()
+    });
+    let operator_pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "outrigger-operator-7d9c-x2k4p", "namespace": NS, "labels": selector},
+        "spec": {"containers": [{"name": "operator", "image": "outrigger/operator:test"}]},
+    });
+    blocking(|| {
+        cluster.api.apply(&operator_pod.to_string());
+        cluster.api.kubectl_ok(&[
+            "patch",
+            "pod",
+            "outrigger-operator-7d9c-x2k4p",
+            "-n",
+            NS,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            r#"{"status":{"phase":"Running"}}"#,
+        ]);
+        cluster.pod_ip(NS, "outrigger-operator-7d9c-x2k4p", &net.host.to_string());
+    });
+    let (code, out) = blocking(|| cluster.cli_through_pods(&["proxies"]));
+    assert_eq!(code, 0, "{out}");
+    let row = out
+        .lines()
+        .find(|l| l.starts_with("shop/web-1 "))
+        .unwrap_or_else(|| panic!("{out}"));
+    assert!(row.contains("outrigger-operator-7d9c-x2k4p"), "{row}");
+    let (code, out) = blocking(|| cluster.cli_through_pods(&["check"]));
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("1 proxies connected, 1 injected pod(s) running"),
+        "{out}"
+    );
+    eprintln!("live state test took {:?}", started.elapsed());
 }

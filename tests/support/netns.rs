@@ -111,3 +111,27 @@ impl Netns {
         peer.exec_ok(&["ip", "link", "set", &there, "up"]);
     }
 }
+
+impl Netns {
+    /// Connects the namespace to the host's with a veth pair: the host end
+    /// `host_if` gets `addr_host`, the namespace's end `addr_here` (CIDR
+    /// notation, e.g. 10.213.7.1/30). Deleting the namespace deletes the
+    /// pair.
+    pub fn link_host(&self, host_if: &str, addr_host: &str, addr_here: &str) {
+        let here = format!("{host_if}n");
+        let run = |argv: &[&str]| {
+            let status = std::process::Command::new("ip")
+                .args(argv)
+                .status()
+                .unwrap();
+            assert!(status.success(), "ip {argv:?}");
+        };
+        run(&[
+            "link", "add", host_if, "type", "veth", "peer", "name", &here, "netns", &self.name,
+        ]);
+        run(&["addr", "add", addr_host, "dev", host_if]);
+        run(&["link", "set", host_if, "up"]);
+        self.exec_ok(&["ip", "addr", "add", addr_here, "dev", &here]);
+        self.exec_ok(&["ip", "link", "set", &here, "up"]);
+    }
+}

@@ -20,6 +20,8 @@
 // loopback in tests, which is all this server accepts as a client anyway.
 // A webhook's Service is reached through its EndpointSlices, not its
 // ClusterIP (admission.go says why); calls carry no client credentials.
+// pods/proxy forwards to the IP a test wrote in a pod's status, never to a
+// loopback or link-local one, as kube-apiserver (podproxy.go).
 package main
 
 import (

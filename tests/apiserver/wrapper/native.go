@@ -81,6 +81,7 @@ var subresourceKinds = []struct {
 }{
 	{autoscalingv1.SchemeGroupVersion, &autoscalingv1.Scale{}},
 	{authenticationv1.SchemeGroupVersion, &authenticationv1.TokenRequest{}},
+	{corev1.SchemeGroupVersion, &corev1.PodProxyOptions{}},
 }
 
 var nativeResources = []nativeResource{
@@ -138,7 +139,8 @@ var nativeResources = []nativeResource{
 	},
 	{
 		// Pods: stored only (no scheduler or kubelet runs them); tests set
-		// their status through the status subresource.
+		// their status through the status subresource, and pods/proxy
+		// reaches whatever serves on the status.podIP they set.
 		set: "core", gv: corev1.SchemeGroupVersion, resource: "pods", singular: "pod", kind: "Pod",
 		namespaced: true, shortNames: []string{"po"},
 		newObj:  func() runtime.Object { return &corev1.Pod{} },
@@ -157,6 +159,10 @@ var nativeResources = []nativeResource{
 			pod, o := obj.(*corev1.Pod), old.(*corev1.Pod)
 			pod.Spec = o.Spec
 			pod.Labels, pod.Annotations = o.Labels, o.Annotations
+		},
+		// pods/proxy to the pod's IP (podproxy.go).
+		subresources: func(store *genericregistry.Store, env *nativeEnv) map[string]rest.Storage {
+			return map[string]rest.Storage{"pods/proxy": newPodProxyREST(store)}
 		},
 		validate: func(obj runtime.Object) field.ErrorList {
 			pod := obj.(*corev1.Pod)
@@ -362,6 +368,7 @@ func newNativeScheme(rs []nativeResource) *runtime.Scheme {
 	for _, k := range subresourceKinds {
 		add(k.gv, k.obj)
 	}
+	podProxyConversions(s)
 	unversioned := schema.GroupVersion{Group: "", Version: "v1"}
 	s.AddUnversionedTypes(unversioned, &metav1.Status{}, &metav1.APIVersions{}, &metav1.APIGroupList{}, &metav1.APIGroup{}, &metav1.APIResourceList{})
 	return s
