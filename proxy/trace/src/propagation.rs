@@ -1,19 +1,22 @@
-//! Trace context in request headers: W3C `traceparent`/`tracestate` (read
-//! through the OpenTelemetry SDK's propagator; `traceparent` written here,
-//! `tracestate` passed on as it came) and Zipkin's B3, single (`b3`) and
-//! multi (`x-b3-*`) header forms. The B3 codec is our own: the crate that
-//! carries one (opentelemetry-zipkin) brings an exporter and an HTTP client
-//! the proxy has no use for, and the format is four hex fields.
+//! Trace context in request headers: W3C `traceparent`/`tracestate` and
+//! Zipkin's B3, single (`b3`) and multi (`x-b3-*`) header forms, read and
+//! written here. `traceparent` is four fixed-width hex fields and B3 much
+//! the same; the OpenTelemetry SDK's propagator read it through a `Context`
+//! (an allocation and a parse of `tracestate` on every request, ~2,900
+//! instructions per request with context, BENCHMARKS.md "Tracing's cost"),
+//! and the crate that carries a B3 codec (opentelemetry-zipkin) brings an
+//! exporter and an HTTP client the proxy has no use for. `tracestate` is
+//! passed on as it came and parsed (by the SDK's `TraceState`) only for a
+//! sampled request, whose exported spans carry it.
 //!
 //! A request may carry both: the W3C context wins, and both are rewritten
 //! for the next hop so that each names the proxy's span as the parent.
 
 use http::{HeaderMap, HeaderName, HeaderValue};
-use opentelemetry::propagation::{Extractor, TextMapPropagator};
-use opentelemetry::trace::{SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState};
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::trace::{SpanContext, SpanId, TraceFlags, TraceId, TraceState};
 
 pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const TRACESTATE: HeaderName = HeaderName::from_static("tracestate");
 const B3: HeaderName = HeaderName::from_static("b3");
 const B3_TRACE_ID: HeaderName = HeaderName::from_static("x-b3-traceid");
 const B3_SPAN_ID: HeaderName = HeaderName::from_static("x-b3-spanid");
@@ -40,13 +43,65 @@ pub fn extract(headers: &HeaderMap) -> (Option<SpanContext>, Formats) {
         .then(|| extract_b3(headers, &mut formats))
         .flatten();
     if present.traceparent {
-        let cx = TraceContextPropagator::new().extract(&Headers(headers));
-        let span = cx.span().span_context().clone();
-        if span.is_valid() {
+        let parsed = headers
+            .get(TRACEPARENT)
+            .and_then(|value| parse_traceparent(value.as_bytes()));
+        if let Some((trace_id, span_id, flags)) = parsed {
+            // Only a sampled request's spans carry the state (exported);
+            // an unsampled one passes the header on as it came.
+            let state = match flags.is_sampled() {
+                true => headers
+                    .get(TRACESTATE)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_default(),
+                false => TraceState::default(),
+            };
+            let span = SpanContext::new(trace_id, span_id, flags, true, state);
             return (Some(span), formats);
         }
     }
     (b3, formats)
+}
+
+/// `traceparent` (W3C Trace Context, level 1): `VV-TRACEID-SPANID-FF`,
+/// lowercase hex. Version `ff` is invalid; version 00 is exactly 55
+/// characters; a later version may append fields after a dash, which are
+/// ignored. All-zero ids are invalid; of the flags only "sampled" is kept.
+fn parse_traceparent(value: &[u8]) -> Option<(TraceId, SpanId, TraceFlags)> {
+    if value.len() < 55 || value[2] != b'-' || value[35] != b'-' || value[52] != b'-' {
+        return None;
+    }
+    let version = hex_number(&value[..2])?;
+    match version {
+        0xff => return None,
+        0 if value.len() != 55 => return None,
+        _ if value.len() > 55 && value[55] != b'-' => return None,
+        _ => {}
+    }
+    let trace_id = hex_number(&value[3..35])?;
+    let span_id = hex_number(&value[36..52])?;
+    let flags = hex_number(&value[53..55])?;
+    if trace_id == 0 || span_id == 0 {
+        return None;
+    }
+    Some((
+        TraceId::from(trace_id),
+        SpanId::from(span_id as u64),
+        TraceFlags::new(flags as u8) & TraceFlags::SAMPLED,
+    ))
+}
+
+/// Lowercase hex digits (at most 32) as a number; anything else is `None`.
+fn hex_number(digits: &[u8]) -> Option<u128> {
+    digits.iter().try_fold(0u128, |number, digit| {
+        let value = match digit {
+            b'0'..=b'9' => digit - b'0',
+            b'a'..=b'f' => digit - b'a' + 10,
+            _ => return None,
+        };
+        Some(number << 4 | u128::from(value))
+    })
 }
 
 /// Writes `span` as the parent for the next hop, in W3C form and in the B3
@@ -207,18 +262,6 @@ fn b3_context(
     span.is_valid().then_some(span)
 }
 
-struct Headers<'a>(&'a HeaderMap);
-
-impl Extractor for Headers<'_> {
-    fn get(&self, key: &str) -> Option<&str> {
-        self.0.get(key).and_then(|v| v.to_str().ok())
-    }
-
-    fn keys(&self) -> Vec<&str> {
-        self.0.keys().map(HeaderName::as_str).collect()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,5 +383,57 @@ mod tests {
             assert!(extract(&h).0.is_none(), "{h:?}");
         }
         assert_eq!(trace_id_of(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn traceparent_follows_the_w3c_rules() {
+        let read = |value: &str| {
+            extract(&headers(&[("traceparent", value)])).0.map(|span| {
+                (
+                    span.trace_id().to_string(),
+                    span.span_id().to_string(),
+                    span.is_sampled(),
+                )
+            })
+        };
+        let ours = Some((TRACE.to_string(), PARENT.to_string(), true));
+        assert_eq!(read(&format!("00-{TRACE}-{PARENT}-01")), ours);
+        // Flags other than "sampled" are not ours to act on.
+        assert_eq!(read(&format!("00-{TRACE}-{PARENT}-03")), ours);
+        assert_eq!(
+            read(&format!("00-{TRACE}-{PARENT}-00")),
+            Some((TRACE.to_string(), PARENT.to_string(), false))
+        );
+        // A later version may add fields; they are ignored.
+        assert_eq!(read(&format!("01-{TRACE}-{PARENT}-01-what-comes")), ours);
+        assert_eq!(read(&format!("01-{TRACE}-{PARENT}-01")), ours);
+        for invalid in [
+            format!("ff-{TRACE}-{PARENT}-01"),
+            format!("00-{TRACE}-{PARENT}-01-more"),
+            format!("01-{TRACE}-{PARENT}-01x"),
+            format!("00-{}-{PARENT}-01", TRACE.to_uppercase()),
+            format!("00-{TRACE}-{}-01", "0".repeat(16)),
+            format!("00-{TRACE}-{PARENT}-1"),
+            format!("00-{TRACE}-{PARENT}-0g"),
+            format!("0-{TRACE}-{PARENT}-01"),
+            format!("00_{TRACE}-{PARENT}-01"),
+            String::new(),
+        ] {
+            assert_eq!(read(&invalid), None, "{invalid}");
+        }
+    }
+
+    #[test]
+    fn tracestate_is_read_for_sampled_contexts_only() {
+        let state = |flags: &str| {
+            let h = headers(&[
+                ("traceparent", &format!("00-{TRACE}-{PARENT}-{flags}")),
+                ("tracestate", "vendor=opaque,other=x"),
+            ]);
+            extract(&h).0.unwrap().trace_state().header()
+        };
+        assert_eq!(state("01"), "vendor=opaque,other=x");
+        // Unsampled: the header goes on as it came; nothing reads it.
+        assert_eq!(state("00"), "");
     }
 }
