@@ -273,6 +273,26 @@ fn read_proc_status_kib(pid: u32, field: &str) -> Option<u64> {
         .ok()
 }
 
+/// Seconds the process's threads spent waiting on a run queue (runnable,
+/// no CPU free), summed over its threads (from /proc/PID/task/*/schedstat:
+/// time on CPU, time waiting, in ns). Threads that exited are not counted.
+fn runqueue_wait_seconds(pid: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0.0;
+    };
+    let mut ns = 0u64;
+    for task in tasks.flatten() {
+        if let Ok(text) = std::fs::read_to_string(task.path().join("schedstat")) {
+            ns += text
+                .split_whitespace()
+                .nth(1)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0);
+        }
+    }
+    ns as f64 / 1e9
+}
+
 /// utime + stime in seconds. /proc reports clock ticks of USER_HZ, which Linux
 /// fixes at 100 for this interface.
 fn cpu_seconds(pid: &str) -> f64 {
@@ -745,7 +765,18 @@ struct Propagation {
     ack_p50_ms: f64,
     ack_p99_ms: f64,
     ack_max_ms: f64,
+    /// From a subscriber receiving the change to its ack being answered
+    /// (the load generator's own queueing included): p50 / p99.
+    ack_after_receipt_p50_ms: f64,
+    ack_after_receipt_p99_ms: f64,
     operator_cpu_s: f64,
+    /// The load generator's CPU from the edit to 500 ms after every stream
+    /// received it (the acks answered meanwhile).
+    client_cpu_s: f64,
+    /// Over the same span: time the operator's and the load generator's
+    /// threads were runnable but waited for a CPU.
+    operator_runqueue_wait_s: f64,
+    client_runqueue_wait_s: f64,
     push_bytes: f64,
     pushes: f64,
 }
@@ -772,6 +803,7 @@ fn propagation(
 ) -> Propagation {
     let mut latencies = Vec::new();
     let mut ack_latencies = Vec::new();
+    let mut ack_after_receipt = Vec::new();
     let mut result = Propagation::default();
     for (i, log) in shared.logs.iter().enumerate() {
         let log = log.lock().expect("not poisoned");
@@ -791,6 +823,8 @@ fn propagation(
                 let version = since[first].version;
                 if let Some((_, at)) = log.acks.iter().find(|(v, _)| *v == version) {
                     ack_latencies.push(at.duration_since(written).as_secs_f64() * 1000.0);
+                    ack_after_receipt
+                        .push(at.duration_since(since[first].at).as_secs_f64() * 1000.0);
                 }
             }
         } else if !since.is_empty() {
@@ -807,6 +841,9 @@ fn propagation(
     result.ack_p50_ms = round3(percentile(&ack_latencies, 0.50));
     result.ack_p99_ms = round3(percentile(&ack_latencies, 0.99));
     result.ack_max_ms = round3(ack_latencies.last().copied().unwrap_or(f64::NAN));
+    ack_after_receipt.sort_by(|a, b| a.total_cmp(b));
+    result.ack_after_receipt_p50_ms = round3(percentile(&ack_after_receipt, 0.50));
+    result.ack_after_receipt_p99_ms = round3(percentile(&ack_after_receipt, 0.99));
     result
 }
 
@@ -1202,23 +1239,32 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     // ---- one edit changing every policy: attempts 2 -> 3
     let change = |name: &str,
                   report_cpu0: f64,
+                  client_cpu0: f64,
+                  waits0: (f64, f64),
                   m_before: &HashMap<String, f64>,
                   m_after: &HashMap<String, f64>,
                   mut p: Propagation| {
         p.operator_cpu_s = round3(cpu_seconds(&pid_s) - report_cpu0);
+        p.client_cpu_s = round3(cpu_seconds("self") - client_cpu0);
+        p.operator_runqueue_wait_s = round3(runqueue_wait_seconds(&pid_s) - waits0.0);
+        p.client_runqueue_wait_s = round3(runqueue_wait_seconds("self") - waits0.1);
         p.push_bytes = metric(m_after, "outrigger_operator_push_bytes_total")
             - metric(m_before, "outrigger_operator_push_bytes_total");
         p.pushes = metric(m_after, "outrigger_operator_pushes_total")
             - metric(m_before, "outrigger_operator_pushes_total");
         eprintln!(
-            "{name}: {}/{} received; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; extra {}, spurious {}; operator CPU {:.2}s, {} bytes",
-            p.received, p.expected, p.p50_ms, p.p99_ms, p.max_ms, p.extra_snapshots, p.spurious,
-            p.operator_cpu_s, p.push_bytes
+            "{name}: {}/{} received; p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; acked p50 {:.1} ms, p99 {:.1} ms (after receipt p50 {:.1} ms, p99 {:.1} ms); extra {}, spurious {}; operator CPU {:.2}s, load generator CPU {:.2}s, waited for a CPU: operator {:.2}s, load generator {:.2}s; {} bytes",
+            p.received, p.expected, p.p50_ms, p.p99_ms, p.max_ms, p.ack_p50_ms, p.ack_p99_ms,
+            p.ack_after_receipt_p50_ms, p.ack_after_receipt_p99_ms, p.extra_snapshots, p.spurious,
+            p.operator_cpu_s, p.client_cpu_s, p.operator_runqueue_wait_s,
+            p.client_runqueue_wait_s, p.push_bytes
         );
         p
     };
     let m_before = metrics(admin).await?;
     let cpu_before = cpu_seconds(&pid_s);
+    let client_cpu_before = cpu_seconds("self");
+    let waits_before = (runqueue_wait_seconds(&pid_s), runqueue_wait_seconds("self"));
     let written = replace_file(&manifests, "policies.yaml", &policies_yaml(s, |_| 3))?;
     let _ = wait_for("all-Services change", Duration::from_secs(60), || {
         shared.failed() || (0..n).all(|i| shared.latest_attempts(i) == Some(3))
@@ -1231,6 +1277,8 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     report.all_services = change(
         "all Services",
         cpu_before,
+        client_cpu_before,
+        waits_before,
         &m_before,
         &m_after,
         propagation(&shared, written, |_| true, 3),
@@ -1241,6 +1289,8 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     let concerned = |i: usize| i.is_multiple_of(s);
     let m_before = metrics(admin).await?;
     let cpu_before = cpu_seconds(&pid_s);
+    let client_cpu_before = cpu_seconds("self");
+    let waits_before = (runqueue_wait_seconds(&pid_s), runqueue_wait_seconds("self"));
     let written = replace_file(
         &manifests,
         "policies.yaml",
@@ -1259,6 +1309,8 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
     report.one_service = change(
         "one Service",
         cpu_before,
+        client_cpu_before,
+        waits_before,
         &m_before,
         &m_after,
         propagation(&shared, written, concerned, 5),

@@ -4,18 +4,19 @@
 //! matter how far behind a reader is. Each snapshot is serialized once, when
 //! it is published: every stream of the subscription sends the same bytes.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use bytes::Bytes;
 use k8s_openapi::jiff::Timestamp;
-use outrigger_api::stream::{Ack, DestinationSnapshot, Snapshot, StreamMessage, Subscription};
+use outrigger_api::stream::{Ack, Snapshot, StreamMessage, Subscription};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use super::resolve::resolve;
+use super::tallies::{Entry, ProxyPolicies, Tallies};
 use crate::compile::Compiled;
 use crate::index::CompiledIndex;
 use crate::metrics::Metrics;
@@ -72,15 +73,26 @@ pub struct Channel {
 struct HubState {
     /// Monotonic across all subscriptions.
     version: u64,
-    channels: HashMap<Subscription, Arc<Channel>>,
+    channels: HashMap<Subscription, ChannelEntry>,
     /// When each version was published (for change-to-ack latency), pruned.
     published: BTreeMap<u64, Instant>,
     /// Per proxy with open streams: how many, and the version it applied per
     /// subscription. Proxies without streams are forgotten (pod names churn).
     proxies: HashMap<Arc<str>, ProxyState>,
+    /// `status.proxies` per policy, kept up to date by every change below.
+    tallies: Tallies,
+}
+
+struct ChannelEntry {
+    channel: Arc<Channel>,
+    /// The proxies with an applied entry for this channel, whose counts
+    /// change with its snapshot or go when it is dropped.
+    appliers: HashSet<Arc<str>>,
 }
 
 struct ProxyState {
+    /// Its key in `proxies` (an applier's name).
+    name: Arc<str>,
     open_streams: usize,
     /// When the proxy's first open stream began (for `outrigger proxies`).
     since: Timestamp,
@@ -90,6 +102,50 @@ struct ProxyState {
     /// A proxy watches a handful of subscriptions: a short list, searched by
     /// channel identity, costs less than a map keyed by subscription name.
     applied: Vec<(Arc<Channel>, u64)>,
+    /// What its entries of `applied` on live channels add to the tallies.
+    policies: ProxyPolicies,
+}
+
+/// Counts (`add`) or uncounts a proxy's applied entry of a live channel,
+/// against the channel's latest snapshot.
+fn count(
+    tallies: &mut Tallies,
+    policies: &mut ProxyPolicies,
+    channel: &Channel,
+    applied: u64,
+    add: bool,
+) {
+    let published = channel.sender.borrow();
+    if let Some((policy, generation)) = &published.policy {
+        let entry = Entry {
+            policy,
+            generation: *generation,
+            up_to_date: applied >= published.snapshot.version,
+        };
+        tallies.adjust(policies, entry, add);
+    }
+}
+
+/// Counts (`add`) or uncounts the entries every applier of `entry` holds for it.
+fn count_appliers(
+    tallies: &mut Tallies,
+    proxies: &mut HashMap<Arc<str>, ProxyState>,
+    entry: &ChannelEntry,
+    add: bool,
+) {
+    for name in &entry.appliers {
+        let Some(proxy) = proxies.get_mut(name) else {
+            debug_assert!(false, "appliers leave with their proxy");
+            continue;
+        };
+        if let Some((_, applied)) = proxy
+            .applied
+            .iter()
+            .find(|(c, _)| Arc::ptr_eq(c, &entry.channel))
+        {
+            count(tallies, &mut proxy.policies, &entry.channel, *applied, add);
+        }
+    }
 }
 
 /// One open stream's hold on a subscription: the receiver of its channel,
@@ -148,7 +204,7 @@ impl Hub {
             None => Arc::from(proxy),
         };
         let channel = match state.channels.get(subscription) {
-            Some(channel) => channel.clone(),
+            Some(entry) => entry.channel.clone(),
             None => {
                 let destination = resolve(&self.index.load(), subscription, &self.cluster_domain);
                 state.version += 1;
@@ -163,7 +219,13 @@ impl Hub {
                     sender,
                     live: AtomicBool::new(true),
                 });
-                state.channels.insert(subscription.clone(), channel.clone());
+                state.channels.insert(
+                    subscription.clone(),
+                    ChannelEntry {
+                        channel: channel.clone(),
+                        appliers: HashSet::new(),
+                    },
+                );
                 channel
             }
         };
@@ -171,10 +233,12 @@ impl Hub {
             .proxies
             .entry(proxy.clone())
             .or_insert_with(|| ProxyState {
+                name: proxy.clone(),
                 open_streams: 0,
                 since: Timestamp::now(),
                 watching: Vec::new(),
                 applied: Vec::new(),
+                policies: ProxyPolicies::default(),
             });
         entry.open_streams += 1;
         entry.watching.push(channel.clone());
@@ -193,7 +257,13 @@ impl Hub {
     /// A stream ended (its receiver is already dropped).
     fn unsubscribe(&self, proxy: &Arc<str>, channel: &Arc<Channel>) {
         let mut state = self.state.lock().expect("not poisoned");
-        if let Some(p) = state.proxies.get_mut(proxy) {
+        let HubState {
+            channels,
+            proxies,
+            tallies,
+            ..
+        } = &mut *state;
+        if let Some(p) = proxies.get_mut(proxy) {
             p.open_streams = p.open_streams.saturating_sub(1);
             if let Some(i) = p.watching.iter().position(|c| Arc::ptr_eq(c, channel)) {
                 p.watching.swap_remove(i);
@@ -201,18 +271,28 @@ impl Hub {
             // Without streams a proxy counts nowhere: forget it, or every pod
             // that ever connected (pod names churn) stays in memory.
             if p.open_streams == 0 {
-                state.proxies.remove(proxy);
+                let mut p = proxies.remove(proxy).expect("found above");
+                for (c, applied) in &p.applied {
+                    if c.live.load(Ordering::Relaxed) {
+                        count(tallies, &mut p.policies, c, *applied, false);
+                        if let Some(entry) = channels.get_mut(&c.subscription) {
+                            entry.appliers.remove(proxy);
+                        }
+                    }
+                }
+                debug_assert!(p.policies.is_empty());
             }
         }
         // A channel without readers is dropped; a later subscribe recomputes.
         if channel.sender.receiver_count() == 0
-            && state
-                .channels
+            && channels
                 .get(&channel.subscription)
-                .is_some_and(|c| Arc::ptr_eq(c, channel))
+                .is_some_and(|e| Arc::ptr_eq(&e.channel, channel))
         {
+            let entry = channels.remove(&channel.subscription).expect("found above");
+            // Entries of a dropped channel count nowhere.
+            count_appliers(tallies, proxies, &entry, false);
             channel.live.store(false, Ordering::Relaxed);
-            state.channels.remove(&channel.subscription);
         }
         self.publish_gauges(&state);
     }
@@ -230,25 +310,34 @@ impl Hub {
     pub fn refresh(&self) {
         let compiled: Arc<Compiled> = self.index.load();
         let mut state = self.state.lock().expect("not poisoned");
-        let mut changed: Vec<(Arc<Channel>, Option<DestinationSnapshot>)> = Vec::new();
-        for channel in state.channels.values() {
-            let next = resolve(&compiled, &channel.subscription, &self.cluster_domain);
-            if channel.sender.borrow().snapshot.destination != next {
-                changed.push((channel.clone(), next));
+        let HubState {
+            version: last_version,
+            channels,
+            published,
+            proxies,
+            tallies,
+        } = &mut *state;
+        for entry in channels.values() {
+            let channel = &entry.channel;
+            let destination = resolve(&compiled, &channel.subscription, &self.cluster_domain);
+            if channel.sender.borrow().snapshot.destination == destination {
+                continue;
             }
-        }
-        for (channel, destination) in changed {
-            state.version += 1;
-            let version = state.version;
-            state.published.insert(version, Instant::now());
+            *last_version += 1;
+            let version = *last_version;
+            published.insert(version, Instant::now());
+            // The appliers' entries are recounted against the new snapshot
+            // (behind it, perhaps under another policy).
+            count_appliers(tallies, proxies, entry, false);
             channel.sender.send_replace(Published::new(Snapshot {
                 version,
                 destination,
             }));
+            count_appliers(tallies, proxies, entry, true);
             self.metrics.pushes.inc();
         }
-        while state.published.len() > PUBLISHED_KEPT {
-            state.published.pop_first();
+        while published.len() > PUBLISHED_KEPT {
+            published.pop_first();
         }
     }
 
@@ -267,14 +356,18 @@ impl Hub {
         // are tracked (an ack racing the stream's close would otherwise
         // re-create a forgotten proxy).
         let HubState {
-            channels, proxies, ..
+            channels,
+            proxies,
+            tallies,
+            ..
         } = &mut *state;
-        let (Some(channel), Some(proxy)) = (
-            channels.get(&ack.subscription),
+        let (Some(entry), Some(proxy)) = (
+            channels.get_mut(&ack.subscription),
             proxies.get_mut(ack.proxy.as_str()),
         ) else {
             return;
         };
+        let channel = &entry.channel;
         match proxy
             .applied
             .iter_mut()
@@ -293,14 +386,21 @@ impl Hub {
                         self.metrics.change_to_ack.observe(elapsed.as_secs_f64());
                     }
                 }
-                *applied = ack.version;
+                if ack.version != *applied {
+                    count(tallies, &mut proxy.policies, channel, *applied, false);
+                    *applied = ack.version;
+                    count(tallies, &mut proxy.policies, channel, *applied, true);
+                }
             }
             None => {
-                // Entries of channels dropped since go with the new one.
+                // Entries of channels dropped since go with the new one
+                // (uncounted when their channel was dropped).
                 proxy
                     .applied
                     .retain(|(c, _)| c.live.load(Ordering::Relaxed));
                 proxy.applied.push((channel.clone(), ack.version));
+                count(tallies, &mut proxy.policies, channel, ack.version, true);
+                entry.appliers.insert(proxy.name.clone());
             }
         }
     }
@@ -309,6 +409,14 @@ impl Hub {
     /// those whose applied snapshot is this replica's latest, and the policy
     /// generation that latest snapshot carries.
     pub fn proxy_counts(&self) -> HashMap<String, Tally> {
+        self.state.lock().expect("not poisoned").tallies.get()
+    }
+
+    /// `proxy_counts` by a scan of every proxy, as it was computed before
+    /// the tallies were kept up to date: the reference they are tested
+    /// against.
+    #[cfg(test)]
+    fn proxy_counts_by_scan(&self) -> HashMap<String, Tally> {
         let state = self.state.lock().expect("not poisoned");
         let mut counts: HashMap<Arc<str>, Tally> = HashMap::new();
         // Per proxy: (policy, every subscription to it current, generation).
@@ -567,6 +675,7 @@ mod tests {
         let p2_short = hub.subscribe("p2", &short);
         let tally = |hub: &Hub| {
             let counts = hub.proxy_counts();
+            assert_eq!(counts, hub.proxy_counts_by_scan());
             let t = counts.get("shop/web").copied().unwrap_or_default();
             (t.total, t.current, t.generation)
         };
@@ -629,5 +738,105 @@ mod tests {
         assert!(hub.connected_proxies().is_empty());
         let state = hub.state.lock().unwrap();
         assert_eq!((state.channels.len(), state.proxies.len()), (0, 0));
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Subscribe {
+            proxy: u8,
+            subscription: u8,
+        },
+        Close(usize),
+        Ack {
+            proxy: u8,
+            subscription: u8,
+            behind: bool,
+        },
+        /// Policies of `web` and `api` (none, or a generation), as one view.
+        Edit(Option<u32>, Option<u32>),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        let generation = || proptest::option::of(1u32..4);
+        prop_oneof![
+            3 => (0u8..4, 0u8..3).prop_map(|(proxy, subscription)| Op::Subscribe { proxy, subscription }),
+            1 => (0usize..16).prop_map(Op::Close),
+            4 => (0u8..4, 0u8..3, proptest::bool::ANY)
+                .prop_map(|(proxy, subscription, behind)| Op::Ack { proxy, subscription, behind }),
+            1 => (generation(), generation()).prop_map(|(web, api)| Op::Edit(web, api)),
+        ]
+    }
+
+    fn view(web: Option<u32>, api: Option<u32>) -> Compiled {
+        let named = |name: &str, generation: u32| {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "outrigger.dev/v1alpha1", "kind": "ResiliencePolicy",
+                "metadata": {"name": name, "namespace": "shop", "generation": generation},
+                "spec": {"targetRef": {"kind": "Service", "name": name}, "retry": {"attempts": generation}}
+            }))
+            .unwrap()
+        };
+        let service = |name: &str| {
+            serde_json::from_value(serde_json::json!({
+                "metadata": {"name": name, "namespace": "shop"},
+                "spec": {"ports": [{"name": "http", "port": 80}]}
+            }))
+            .unwrap()
+        };
+        let mut policies = Vec::new();
+        policies.extend(web.map(|g| named("web", g)));
+        policies.extend(api.map(|g| named("api", g)));
+        compile(&policies, &[service("web"), service("api")], &[])
+    }
+
+    proptest::proptest! {
+        /// The tallies kept up to date equal a scan of every proxy after any
+        /// sequence of streams opening and closing, acks (current, behind,
+        /// for subscriptions the proxy has no stream to) and edits that
+        /// change generations or move subscriptions off and onto policies.
+        #[test]
+        fn tallies_equal_a_scan(ops in proptest::collection::vec(op(), 1..60)) {
+            let subscriptions = [
+                Subscription::Destination("web.shop:80".into()),
+                Subscription::Destination("web.shop.svc.cluster.local:80".into()),
+                Subscription::Destination("api.shop:80".into()),
+            ];
+            let index = Arc::new(CompiledIndex::default());
+            index.store(view(Some(1), None));
+            let hub = Hub::new(index.clone(), Arc::default(), "cluster.local".into());
+            let mut open: Vec<(u8, Subscriber)> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Subscribe { proxy, subscription } => {
+                        let s = &subscriptions[usize::from(subscription)];
+                        open.push((subscription, hub.subscribe(&format!("p{proxy}"), s)));
+                    }
+                    Op::Close(i) => {
+                        if !open.is_empty() {
+                            open.swap_remove(i % open.len());
+                        }
+                    }
+                    Op::Ack { proxy, subscription, behind } => {
+                        let latest = open
+                            .iter()
+                            .find(|(s, _)| *s == subscription)
+                            .map_or(0, |(_, o)| o.receiver.borrow().snapshot.version);
+                        hub.record_ack(&Ack {
+                            proxy: format!("p{proxy}"),
+                            subscription: subscriptions[usize::from(subscription)].clone(),
+                            version: latest - u64::from(behind && latest > 0),
+                        });
+                    }
+                    Op::Edit(web, api) => {
+                        index.store(view(web, api));
+                        hub.refresh();
+                    }
+                }
+                proptest::prop_assert_eq!(hub.proxy_counts(), hub.proxy_counts_by_scan());
+            }
+            open.clear();
+            proptest::prop_assert!(hub.proxy_counts().is_empty());
+        }
     }
 }

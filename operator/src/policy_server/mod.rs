@@ -6,6 +6,7 @@ pub mod auth;
 mod hub;
 mod resolve;
 mod server;
+mod tallies;
 
 pub use hub::{ConnectedProxy, Hub, WatchState};
 pub use resolve::resolve;
