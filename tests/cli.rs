@@ -276,20 +276,8 @@ impl Installed {
 
     /// `outrigger ARGS --kubeconfig K --admin-url U`: (exit code, stdout).
     fn cli(&self, args: &[&str]) -> (i32, String) {
-        let out = Command::new(&self.cli)
-            .args(args)
-            .arg(format!("--kubeconfig={}", self.api.kubeconfig.display()))
-            .arg(format!("--admin-url={}", self.admin_url_or_dead()))
-            .stdin(Stdio::null())
-            .output()
-            .expect("outrigger runs");
-        let stdout = text(&out.stdout);
-        eprintln!(
-            "$ outrigger {}\n{stdout}{}",
-            args.join(" "),
-            text(&out.stderr)
-        );
-        (out.status.code().unwrap_or(-1), stdout)
+        let admin_url = format!("--admin-url={}", self.admin_url_or_dead());
+        self.cli_through_pods(&[args, &[admin_url.as_str()]].concat())
     }
 
     /// `outrigger ARGS --kubeconfig K`: the CLI finds the operator's pods
@@ -981,19 +969,13 @@ impl SidecarProxy {
             .kill_on_drop(true)
             .spawn()
             .expect("the proxy starts in the namespace");
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addresses: Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                if let Ok(value) = serde_json::from_str(&text) {
-                    break value;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("proxy exited before listening: {status}");
-            }
-            assert!(Instant::now() < deadline, "the proxy did not listen");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let addresses = outrigger_e2e::read_address_file(
+            &address_file,
+            &mut child,
+            Duration::from_secs(30),
+            "the proxy in the pod's namespace",
+        )
+        .await;
         let outbound = addresses["outbound"].as_str().unwrap().parse().unwrap();
         let proxy = SidecarProxy {
             outbound,

@@ -82,6 +82,34 @@ pub fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// The addresses a binary started with `--address-file=FILE` writes there
+/// once it listens, waited for up to `limit`; panics if `child` (`what`, for
+/// messages) exits first or the limit passes.
+pub async fn read_address_file(
+    file: &Path,
+    child: &mut tokio::process::Child,
+    limit: Duration,
+    what: &str,
+) -> serde_json::Value {
+    let deadline = Instant::now() + limit;
+    loop {
+        // A file caught half-written is read again on the next round.
+        if let Ok(text) = std::fs::read_to_string(file) {
+            if let Ok(addresses) = serde_json::from_str(&text) {
+                return addresses;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening: {status}");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not listen within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// A running binary, killed when dropped, with the addresses it reported.
 pub struct Process {
     pub child: tokio::process::Child,
@@ -109,21 +137,8 @@ impl Process {
             .kill_on_drop(true)
             .spawn()
             .expect("binary starts");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let addresses = loop {
-            if let Ok(text) = std::fs::read_to_string(&file) {
-                break serde_json::from_str(&text).expect("address file is JSON");
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("{} exited at start: {status}", binary.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} did not start",
-                binary.display()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let what = binary.display().to_string();
+        let addresses = read_address_file(&file, &mut child, Duration::from_secs(20), &what).await;
         Process {
             child,
             name: binary

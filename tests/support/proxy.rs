@@ -63,17 +63,9 @@ impl ProxyProcess {
             .stderr(Stdio::inherit())
             .kill_on_drop(true);
         let mut child = command.spawn().expect("proxy binary starts");
-        let deadline = Instant::now() + Duration::from_secs(15);
-        let addresses: serde_json::Value = loop {
-            if let Ok(text) = std::fs::read_to_string(&address_file) {
-                break serde_json::from_str(&text).expect("address file is JSON");
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("proxy exited before listening: {status}");
-            }
-            assert!(Instant::now() < deadline, "proxy did not start within 15s");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let addresses =
+            crate::read_address_file(&address_file, &mut child, Duration::from_secs(15), "proxy")
+                .await;
         let _ = std::fs::remove_dir_all(&dir);
         let addr = |name: &str| addresses[name].as_str().unwrap().parse().unwrap();
         let proxy = ProxyProcess {
