@@ -21,10 +21,10 @@ use opentelemetry::trace::{
     TraceState, Tracer as _, TracerProvider as _,
 };
 use opentelemetry::{Context, KeyValue};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::trace::{Sampler, SdkTracer, SdkTracerProvider, Span};
 use opentelemetry_sdk::Resource;
 
+use crate::export::OtlpExporter;
 use crate::propagation::{self, Formats};
 
 /// How the proxy traces (`--trace-*` flags).
@@ -41,10 +41,10 @@ pub struct TracingConfig {
     pub resource: Vec<(String, String)>,
 }
 
-/// The proxy's tracer and its exporter. Built inside the tokio runtime (the
-/// OTLP client's connection lives there); spans are exported in batches
-/// from the SDK's own thread, and a full queue drops spans rather than
-/// holding memory. Clones share the exporter.
+/// The proxy's tracer and its exporter. Spans are exported in batches from
+/// the SDK's own thread, over a connection driven by the exporter's own
+/// thread (nothing of it runs on the proxy's runtime), and a full queue
+/// drops spans rather than holding memory. Clones share the exporter.
 #[derive(Clone)]
 pub struct Tracing {
     provider: SdkTracerProvider,
@@ -55,11 +55,7 @@ pub struct Tracing {
 
 impl Tracing {
     pub fn start(config: &TracingConfig) -> Result<Tracing, String> {
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(config.otlp_endpoint.clone())
-            .build()
-            .map_err(|err| format!("OTLP exporter for {}: {err}", config.otlp_endpoint))?;
+        let exporter = OtlpExporter::new(&config.otlp_endpoint)?;
         let resource = config
             .resource
             .iter()
