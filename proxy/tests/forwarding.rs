@@ -177,6 +177,27 @@ async fn http2_prior_knowledge_both_ways_keeps_trailers() {
     .await;
     assert!(out.starts_with("hello over h2\nversion=2"), "{out}");
 
+    // The upstream sees the authority the client named, not the address
+    // the proxy connected to.
+    for authority in ["reviews.shop:9080", "reviews"] {
+        let out = run(
+            "curl",
+            &[
+                "-sS",
+                "--fail",
+                "--http2-prior-knowledge",
+                "-H",
+                &format!("Host: {authority}"),
+                &format!("http://{}/headers", proxy.inbound),
+            ],
+        )
+        .await;
+        assert!(
+            out.starts_with(&format!(":authority: {authority}\n")),
+            "{out}"
+        );
+    }
+
     // Trailers: a hyper HTTP/2 client sees the upstream's trailers intact.
     let trailers = h2_trailers(proxy.inbound, "/trailers").await;
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
@@ -189,7 +210,7 @@ async fn http2_prior_knowledge_both_ways_keeps_trailers() {
             "outrigger_connections_total",
             &["protocol=\"http2\""]
         ),
-        2.0,
+        4.0,
         "{metrics}"
     );
 }

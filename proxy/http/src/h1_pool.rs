@@ -20,23 +20,11 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::body_end::{OnEnd, WithEnd};
+use super::send_error::SendError;
 use outrigger_proxy_core::addr::HostPort;
-use outrigger_transport::connect::{ConnectError, Connector};
+use outrigger_transport::connect::Connector;
 
 type Sender = SendRequest<ProxyBody>;
-
-/// Why a request got no response.
-#[derive(Debug, thiserror::Error)]
-pub enum SendError {
-    #[error(transparent)]
-    Connect(#[from] ConnectError),
-    /// The request was never written: the upstream cannot have seen it.
-    #[error("{0}")]
-    NotSent(hyper::Error),
-    /// The exchange broke after the request may have reached the upstream.
-    #[error("{0}")]
-    Failed(hyper::Error),
-}
 
 #[derive(Clone)]
 pub struct Http1Pool {

@@ -347,11 +347,18 @@ async fn serve_path(
         return Ok(Response::new(request.into_body()));
     }
     if path == "/headers" || path.starts_with("/headers/") {
+        // HTTP/2 carries the authority in the URI (`:authority`), not Host.
+        let authority = request
+            .uri()
+            .authority()
+            .map(|authority| format!(":authority: {authority}\n"))
+            .unwrap_or_default();
         let lines: String = request
             .headers()
             .iter()
             .map(|(name, value)| format!("{name}: {}\n", String::from_utf8_lossy(value.as_bytes())))
             .collect();
+        let lines = authority + &lines;
         return Ok(Response::new(full(lines)));
     }
     if path == "/sha256" {

@@ -2,14 +2,10 @@
 //! TCP_NODELAY, and the socket mark that exempts the proxy's own traffic from
 //! transparent capture.
 
-use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::net::{TcpSocket, TcpStream};
 
 #[derive(Debug, Clone)]
@@ -28,8 +24,6 @@ pub enum ConnectError {
     Timeout { addr: SocketAddr, timeout: Duration },
     #[error("connect to {addr}: {source}")]
     Io { addr: SocketAddr, source: io::Error },
-    #[error("request has no destination authority")]
-    NoAuthority,
 }
 
 impl Connector {
@@ -96,29 +90,6 @@ fn set_mark(_socket: &TcpSocket, _mark: u32) -> io::Result<()> {
         io::ErrorKind::Unsupported,
         "socket marks need Linux",
     ))
-}
-
-/// Lets hyper's pooled client open connections through a [`Connector`].
-impl tower::Service<http::Uri> for Connector {
-    type Response = TokioIo<TcpStream>;
-    type Error = ConnectError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, uri: http::Uri) -> Self::Future {
-        let connector = self.clone();
-        Box::pin(async move {
-            let host = uri.host().ok_or(ConnectError::NoAuthority)?;
-            let port = uri.port_u16().unwrap_or(80);
-            connector
-                .connect_authority(host, port)
-                .await
-                .map(TokioIo::new)
-        })
-    }
 }
 
 /// A loopback port nobody listens on (bound, then released).

@@ -6,14 +6,14 @@ use std::future::Future;
 use std::sync::Arc;
 
 use http::request::Parts;
-use http::uri::PathAndQuery;
-use http::{header, HeaderValue, Request, Uri, Version};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{header, HeaderMap, HeaderValue, Request, Uri, Version};
 
 use super::outcome::Outcome;
 use outrigger_http::body::ProxyBody;
-use outrigger_http::client::{UpstreamClients, UpstreamError};
-use outrigger_http::h1_pool::SendError;
+use outrigger_http::client::UpstreamClients;
 use outrigger_http::headers::strip_hop_by_hop;
+use outrigger_http::send_error::SendError;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::error::error_chain;
 
@@ -37,25 +37,18 @@ impl Upstream for UpstreamClients {
 }
 
 /// Maps a client error to what it means for retries.
-fn classify_error(err: &UpstreamError) -> Outcome {
+fn classify_error(err: &SendError) -> Outcome {
     let detail = error_chain(err);
     match err {
-        UpstreamError::Http1(SendError::Connect(_)) => Outcome::ConnectFailure(detail),
-        UpstreamError::Http1(SendError::NotSent(_)) => Outcome::ResetBeforeRequest(detail),
-        UpstreamError::Http1(SendError::Failed(_)) => Outcome::Reset(detail),
-        UpstreamError::Http2(err) if err.is_connect() => Outcome::ConnectFailure(detail),
-        UpstreamError::Http2(err) => {
+        SendError::Connect(_) => Outcome::ConnectFailure(detail),
+        SendError::NotSent(_) => Outcome::ResetBeforeRequest(detail),
+        SendError::Failed(err) => {
+            // An HTTP/2 upstream that refused the stream never processed it.
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
             while let Some(e) = source {
                 if let Some(h2) = e.downcast_ref::<h2::Error>() {
                     if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
                         return Outcome::RefusedStream(detail);
-                    }
-                }
-                if let Some(hyper_err) = e.downcast_ref::<hyper::Error>() {
-                    // Canceled: the connection closed before the request was written.
-                    if hyper_err.is_canceled() {
-                        return Outcome::ResetBeforeRequest(detail);
                     }
                 }
                 source = e.source();
@@ -96,8 +89,7 @@ pub fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> R
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let uri = if http2 {
-        // hyper's HTTP/2 pool keys connections by the URI's authority.
-        Uri::try_from(format!("http://{target}{path}")).expect("target and path form a URI")
+        http2_uri(&parts.uri, &headers, path, target)
     } else {
         Uri::from(path)
     };
@@ -123,6 +115,29 @@ pub fn upstream_request(head: Head<'_>, body: ProxyBody, target: &HostPort) -> R
         }
     }
     request
+}
+
+/// An HTTP/2 request's URI upstream: its scheme and authority become the
+/// `:scheme` and `:authority` the upstream sees, so they are the client's
+/// (its `:authority`, else its Host), and the target's address only when the
+/// client named neither. (The connection is chosen by target, not by URI.)
+fn http2_uri(client: &Uri, headers: &HeaderMap, path: PathAndQuery, target: &HostPort) -> Uri {
+    let authority = client.authority().cloned().or_else(|| {
+        let host = headers.get(header::HOST)?;
+        Authority::try_from(host.as_bytes()).ok()
+    });
+    let authority = match authority {
+        Some(authority) => authority,
+        None => match Authority::try_from(target.to_string()) {
+            Ok(authority) => authority,
+            Err(_) => Authority::from_static("localhost"),
+        },
+    };
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = Some(client.scheme().cloned().unwrap_or(Scheme::HTTP));
+    parts.authority = Some(authority);
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts).expect("scheme, authority and path form a URI")
 }
 
 #[cfg(test)]
@@ -168,5 +183,34 @@ mod tests {
         assert_eq!(request.uri(), "http://10.0.0.7:8080/x");
         assert_eq!(request.version(), Version::HTTP_2);
         assert!(!request.headers().contains_key(header::HOST));
+    }
+
+    #[test]
+    fn http2_keeps_the_clients_authority_and_scheme() {
+        let (mut parts, ()) = Request::get("https://reviews.shop:9080/Reviews/List?x=1")
+            .version(Version::HTTP_2)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let request = upstream_request(
+            Head::Once(&mut parts),
+            outrigger_http::body::empty(),
+            &target(),
+        );
+        assert_eq!(request.uri(), "https://reviews.shop:9080/Reviews/List?x=1");
+
+        // No :authority, a Host header: the Host names the authority.
+        let (mut parts, ()) = Request::get("/x")
+            .version(Version::HTTP_2)
+            .header(header::HOST, "reviews")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let request = upstream_request(
+            Head::Once(&mut parts),
+            outrigger_http::body::empty(),
+            &target(),
+        );
+        assert_eq!(request.uri(), "http://reviews/x");
     }
 }

@@ -1,0 +1,314 @@
+//! Upstream HTTP/2 connections (prior knowledge): one per target, shared by
+//! every request to it (streams multiplex), opened on first use, replaced
+//! when it closes, and let go after the idle timeout without a request.
+//!
+//! Why not hyper-util's pooled client: per request it built a pool key from
+//! the URI's scheme and authority, which therefore had to name the endpoint
+//! (so the upstream saw the endpoint's address as `:authority`, not the
+//! name the client used), went through its checkout machinery and boxed
+//! futures; here the caller names the target and the URI goes as it is
+//! (BENCHMARKS.md, "HTTP/2").
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use http::{Request, Response};
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::body::{incoming, ProxyBody};
+use super::send_error::SendError;
+use outrigger_proxy_core::addr::HostPort;
+use outrigger_transport::connect::Connector;
+
+/// Upstream connections are pinged when quiet, and closed when a ping goes
+/// unanswered: a dead peer is found before a request waits on it.
+const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct Http2Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    connector: Connector,
+    idle_timeout: Duration,
+    connections: Mutex<Connections>,
+    /// Held while a connection is opened, so that requests arriving
+    /// together share the one connection instead of each opening one.
+    connecting: tokio::sync::Mutex<()>,
+}
+
+#[derive(Default)]
+struct Connections {
+    by_target: HashMap<Arc<HostPort>, Shared>,
+    reaper_running: bool,
+}
+
+struct Shared {
+    sender: SendRequest<ProxyBody>,
+    last_used: Instant,
+}
+
+impl Http2Pool {
+    pub fn new(connector: Connector, idle_timeout: Duration) -> Self {
+        Http2Pool {
+            inner: Arc::new(Inner {
+                connector,
+                idle_timeout,
+                connections: Mutex::new(Connections::default()),
+                connecting: tokio::sync::Mutex::new(()),
+            }),
+        }
+    }
+
+    /// Sends `request` (absolute URI: its scheme and authority become the
+    /// `:scheme` and `:authority` the upstream sees) to `target` over the
+    /// target's connection. A request the connection never took (it had
+    /// closed) goes once more over a new one.
+    pub async fn send(
+        &self,
+        target: &Arc<HostPort>,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<ProxyBody>, SendError> {
+        let (mut sender, fresh) = match self.checkout(target) {
+            Some(sender) => (sender, false),
+            None => (self.connect(target).await?, true),
+        };
+        let request = match sender.try_send_request(request).await {
+            Ok(response) => return Ok(response.map(incoming)),
+            Err(mut err) => match err.take_message() {
+                Some(unsent) if !fresh => unsent,
+                Some(_) => return Err(SendError::NotSent(err.into_error())),
+                None => return Err(SendError::Failed(err.into_error())),
+            },
+        };
+        self.forget(target, &sender);
+        let mut sender = self.connect(target).await?;
+        match sender.try_send_request(request).await {
+            Ok(response) => Ok(response.map(incoming)),
+            Err(mut err) => Err(match err.take_message() {
+                Some(_) => SendError::NotSent(err.into_error()),
+                None => SendError::Failed(err.into_error()),
+            }),
+        }
+    }
+
+    /// The target's connection, if open.
+    fn checkout(&self, target: &HostPort) -> Option<SendRequest<ProxyBody>> {
+        let mut connections = self.inner.connections.lock().expect("not poisoned");
+        let shared = connections.by_target.get_mut(target)?;
+        if shared.sender.is_closed() {
+            connections.by_target.remove(target);
+            return None;
+        }
+        shared.last_used = Instant::now();
+        Some(shared.sender.clone())
+    }
+
+    /// Drops the pool's handle on `sender`'s connection if it is still the
+    /// target's (a request found it closed).
+    fn forget(&self, target: &HostPort, sender: &SendRequest<ProxyBody>) {
+        let mut connections = self.inner.connections.lock().expect("not poisoned");
+        if connections
+            .by_target
+            .get(target)
+            .is_some_and(|shared| shared.sender.is_closed() || sender.is_closed())
+        {
+            connections.by_target.remove(target);
+        }
+    }
+
+    /// Opens the target's connection, unless a request that got here first
+    /// already did.
+    async fn connect(&self, target: &Arc<HostPort>) -> Result<SendRequest<ProxyBody>, SendError> {
+        let _connecting = self.inner.connecting.lock().await;
+        if let Some(sender) = self.checkout(target) {
+            return Ok(sender);
+        }
+        let stream = self
+            .inner
+            .connector
+            .connect_authority(&target.host, target.port)
+            .await?;
+        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
+            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(SendError::NotSent)?;
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        let mut connections = self.inner.connections.lock().expect("not poisoned");
+        connections.by_target.insert(
+            target.clone(),
+            Shared {
+                sender: sender.clone(),
+                last_used: Instant::now(),
+            },
+        );
+        if !connections.reaper_running {
+            connections.reaper_running = true;
+            tokio::spawn(reap(Arc::downgrade(&self.inner), self.inner.idle_timeout));
+        }
+        Ok(sender)
+    }
+}
+
+/// Lets go of connections without a request for the idle timeout, until
+/// the pool is gone. (Streams still open keep their connection until they
+/// end: hyper closes it when the last handle and stream are gone.)
+async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
+    let period = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(30));
+    loop {
+        tokio::time::sleep(period).await;
+        let Some(pool) = pool.upgrade() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut connections = pool.connections.lock().expect("not poisoned");
+        connections.by_target.retain(|_, shared| {
+            !shared.sender.is_closed() && now.duration_since(shared.last_used) < idle_timeout
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use bytes::Bytes;
+    use http_body_util::{BodyExt, Full};
+    use tokio::net::TcpListener;
+    use tokio::task::JoinSet;
+
+    use super::*;
+    use crate::body::empty;
+
+    /// An HTTP/2 upstream (hyper's server) answering each request with the
+    /// `:authority` it received, counting the connections it accepted;
+    /// stopping it (dropping the set) closes them all.
+    async fn upstream(port: u16) -> (Arc<HostPort>, Arc<AtomicUsize>, JoinSet<()>) {
+        let listener = TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        let mut tasks = JoinSet::new();
+        tasks.spawn(async move {
+            let mut connections = JoinSet::new();
+            loop {
+                let (stream, _) = listener.accept().await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                connections.spawn(async move {
+                    let service = hyper::service::service_fn(
+                        |request: Request<hyper::body::Incoming>| async move {
+                            let authority = request
+                                .uri()
+                                .authority()
+                                .map(|a| a.to_string())
+                                .unwrap_or_default();
+                            Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(authority))))
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        let target = HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        };
+        (Arc::new(target), accepted, tasks)
+    }
+
+    fn pool() -> Http2Pool {
+        let connector = Connector {
+            connect_timeout: Duration::from_secs(1),
+            mark: None,
+        };
+        Http2Pool::new(connector, Duration::from_secs(10))
+    }
+
+    async fn get(
+        pool: &Http2Pool,
+        target: &Arc<HostPort>,
+        authority: &str,
+    ) -> Result<Bytes, SendError> {
+        let request = Request::get(format!("http://{authority}/"))
+            .version(http::Version::HTTP_2)
+            .body(empty())
+            .unwrap();
+        let response = pool.send(target, request).await?;
+        Ok(response.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    #[tokio::test]
+    async fn requests_together_share_one_connection_and_keep_their_authority() {
+        let (target, accepted, _upstream) = upstream(0).await;
+        let pool = pool();
+        let mut requests = JoinSet::new();
+        for i in 0..20 {
+            let (pool, target) = (pool.clone(), target.clone());
+            requests.spawn(async move { get(&pool, &target, &format!("svc-{i}.shop:9080")).await });
+        }
+        let mut answers: Vec<String> = Vec::new();
+        while let Some(answer) = requests.join_next().await {
+            answers.push(String::from_utf8(answer.unwrap().unwrap().to_vec()).unwrap());
+        }
+        answers.sort();
+        let mut expected: Vec<String> = (0..20).map(|i| format!("svc-{i}.shop:9080")).collect();
+        expected.sort();
+        assert_eq!(
+            answers, expected,
+            "each upstream request names its client's authority"
+        );
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "one connection, multiplexed"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_restarted_upstream_gets_the_next_request_on_a_new_connection() {
+        let (target, _, upstream_tasks) = upstream(0).await;
+        let pool = pool();
+        assert_eq!(&get(&pool, &target, "a").await.unwrap()[..], b"a");
+        drop(upstream_tasks);
+        // Wait until the pool's connection has seen the close.
+        for _ in 0..200 {
+            if pool.checkout(&target).is_none() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let (target, accepted, _upstream) = upstream(target.port).await;
+        assert_eq!(&get(&pool, &target, "b").await.unwrap()[..], b"b");
+        assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn nothing_listening_is_a_connect_error() {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let target = Arc::new(HostPort {
+            host: "127.0.0.1".into(),
+            port,
+        });
+        let err = get(&pool(), &target, "a").await.unwrap_err();
+        assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+    }
+}
