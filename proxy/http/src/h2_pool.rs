@@ -36,15 +36,21 @@ struct Inner {
     connector: Connector,
     idle_timeout: Duration,
     connections: Mutex<Connections>,
-    /// Held while a connection is opened, so that requests arriving
-    /// together share the one connection instead of each opening one.
-    connecting: tokio::sync::Mutex<()>,
 }
 
 #[derive(Default)]
 struct Connections {
-    by_target: HashMap<Arc<HostPort>, Shared>,
+    by_target: HashMap<Arc<HostPort>, Target>,
     reaper_running: bool,
+}
+
+#[derive(Default)]
+struct Target {
+    open: Option<Shared>,
+    /// Held while the target's connection is opened, so that requests
+    /// arriving together share one connection instead of each opening
+    /// one. Per target: a slow connect holds up only its own target.
+    connecting: Arc<tokio::sync::Mutex<()>>,
 }
 
 struct Shared {
@@ -59,7 +65,6 @@ impl Http2Pool {
                 connector,
                 idle_timeout,
                 connections: Mutex::new(Connections::default()),
-                connecting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -99,9 +104,10 @@ impl Http2Pool {
     /// The target's connection, if open.
     fn checkout(&self, target: &HostPort) -> Option<SendRequest<ProxyBody>> {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
-        let shared = connections.by_target.get_mut(target)?;
+        let entry = connections.by_target.get_mut(target)?;
+        let shared = entry.open.as_mut()?;
         if shared.sender.is_closed() {
-            connections.by_target.remove(target);
+            entry.open = None;
             return None;
         }
         shared.last_used = Instant::now();
@@ -112,19 +118,26 @@ impl Http2Pool {
     /// target's (a request found it closed).
     fn forget(&self, target: &HostPort, sender: &SendRequest<ProxyBody>) {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
-        if connections
-            .by_target
-            .get(target)
-            .is_some_and(|shared| shared.sender.is_closed() || sender.is_closed())
-        {
-            connections.by_target.remove(target);
+        if let Some(entry) = connections.by_target.get_mut(target) {
+            if entry
+                .open
+                .as_ref()
+                .is_some_and(|shared| shared.sender.is_closed() || sender.is_closed())
+            {
+                entry.open = None;
+            }
         }
     }
 
     /// Opens the target's connection, unless a request that got here first
     /// already did.
     async fn connect(&self, target: &Arc<HostPort>) -> Result<SendRequest<ProxyBody>, SendError> {
-        let _connecting = self.inner.connecting.lock().await;
+        let connecting = {
+            let mut connections = self.inner.connections.lock().expect("not poisoned");
+            let entry = connections.by_target.entry(target.clone()).or_default();
+            entry.connecting.clone()
+        };
+        let _connecting = connecting.lock().await;
         if let Some(sender) = self.checkout(target) {
             return Ok(sender);
         }
@@ -146,13 +159,14 @@ impl Http2Pool {
             }
         });
         let mut connections = self.inner.connections.lock().expect("not poisoned");
-        connections.by_target.insert(
-            target.clone(),
-            Shared {
-                sender: sender.clone(),
-                last_used: Instant::now(),
-            },
-        );
+        connections
+            .by_target
+            .entry(target.clone())
+            .or_default()
+            .open = Some(Shared {
+            sender: sender.clone(),
+            last_used: Instant::now(),
+        });
         if !connections.reaper_running {
             connections.reaper_running = true;
             tokio::spawn(reap(Arc::downgrade(&self.inner), self.inner.idle_timeout));
@@ -173,8 +187,14 @@ async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
         };
         let now = Instant::now();
         let mut connections = pool.connections.lock().expect("not poisoned");
-        connections.by_target.retain(|_, shared| {
-            !shared.sender.is_closed() && now.duration_since(shared.last_used) < idle_timeout
+        connections.by_target.retain(|_, entry| {
+            if entry.open.as_ref().is_some_and(|shared| {
+                shared.sender.is_closed() || now.duration_since(shared.last_used) >= idle_timeout
+            }) {
+                entry.open = None;
+            }
+            // Kept while open or while a request is connecting to it.
+            entry.open.is_some() || Arc::strong_count(&entry.connecting) > 1
         });
     }
 }
@@ -231,11 +251,38 @@ mod tests {
     }
 
     fn pool() -> Http2Pool {
+        pool_connecting_for(Duration::from_secs(1))
+    }
+
+    fn pool_connecting_for(connect_timeout: Duration) -> Http2Pool {
         let connector = Connector {
-            connect_timeout: Duration::from_secs(1),
+            connect_timeout,
             mark: None,
         };
         Http2Pool::new(connector, Duration::from_secs(10))
+    }
+
+    /// A loopback target whose connects hang: a listener that never
+    /// accepts, its queue filled (Linux then drops further SYNs).
+    fn black_hole() -> (Arc<HostPort>, socket2::Socket, Vec<std::net::TcpStream>) {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+        socket.bind(&any.into()).unwrap();
+        socket.listen(0).unwrap();
+        let address = socket.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        while let Ok(stream) =
+            std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300))
+        {
+            queued.push(stream);
+            assert!(queued.len() < 16, "the listen queue never filled");
+        }
+        let target = HostPort {
+            host: "127.0.0.1".into(),
+            port: address.port(),
+        };
+        (Arc::new(target), socket, queued)
     }
 
     async fn get(
@@ -310,5 +357,34 @@ mod tests {
         });
         let err = get(&pool(), &target, "a").await.unwrap_err();
         assert!(matches!(err, SendError::Connect(_)), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn a_target_slow_to_connect_holds_up_no_other() {
+        let (fast, _, _upstream) = upstream(0).await;
+        let (slow, _listener, _queued) = black_hole();
+        let pool = pool_connecting_for(Duration::from_secs(30));
+        let stuck = tokio::spawn({
+            let (pool, slow) = (pool.clone(), slow.clone());
+            async move { get(&pool, &slow, "slow").await }
+        });
+        // Until the slow target's connect is under way.
+        loop {
+            let connecting = pool
+                .inner
+                .connections
+                .lock()
+                .unwrap()
+                .by_target
+                .get(&*slow)
+                .is_some_and(|entry| entry.connecting.try_lock().is_err());
+            if connecting {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(&get(&pool, &fast, "fast").await.unwrap()[..], b"fast");
+        assert!(!stuck.is_finished(), "the slow connect is still waiting");
+        stuck.abort();
     }
 }
