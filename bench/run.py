@@ -480,6 +480,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="alternating rounds of each scenario")
     ap.add_argument("--smoke", action="store_true", help="every scenario briefly; prints, writes nothing")
     ap.add_argument("--write", action="store_true", help="update BENCHMARKS.md and bench/latency.svg")
+    ap.add_argument("--idle-only", action="store_true",
+                    help="only the idle keep-alive connections' RSS (for OUTRIGGER_BASELINE_BIN pairs)")
     ap.add_argument("--latency-only", action="store_true",
                     help="only the fixed-rate latency runs; prints every run's p99 and the spread")
     args = ap.parse_args()
@@ -522,6 +524,14 @@ def main():
 
         peak = {}
         cpu = {}
+        if args.idle_only:
+            # RSS added per connection by 1,000 idle keep-alive connections,
+            # then by 1,000 more (the servers freshly started: run once).
+            idle = idle_connections(servers, {n: h1[n][0] for n in IDLE_PATHS + PEERS}, 1000, "a")
+            for name, growth in idle.items():
+                print("%-15s +%.1f KiB per connection for the first 1,000, +%.1f for 1,000 more"
+                      % (name, growth[0] / 1000, growth[1] / 1000))
+            return
         if args.latency_only:
             for rnd in range(args.rounds):
                 for rate in (1000, 5000):

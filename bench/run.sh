@@ -8,6 +8,7 @@
 #   bash bench/run.sh --write         # ... and update BENCHMARKS.md, bench/latency.svg
 #   bash bench/run.sh --smoke         # every scenario for a moment (CI)
 #   bash bench/run.sh --latency-only --rounds 5   # p99 at 1k and 5k req/s, every run and the spread
+#   OUTRIGGER_BASELINE_BIN=OTHER bash bench/run.sh --idle-only   # RSS per idle connection, two builds
 #   bash bench/run.sh --seconds 5 --rounds 3
 set -euo pipefail
 cd "$(dirname "$0")/.."

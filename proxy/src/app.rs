@@ -188,6 +188,9 @@ pub async fn start(args: RunArgs) -> anyhow::Result<RunningProxy> {
         admin_state,
         stop_background.clone(),
     ));
+    tokio::spawn(crate::malloc_tuning::release_after_bursts(
+        stop_background.clone(),
+    ));
     if let Some(path) = &args.address_file {
         write_address_file(path, inbound_addr, outbound_addr, admin_addr)?;
     }
