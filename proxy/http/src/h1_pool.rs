@@ -6,11 +6,11 @@
 //! connection goes back to its target's idle list when the response body it
 //! carried has ended, and the next request takes it from there directly.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use http::{Request, Response};
 use http_body::Body;
 use http_body_util::BodyExt;
@@ -40,6 +40,9 @@ struct Inner {
 
 #[derive(Default)]
 struct Idle {
+    /// foldhash, not SipHash: looked up twice per request (checkout and
+    /// check-in); 136 instructions a request fewer (bench/instructions.sh,
+    /// 35,483 -> 35,347).
     by_target: HashMap<Arc<HostPort>, Vec<(Sender, Instant)>>,
     reaper_running: bool,
 }

@@ -9,10 +9,10 @@
 //! futures; here the caller names the target and the URI goes as it is
 //! (BENCHMARKS.md, "HTTP/2").
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use foldhash::HashMap;
 use http::{Request, Response};
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
