@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Uri};
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http2::SendRequest;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use opentelemetry_sdk::error::{OTelSdkError, OTelSdkResult};
@@ -33,6 +33,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const EXPORT_PATH: &str = "/opentelemetry.proto.collector.trace.v1.TraceService/Export";
 /// OTLP/gRPC's port when the endpoint names none.
 const DEFAULT_PORT: u16 = 4317;
+/// The most of a collector's answer read.
+const MAX_ANSWER_BYTES: usize = 64 * 1024;
 
 /// Sends spans to one OTLP/gRPC collector.
 pub struct OtlpExporter {
@@ -295,11 +297,12 @@ async fn call(
     if let Some(outcome) = grpc_status(response.headers()) {
         return outcome.map_err(Failure::Answer);
     }
-    let collected = response
-        .into_body()
+    // The answer is an ExportTraceServiceResponse (empty, or a partial
+    // success with a message): a few bytes. More is not read.
+    let collected = Limited::new(response.into_body(), MAX_ANSWER_BYTES)
         .collect()
         .await
-        .map_err(|err| Failure::Connection(err.to_string()))?;
+        .map_err(|err| Failure::Connection(format!("reading the collector's answer: {err}")))?;
     match collected.trailers().and_then(grpc_status) {
         Some(outcome) => outcome.map_err(Failure::Answer),
         None => Err(Failure::Answer(

@@ -32,6 +32,8 @@ enum Answer {
     Ok,
     /// A gRPC failure with no message ("trailers-only").
     Refuse(u32),
+    /// An answer far longer than any export response.
+    Flood,
 }
 
 /// A collector on loopback: what it received (decoded), and its tasks
@@ -134,6 +136,10 @@ async fn handle(
                 ))))
                 .unwrap())
         }
+        Answer::Flood => Ok(Response::builder()
+            .header("content-type", "application/grpc")
+            .body(Either::Left(Full::new(Bytes::from(vec![0u8; 1 << 20]))))
+            .unwrap()),
         Answer::Refuse(code) => Ok(Response::builder()
             .header("content-type", "application/grpc")
             .header("grpc-status", code.to_string())
@@ -224,4 +230,15 @@ async fn no_collector_listening_fails_the_export_at_once() {
         .expect("fails well before the export timeout")
         .unwrap_err();
     assert!(err.to_string().contains("connecting"), "{err}");
+}
+
+#[tokio::test]
+async fn an_answer_too_long_is_an_error_not_read_whole() {
+    let flooding = Collector::start("127.0.0.1:0".parse().unwrap(), Answer::Flood).await;
+    let exporter = OtlpExporter::new(&flooding.endpoint()).unwrap();
+    let err = exporter.export(vec![span("flooded")]).await.unwrap_err();
+    assert!(
+        err.to_string().contains("reading the collector's answer"),
+        "{err}"
+    );
 }
