@@ -85,10 +85,7 @@ impl Http1Pool {
         let mut sender = self.connect(target).await?;
         match sender.try_send_request(request).await {
             Ok(response) => Ok(self.returning(target, sender, request_sent, response)),
-            Err(mut err) => Err(match err.take_message() {
-                Some(_) => SendError::NotSent(err.into_error()),
-                None => SendError::Failed(err.into_error()),
-            }),
+            Err(err) => Err(SendError::after_try_send(err)),
         }
     }
 

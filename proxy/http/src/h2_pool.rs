@@ -84,21 +84,19 @@ impl Http2Pool {
         };
         let request = match sender.try_send_request(request).await {
             Ok(response) => return Ok(response.map(incoming)),
+            Err(err) if fresh => return Err(SendError::after_try_send(err)),
             Err(mut err) => match err.take_message() {
-                Some(unsent) if !fresh => unsent,
-                Some(_) => return Err(SendError::NotSent(err.into_error())),
+                Some(unsent) => unsent,
                 None => return Err(SendError::Failed(err.into_error())),
             },
         };
         self.forget(target, &sender);
         let mut sender = self.connect(target).await?;
-        match sender.try_send_request(request).await {
-            Ok(response) => Ok(response.map(incoming)),
-            Err(mut err) => Err(match err.take_message() {
-                Some(_) => SendError::NotSent(err.into_error()),
-                None => SendError::Failed(err.into_error()),
-            }),
-        }
+        sender
+            .try_send_request(request)
+            .await
+            .map(|response| response.map(incoming))
+            .map_err(SendError::after_try_send)
     }
 
     /// The target's connection, if open.

@@ -19,7 +19,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use opentelemetry::trace::{SpanId, SpanKind, Status, TraceState};
+use opentelemetry::trace::{SpanId, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{Array, InstrumentationScope, KeyValue, Value};
 use opentelemetry_sdk::trace::SpanData;
 use opentelemetry_sdk::Resource;
@@ -144,8 +144,6 @@ fn scope_spans(out: &mut Out, scope: &InstrumentationScope, spans: &[SpanData]) 
     string(out, 3, scope.schema_url().unwrap_or(""));
 }
 
-/// `Span.flags`: the W3C trace flags in the low byte, then whether the
-/// parent's remoteness is known (always, here) and whether it is remote.
 const FLAGS_HAS_IS_REMOTE: u32 = 0x100;
 const FLAGS_IS_REMOTE: u32 = 0x200;
 
@@ -190,16 +188,7 @@ fn span(out: &mut Out, span: &SpanData) {
                 key_value(out, 4, kv);
             }
             uint(out, 5, u64::from(link.dropped_attributes_count));
-            let remote = if context.is_remote() {
-                FLAGS_IS_REMOTE
-            } else {
-                0
-            };
-            fixed32(
-                out,
-                6,
-                u32::from(context.trace_flags().to_u8()) | FLAGS_HAS_IS_REMOTE | remote,
-            );
+            fixed32(out, 6, flags(context.trace_flags(), context.is_remote()));
         });
     }
     uint(out, 14, u64::from(span.links.dropped_count));
@@ -211,16 +200,18 @@ fn span(out: &mut Out, span: &SpanData) {
             uint(out, 3, 2);
         }),
     }
-    let remote = if span.parent_span_is_remote {
-        FLAGS_IS_REMOTE
-    } else {
-        0
-    };
     fixed32(
         out,
         16,
-        u32::from(context.trace_flags().to_u8()) | FLAGS_HAS_IS_REMOTE | remote,
+        flags(context.trace_flags(), span.parent_span_is_remote),
     );
+}
+
+/// `Span.flags` / `Link.flags`: the W3C trace flags in the low byte, then
+/// whether remoteness is known (always, here) and whether it is remote.
+fn flags(trace_flags: TraceFlags, remote: bool) -> u32 {
+    let remote = if remote { FLAGS_IS_REMOTE } else { 0 };
+    u32::from(trace_flags.to_u8()) | FLAGS_HAS_IS_REMOTE | remote
 }
 
 fn kind(kind: &SpanKind) -> u64 {
@@ -290,7 +281,7 @@ mod tests {
     use std::borrow::Cow;
     use std::time::Duration;
 
-    use opentelemetry::trace::{Event, Link, SpanContext, TraceFlags, TraceId};
+    use opentelemetry::trace::{Event, Link, SpanContext, TraceId};
     use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
     use opentelemetry_proto::tonic::common::v1::any_value;
     use opentelemetry_sdk::trace::{SpanEvents, SpanLinks};
