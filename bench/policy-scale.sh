@@ -54,19 +54,19 @@ for n in "${COUNTS[@]}"; do
   echo "== $n proxies × $PER_PROXY streams over $SERVICES Services" >&2
   timeout 600 target/release/examples/stream_scale --services "$SERVICES" \
     --subscribers $((n * PER_PROXY)) --connections "$n" --tls --token-review --restart \
-    --rounds 2 --timeout 540 --json "$WORK/$n.json" >/dev/null
+    --shared-destination --rounds 2 --timeout 540 --json "$WORK/$n.json" >/dev/null
 done
 
 ms() { printf "%.0f" "$1"; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
 TABLE="$WORK/table.md"
 {
-  echo "| proxies × streams | all first snapshots | edit of all 1,000 policies, received: p50 / p99 / max | acknowledged: p50 / p99 / max (acked) | edit of one policy: p50 / p99 / max | got it / spurious | operator RSS peak | RSS after all closed (round 1 / last) | operator CPU: startup / all-edit / idle | bytes pushed by the all-edit | restart: resynced after kill / after new operator ready | restart: RSS peak | TokenReviews: whole run / restart |"
-  echo "|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
+  echo "| proxies × streams | all first snapshots | edit of all 1,000 policies, received: p50 / p99 / max | acknowledged: p50 / p99 / max (acked) | edit of the policy every proxy watches, received: p50 / p99 / max | acknowledged: p50 / p99 / max | got it / acked / spurious | operator RSS peak | RSS after all closed (round 1 / last) | operator CPU: startup / all-edit / idle | bytes pushed by the all-edit | restart: resynced after kill / after new operator ready | restart: RSS peak | TokenReviews: whole run / restart |"
+  echo "|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---|---:|---:|"
   for n in "${COUNTS[@]}"; do
     j="$WORK/$n.json"
     q() { jq -r "$1" "$j"; }
-    printf "| %s × %s | %s ms | %s / %s / %s ms (%s/%s) | %s / %s / %s ms (%s) | %s / %s / %s ms | %s/%s / %s | %s MiB | %s / %s MiB | %ss / %ss / %s%% | %s MB | %s / %s ms | %s MiB | %s / %s |\n" \
+    printf "| %s × %s | %s ms | %s / %s / %s ms (%s/%s) | %s / %s / %s ms (%s) | %s / %s / %s ms | %s / %s / %s ms | %s/%s / %s / %s | %s MiB | %s / %s MiB | %ss / %ss / %s%% | %s MB | %s / %s ms | %s MiB | %s / %s |\n" \
       "$(q .connections)" "$(q .streams_per_connection)" \
       "$(ms "$(q .first_snapshots_ms)")" \
       "$(ms "$(q .all_services.p50_ms)")" "$(ms "$(q .all_services.p99_ms)")" "$(ms "$(q .all_services.max_ms)")" \
@@ -74,7 +74,8 @@ TABLE="$WORK/table.md"
       "$(ms "$(q .all_services.ack_p50_ms)")" "$(ms "$(q .all_services.ack_p99_ms)")" "$(ms "$(q .all_services.ack_max_ms)")" \
       "$(q .all_services.acked)" \
       "$(ms "$(q .one_service.p50_ms)")" "$(ms "$(q .one_service.p99_ms)")" "$(ms "$(q .one_service.max_ms)")" \
-      "$(q .one_service.received)" "$(q .one_service.expected)" "$(q .one_service.spurious)" \
+      "$(ms "$(q .one_service.ack_p50_ms)")" "$(ms "$(q .one_service.ack_p99_ms)")" "$(ms "$(q .one_service.ack_max_ms)")" \
+      "$(q .one_service.received)" "$(q .one_service.expected)" "$(q .one_service.acked)" "$(q .one_service.spurious)" \
       "$(mib "$(q .rss_peak_kib)")" "$(mib "$(q ".rounds[0].rss_after_close_kib")")" "$(mib "$(q ".rounds[-1].rss_after_close_kib")")" \
       "$(q .startup_cpu_s)" "$(q .all_services.operator_cpu_s)" "$(printf "%.1f" "$(q .idle_cpu_percent)")" \
       "$(awk -v b="$(q .all_services.push_bytes)" 'BEGIN { printf "%.1f", b / 1e6 }')" \
@@ -95,7 +96,9 @@ SECTION="$WORK/section.md"
   echo "namespace, each with an EndpointSlice of 3 endpoints and a ResiliencePolicy"
   echo "(\`retry: {attempts: 2}\`). Each simulated proxy holds one TLS connection"
   echo "(pinned CA, HTTP/2) carrying $PER_PROXY watch streams (round-robin over the"
-  echo "Services) and its acks, and presents its own bearer token. Tokens are"
+  echo "Services; with \`--shared-destination\` each proxy's first stream watches"
+  echo "svc-00000 instead, a destination every pod calls) and its acks, and"
+  echo "presents its own bearer token. Tokens are"
   echo "reviewed by the operator's TokenReview client (verdicts cached 30 s) against"
   echo "a stand-in API server inside the load generator that accepts every proxy's"
   echo "token and counts reviews: simulated because a real API server needs a"
@@ -106,7 +109,9 @@ SECTION="$WORK/section.md"
   echo "directory to a stream receiving the new snapshot (\"received\"), or to its"
   echo "ack of that version being answered 204 (\"acknowledged\"), so it includes"
   echo "the manifest poll (0-50 ms), re-reading the changed file, compiling, and the"
-  echo "client parsing the line. \"spurious\": streams of other Services that"
+  echo "client parsing the line. The edit of all policies changes every stream;"
+  echo "the edit of one policy changes svc-00000's, which every proxy watches."
+  echo "\"spurious\": streams of other Services that"
   echo "received a snapshot after the one-policy edit (should be 0). Restart: the"
   echo "operator is killed and a new one started on the same address; every proxy"
   echo "reconnects at once (backoff 100 ms doubling to 10 s, full jitter, like the"
@@ -125,7 +130,7 @@ SECTION="$WORK/section.md"
   echo "${MACHINE_NOTE:-the load generator and the operator share these cores.}"
   echo
   echo "Command: \`bash bench/policy-scale.sh ${COUNTS[*]}\`"
-  echo "(one run: \`target/release/examples/stream_scale --services $SERVICES --subscribers \$((N*$PER_PROXY)) --connections N --tls --token-review --restart --rounds 2\`;"
+  echo "(one run: \`target/release/examples/stream_scale --services $SERVICES --subscribers \$((N*$PER_PROXY)) --connections N --tls --token-review --restart --shared-destination --rounds 2\`;"
   echo "\`--help\` lists the knobs)."
   echo
 } > "$SECTION"

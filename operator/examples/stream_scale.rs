@@ -12,8 +12,9 @@
 //! - the operator's idle cost (heartbeats, status reporting);
 //! - propagation of one edit that changes every policy (`attempts: 3`), from
 //!   the rename of the file into place to each stream receiving it;
-//! - propagation of an edit to one Service's policy (`attempts: 5`), and
-//!   whether streams of other Services received anything (they should not);
+//! - propagation of an edit to one Service's policy (`attempts: 5`, svc-00000:
+//!   with `--shared-destination` every proxy watches it), and whether streams
+//!   of other Services received anything (they should not);
 //! - closing every stream (gauges back to zero, RSS afterwards), and further
 //!   rounds with fresh proxy ids (memory growth across churn).
 //!
@@ -122,6 +123,30 @@ struct Args {
     /// address: every proxy reconnects at once.
     #[arg(long)]
     restart: bool,
+    /// Every proxy's first stream watches svc-00000, a destination every pod
+    /// calls (an auth or config service): the one-policy edit (of svc-00000's
+    /// policy) must then reach every proxy. The other streams stay
+    /// round-robin over the Services.
+    #[arg(long)]
+    shared_destination: bool,
+}
+
+/// Which Service each watch stream subscribes to.
+#[derive(Debug, Clone, Copy)]
+struct Layout {
+    services: usize,
+    per_connection: usize,
+    shared_destination: bool,
+}
+
+impl Layout {
+    fn service(&self, stream: usize) -> usize {
+        if self.shared_destination && stream.is_multiple_of(self.per_connection) {
+            0
+        } else {
+            stream % self.services
+        }
+    }
 }
 
 fn main() -> std::process::ExitCode {
@@ -562,7 +587,11 @@ async fn open_round(
             proxy,
             c,
             first..last,
-            args.services,
+            Layout {
+                services: args.services,
+                per_connection,
+                shared_destination: args.shared_destination,
+            },
             args.ack,
             shared.clone(),
         ));
@@ -578,7 +607,7 @@ async fn proxy_task(
     proxy: String,
     c: usize,
     indices: std::ops::Range<usize>,
-    services: usize,
+    layout: Layout,
     ack: bool,
     shared: Arc<Shared>,
 ) {
@@ -598,7 +627,7 @@ async fn proxy_task(
                         proxy.clone(),
                         token.clone(),
                         i,
-                        i % services,
+                        layout.service(i),
                         ack,
                         shared.clone(),
                     ));
@@ -855,6 +884,7 @@ struct Report {
     streams_per_connection: usize,
     ack: bool,
     client_threads: usize,
+    shared_destination: bool,
     nproc: usize,
     operator_ready_ms: f64,
     rss_ready_kib: u64,
@@ -1180,6 +1210,7 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
         streams_per_connection: per_connection,
         ack: args.ack,
         client_threads: args.client_threads,
+        shared_destination: args.shared_destination,
         nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
         operator_ready_ms: ms(started.elapsed()),
         rss_ready_kib: read_proc_status_kib(pid, "VmRSS:").unwrap_or(0),
@@ -1286,7 +1317,12 @@ async fn run(args: &Args, dir: &Path, cleanup: &Cleanup) -> Result<(), String> {
 
     // ---- one edit changing one Service's policy: attempts 3 -> 5 on svc-00000
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let concerned = |i: usize| i.is_multiple_of(s);
+    let layout = Layout {
+        services: s,
+        per_connection,
+        shared_destination: args.shared_destination,
+    };
+    let concerned = |i: usize| layout.service(i) == 0;
     let m_before = metrics(admin).await?;
     let cpu_before = cpu_seconds(&pid_s);
     let client_cpu_before = cpu_seconds("self");
