@@ -30,7 +30,12 @@ KUBE_TOOLS=$(bash tests/apiserver/install-kubectl.sh | tail -n1)
 OUTRIGGER_KUBECTL=$KUBE_TOOLS/kubectl OUTRIGGER_HELM=$KUBE_TOOLS/helm
 export OUTRIGGER_APISERVER_BIN OUTRIGGER_ETCD_BIN OUTRIGGER_KUBECTL OUTRIGGER_HELM
 phase "API server and kubectl"
-cargo test --workspace --locked
+# Every binary the tests start, built once with the features `cargo test
+# --workspace` resolves; the tests then use them as they are (see
+# tests/support::binary) instead of building them again with other features.
+cargo build --workspace --all-targets --locked
+phase "build"
+OUTRIGGER_BINARIES_PREBUILT=1 cargo test --workspace --locked
 phase "cargo test"
 # The Helm chart: lint, render with several values files, validate offline.
 bash tests/chart/check.sh

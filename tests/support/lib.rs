@@ -25,6 +25,20 @@ pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
         .and_then(|deps| deps.parent())
         .ok_or_else(|| anyhow::anyhow!("unexpected test binary location {test_exe:?}"))?;
     let path = profile_dir.join(name);
+    // tests/run.sh builds every binary first with `cargo build --workspace
+    // --all-targets`, which resolves features as `cargo test --workspace`
+    // does (dev-dependencies turn on tokio's test-util and more). Building
+    // here with `-p` would resolve other features and compile most of the
+    // dependency tree a second time (~6 minutes on a fresh 2-core machine),
+    // so under that script the prebuilt binary is used as it is.
+    if std::env::var_os("OUTRIGGER_BINARIES_PREBUILT").is_some() {
+        anyhow::ensure!(
+            path.is_file(),
+            "{path:?} is missing: OUTRIGGER_BINARIES_PREBUILT is set, so run \
+             `cargo build --workspace --all-targets` first (tests/run.sh does)"
+        );
+        return Ok(path);
+    }
     let mut built = BUILT.lock().unwrap_or_else(|e| e.into_inner());
     if !built.iter().any(|b| b == name) {
         let mut build = Command::new(env!("CARGO"));
