@@ -1091,8 +1091,16 @@ async fn explain_reads_a_real_proxys_breaker_and_ejections_through_the_pod_proxy
     );
     // Its IP, with no proxy listening there yet.
     blocking(|| cluster.pod_ip("shop", "web-1", &net.pod.to_string()));
+    let asked = Instant::now();
     let (code, out) = blocking(|| cluster.cli(&["explain", "svc/web", "-n", "shop"]));
     assert_eq!(code, 0, "{out}");
+    // The pod proxy's 503 is the answer, not a reason to retry: kube's
+    // client, left to its default, retried it for five minutes.
+    assert!(
+        asked.elapsed() < Duration::from_secs(30),
+        "explain took {:?} to report an unreachable proxy",
+        asked.elapsed()
+    );
     assert_eq!(
         live_section(&out),
         format!(

@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 /// Path of a workspace binary in the profile the tests were built with,
 /// brought up to date first, once per test process (`cargo test -p
 /// outrigger-e2e` alone does not rebuild the proxy or the operator, and a
-/// stale binary would test old code).
+/// stale binary would test old code) — unless OUTRIGGER_BINARIES_PREBUILT
+/// says a workspace build just made it (tests/run.sh).
 pub fn binary(package: &str, name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
     let test_exe = std::env::current_exe()?;

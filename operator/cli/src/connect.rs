@@ -67,6 +67,11 @@ pub async fn connect(args: &GlobalArgs) -> anyhow::Result<Kube> {
     let timeout = Duration::from_secs(args.request_timeout.max(1));
     config.connect_timeout = Some(timeout);
     config.read_timeout = Some(timeout);
+    // kube's default layer retries 429/503/504 up to 15 times with backoff
+    // growing to minutes: a command asking a proxy that cannot be reached
+    // through the pod proxy (a 503) took five minutes to say so. A command
+    // reports what it finds, within --request-timeout per request.
+    config.default_retry = false;
     let namespace = args
         .namespace
         .clone()
