@@ -43,11 +43,10 @@ fn classify_error(err: &SendError) -> Outcome {
         SendError::Connect(_) => Outcome::ConnectFailure(detail),
         SendError::NotSent(_) => Outcome::ResetBeforeRequest(detail),
         SendError::Failed(err) => {
-            // An HTTP/2 upstream that refused the stream never processed it.
             let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
             while let Some(e) = source {
                 if let Some(h2) = e.downcast_ref::<h2::Error>() {
-                    if h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                    if refused_unprocessed(h2) {
                         return Outcome::RefusedStream(detail);
                     }
                 }
@@ -56,6 +55,20 @@ fn classify_error(err: &SendError) -> Outcome {
             Outcome::Reset(detail)
         }
     }
+}
+
+/// Whether an HTTP/2 upstream said it did not process the stream: it reset
+/// it with REFUSED_STREAM, or it closed the connection gracefully (GOAWAY,
+/// NO_ERROR) before taking it. RFC 9113 §8.7: both are safe to replay
+/// whatever the method. The h2 crate fails exactly the streams above the
+/// GOAWAY's last stream id with its error; the ones below are completed
+/// (the server promised to) and fail with it only if it breaks that promise
+/// and closes early, which a graceful close does not do. nginx closes every
+/// HTTP/2 connection gracefully after 1,000 requests by default, so under
+/// concurrency some streams are always in flight when it does.
+fn refused_unprocessed(err: &h2::Error) -> bool {
+    err.reason() == Some(h2::Reason::REFUSED_STREAM)
+        || (err.is_go_away() && err.is_remote() && err.reason() == Some(h2::Reason::NO_ERROR))
 }
 
 /// The request head an attempt is built from.
