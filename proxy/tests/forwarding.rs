@@ -198,6 +198,27 @@ async fn http2_prior_knowledge_both_ways_keeps_trailers() {
         );
     }
 
+    // Request ids, sent never-indexed in HPACK (a fresh value per request),
+    // arrive intact both ways, request after request on one connection:
+    // the client's own id, then ids the proxy generates. (A hyper client:
+    // curl 7.88 cannot reuse a prior-knowledge connection.)
+    for given in [Some("fixed-id-2"), None] {
+        let seen = h2_request_ids(proxy.inbound, given, 3).await;
+        for (response, echoed) in &seen {
+            assert_eq!(response, echoed, "{seen:?}");
+            match given {
+                Some(id) => assert_eq!(response, id),
+                None => assert_eq!(response.len(), 36, "{seen:?}"),
+            }
+        }
+        if given.is_none() {
+            assert!(
+                seen[0].0 != seen[1].0 && seen[1].0 != seen[2].0,
+                "each request its own id: {seen:?}"
+            );
+        }
+    }
+
     // Trailers: a hyper HTTP/2 client sees the upstream's trailers intact.
     let trailers = h2_trailers(proxy.inbound, "/trailers").await;
     assert_eq!(trailers.get("grpc-status").unwrap(), "0");
@@ -210,9 +231,50 @@ async fn http2_prior_knowledge_both_ways_keeps_trailers() {
             "outrigger_connections_total",
             &["protocol=\"http2\""]
         ),
-        4.0,
+        6.0,
         "{metrics}"
     );
+}
+
+/// `requests` GETs of /headers on one HTTP/2 connection, with `id` as their
+/// x-request-id when given: each response's x-request-id and the one the
+/// upstream echoes from the request it received.
+async fn h2_request_ids(
+    addr: std::net::SocketAddr,
+    id: Option<&str>,
+    requests: usize,
+) -> Vec<(String, String)> {
+    use http_body_util::{BodyExt, Empty};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (mut sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    let mut seen = Vec::new();
+    for _ in 0..requests {
+        let mut request = http::Request::get(format!("http://{addr}/headers"));
+        if let Some(id) = id {
+            request = request.header("x-request-id", id);
+        }
+        let request = request.body(Empty::<bytes::Bytes>::new()).unwrap();
+        let response = sender.send_request(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let returned = response.headers()["x-request-id"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        let echoed = body
+            .lines()
+            .find_map(|line| line.strip_prefix("x-request-id: "))
+            .unwrap_or_else(|| panic!("no x-request-id reached the upstream: {body}"))
+            .to_owned();
+        seen.push((returned, echoed));
+    }
+    seen
 }
 
 async fn h2_trailers(addr: std::net::SocketAddr, path: &str) -> http::HeaderMap {

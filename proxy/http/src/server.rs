@@ -210,7 +210,10 @@ where
         // Idle clients are pinged and dropped when they stop answering.
         .keep_alive_interval(Some(std::time::Duration::from_secs(30)))
         .keep_alive_timeout(std::time::Duration::from_secs(10))
-        .serve_connection(TokioIo::new(io), service_fn(handle));
+        .serve_connection(
+            TokioIo::new(io),
+            service_fn(move |request| Box::pin(handle(request))),
+        );
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => log_end(result),
