@@ -245,13 +245,7 @@ async fn h2_request_ids(
     requests: usize,
 ) -> Vec<(String, String)> {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(addr).await;
     let mut seen = Vec::new();
     for _ in 0..requests {
         let mut request = http::Request::get(format!("http://{addr}/headers"));
@@ -279,13 +273,7 @@ async fn h2_request_ids(
 
 async fn h2_trailers(addr: std::net::SocketAddr, path: &str) -> http::HeaderMap {
     use http_body_util::{BodyExt, Empty};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(addr).await;
     let request = http::Request::get(format!("http://{addr}{path}"))
         .header("te", "trailers")
         .body(Empty::<bytes::Bytes>::new())

@@ -10,7 +10,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use outrigger_e2e::proxy::*;
 use tokio::task::JoinSet;
 
@@ -77,14 +76,7 @@ async fn streams_refused_by_a_graceful_goaway_are_replayed_whatever_the_method()
     // the proxy, which multiplexes them onto its connection to nginx: 8
     // GOAWAYs or more, each with streams in flight. (The budget is lifted:
     // this many refusals in a few hundred requests is the test's doing.)
-    let stream = tokio::net::TcpStream::connect(proxy.outbound)
-        .await
-        .unwrap();
-    let (sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let sender = h2_connect(proxy.outbound).await;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(16));
     let mut calls = JoinSet::new();
     for i in 0..400 {

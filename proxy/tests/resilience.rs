@@ -914,15 +914,7 @@ async fn h2_post(
     parts: &[&'static [u8]],
     trailers: Option<http::HeaderMap>,
 ) -> u16 {
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let stream = tokio::net::TcpStream::connect(proxy.outbound)
-        .await
-        .unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(proxy.outbound).await;
     let request = http::Request::post(format!("http://web{path}"))
         .body(streamed_body(parts, trailers))
         .unwrap();

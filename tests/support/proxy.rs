@@ -282,6 +282,24 @@ impl GrpcReply {
     }
 }
 
+/// An HTTP/2 connection (prior knowledge) to `addr`, driven by its own
+/// task: requests go through the handle returned.
+pub async fn h2_connect<B>(addr: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: hyper::body::Body + Send + Unpin + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+            .await
+            .unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
 /// One unary gRPC call over HTTP/2 (prior knowledge) on a fresh connection:
 /// `message` framed as one uncompressed gRPC message, sent with a
 /// content-length (which grpcio's clients do not send), plus `headers`.
@@ -293,13 +311,7 @@ pub async fn grpc_unary(
     headers: &[(&str, &str)],
 ) -> GrpcReply {
     use http_body_util::{BodyExt, Full};
-    use hyper_util::rt::{TokioExecutor, TokioIo};
-    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let (mut sender, connection) =
-        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
-            .await
-            .unwrap();
-    tokio::spawn(connection);
+    let mut sender = h2_connect(addr).await;
     let mut framed = vec![0u8];
     framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
     framed.extend_from_slice(message);
