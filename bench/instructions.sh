@@ -8,20 +8,23 @@
 #   plain  client -> proxy inbound -> upstream (no policy)
 #   full   client -> proxy outbound -> Service with two endpoints under
 #          bench/full-policy.yaml (every resilience layer, breaker closed)
+#   h2     with INSTR_LOAD=h2 instead: h2load -c10 -m10 (prior knowledge)
+#          -> proxy inbound -> nginx over HTTP/2, as bench/run.py's h2 path
 #
 # The upstream is nginx (one worker, 64-byte body), as in bench/run.py. The
 # proxy runs under callgrind; after a warm-up the counters are zeroed, N GETs
 # go over 10 keep-alive connections, and the counters are dumped.
 #
 #   bash bench/instructions.sh [requests]          # default 3000
+#   INSTR_LOAD=h2 bash bench/instructions.sh [requests]
 #   OUTRIGGER_PROXY_BIN=/path/to/other/build bash bench/instructions.sh
 #
-# Installs valgrind and nginx (Debian) when missing.
+# Installs valgrind, nginx and h2load (Debian) when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-3000}
 need=()
-for pair in valgrind:valgrind nginx:nginx-light; do
+for pair in valgrind:valgrind nginx:nginx-light h2load:nghttp2-client; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -34,7 +37,8 @@ fi
 BIN=${OUTRIGGER_PROXY_BIN:-target/release/outrigger-proxy}
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
-UP_A=18080; UP_B=18081; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
+UP_A=18080; UP_B=18081; UP_H2=18082; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
+LOAD=${INSTR_LOAD:-h1}
 BODY=0123456789012345678901234567890123456789012345678901234567890123
 mkdir -p "$WORK/logs"
 cat > "$WORK/nginx.conf" <<EOF
@@ -48,6 +52,7 @@ http {
   keepalive_requests 1000000;
   server { listen 127.0.0.1:$UP_A; location = / { default_type text/plain; return 200 "$BODY"; } }
   server { listen 127.0.0.1:$UP_B; location = / { default_type text/plain; return 200 "$BODY"; } }
+  server { listen 127.0.0.1:$UP_H2 http2; location = / { default_type text/plain; return 200 "$BODY"; } }
 }
 EOF
 nginx -c "$WORK/nginx.conf" -p "$WORK" &
@@ -56,7 +61,7 @@ PROXY=
 cleanup() {
   [ -n "$PROXY" ] && kill "$PROXY" 2>/dev/null || true
   kill "$NGINX" 2>/dev/null || true
-  rm -rf "$WORK"
+  [ -n "${INSTR_KEEP:-}" ] && cp "$WORK"/callgrind.* "$INSTR_KEEP"/ 2>/dev/null; rm -rf "$WORK"
 }
 trap cleanup EXIT
 
@@ -82,11 +87,24 @@ for _ in range(n // conns):
 PY
 }
 
-measure() { # name port host
-  local out="$WORK/callgrind.$1"
+# GETs over 10 HTTP/2 connections, 10 streams at a time on each; fails
+# unless every one succeeds.
+load_h2() { # port host requests conns
+  local out
+  out=$(h2load -c "$4" -m 10 -n "$3" -H ":authority: $2" "http://127.0.0.1:$1/")
+  grep -q "^requests: $3 total, $3 started, $3 done, $3 succeeded" <<<"$out" || {
+    echo "h2load: not every request succeeded:" >&2
+    echo "$out" >&2
+    exit 1
+  }
+}
+
+measure() { # name port host [app port]
+  local out="$WORK/callgrind.$1" send=load
+  [ "$LOAD" = h2 ] && send=load_h2
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" \
     --inbound-addr 127.0.0.1:$IN_PORT --outbound-addr 127.0.0.1:$OUT_PORT \
-    --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:$UP_A --workers 1 \
+    --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:${4:-$UP_A} --workers 1 \
     --namespace bench --policy bench/full-policy.yaml --log-level warn 2>"$WORK/valgrind.log" &
   PROXY=$!
   for _ in $(seq 600); do
@@ -94,9 +112,9 @@ measure() { # name port host
     kill -0 $PROXY 2>/dev/null || { cat "$WORK/valgrind.log" >&2; exit 1; }
     sleep 0.1
   done
-  load "$2" "$3" 200 10
+  $send "$2" "$3" 200 10
   callgrind_control -z $PROXY >/dev/null 2>&1
-  load "$2" "$3" "$N" 10
+  $send "$2" "$3" "$N" 10
   callgrind_control -d $PROXY >/dev/null 2>&1
   kill $PROXY; wait $PROXY 2>/dev/null || true
   PROXY=
@@ -105,6 +123,11 @@ measure() { # name port host
   echo "$1 $((total / N))"
 }
 
+if [ "$LOAD" = h2 ]; then
+  echo "instructions per HTTP/2 request (callgrind, $N GETs over 10 connections, 10 streams each, $BIN)"
+  measure h2 $IN_PORT plain.bench $UP_H2
+  exit 0
+fi
 echo "instructions per request (callgrind, $N GETs over 10 connections, $BIN)"
 plain=$(measure plain $IN_PORT plain.bench | awk '{print $2}')
 full=$(measure full $OUT_PORT full.bench | awk '{print $2}')

@@ -47,6 +47,7 @@ OR_IN, OR_ADMIN = 14143, 14191
 OR_FULL_OUT, OR_FULL_ADMIN = 14140, 14192
 OR_H2_IN, OR_H2_ADMIN = 14243, 14291
 OR_BASE_IN, OR_BASE_ADMIN = 14343, 14393
+OR_BASE_H2_IN, OR_BASE_H2_ADMIN = 14443, 14493
 HAP_H1, HAP_H2 = 19080, 19082
 NGX_H1, NGX_H2 = 20080, 20082
 ENVOY_H1, ENVOY_H2 = 21080, 21082
@@ -506,6 +507,8 @@ def main():
         if BASE_BIN:
             servers["outrigger-base"] = start_outrigger("outrigger-base", OR_BASE_IN, OR_BASE_ADMIN,
                                                         app=UP_H1, binary=BASE_BIN)
+            servers["outrigger-base-h2"] = start_outrigger("outrigger-base-h2", OR_BASE_H2_IN,
+                                                           OR_BASE_H2_ADMIN, app=UP_H2, binary=BASE_BIN)
         h1 = {"direct": (UP_H1, None), "outrigger": (OR_IN, None),
               "outrigger+": (OR_FULL_OUT, "full.bench"), "haproxy": (HAP_H1, None),
               "nginx": (NGX_H1, None), "envoy": (ENVOY_H1, None)}
@@ -513,6 +516,8 @@ def main():
             h1["outrigger-base"] = (OR_BASE_IN, None)
         h2 = {"direct": UP_H2, "outrigger": OR_H2_IN, "haproxy": HAP_H2, "nginx": NGX_H2,
               "envoy": ENVOY_H2}
+        if BASE_BIN:
+            h2["outrigger-base"] = OR_BASE_H2_IN
         idle_rss = {n: servers[n].rss_kib() for n in ["outrigger", "outrigger+"] + IDLE_PATHS[1:] + PEERS}
         # Warm every path (connection pools, lazy stacks) before measuring.
         for name, (port, host) in h1.items():

@@ -23,7 +23,8 @@ pub struct Retry {
     ]))]
     pub codes: Option<Vec<u16>>,
     /// Transport failures that are retried, without repeats: connect-failure
-    /// (no connection), refused-stream (HTTP/2 REFUSED_STREAM: not processed),
+    /// (no connection), refused-stream (HTTP/2 REFUSED_STREAM, or a stream a
+    /// graceful GOAWAY left unprocessed: not processed),
     /// reset-before-request (closed before the request was sent), reset (closed
     /// at any point, so the request may have been processed). Default
     /// [connect-failure, refused-stream, reset-before-request]. Quote the key
