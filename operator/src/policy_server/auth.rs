@@ -25,6 +25,10 @@ const CACHE_MAX: usize = 10_000;
 /// opened a connection per proxy (the 10k-proxy benchmark ran out of file
 /// descriptors). The rest wait their turn, in order.
 const MAX_CONCURRENT_REVIEWS: usize = 32;
+/// How long one TokenReview may take. kube's client retries 429, 503 and
+/// 504 with backoff growing to minutes: without a bound, an API server
+/// shedding load would hold every review slot and every connecting proxy.
+const REVIEW_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A proxy's verified identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,11 +258,12 @@ async fn ask(
         },
         ..TokenReview::default()
     };
-    let reviewed = api
-        .create(&PostParams::default(), &request)
-        .await
-        // The API server failing is not the proxy's fault: not cached.
-        .map_err(|e| format!("token review failed: {e}"))?;
+    // The API server failing is not the proxy's fault: not cached.
+    let reviewed =
+        tokio::time::timeout(REVIEW_TIMEOUT, api.create(&PostParams::default(), &request))
+            .await
+            .map_err(|_| format!("token review unanswered within {REVIEW_TIMEOUT:?}"))?
+            .map_err(|e| format!("token review failed: {e}"))?;
     let verdict = verdict(&reviewed);
     let mut cache = cache.lock().expect("not poisoned");
     if cache.len() >= CACHE_MAX {
@@ -368,6 +373,32 @@ mod tests {
 
     fn inbound(service: &str) -> Subscription {
         Subscription::Inbound(service.into())
+    }
+
+    /// An API server that never answers (or whose answers the client keeps
+    /// retrying) fails the review after REVIEW_TIMEOUT, uncached.
+    #[tokio::test(start_paused = true)]
+    async fn an_unanswered_review_fails_after_its_timeout() {
+        let (service, mut handle) = mock::pair::<Request<Body>, Response<Body>>();
+        let held = tokio::spawn(async move {
+            let mut pending = Vec::new();
+            while let Some(request) = handle.next_request().await {
+                pending.push(request);
+            }
+        });
+        let auth = Authenticator::token_review(Client::new(service, "default"), None);
+        let started = tokio::time::Instant::now();
+        let outcome = auth
+            .check(Some("Bearer good-shop"), &inbound("shop/payments"))
+            .await;
+        assert_eq!(
+            outcome,
+            Err(Denied::Unauthenticated(
+                "token review unanswered within 10s".into()
+            ))
+        );
+        assert_eq!(started.elapsed(), REVIEW_TIMEOUT);
+        held.abort();
     }
 
     /// A proxy opens its streams at once (and after an operator restart,
