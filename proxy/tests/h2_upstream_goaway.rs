@@ -3,7 +3,8 @@
 //! connection (1,000 by default; a handful here, so that it happens many
 //! times in one test). Streams the proxy already sent above the GOAWAY's
 //! last stream id were never processed, so a retry policy replays them,
-//! whatever the method, and the client sees no error.
+//! whatever the method, and the client sees no error; without one, those
+//! without a body still go once more.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -76,19 +77,75 @@ async fn streams_refused_by_a_graceful_goaway_are_replayed_whatever_the_method()
     // the proxy, which multiplexes them onto its connection to nginx: 8
     // GOAWAYs or more, each with streams in flight. (The budget is lifted:
     // this many refusals in a few hundred requests is the test's doing.)
+    let failures = calls(&proxy, 400, Some(4)).await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+
+    // The scenario happened: streams were refused and replayed.
+    let metrics = proxy.metrics().await;
+    let replayed = metric_value(
+        &metrics,
+        "outrigger_retries_total",
+        &["reason=\"refused-stream\""],
+    );
+    assert!(replayed >= 1.0, "no stream was refused: {metrics}");
+}
+
+/// Without a retry section a request gets one attempt, but an HTTP/2
+/// request without a body that the upstream never processed is sent once
+/// more, as HTTP/2 clients do: a graceful close fails no GET.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_retry_section_unprocessed_gets_still_go_once_more() {
+    let nginx = Nginx::start(50).await;
+    let file = PolicyFile::new(
+        "web",
+        &format!(
+            "{}{}",
+            policy("web", "  timeouts: {request: 10s}\n"),
+            endpoint_slice("web", &[nginx.port])
+        ),
+    );
+    let proxy = ProxyProcess::start(&[&file.flag(), "--policy-poll-interval=50ms"]).await;
+    let failures = calls(&proxy, 400, None).await;
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:?}",
+        failures.len()
+    );
+    let metrics = proxy.metrics().await;
+    let replayed = metric_value(
+        &metrics,
+        "outrigger_retries_total",
+        &["reason=\"refused-stream\""],
+    );
+    assert!(replayed >= 1.0, "no stream was refused: {metrics}");
+}
+
+/// `n` calls to Service `web` through `proxy`'s outbound listener, 16 at a
+/// time over one HTTP/2 connection: GETs without a body, and every
+/// `post_every`-th a POST with one. The calls that did not get nginx's
+/// `ok`, described.
+async fn calls(proxy: &ProxyProcess, n: usize, post_every: Option<usize>) -> Vec<String> {
     let sender = h2_connect(proxy.outbound).await;
     let in_flight = Arc::new(tokio::sync::Semaphore::new(16));
     let mut calls = JoinSet::new();
-    for i in 0..400 {
+    for i in 0..n {
         let mut sender = sender.clone();
         let in_flight = in_flight.clone();
         calls.spawn(async move {
             let _permit = in_flight.acquire().await.unwrap();
-            let method = if i % 4 == 0 { "POST" } else { "GET" };
+            let post = post_every.is_some_and(|every| i % every == 0);
+            let (method, body) = match post {
+                true => ("POST", bytes::Bytes::from_static(b"x")),
+                false => ("GET", bytes::Bytes::new()),
+            };
             let request = http::Request::builder()
                 .method(method)
                 .uri("http://web/")
-                .body(Full::new(bytes::Bytes::from_static(b"x")))
+                .body(Full::new(body))
                 .unwrap();
             let response = sender.send_request(request).await.unwrap();
             let status = response.status().as_u16();
@@ -107,18 +164,5 @@ async fn streams_refused_by_a_graceful_goaway_are_replayed_whatever_the_method()
             failures.push(format!("{method} {status} {error:?} {body:?}"));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} failed: {failures:?}",
-        failures.len()
-    );
-
-    // The scenario happened: streams were refused and replayed.
-    let metrics = proxy.metrics().await;
-    let replayed = metric_value(
-        &metrics,
-        "outrigger_retries_total",
-        &["reason=\"refused-stream\""],
-    );
-    assert!(replayed >= 1.0, "no stream was refused: {metrics}");
+    failures
 }

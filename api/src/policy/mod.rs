@@ -75,8 +75,11 @@ pub struct ResiliencePolicySpec {
     pub timeouts: Option<Timeouts>,
     /// Retries of failed calls, made by the calling pod's proxy only (the
     /// Service's own proxies never retry, so a call is not retried twice).
-    /// Absent: no retries. Present: unset fields take their defaults (2
-    /// retries of 502/503/504 and unsent requests).
+    /// Absent: no retries, except that an HTTP/2 request without a body
+    /// that the upstream refused unprocessed (REFUSED_STREAM, or above a
+    /// graceful GOAWAY's last stream) is sent once more, as HTTP/2 clients
+    /// do. Present: unset fields take their defaults (2 retries of
+    /// 502/503/504 and unsent requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,
     /// Stops calling the Service while it fails, answering with a fallback;

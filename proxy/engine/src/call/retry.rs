@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use http::request::Parts;
-use http::{header, Method, Request, Response};
+use http::{header, Method, Request, Response, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use outrigger_api::policy::NonIdempotent;
@@ -55,21 +55,27 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     }
     let (mut parts, body) = request.into_parts();
     let Some(retry) = route.retry.as_ref() else {
-        // The only attempt: it takes the head and the body as they are.
+        // The only attempt, which takes the head and the body as they are,
+        // but for one exception (see `replay_refused`): a bodiless HTTP/2
+        // request keeps a copy of its head for it.
+        let replayable = parts.version >= Version::HTTP_2 && body.is_end_stream();
         let body = match body.is_end_stream() {
             true => empty(),
             false => body.map_err(Into::into).boxed_unsync(),
         };
-        let (outcome, index) = attempt(
-            stack,
-            upstream,
-            route,
-            Head::Once(&mut parts),
-            body,
-            deadline,
-            trace,
-        )
-        .await?;
+        let head = match replayable {
+            true => Head::Kept(&mut parts),
+            false => Head::Once(&mut parts),
+        };
+        let (outcome, index) = attempt(stack, upstream, route, head, body, deadline, trace).await?;
+        if replayable && matches!(outcome, Outcome::RefusedStream(_)) {
+            drop(outcome);
+            // Boxed: rare, and the request's future would carry its room.
+            return Box::pin(replay_refused(
+                stack, upstream, route, parts, deadline, trace,
+            ))
+            .await;
+        }
         return outcome.into_result(stack, &stack.endpoints.list[index].target);
     };
     let metrics = &stack.metrics.resilience;
@@ -167,6 +173,41 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         tokio::time::sleep(delay).await;
         retries_done += 1;
     }
+}
+
+/// Without a retry section a request gets one attempt, with one exception,
+/// made by HTTP/2 clients at the connection level whatever their retry
+/// settings: an HTTP/2 request without a body that the upstream provably
+/// never processed (REFUSED_STREAM, or above a graceful GOAWAY's last
+/// stream id) goes once more. nginx closes each HTTP/2 connection that way
+/// after 1,000 requests, and the streams in flight then would fail.
+async fn replay_refused<U: Upstream>(
+    stack: &DestinationStack,
+    upstream: &U,
+    route: &RouteConfig,
+    mut parts: Parts,
+    deadline: Option<Instant>,
+    trace: Option<&RequestTrace>,
+) -> Result<Response<ProxyBody>, CallError> {
+    let reason = "refused-stream";
+    stack
+        .metrics
+        .resilience
+        .retries
+        .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
+        .inc();
+    if let Some(trace) = trace {
+        trace.event(
+            "retry",
+            vec![
+                KeyValue::new("outrigger.retry.reason", reason),
+                KeyValue::new("outrigger.retry.number", 1),
+            ],
+        );
+    }
+    let head = Head::Once(&mut parts);
+    let (outcome, index) = attempt(stack, upstream, route, head, empty(), deadline, trace).await?;
+    outcome.into_result(stack, &stack.endpoints.list[index].target)
 }
 
 /// Whether the budget allows a retry; `DryRun` only counts a refusal.
