@@ -155,20 +155,7 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         if !withdraw_from_budget(stack) {
             return outcome.into_result(stack, target);
         }
-        metrics
-            .retries
-            .with_label_values(&[stack.direction, &stack.label, &route.name, reason])
-            .inc();
-        if let Some(trace) = trace {
-            trace.event(
-                "retry",
-                vec![
-                    KeyValue::new("outrigger.retry.reason", reason),
-                    KeyValue::new("outrigger.retry.delay_ms", delay.as_millis() as i64),
-                    KeyValue::new("outrigger.retry.number", i64::from(retries_done + 1)),
-                ],
-            );
-        }
+        count_retry(stack, route, trace, reason, retries_done + 1, delay);
         drop(outcome);
         tokio::time::sleep(delay).await;
         retries_done += 1;
@@ -189,7 +176,21 @@ async fn replay_refused<U: Upstream>(
     deadline: Option<Instant>,
     trace: Option<&RequestTrace>,
 ) -> Result<Response<ProxyBody>, CallError> {
-    let reason = "refused-stream";
+    count_retry(stack, route, trace, "refused-stream", 1, Duration::ZERO);
+    let head = Head::Once(&mut parts);
+    let (outcome, index) = attempt(stack, upstream, route, head, empty(), deadline, trace).await?;
+    outcome.into_result(stack, &stack.endpoints.list[index].target)
+}
+
+/// A retry, in the metrics and on the request's trace.
+fn count_retry(
+    stack: &DestinationStack,
+    route: &RouteConfig,
+    trace: Option<&RequestTrace>,
+    reason: &'static str,
+    number: u32,
+    delay: Duration,
+) {
     stack
         .metrics
         .resilience
@@ -201,13 +202,11 @@ async fn replay_refused<U: Upstream>(
             "retry",
             vec![
                 KeyValue::new("outrigger.retry.reason", reason),
-                KeyValue::new("outrigger.retry.number", 1),
+                KeyValue::new("outrigger.retry.delay_ms", delay.as_millis() as i64),
+                KeyValue::new("outrigger.retry.number", i64::from(number)),
             ],
         );
     }
-    let head = Head::Once(&mut parts);
-    let (outcome, index) = attempt(stack, upstream, route, head, empty(), deadline, trace).await?;
-    outcome.into_result(stack, &stack.endpoints.list[index].target)
 }
 
 /// Whether the budget allows a retry; `DryRun` only counts a refusal.
