@@ -18,6 +18,7 @@
 #   bash bench/instructions.sh [requests]          # default 3000
 #   INSTR_LOAD=h2 bash bench/instructions.sh [requests]
 #   OUTRIGGER_PROXY_BIN=/path/to/other/build bash bench/instructions.sh
+#   INSTR_PORT_OFFSET=1000 bash bench/instructions.sh   # beside bench/run.sh
 #
 # Installs valgrind, nginx and h2load (Debian) when missing.
 set -euo pipefail
@@ -37,8 +38,13 @@ fi
 BIN=${OUTRIGGER_PROXY_BIN:-target/release/outrigger-proxy}
 WORK=$(mktemp -d)
 chmod 755 "$WORK"
-UP_A=18080; UP_B=18081; UP_H2=18082; IN_PORT=14143; OUT_PORT=14140; ADMIN_PORT=14191
+OFF=${INSTR_PORT_OFFSET:-0}
+UP_A=$((18080 + OFF)); UP_B=$((18081 + OFF)); UP_H2=$((18082 + OFF))
+IN_PORT=$((14143 + OFF)); OUT_PORT=$((14140 + OFF)); ADMIN_PORT=$((14191 + OFF))
 LOAD=${INSTR_LOAD:-h1}
+# The full policy names the upstreams' ports: moved with the offset.
+sed -e "s/port: 18080/port: $UP_A/" -e "s/port: 18081/port: $UP_B/" \
+  bench/full-policy.yaml > "$WORK/full-policy.yaml"
 BODY=0123456789012345678901234567890123456789012345678901234567890123
 mkdir -p "$WORK/logs"
 cat > "$WORK/nginx.conf" <<EOF
@@ -105,7 +111,7 @@ measure() { # name port host [app port]
   valgrind --tool=callgrind --callgrind-out-file="$out" "$BIN" \
     --inbound-addr 127.0.0.1:$IN_PORT --outbound-addr 127.0.0.1:$OUT_PORT \
     --admin-addr 127.0.0.1:$ADMIN_PORT --app-addr 127.0.0.1:${4:-$UP_A} --workers 1 \
-    --namespace bench --policy bench/full-policy.yaml --log-level warn 2>"$WORK/valgrind.log" &
+    --namespace bench --policy "$WORK/full-policy.yaml" --log-level warn 2>"$WORK/valgrind.log" &
   PROXY=$!
   for _ in $(seq 600); do
     curl -sf http://127.0.0.1:$ADMIN_PORT/ready >/dev/null && break

@@ -78,7 +78,7 @@ impl Http1Pool {
                 Err(mut err) => match err.take_message() {
                     // Closed before it took the request: try the next one.
                     Some(unsent) => request = unsent,
-                    None => return Err(SendError::Failed(err.into_error())),
+                    None => return Err(SendError::Failed(err.into_error().into())),
                 },
             }
         }
@@ -97,7 +97,7 @@ impl Http1Pool {
             .await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .map_err(SendError::NotSent)?;
+            .map_err(|err| SendError::NotSent(err.into()))?;
         tokio::spawn(async move {
             if let Err(err) = connection.await {
                 tracing::debug!(error = %err, "upstream connection ended with an error");

@@ -7,25 +7,26 @@
 //! (so the upstream saw the endpoint's address as `:authority`, not the
 //! name the client used), went through its checkout machinery and boxed
 //! futures; here the caller names the target and the URI goes as it is
-//! (BENCHMARKS.md, "HTTP/2").
+//! (BENCHMARKS.md, "HTTP/2"). The connections themselves: `h2_connection`.
 
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use foldhash::HashMap;
 use http::{Request, Response};
-use hyper::client::conn::http2::{self, SendRequest};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::body::{incoming, ProxyBody};
+use super::body::ProxyBody;
+use super::h2_connection::{self, Connection, Failure, KeepAlive};
 use super::send_error::SendError;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_transport::connect::Connector;
 
 /// Upstream connections are pinged when quiet, and closed when a ping goes
 /// unanswered: a dead peer is found before a request waits on it.
-const KEEP_ALIVE_INTERVAL: Duration = Duration::from_secs(20);
-const KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEP_ALIVE: KeepAlive = KeepAlive {
+    interval: Duration::from_secs(20),
+    timeout: Duration::from_secs(10),
+};
 
 #[derive(Clone)]
 pub struct Http2Pool {
@@ -54,7 +55,7 @@ struct Target {
 }
 
 struct Shared {
-    sender: SendRequest<ProxyBody>,
+    sender: Connection,
     last_used: Instant,
 }
 
@@ -82,25 +83,18 @@ impl Http2Pool {
             Some(sender) => (sender, false),
             None => (self.connect(target).await?, true),
         };
-        let request = match sender.try_send_request(request).await {
-            Ok(response) => return Ok(response.map(incoming)),
-            Err(err) if fresh => return Err(SendError::after_try_send(err)),
-            Err(mut err) => match err.take_message() {
-                Some(unsent) => unsent,
-                None => return Err(SendError::Failed(err.into_error())),
-            },
+        let request = match sender.send(request).await {
+            Ok(response) => return Ok(response),
+            Err(Failure::Closed(unsent, _)) if !fresh => *unsent,
+            Err(failure) => return Err(send_error(failure)),
         };
         self.forget(target, &sender);
         let mut sender = self.connect(target).await?;
-        sender
-            .try_send_request(request)
-            .await
-            .map(|response| response.map(incoming))
-            .map_err(SendError::after_try_send)
+        sender.send(request).await.map_err(send_error)
     }
 
     /// The target's connection, if open.
-    fn checkout(&self, target: &HostPort) -> Option<SendRequest<ProxyBody>> {
+    fn checkout(&self, target: &HostPort) -> Option<Connection> {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         let entry = connections.by_target.get_mut(target)?;
         let shared = entry.open.as_mut()?;
@@ -114,7 +108,7 @@ impl Http2Pool {
 
     /// Drops the pool's handle on `sender`'s connection if it is still the
     /// target's (a request found it closed).
-    fn forget(&self, target: &HostPort, sender: &SendRequest<ProxyBody>) {
+    fn forget(&self, target: &HostPort, sender: &Connection) {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         if let Some(entry) = connections.by_target.get_mut(target) {
             if entry
@@ -129,7 +123,7 @@ impl Http2Pool {
 
     /// Opens the target's connection, unless a request that got here first
     /// already did.
-    async fn connect(&self, target: &Arc<HostPort>) -> Result<SendRequest<ProxyBody>, SendError> {
+    async fn connect(&self, target: &Arc<HostPort>) -> Result<Connection, SendError> {
         let connecting = {
             let mut connections = self.inner.connections.lock().expect("not poisoned");
             let entry = connections.by_target.entry(target.clone()).or_default();
@@ -144,18 +138,9 @@ impl Http2Pool {
             .connector
             .connect_authority(&target.host, target.port)
             .await?;
-        let (sender, connection) = http2::Builder::new(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .keep_alive_interval(KEEP_ALIVE_INTERVAL)
-            .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
-            .handshake(TokioIo::new(stream))
+        let sender = h2_connection::handshake(stream, KEEP_ALIVE)
             .await
-            .map_err(SendError::NotSent)?;
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(error = %err, "upstream HTTP/2 connection ended with an error");
-            }
-        });
+            .map_err(|err| SendError::NotSent(err.into()))?;
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         connections
             .by_target
@@ -173,9 +158,16 @@ impl Http2Pool {
     }
 }
 
+fn send_error(failure: Failure) -> SendError {
+    match failure {
+        Failure::Closed(_, err) | Failure::NotSent(err) => SendError::NotSent(err.into()),
+        Failure::Failed(err) => SendError::Failed(err.into()),
+    }
+}
+
 /// Lets go of connections without a request for the idle timeout, until
 /// the pool is gone. (Streams still open keep their connection until they
-/// end: hyper closes it when the last handle and stream are gone.)
+/// end: h2 closes it when the last handle and stream are gone.)
 async fn reap(pool: Weak<Inner>, idle_timeout: Duration) {
     let period = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(30));
     loop {
@@ -204,6 +196,7 @@ mod tests {
 
     use bytes::Bytes;
     use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
     use tokio::net::TcpListener;
     use tokio::task::JoinSet;
 

@@ -11,6 +11,7 @@ pub mod body_end;
 pub mod client;
 pub mod error_response;
 pub mod h1_pool;
+pub mod h2_connection;
 pub mod h2_pool;
 pub mod headers;
 mod idle;

@@ -4,16 +4,18 @@
 use hyper::client::conn::TrySendError;
 use outrigger_transport::connect::ConnectError;
 
+use crate::body::BoxError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     /// The request was never written: the upstream cannot have seen it.
     #[error("{0}")]
-    NotSent(hyper::Error),
+    NotSent(BoxError),
     /// The exchange broke after the request may have reached the upstream.
     #[error("{0}")]
-    Failed(hyper::Error),
+    Failed(BoxError),
 }
 
 impl SendError {
@@ -21,8 +23,8 @@ impl SendError {
     /// was never written; one it kept may have reached the upstream.
     pub fn after_try_send<T>(mut err: TrySendError<T>) -> SendError {
         match err.take_message() {
-            Some(_) => SendError::NotSent(err.into_error()),
-            None => SendError::Failed(err.into_error()),
+            Some(_) => SendError::NotSent(err.into_error().into()),
+            None => SendError::Failed(err.into_error().into()),
         }
     }
 }

@@ -43,7 +43,7 @@ fn classify_error(err: &SendError) -> Outcome {
         SendError::Connect(_) => Outcome::ConnectFailure(detail),
         SendError::NotSent(_) => Outcome::ResetBeforeRequest(detail),
         SendError::Failed(err) => {
-            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(err);
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&**err);
             while let Some(e) = source {
                 if let Some(h2) = e.downcast_ref::<h2::Error>() {
                     if refused_unprocessed(h2) {
