@@ -2,11 +2,9 @@
 //! HTTP/2 connection (prior knowledge) per target that requests multiplex on.
 //! A request leaves in the protocol it arrived in, so gRPC stays HTTP/2.
 
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::future::Either;
 use http::{Request, Response, Version};
 
 use super::body::ProxyBody;
@@ -35,19 +33,15 @@ impl UpstreamClients {
     /// Sends `request` to `target`. HTTP/1.1 requests carry an origin-form
     /// URI; HTTP/2 ones an absolute URI whose authority is the one the
     /// upstream sees (the client's).
-    ///
-    /// Not an `async fn`: one would hold the request beside the pool's
-    /// future that holds it too (a few hundred bytes more in every request's
-    /// future, copied whenever it moves).
-    pub fn send<'a, 'b>(
-        &'a self,
-        target: &'b Arc<HostPort>,
+    pub async fn send(
+        &self,
+        target: &Arc<HostPort>,
         request: Request<ProxyBody>,
-    ) -> impl Future<Output = Result<Response<ProxyBody>, SendError>> + Send + use<'a, 'b> {
+    ) -> Result<Response<ProxyBody>, SendError> {
         if request.version() == Version::HTTP_2 {
-            Either::Left(self.http2.send(target, request))
+            self.http2.send(target, request).await
         } else {
-            Either::Right(self.http1.send(target, request))
+            self.http1.send(target, request).await
         }
     }
 }

@@ -82,9 +82,7 @@ impl Http1Pool {
                 },
             }
         }
-        // Boxed: opening a connection is the rare path, and a future holds
-        // room for its largest await (every request's future would carry it).
-        let mut sender = Box::pin(self.connect(target)).await?;
+        let mut sender = self.connect(target).await?;
         match sender.try_send_request(request).await {
             Ok(response) => Ok(self.returning(target, sender, request_sent, response)),
             Err(err) => Err(SendError::after_try_send(err)),

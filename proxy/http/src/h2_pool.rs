@@ -81,9 +81,7 @@ impl Http2Pool {
     ) -> Result<Response<ProxyBody>, SendError> {
         let (mut sender, fresh) = match self.checkout(target) {
             Some(sender) => (sender, false),
-            // Boxed: opening a connection is the rare path, and a future
-            // holds room for its largest await.
-            None => (Box::pin(self.connect(target)).await?, true),
+            None => (self.connect(target).await?, true),
         };
         let request = match sender.send(request).await {
             Ok(response) => return Ok(response),
@@ -91,7 +89,7 @@ impl Http2Pool {
             Err(failure) => return Err(send_error(failure)),
         };
         self.forget(target, &sender);
-        let mut sender = Box::pin(self.connect(target)).await?;
+        let mut sender = self.connect(target).await?;
         sender.send(request).await.map_err(send_error)
     }
 

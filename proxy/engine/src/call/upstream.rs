@@ -3,8 +3,6 @@
 //! script it.
 
 use std::future::Future;
-
-use futures_util::FutureExt;
 use std::sync::Arc;
 
 use http::request::Parts;
@@ -30,17 +28,11 @@ pub trait Upstream: Sync {
 }
 
 impl Upstream for UpstreamClients {
-    // A mapped future, not an `async fn`, which would hold the request a
-    // second time beside the client's future.
-    fn send<'a, 'b>(
-        &'a self,
-        target: &'b Arc<HostPort>,
-        request: Request<ProxyBody>,
-    ) -> impl Future<Output = Outcome> + Send + use<'a, 'b> {
-        UpstreamClients::send(self, target, request).map(|result| match result {
+    async fn send(&self, target: &Arc<HostPort>, request: Request<ProxyBody>) -> Outcome {
+        match UpstreamClients::send(self, target, request).await {
             Ok(response) => Outcome::Response(response),
             Err(err) => classify_error(&err),
-        })
+        }
     }
 }
 
