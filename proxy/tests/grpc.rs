@@ -1,7 +1,9 @@
 //! gRPC through the real proxy binary, with real gRPC peers (grpcio, from
 //! tests/peers): calls of every kind pass through both sides; trailers-only
 //! statuses are retried where the policy allows; grpc-timeout sets the
-//! deadline and reaches the server shrunk; the breaker counts gRPC failures.
+//! deadline and reaches the server shrunk; the breaker counts gRPC failures;
+//! calls given up (by the client, or at a per-try timeout) are cancelled at
+//! the server.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -418,4 +420,101 @@ spec:
     assert_eq!(v1.direct(&["stats"]).await, "unary=2 deadline=none\n");
     // ServerStream matches no rule.
     assert!(lines[3].starts_with("UNIMPLEMENTED"), "{out}");
+}
+
+/// A client-streaming call opened on the h2 crate directly (the test decides
+/// exactly when its stream is reset, which grpcio's clients do not let it):
+/// one gRPC message sent, the stream left open.
+async fn open_held_call(
+    addr: std::net::SocketAddr,
+) -> (
+    h2::client::ResponseFuture,
+    h2::SendStream<bytes::Bytes>,
+    h2::client::SendRequest<bytes::Bytes>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (sender, connection) = h2::client::handshake(stream).await.unwrap();
+    tokio::spawn(connection);
+    let mut sender = sender.ready().await.unwrap();
+    let request = http::Request::post("http://web/test.Echo/Hold")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body(())
+        .unwrap();
+    let (response, mut body) = sender.send_request(request, false).unwrap();
+    let mut message = vec![0u8, 0, 0, 0, 5];
+    message.extend_from_slice(b"first");
+    body.send_data(message.into(), false).unwrap();
+    (response, body, sender)
+}
+
+/// The server's count of Hold calls: (started, cancelled).
+async fn held(server: &GrpcServer) -> (u32, u32) {
+    let reply = server.direct(&["held"]).await;
+    let count = |name: &str| {
+        reply
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("{reply}"))
+    };
+    (count("started"), count("cancelled"))
+}
+
+async fn wait_held(server: &GrpcServer, expected: (u32, u32), what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let now = held(server).await;
+        if now == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what}: the server counts {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A call given up is given up at the server too, through both proxies: the
+/// client cancelling its stream, and the caller's proxy ending an attempt at
+/// its per-try timeout while the client still streams. Neither leaves the
+/// server holding a call nobody will finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_given_up_are_cancelled_at_the_server() {
+    let server = GrpcServer::start().await;
+    let inbound = ProxyProcess::start(&[&format!("--app-addr={}", loopback(server.port))]).await;
+    let spec = "  timeouts: {backendRequest: 1s}\n";
+    let text = format!(
+        "---\n{}{}",
+        policy("web", spec),
+        endpoint_slice("web", &[inbound.inbound.port()])
+    );
+    let file = PolicyFile::new("grpc-cancel", &text);
+    let caller = ProxyProcess::start(&[&file.flag()]).await;
+
+    // The client cancels once the server has its first message.
+    let (_response, mut stream, _connection) = open_held_call(caller.outbound).await;
+    wait_held(&server, (1, 0), "the call reached the server").await;
+    stream.send_reset(h2::Reason::CANCEL);
+    wait_held(&server, (1, 1), "the client's cancel reached the server").await;
+
+    // The caller's proxy gives the attempt up at 1s: the client gets the
+    // proxy's answer, and the server sees the call cancelled.
+    let started = Instant::now();
+    let (response, _stream, _connection) = open_held_call(caller.outbound).await;
+    let response = tokio::time::timeout(Duration::from_secs(10), response)
+        .await
+        .expect("the proxy answers at its per-try timeout")
+        .unwrap();
+    assert!(started.elapsed() >= Duration::from_secs(1));
+    assert_eq!(
+        response
+            .headers()
+            .get("x-outrigger-error")
+            .map(|v| v.to_str().unwrap()),
+        Some("timeout"),
+        "{response:?}"
+    );
+    wait_held(&server, (2, 2), "the given-up attempt reached the server").await;
 }

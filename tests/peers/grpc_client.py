@@ -13,6 +13,7 @@ order, printing what came back:
   "client-stream A B C"          one line: "OK <reply>"
   "bidi A B C"                   sends A, waits for its echo, then B, ...: a
                                  line per echo, then "OK"
+  "held"                         one line: the server's Held reply
 """
 import sys
 
@@ -41,6 +42,8 @@ def run(channel, command):
         method("unary_unary", "Script")(rest.encode())
     elif name == "stats":
         print(method("unary_unary", "Stats")(b"").decode())
+    elif name == "held":
+        print(method("unary_unary", "Held")(b"").decode())
     elif name == "server-stream":
         try:
             for message in method("unary_stream", "ServerStream")(rest.encode()):

@@ -20,6 +20,12 @@ Service test.Echo:
                                 the messages.
   ClientStream(stream) -> bytes the messages joined with "+".
   Bidi(stream) -> stream        each message echoed as it arrives, uppercased.
+  Hold(stream) -> bytes         reads messages until the client ends its
+                                stream ("held N"); a call that ends any
+                                other way (cancelled, reset) is counted.
+  Held(bytes) -> bytes          "started=N cancelled=M": Hold calls that got
+                                their first message, and that ended without
+                                the client ending its stream.
 """
 import sys
 import threading
@@ -31,6 +37,7 @@ import grpc
 lock = threading.Lock()
 script = []
 stats = {"unary": 0, "deadline": None}
+held = {"started": 0, "cancelled": 0}
 
 
 def status_code(name):
@@ -89,6 +96,34 @@ def bidi(request_iterator, context):
         yield message.upper()
 
 
+def hold(request_iterator, context):
+    finished = []
+
+    def ended():
+        # Runs when the call is over, however it ended.
+        if not finished:
+            with lock:
+                held["cancelled"] += 1
+
+    context.add_callback(ended)
+    count = 0
+    for _ in request_iterator:
+        count += 1
+        if count == 1:
+            with lock:
+                held["started"] += 1
+    # A cancelled call's messages also just stop: only an active call had
+    # its stream ended by the client.
+    if context.is_active():
+        finished.append(True)
+    return b"held %d" % count
+
+
+def get_held(request, context):
+    with lock:
+        return ("started=%d cancelled=%d" % (held["started"], held["cancelled"])).encode()
+
+
 def main(port):
     handlers = {
         "Unary": grpc.unary_unary_rpc_method_handler(unary),
@@ -97,6 +132,8 @@ def main(port):
         "ServerStream": grpc.unary_stream_rpc_method_handler(server_stream),
         "ClientStream": grpc.stream_unary_rpc_method_handler(client_stream),
         "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
+        "Hold": grpc.stream_unary_rpc_method_handler(hold),
+        "Held": grpc.unary_unary_rpc_method_handler(get_held),
     }
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
     server.add_generic_rpc_handlers(
