@@ -534,6 +534,64 @@ mod tests {
         request.abort();
     }
 
+    #[tokio::test]
+    async fn requests_past_the_servers_stream_limit_wait_for_a_free_stream() {
+        use std::sync::atomic::AtomicUsize;
+        // The server allows 2 streams at once and holds each a moment; it
+        // notes the most it ever had open.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let (open, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let (o, m) = (open.clone(), most.clone());
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let service = hyper::service::service_fn(move |_request| {
+                let (open, most) = (o.clone(), m.clone());
+                async move {
+                    let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    open.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, Infallible>(Response::new(crate::body::full("ok")))
+                }
+            });
+            let _ = hyper::server::conn::http2::Builder::new(TokioExecutor::new())
+                .max_concurrent_streams(2)
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
+        });
+        let io = TcpStream::connect(address).await.unwrap();
+        let connection = handshake(io, KEEP_ALIVE).await.unwrap();
+        // Let the server's SETTINGS arrive: before them the client may open
+        // up to INITIAL_MAX_SEND_STREAMS, as RFC 9113 allows.
+        let mut first = connection.clone();
+        first
+            .send(post(crate::body::full("warm-up")))
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap();
+        let mut requests = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let mut connection = connection.clone();
+            requests.spawn(async move {
+                let response = connection.send(post(crate::body::full("x"))).await?;
+                let body = response.into_body().collect().await.unwrap().to_bytes();
+                Ok::<_, Failure>(body)
+            });
+        }
+        while let Some(answer) = requests.join_next().await {
+            assert_eq!(&answer.unwrap().unwrap()[..], b"ok");
+        }
+        assert_eq!(
+            most.load(Ordering::SeqCst),
+            2,
+            "never past the server's limit"
+        );
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_peer_that_never_answers_pings_is_closed() {
         // Takes the connection and reads everything, answering nothing.
