@@ -189,22 +189,18 @@ impl Drop for CancelOnDrop {
 
 /// Streams the request body to the upstream, frame by frame, as the
 /// stream's window allows. Stops when the upstream resets the stream, and
-/// resets it when the body fails or the request was given up.
+/// resets it when the body fails or the request was given up (also while
+/// waiting for window: a stalled upstream must still see the cancel).
 async fn send_body(
     mut body: ProxyBody,
     mut stream: SendStream<Bytes>,
-    mut cancelled: oneshot::Receiver<()>,
+    cancelled: oneshot::Receiver<()>,
 ) {
-    let mut watching_cancel = true;
+    let mut give_up = GiveUp(Some(cancelled));
     loop {
         let next = poll_fn(|cx| {
-            if watching_cancel {
-                match Pin::new(&mut cancelled).poll(cx) {
-                    Poll::Ready(Ok(())) => return Poll::Ready(Step::Cancel),
-                    // Disarmed: the response came, the body goes on.
-                    Poll::Ready(Err(_)) => watching_cancel = false,
-                    Poll::Pending => {}
-                }
+            if give_up.poll(cx) {
+                return Poll::Ready(Step::Cancel);
             }
             if stream.poll_reset(cx).is_ready() {
                 return Poll::Ready(Step::Stop);
@@ -228,10 +224,11 @@ async fn send_body(
         let frame = match frame.into_data() {
             Ok(data) => {
                 let end = body.is_end_stream();
-                if send_data(&mut stream, data, end).await.is_err() || end {
-                    return;
+                match send_data(&mut stream, data, end, &mut give_up).await {
+                    Ok(()) if !end => continue,
+                    Ok(()) | Err(Unsent::Closed) => return,
+                    Err(Unsent::Cancelled) => return stream.send_reset(Reason::CANCEL),
                 }
-                continue;
             }
             Err(frame) => frame,
         };
@@ -248,31 +245,69 @@ enum Step {
     Frame(Option<Result<Frame<Bytes>, BoxError>>),
 }
 
+/// The request's give-up signal as the body's task sees it: armed until the
+/// response comes (the sender is then dropped without a word).
+struct GiveUp(Option<oneshot::Receiver<()>>);
+
+impl GiveUp {
+    /// Whether the request was given up before its response.
+    fn poll(&mut self, cx: &mut Context<'_>) -> bool {
+        let Some(signal) = &mut self.0 else {
+            return false;
+        };
+        match Pin::new(signal).poll(cx) {
+            Poll::Ready(Ok(())) => true,
+            Poll::Ready(Err(_)) => {
+                // Disarmed: the response came, the body goes on.
+                self.0 = None;
+                false
+            }
+            Poll::Pending => false,
+        }
+    }
+}
+
+/// Why a piece of body was not sent.
+enum Unsent {
+    /// The stream closed or failed: nothing more can be sent.
+    Closed,
+    /// The request was given up while waiting for window.
+    Cancelled,
+}
+
 /// Sends `data` as the stream's send window allows, the last piece ending
 /// the stream when `end`.
 async fn send_data(
     stream: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,
-) -> Result<(), h2::Error> {
+    give_up: &mut GiveUp,
+) -> Result<(), Unsent> {
     if data.is_empty() {
         return match end {
-            true => stream.send_data(data, true),
+            true => stream.send_data(data, true).map_err(|_| Unsent::Closed),
             false => Ok(()),
         };
     }
     while !data.is_empty() {
         stream.reserve_capacity(data.len());
-        let granted = match poll_fn(|cx| stream.poll_capacity(cx)).await {
-            Some(granted) => granted?,
-            // The stream closed: nothing more can be sent.
-            None => return Err(Reason::STREAM_CLOSED.into()),
-        };
+        let granted = poll_fn(|cx| {
+            if give_up.poll(cx) {
+                return Poll::Ready(Err(Unsent::Cancelled));
+            }
+            stream.poll_capacity(cx).map(|granted| match granted {
+                Some(Ok(granted)) => Ok(granted),
+                Some(Err(_)) | None => Err(Unsent::Closed),
+            })
+        })
+        .await?;
         if granted == 0 {
             continue;
         }
         let piece = data.split_to(granted.min(data.len()));
-        stream.send_data(piece, end && data.is_empty())?;
+        stream
+            .send_data(piece, end && data.is_empty())
+            .map_err(|_| Unsent::Closed)?;
     }
     Ok(())
 }
@@ -478,6 +513,31 @@ mod tests {
             .await
             .unwrap();
         // Given up (a per-try timeout, say) while the body still streams.
+        let request = connection.send(post(body));
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), request)
+                .await
+                .is_err(),
+            "the upstream never answers"
+        );
+        let end = tokio::time::timeout(Duration::from_secs(10), seen)
+            .await
+            .expect("the upstream saw the body end")
+            .unwrap();
+        assert_eq!(end, Some(Reason::CANCEL));
+        drop(tx);
+    }
+
+    #[tokio::test]
+    async fn a_request_given_up_while_its_body_waits_for_window_still_resets() {
+        // The upstream reads but never gives window back: after 64 KiB the
+        // body's task waits for capacity that never comes.
+        let (io, seen) = body_end_seen_upstream().await;
+        let mut connection = handshake(io, KEEP_ALIVE).await.unwrap();
+        let (tx, body) = channel_body();
+        tx.send(Ok(Frame::data(Bytes::from(vec![b'a'; 128 * 1024]))))
+            .await
+            .unwrap();
         let request = connection.send(post(body));
         assert!(
             tokio::time::timeout(Duration::from_millis(200), request)

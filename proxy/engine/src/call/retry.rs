@@ -58,8 +58,10 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
         // The only attempt, which takes the head and the body as they are,
         // but for one exception (see `replay_refused`): a bodiless HTTP/2
         // request keeps a copy of its head for it.
-        let replayable = parts.version >= Version::HTTP_2 && body.is_end_stream();
-        let body = match body.is_end_stream() {
+        // Asked once: for an HTTP/2 body it takes the stream's lock.
+        let bodiless = body.is_end_stream();
+        let replayable = parts.version >= Version::HTTP_2 && bodiless;
+        let body = match bodiless {
             true => empty(),
             false => body.map_err(Into::into).boxed_unsync(),
         };
