@@ -20,6 +20,7 @@ use hyper_util::rt::TokioIo;
 
 use super::body::ProxyBody;
 use super::body_end::{OnEnd, WithEnd};
+use super::connect_time::ConnectTime;
 use super::send_error::SendError;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_transport::connect::Connector;
@@ -82,9 +83,15 @@ impl Http1Pool {
                 },
             }
         }
+        let connecting = tokio::time::Instant::now();
         let mut sender = self.connect(target).await?;
+        let connect_time = ConnectTime(connecting.elapsed());
         match sender.try_send_request(request).await {
-            Ok(response) => Ok(self.returning(target, sender, request_sent, response)),
+            Ok(response) => {
+                let mut response = self.returning(target, sender, request_sent, response);
+                response.extensions_mut().insert(connect_time);
+                Ok(response)
+            }
             Err(err) => Err(SendError::after_try_send(err)),
         }
     }
@@ -298,6 +305,20 @@ mod tests {
             assert_eq!(&get(&pool, &target).await.unwrap()[..], b"ok");
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_response_says_whether_its_request_opened_the_connection() {
+        let (target, _) = upstream(false).await;
+        let pool = pool(Duration::from_secs(10));
+        let mut opened = Vec::new();
+        for _ in 0..3 {
+            let request = Request::get("/").body(empty()).unwrap();
+            let response = pool.send(&target, request).await.unwrap();
+            opened.push(response.extensions().get::<ConnectTime>().is_some());
+            response.into_body().collect().await.unwrap();
+        }
+        assert_eq!(opened, [true, false, false]);
     }
 
     #[tokio::test]

@@ -16,6 +16,7 @@ use foldhash::HashMap;
 use http::{Request, Response};
 
 use super::body::ProxyBody;
+use super::connect_time::ConnectTime;
 use super::h2_connection::{self, Connection, Failure, KeepAlive};
 use super::send_error::SendError;
 use outrigger_proxy_core::addr::HostPort;
@@ -79,18 +80,32 @@ impl Http2Pool {
         target: &Arc<HostPort>,
         request: Request<ProxyBody>,
     ) -> Result<Response<ProxyBody>, SendError> {
-        let (mut sender, fresh) = match self.checkout(target) {
-            Some(sender) => (sender, false),
-            None => (self.connect(target).await?, true),
+        let (mut sender, connect_time) = match self.checkout(target) {
+            Some(sender) => (sender, None),
+            None => {
+                let (sender, time) = self.timed_connect(target).await?;
+                (sender, Some(time))
+            }
         };
         let request = match sender.send(request).await {
-            Ok(response) => return Ok(response),
-            Err(Failure::Closed(unsent, _)) if !fresh => *unsent,
+            Ok(response) => return Ok(with_connect_time(response, connect_time)),
+            Err(Failure::Closed(unsent, _)) if connect_time.is_none() => *unsent,
             Err(failure) => return Err(send_error(failure)),
         };
         self.forget(target, &sender);
-        let mut sender = self.connect(target).await?;
-        sender.send(request).await.map_err(send_error)
+        let (mut sender, time) = self.timed_connect(target).await?;
+        let response = sender.send(request).await.map_err(send_error)?;
+        Ok(with_connect_time(response, Some(time)))
+    }
+
+    /// `connect`, and how long this request waited for it.
+    async fn timed_connect(
+        &self,
+        target: &Arc<HostPort>,
+    ) -> Result<(Connection, ConnectTime), SendError> {
+        let connecting = tokio::time::Instant::now();
+        let sender = self.connect(target).await?;
+        Ok((sender, ConnectTime(connecting.elapsed())))
     }
 
     /// The target's connection, if open.
@@ -156,6 +171,16 @@ impl Http2Pool {
         }
         Ok(sender)
     }
+}
+
+fn with_connect_time(
+    mut response: Response<ProxyBody>,
+    time: Option<ConnectTime>,
+) -> Response<ProxyBody> {
+    if let Some(time) = time {
+        response.extensions_mut().insert(time);
+    }
+    response
 }
 
 fn send_error(failure: Failure) -> SendError {
@@ -281,12 +306,16 @@ mod tests {
         target: &Arc<HostPort>,
         authority: &str,
     ) -> Result<Bytes, SendError> {
-        let request = Request::get(format!("http://{authority}/"))
+        let response = pool.send(target, request_for(authority)).await?;
+        Ok(response.into_body().collect().await.unwrap().to_bytes())
+    }
+
+    /// An HTTP/2 GET naming `authority`.
+    fn request_for(authority: &str) -> Request<ProxyBody> {
+        Request::get(format!("http://{authority}/"))
             .version(http::Version::HTTP_2)
             .body(empty())
-            .unwrap();
-        let response = pool.send(target, request).await?;
-        Ok(response.into_body().collect().await.unwrap().to_bytes())
+            .unwrap()
     }
 
     #[tokio::test]
@@ -314,6 +343,19 @@ mod tests {
             1,
             "one connection, multiplexed"
         );
+    }
+
+    #[tokio::test]
+    async fn a_response_says_whether_its_request_opened_the_connection() {
+        let (target, _, _upstream) = upstream(0).await;
+        let pool = pool();
+        let mut opened = Vec::new();
+        for _ in 0..3 {
+            let response = pool.send(&target, request_for("a")).await.unwrap();
+            opened.push(response.extensions().get::<ConnectTime>().is_some());
+            response.into_body().collect().await.unwrap();
+        }
+        assert_eq!(opened, [true, false, false]);
     }
 
     #[tokio::test]

@@ -9,6 +9,7 @@
 pub mod body;
 pub mod body_end;
 pub mod client;
+pub mod connect_time;
 pub mod error_response;
 pub mod h1_pool;
 pub mod h2_connection;

@@ -20,6 +20,7 @@ use crate::config::RouteConfig;
 use crate::stack::{Breaker, DestinationStack, EndpointReport, Endpoints};
 use outrigger_api::policy::FailureKind;
 use outrigger_http::body::{empty, ProxyBody};
+use outrigger_http::connect_time::ConnectTime;
 use outrigger_http::error_response::{is_grpc, ProxyError};
 use outrigger_proxy_core::metrics::Metrics;
 use outrigger_resilience::grpc::Codes;
@@ -109,10 +110,13 @@ fn record(
     let elapsed = now.duration_since(sent);
     let metrics = &stack.metrics.resilience;
     let endpoints = &stack.endpoints;
-    // An endpoint that fails fast is not a fast endpoint: without a penalty a
-    // refused port would attract the balancer's traffic.
+    // An endpoint is priced by how fast it answers: a connection opened for
+    // this attempt is opened once and reused, so its set-up time is taken
+    // off (priced in, one slow handshake starved a new endpoint for tens of
+    // seconds). An endpoint that fails fast is not a fast endpoint: without
+    // a penalty a refused port would attract the balancer's traffic.
     let cost = match outcome {
-        Outcome::Response(_) => elapsed,
+        Outcome::Response(response) => elapsed.saturating_sub(ConnectTime::take(response)),
         _ => elapsed.max(TRANSPORT_FAILURE_COST),
     };
     endpoints.list[index].observe(cost, now);
@@ -237,6 +241,22 @@ mod tests {
             Ok(pair) => pair,
             Err(error) => panic!("not admitted: {error:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_balancer_prices_an_answer_without_its_connection_set_up() {
+        let ms = Duration::from_millis;
+        let stack = stack(config(), 1);
+        let upstream = Scripted::new([Step::Opened(ms(50), ms(2), 200)]);
+        let (outcome, index) = once(&stack, &upstream, None).await;
+        let Outcome::Response(response) = outcome else {
+            panic!("answered")
+        };
+        assert!(
+            response.extensions().get::<ConnectTime>().is_none(),
+            "taken off the response, not passed on to the client"
+        );
+        assert_eq!(stack.endpoints.list[index].estimate(now()), ms(2));
     }
 
     #[tokio::test(start_paused = true)]

@@ -21,6 +21,7 @@ use super::upstream::Upstream;
 use crate::config::{BreakerSettings, DestinationConfig, RetrySettings};
 use crate::stack::{DestinationStack, StackInputs};
 use outrigger_http::body::{empty, ProxyBody};
+use outrigger_http::connect_time::ConnectTime;
 use outrigger_proxy_core::addr::HostPort;
 use outrigger_proxy_core::metrics::Metrics;
 use outrigger_resilience::BreakerConfig;
@@ -134,6 +135,9 @@ pub enum Step {
     Hang,
     /// This status after this long.
     After(Duration, u16),
+    /// This status after opening a connection (the first duration) and
+    /// waiting for the answer on it (the second).
+    Opened(Duration, Duration, u16),
     /// A trailers-only gRPC response with this `grpc-status`.
     GrpcStatus(u32),
     /// A gRPC response whose `grpc-status` comes in trailers, after a
@@ -265,6 +269,14 @@ impl Upstream for Scripted {
             Step::After(delay, code) => {
                 tokio::time::sleep(delay).await;
                 respond(code, None)
+            }
+            Step::Opened(connect, answer, code) => {
+                tokio::time::sleep(connect + answer).await;
+                let mut outcome = respond(code, None);
+                if let Outcome::Response(response) = &mut outcome {
+                    response.extensions_mut().insert(ConnectTime(connect));
+                }
+                outcome
             }
             Step::GrpcTrailers(code, message) => {
                 let mut frames = VecDeque::new();
