@@ -76,9 +76,9 @@ pub struct ResiliencePolicySpec {
     /// Retries of failed calls, made by the calling pod's proxy only (the
     /// Service's own proxies never retry, so a call is not retried twice).
     /// Absent: no retries, except that an HTTP/2 request without a body
-    /// that the upstream refused unprocessed (REFUSED_STREAM, or above a
-    /// graceful GOAWAY's last stream) is sent once more, as HTTP/2 clients
-    /// do. Present: unset fields take their defaults (2 retries of
+    /// that the upstream never processed (REFUSED_STREAM, above a graceful
+    /// GOAWAY's last stream, or not sent because the connection was
+    /// closing) is sent once more, as HTTP/2 clients do. Present: unset fields take their defaults (2 retries of
     /// 502/503/504 and unsent requests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<Retry>,

@@ -70,11 +70,12 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             false => Head::Once(&mut parts),
         };
         let (outcome, index) = attempt(stack, upstream, route, head, body, deadline, trace).await?;
-        if replayable && matches!(outcome, Outcome::RefusedStream(_)) {
+        if replayable && unprocessed(&outcome) {
+            let reason = outcome.failure().unwrap_or("refused-stream");
             drop(outcome);
             // Boxed: rare, and the request's future would carry its room.
             return Box::pin(replay_refused(
-                stack, upstream, route, parts, deadline, trace,
+                stack, upstream, route, parts, deadline, trace, reason,
             ))
             .await;
         }
@@ -167,9 +168,9 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
 /// Without a retry section a request gets one attempt, with one exception,
 /// made by HTTP/2 clients at the connection level whatever their retry
 /// settings: an HTTP/2 request without a body that the upstream provably
-/// never processed (REFUSED_STREAM, or above a graceful GOAWAY's last
-/// stream id) goes once more. nginx closes each HTTP/2 connection that way
-/// after 1,000 requests, and the streams in flight then would fail.
+/// never processed goes once more (see [`unprocessed`]). nginx closes each
+/// HTTP/2 connection that way after 1,000 requests, and the streams in
+/// flight then would fail.
 async fn replay_refused<U: Upstream>(
     stack: &DestinationStack,
     upstream: &U,
@@ -177,11 +178,28 @@ async fn replay_refused<U: Upstream>(
     mut parts: Parts,
     deadline: Option<Instant>,
     trace: Option<&RequestTrace>,
+    reason: &'static str,
 ) -> Result<Response<ProxyBody>, CallError> {
-    count_retry(stack, route, trace, "refused-stream", 1, Duration::ZERO);
+    count_retry(stack, route, trace, reason, 1, Duration::ZERO);
     let head = Head::Once(&mut parts);
     let (outcome, index) = attempt(stack, upstream, route, head, empty(), deadline, trace).await?;
     outcome.into_result(stack, &stack.endpoints.list[index].target)
+}
+
+/// Whether the upstream provably never processed the request because its
+/// connection was closing: it refused the stream (REFUSED_STREAM, or above
+/// a graceful GOAWAY's last stream id), or the connection closed before the
+/// request was written. The second happens under the first: the GOAWAY can
+/// land between the client's readiness check and the stream's opening
+/// (another thread runs the connection), and the request is then never
+/// sent (tests/h2_upstream_goaway.rs failed ~1 run in 25 on it). A failed
+/// connection attempt is not one: the upstream may be down, and that is
+/// for a retry policy to handle.
+fn unprocessed(outcome: &Outcome) -> bool {
+    matches!(
+        outcome,
+        Outcome::RefusedStream(_) | Outcome::ResetBeforeRequest(_)
+    )
 }
 
 /// A retry, in the metrics and on the request's trace.

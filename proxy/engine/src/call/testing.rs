@@ -131,6 +131,10 @@ pub enum Step {
     Connect,
     /// The connection broke after the request was sent.
     Reset,
+    /// The pooled connection closed before the request was written.
+    NotSent,
+    /// An HTTP/2 upstream refused the stream unprocessed.
+    Refused,
     /// No answer, ever.
     Hang,
     /// This status after this long.
@@ -265,6 +269,8 @@ impl Upstream for Scripted {
             Step::ProxyRefusal(code, cause) => respond(code, Some(("x-outrigger-error", cause))),
             Step::Connect => Outcome::ConnectFailure("connection refused".into()),
             Step::Reset => Outcome::Reset("connection reset".into()),
+            Step::NotSent => Outcome::ResetBeforeRequest("connection closed".into()),
+            Step::Refused => Outcome::RefusedStream("refused stream".into()),
             Step::Hang => std::future::pending().await,
             Step::After(delay, code) => {
                 tokio::time::sleep(delay).await;

@@ -147,3 +147,31 @@ async fn the_deadline_covers_a_bounded_body_and_stops_at_a_streams_headers() {
         1.0
     );
 }
+
+/// Without a retry section, a bodiless HTTP/2 request the upstream never
+/// processed goes once more: refused, or never written because the
+/// connection was closing (a GOAWAY racing the stream's opening). Only
+/// once, only HTTP/2, and not after a failed connection attempt.
+#[tokio::test(start_paused = true)]
+async fn without_retries_an_unprocessed_http2_get_goes_once_more() {
+    let h2_get = || {
+        Request::get("/")
+            .version(http::Version::HTTP_2)
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let cases = [
+        (vec![Step::NotSent, Step::Status(200)], h2_get(), 200, 2),
+        (vec![Step::Refused, Step::Status(200)], h2_get(), 200, 2),
+        (vec![Step::NotSent, Step::NotSent], h2_get(), 502, 2),
+        (vec![Step::Connect, Step::Status(200)], h2_get(), 502, 1),
+        (vec![Step::NotSent, Step::Status(200)], get(), 502, 1),
+    ];
+    for (steps, request, status, attempts) in cases {
+        let stack = stack(config(), 1);
+        let upstream = Scripted::new(steps);
+        let served = serve(&stack, &upstream, request, now(), pending()).await;
+        assert_eq!(served.response.status(), status);
+        assert_eq!(upstream.times().len(), attempts);
+    }
+}
