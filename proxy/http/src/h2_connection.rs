@@ -130,6 +130,17 @@ impl Connection {
         self.closed.load(Ordering::Acquire)
     }
 
+    /// Whether `other` is a handle on the same connection.
+    pub fn same_as(&self, other: &Connection) -> bool {
+        Arc::ptr_eq(&self.closed, &other.closed)
+    }
+
+    /// Marks the connection closed, as a request that found it so does.
+    #[cfg(test)]
+    pub(crate) fn mark_closed(&self) {
+        self.closed.store(true, Ordering::Release);
+    }
+
     /// Sends `request` (its URI absolute: scheme and authority become
     /// `:scheme` and `:authority`; connection-specific headers already
     /// removed) and waits for the response head.

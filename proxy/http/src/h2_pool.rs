@@ -122,14 +122,15 @@ impl Http2Pool {
     }
 
     /// Drops the pool's handle on `sender`'s connection if it is still the
-    /// target's (a request found it closed).
+    /// target's (a request found it closed). A newer connection another
+    /// request opened meanwhile stays, unless it is closed too.
     fn forget(&self, target: &HostPort, sender: &Connection) {
         let mut connections = self.inner.connections.lock().expect("not poisoned");
         if let Some(entry) = connections.by_target.get_mut(target) {
             if entry
                 .open
                 .as_ref()
-                .is_some_and(|shared| shared.sender.is_closed() || sender.is_closed())
+                .is_some_and(|shared| shared.sender.is_closed() || shared.sender.same_as(sender))
             {
                 entry.open = None;
             }
@@ -264,6 +265,24 @@ mod tests {
             port,
         };
         (Arc::new(target), accepted, tasks)
+    }
+
+    #[tokio::test]
+    async fn a_closed_connection_forgotten_late_leaves_its_successor_pooled() {
+        let (target, accepted, _upstream) = upstream(0).await;
+        let pool = pool();
+        get(&pool, &target, "a").await.unwrap();
+        let first = pool.checkout(&target).unwrap();
+        // Another request found the first closed and opened a second.
+        first.mark_closed();
+        let second = pool.connect(&target).await.unwrap();
+        assert!(!second.same_as(&first));
+        // The first's request forgets its connection only now.
+        pool.forget(&target, &first);
+        let pooled = pool.checkout(&target).expect("the second stays pooled");
+        assert!(pooled.same_as(&second));
+        get(&pool, &target, "a").await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 2);
     }
 
     fn pool() -> Http2Pool {
