@@ -16,6 +16,14 @@ use http::Response;
 pub struct ConnectTime(pub Duration);
 
 impl ConnectTime {
+    /// Puts the set-up time on `response`, when this request waited for a
+    /// connection to open (`None`: it came over one already open).
+    pub fn put_on<B>(time: Option<ConnectTime>, response: &mut Response<B>) {
+        if let Some(time) = time {
+            response.extensions_mut().insert(time);
+        }
+    }
+
     /// Takes the connection set-up time off `response` (zero if its
     /// connection was already open), so it does not travel on.
     pub fn take<B>(response: &mut Response<B>) -> Duration {

@@ -89,7 +89,7 @@ impl Http1Pool {
         match sender.try_send_request(request).await {
             Ok(response) => {
                 let mut response = self.returning(target, sender, request_sent, response);
-                response.extensions_mut().insert(connect_time);
+                ConnectTime::put_on(Some(connect_time), &mut response);
                 Ok(response)
             }
             Err(err) => Err(SendError::after_try_send(err)),

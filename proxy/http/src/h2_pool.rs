@@ -88,14 +88,18 @@ impl Http2Pool {
             }
         };
         let request = match sender.send(request).await {
-            Ok(response) => return Ok(with_connect_time(response, connect_time)),
+            Ok(mut response) => {
+                ConnectTime::put_on(connect_time, &mut response);
+                return Ok(response);
+            }
             Err(Failure::Closed(unsent, _)) if connect_time.is_none() => *unsent,
             Err(failure) => return Err(send_error(failure)),
         };
         self.forget(target, &sender);
         let (mut sender, time) = self.timed_connect(target).await?;
-        let response = sender.send(request).await.map_err(send_error)?;
-        Ok(with_connect_time(response, Some(time)))
+        let mut response = sender.send(request).await.map_err(send_error)?;
+        ConnectTime::put_on(Some(time), &mut response);
+        Ok(response)
     }
 
     /// `connect`, and how long this request waited for it.
@@ -172,16 +176,6 @@ impl Http2Pool {
         }
         Ok(sender)
     }
-}
-
-fn with_connect_time(
-    mut response: Response<ProxyBody>,
-    time: Option<ConnectTime>,
-) -> Response<ProxyBody> {
-    if let Some(time) = time {
-        response.extensions_mut().insert(time);
-    }
-    response
 }
 
 fn send_error(failure: Failure) -> SendError {
