@@ -111,6 +111,41 @@ async fn get_is_retried_until_success() {
     assert_eq!(app.hits(), 6);
 }
 
+/// Each attempt is built from a copy of the request's headers made before
+/// the first: the upstream sees the same list, in the same order (a repeated
+/// name's values too), on the third attempt as on a request never retried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_request_carries_its_headers_unchanged() {
+    let app = upstream().await;
+    let spec = "  retry: {attempts: 2, backoff: {base: 1ms, max: 5ms}}\n";
+    let (proxy, _file) = caller_proxy(&app, spec).await;
+    let headers = [
+        ("host", "web"),
+        ("x-tag", "first"),
+        ("accept", "text/plain"),
+        ("x-tag", "second"),
+        ("cookie", "a=1"),
+        ("x-request-id", "fixed-for-the-comparison"),
+    ];
+    let (status, _, once) = request(proxy.outbound, "GET", "/headers", &headers, b"").await;
+    assert_eq!(status, 200);
+    let once = String::from_utf8(once).unwrap();
+    assert!(
+        once.find("x-tag: first").unwrap() < once.find("x-tag: second").unwrap(),
+        "{once}"
+    );
+    app.set_script(vec![
+        Fault::status(503),
+        Fault::status(503),
+        Fault::default(),
+    ]);
+    let hits = app.hits();
+    let (status, _, retried) = request(proxy.outbound, "GET", "/headers", &headers, b"").await;
+    assert_eq!(status, 200);
+    assert_eq!(app.hits() - hits, 3, "answered on the third attempt");
+    assert_eq!(String::from_utf8(retried).unwrap(), once);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn post_is_replayed_only_when_allowed() {
     let app = upstream().await;

@@ -22,7 +22,7 @@ use super::attempt::attempt;
 use super::error::CallError;
 use super::now;
 use super::outcome::{Outcome, RetryVerdict};
-use super::upstream::{Head, Upstream};
+use super::upstream::{Head, HeaderCopy, Upstream};
 use crate::config::{RetrySettings, RouteConfig};
 use crate::stack::DestinationStack;
 use outrigger_http::body::{empty, BoxError, ProxyBody};
@@ -65,15 +65,16 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
             true => empty(),
             false => body.map_err(Into::into).boxed_unsync(),
         };
+        let mut copy = HeaderCopy::default();
         let head = match replayable {
-            true => Head::Kept(&mut parts),
+            true => Head::Kept(&mut parts, &mut copy),
             false => Head::Once(&mut parts),
         };
         let (outcome, index) = attempt(stack, upstream, route, head, body, deadline, trace).await?;
-        if replayable && unprocessed(&outcome) {
-            let reason = outcome.failure().unwrap_or("refused-stream");
+        if let Some(reason) = unprocessed(&outcome).filter(|_| replayable) {
             drop(outcome);
             // Boxed: rare, and the request's future would carry its room.
+            copy.restore(&mut parts.headers);
             return Box::pin(replay_refused(
                 stack, upstream, route, parts, deadline, trace, reason,
             ))
@@ -99,8 +100,9 @@ pub async fn with_retries<U: Upstream, B: RequestBody>(
     let replay_ok = replay_allowed(&parts, retry);
 
     let mut retries_done = 0u32;
+    let mut copy = HeaderCopy::default();
     loop {
-        let head = Head::Kept(&mut parts);
+        let head = Head::Kept(&mut parts, &mut copy);
         let (outcome, index) = attempt(
             stack,
             upstream,
@@ -194,12 +196,13 @@ async fn replay_refused<U: Upstream>(
 /// (another thread runs the connection), and the request is then never
 /// sent (tests/h2_upstream_goaway.rs failed ~1 run in 25 on it). A failed
 /// connection attempt is not one: the upstream may be down, and that is
-/// for a retry policy to handle.
-fn unprocessed(outcome: &Outcome) -> bool {
-    matches!(
-        outcome,
-        Outcome::RefusedStream(_) | Outcome::ResetBeforeRequest(_)
-    )
+/// for a retry policy to handle. Returns the replay's reason (its metric
+/// label).
+fn unprocessed(outcome: &Outcome) -> Option<&'static str> {
+    match outcome {
+        Outcome::RefusedStream(_) | Outcome::ResetBeforeRequest(_) => outcome.failure(),
+        _ => None,
+    }
 }
 
 /// A retry, in the metrics and on the request's trace.
