@@ -183,17 +183,22 @@ pub fn limit(
         label: stack.label.clone(),
         route: limits.route,
     };
-    // Activity counts from now: the headers just arrived.
-    let now = tokio::time::Instant::now();
-    let base = activity.as_ref().map_or(now, |a| a.base);
+    let idle = limits.idle.map(|limit| {
+        // Activity counts from now: the headers just arrived.
+        let now = tokio::time::Instant::now();
+        let base = activity.as_ref().map_or(now, |a| a.base);
+        Idle {
+            limit,
+            base,
+            last: now.duration_since(base).as_millis() as u64,
+            request: activity.map(|a| a.last),
+        }
+    });
     response.map(|inner| {
         Limited {
             inner,
             deadline: limits.deadline.map(Into::into),
-            idle: limits.idle,
-            base,
-            last: now.duration_since(base).as_millis() as u64,
-            request: activity.map(|a| a.last),
+            idle,
             timer: None,
             grpc: limits.grpc,
             done: false,
@@ -220,12 +225,7 @@ pin_project_lite::pin_project! {
     struct Limited {
         inner: ProxyBody,
         deadline: Option<tokio::time::Instant>,
-        idle: Option<Duration>,
-        // Last activity, as milliseconds since `base`: the response body's
-        // own, and the request body's while it uploads.
-        base: tokio::time::Instant,
-        last: u64,
-        request: Option<Arc<AtomicU64>>,
+        idle: Option<Idle>,
         #[pin]
         timer: Option<Sleep>,
         grpc: bool,
@@ -234,14 +234,31 @@ pin_project_lite::pin_project! {
     }
 }
 
-/// When the body last moved in either direction.
-fn last_activity(
+/// The idle limit and the activity it watches (only a body under one keeps
+/// track of activity, and reads the clock for it).
+struct Idle {
+    limit: Duration,
+    // Last activity, as milliseconds since `base`: the response body's
+    // own, and the request body's while it uploads.
     base: tokio::time::Instant,
     last: u64,
-    request: Option<&Arc<AtomicU64>>,
-) -> tokio::time::Instant {
-    let request = request.map_or(0, |r| r.load(Ordering::Relaxed));
-    base + Duration::from_millis(last.max(request))
+    request: Option<Arc<AtomicU64>>,
+}
+
+impl Idle {
+    /// When the silence passes the limit, counted from the last activity in
+    /// either direction.
+    fn until(&self) -> tokio::time::Instant {
+        let request = self
+            .request
+            .as_ref()
+            .map_or(0, |r| r.load(Ordering::Relaxed));
+        self.base + Duration::from_millis(self.last.max(request)) + self.limit
+    }
+
+    fn touch(&mut self) {
+        self.last = self.base.elapsed().as_millis() as u64;
+    }
 }
 
 impl Limited {
@@ -254,9 +271,7 @@ impl Limited {
             if this.deadline.is_some_and(|d| d <= now) {
                 return Some("request");
             }
-            let idle_until = this
-                .idle
-                .map(|idle| last_activity(*this.base, *this.last, this.request.as_ref()) + idle);
+            let idle_until = this.idle.as_ref().map(Idle::until);
             if idle_until.is_some_and(|until| until <= now) {
                 return Some("idle");
             }
@@ -319,9 +334,11 @@ impl Body for Limited {
         match Pin::new(self.as_mut().project().inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 // The timer is not moved on each frame: when it fires,
-                // `passed` re-arms it from the last activity.
-                let this = self.as_mut().project();
-                *this.last = this.base.elapsed().as_millis() as u64;
+                // `passed` re-arms it from the last activity. Without an idle
+                // limit activity is never asked for: the clock is not read.
+                if let Some(idle) = self.as_mut().project().idle {
+                    idle.touch();
+                }
                 return Poll::Ready(Some(Ok(frame)));
             }
             Poll::Ready(other) => return Poll::Ready(other),
