@@ -52,6 +52,12 @@ pub struct OutlierDetector<K> {
     max_ejection_time: Option<Duration>,
     max_ejection_percent: u32,
     endpoints: HashMap<K, Endpoint>,
+    /// When the last ejection still running ends (at least: an endpoint
+    /// forgotten since may have held it). Before it nobody is ejected, and
+    /// the common case (no ejection) asks no endpoint: the balancer's two
+    /// candidates and the per-request gauge refresh, which otherwise went
+    /// over every endpoint of the destination, skip the table.
+    ejected_until: Option<Instant>,
     ejections: u64,
     overflow: u64,
 }
@@ -69,6 +75,7 @@ impl<K: Hash + Eq> OutlierDetector<K> {
             max_ejection_time: None,
             max_ejection_percent,
             endpoints: HashMap::new(),
+            ejected_until: None,
             ejections: 0,
             overflow: 0,
         }
@@ -111,6 +118,7 @@ impl<K: Hash + Eq> OutlierDetector<K> {
                     (key, state.unwrap_or_default())
                 })
                 .collect(),
+            ejected_until: self.ejected_until,
             ejections: self.ejections,
             overflow: self.overflow,
         }
@@ -145,6 +153,7 @@ impl<K: Hash + Eq> OutlierDetector<K> {
         }
         let until = deadline(now, duration);
         endpoint.ejected_until = Some(until);
+        self.ejected_until = self.ejected_until.max(Some(until));
         // It returns with a clean streak: one failure after return is not an ejection.
         endpoint.consecutive_failures = 0;
         self.ejections += 1;
@@ -166,15 +175,23 @@ impl<K: Hash + Eq> OutlierDetector<K> {
 
     /// Whether `key` is out of rotation at `now`. Unknown endpoints are not ejected.
     pub fn is_ejected(&self, now: Instant, key: &K) -> bool {
-        self.endpoints.get(key).is_some_and(|e| e.is_ejected(now))
+        self.any_ejected(now) && self.endpoints.get(key).is_some_and(|e| e.is_ejected(now))
     }
 
-    /// Endpoints out of rotation at `now` (O(endpoints)).
+    /// Endpoints out of rotation at `now` (O(endpoints) while an ejection
+    /// runs, O(1) otherwise).
     pub fn ejected_count(&self, now: Instant) -> usize {
+        if !self.any_ejected(now) {
+            return 0;
+        }
         self.endpoints
             .values()
             .filter(|e| e.is_ejected(now))
             .count()
+    }
+
+    fn any_ejected(&self, now: Instant) -> bool {
+        self.ejected_until.is_some_and(|until| now < until)
     }
 
     /// Ejections made since creation (`outrigger_ejections_total`).
@@ -378,5 +395,22 @@ mod tests {
         assert!(!d.is_ejected(t0, &1));
         let e = fail(&mut d, t0, 1, 5).unwrap();
         assert_eq!(e.times_ejected, 1);
+    }
+
+    #[test]
+    fn overlapping_ejections_are_each_seen_to_their_end() {
+        let t0 = Instant::now();
+        let mut d = detector(4, 50);
+        assert_eq!(d.ejected_count(t0), 0);
+        fail(&mut d, t0, 1, 5).expect("ejected until t0+30s");
+        fail(&mut d, t0 + secs(20), 2, 5).expect("ejected until t0+50s");
+        assert_eq!(d.ejected_count(t0 + secs(25)), 2);
+        // The first has returned; the later one, which ends last, still counts.
+        let t = t0 + secs(40);
+        assert_eq!(d.ejected_count(t), 1);
+        assert!(!d.is_ejected(t, &1) && d.is_ejected(t, &2));
+        let t = t0 + secs(50);
+        assert_eq!(d.ejected_count(t), 0);
+        assert!(!d.is_ejected(t, &2));
     }
 }
