@@ -1,7 +1,7 @@
 //! Header hygiene between hops: connection-scoped headers stay on their hop, and
 //! every request carries an `x-request-id`.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
@@ -103,17 +103,27 @@ pub fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// hashing behind them, on both the request and the response
 /// (bench/instructions.sh with INSTR_LOAD=h2).
 pub fn ensure_request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(id) = headers.get_mut(&REQUEST_ID) {
-        if !id.is_empty() && id.len() <= 128 {
-            id.set_sensitive(true);
-            return id.clone();
+    // One lookup (the name hashed once) whether the id is there or not.
+    match headers.entry(REQUEST_ID) {
+        Entry::Occupied(mut entry) => {
+            let id = entry.get_mut();
+            if !id.is_empty() && id.len() <= 128 {
+                id.set_sensitive(true);
+                return id.clone();
+            }
+            let id = new_request_id();
+            entry.insert(id.clone());
+            id
         }
+        Entry::Vacant(entry) => entry.insert(new_request_id()).clone(),
     }
+}
+
+fn new_request_id() -> HeaderValue {
     let mut text = [0u8; uuid::fmt::Hyphenated::LENGTH];
     let text = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut text);
     let mut id = HeaderValue::from_str(text).expect("a UUID is a valid header value");
     id.set_sensitive(true);
-    headers.insert(REQUEST_ID, id.clone());
     id
 }
 
@@ -168,5 +178,18 @@ mod tests {
         let mut h = HeaderMap::new();
         assert!(ensure_request_id(&mut h).is_sensitive());
         assert!(h[REQUEST_ID].is_sensitive());
+    }
+
+    #[test]
+    fn an_empty_or_overlong_request_id_is_replaced() {
+        for bad in [String::new(), "x".repeat(129)] {
+            let mut h = HeaderMap::new();
+            h.append(REQUEST_ID, HeaderValue::from_str(&bad).unwrap());
+            h.append(REQUEST_ID, "second".parse().unwrap());
+            let id = ensure_request_id(&mut h);
+            assert_eq!(id.len(), 36);
+            let ids: Vec<_> = h.get_all(REQUEST_ID).iter().collect();
+            assert_eq!(ids, [&id], "every value the client sent is replaced");
+        }
     }
 }
