@@ -129,8 +129,11 @@ pub async fn serve_route<U: Upstream, B: RequestBody>(
     trace: Option<&RequestTrace>,
     stop: impl Future<Output = ()>,
 ) -> Served {
+    // Pinned where it is made: `select!` then holds a pointer to the
+    // exchange, not the exchange moved into its own state.
+    let exchange = std::pin::pin!(exchange(stack, upstream, route, request, started, trace));
     tokio::select! {
-        served = exchange(stack, upstream, route, request, started, trace) => served,
+        served = exchange => served,
         () = stop => edge(Err(CallError::new(
             ProxyError::Shutdown,
             "the proxy is shutting down and its drain timeout ran out before a response",
