@@ -64,8 +64,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
     for name in &named {
         headers.remove(name);
     }
-    for hop in HOP_BY_HOP.iter().filter(|hop| has(hop)) {
-        headers.remove(hop);
+    for (i, hop) in HOP_BY_HOP.iter().enumerate() {
+        if present & (1 << i) != 0 {
+            headers.remove(hop);
+        }
     }
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
