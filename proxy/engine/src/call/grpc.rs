@@ -52,12 +52,16 @@ pub fn deadline(
 /// that carried a valid `grpc-timeout` leaves with the time remaining at
 /// `now` (so deadlines shrink hop by hop). A request without one gets none:
 /// the policy's timeout is the proxy's own, and a server told of it would
-/// also end streams the proxy lets run.
+/// also end streams the proxy lets run. For a gRPC call only: the caller
+/// has asked [`is_grpc`] already, so it is not asked again here.
 pub fn pass_on_deadline(headers: &mut HeaderMap, deadline: Option<Instant>, now: Instant) {
     let Some(deadline) = deadline else {
         return;
     };
-    if client_timeout(headers).is_none() {
+    let sent = headers
+        .get(TIMEOUT)
+        .and_then(|t| parse_timeout(t.as_bytes()));
+    if sent.is_none() {
         return;
     }
     let remaining = deadline.saturating_duration_since(now);

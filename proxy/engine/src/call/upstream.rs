@@ -103,9 +103,7 @@ impl HeaderCopy {
         match &self.0 {
             Some(copy) => rebuild(copy),
             None => {
-                let mut copy = Vec::with_capacity(client.len());
-                copy.extend(client.iter().map(|(n, v)| (n.clone(), v.clone())));
-                self.0 = Some(copy);
+                self.0 = Some(pairs(client));
                 std::mem::take(client)
             }
         }
@@ -118,6 +116,14 @@ impl HeaderCopy {
             *client = rebuild(&copy);
         }
     }
+}
+
+/// `headers` as a list of pairs, in their order (a repeated name's values
+/// too).
+fn pairs(headers: &HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut pairs = Vec::with_capacity(headers.len());
+    pairs.extend(headers.iter().map(|(n, v)| (n.clone(), v.clone())));
+    pairs
 }
 
 /// A map with the copied headers, in their order (a repeated name's values
@@ -284,11 +290,7 @@ mod tests {
             .body(())
             .unwrap()
             .into_parts();
-        let client: Vec<_> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
+        let client = pairs(&parts.headers);
         let mut copy = HeaderCopy::default();
         let sent = |parts: &mut Parts, copy: &mut HeaderCopy| {
             let request = upstream_request(
@@ -296,11 +298,7 @@ mod tests {
                 outrigger_http::body::empty(),
                 &target(),
             );
-            let mut headers: Vec<_> = request
-                .headers()
-                .iter()
-                .map(|(n, v)| (n.clone(), v.clone()))
-                .collect();
+            let mut headers = pairs(request.headers());
             headers.retain(|(name, _)| name != header::HOST);
             headers
         };
@@ -310,11 +308,6 @@ mod tests {
         assert_eq!(sent(&mut parts, &mut copy), client, "rebuilt from the copy");
         assert_eq!(sent(&mut parts, &mut copy), client, "and again");
         copy.restore(&mut parts.headers);
-        let restored: Vec<_> = parts
-            .headers
-            .iter()
-            .map(|(n, v)| (n.clone(), v.clone()))
-            .collect();
-        assert_eq!(restored, client, "put back for a last attempt");
+        assert_eq!(pairs(&parts.headers), client, "put back for a last attempt");
     }
 }
